@@ -1,0 +1,230 @@
+"""Public explainers: Grad-CAM, Grad-CAM++, guided backprop, guided Grad-CAM, and ``explain``.
+
+Each class is a thin front of :class:`lightning_cam.engine.Explainer`; all share one engine, so
+they behave alike: eval mode during the call and every flag restored afterwards, no hook kept
+between calls, ``param.grad`` never written, usable under ``torch.no_grad()`` and
+``torch.inference_mode()``.
+
+Example:
+    >>> import torch, torchvision
+    >>> model = torchvision.models.resnet18(weights=None)
+    >>> with GradCAM(model, layer="layer4") as cam:
+    ...     maps = cam(torch.rand(2, 3, 64, 64), target=[3, 7])
+    >>> maps.shape, float(maps.max()) <= 1.0
+    (torch.Size([2, 64, 64]), True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_cam.engine import Explainer, Explanation
+from lightning_cam.layers import LayerSpec
+from lightning_cam.methods import method_name
+from lightning_cam.targets import TargetSpec
+
+
+def _single_or_dict(maps: dict[str, torch.Tensor], several: bool) -> Any:
+    return maps if several else next(iter(maps.values()))
+
+
+class _BaseCAM:
+    method = "gradcam"
+
+    def __init__(self, model: nn.Module, layer: LayerSpec = None) -> None:
+        self.model = model
+        self._several = isinstance(layer, Sequence) and not isinstance(layer, str)
+        self._engine = Explainer(model, layer, methods=(self.method,))
+
+    @property
+    def layers(self) -> list[str] | None:
+        """Dotted names of the explained layers (``None`` until the default is found)."""
+        return self._engine.layers
+
+    def cam(
+        self, images: torch.Tensor, target: TargetSpec = None, upsample: bool = True
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Compute the maps for a batch.
+
+        Args:
+            images: ``(B, C, H, W)`` floating-point images, as the model expects them.
+            target: ``None`` (each sample's predicted class), an ``int`` class id, per-sample
+                class ids (sequence or 1-D tensor), or a callable ``output -> (B,)`` scores.
+            upsample: ``True``: maps ``(B, H, W)`` at the image size (bilinear). ``False``: at
+                the layer's resolution ``(B, h, w)``.
+
+        Returns:
+            Float32 maps in [0, 1] (min-max per sample; an all-zero map stays zero) on the
+            images' device; a dict keyed by dotted layer name when several layers were given.
+
+        Raises:
+            ValueError: Images not 4-D, target of the wrong length or out of range, a layer
+                that is never reached or whose output is not spatial.
+        """
+        out = self._engine(images, target=target, upsample=upsample)
+        return _single_or_dict(out.cams[self.method], self._several)
+
+    __call__ = cam
+
+    def __enter__(self) -> _BaseCAM:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        """No-op: hooks live for one call only (kept for API symmetry)."""
+
+
+class GradCAM(_BaseCAM):
+    """Grad-CAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization", ICCV 2017).
+
+    ``L^c = ReLU(sum_k w^c_k A^k)`` with ``w^c_k = mean_ij dy^c / dA^k_ij``, where ``y^c`` is the
+    pre-softmax score of class ``c`` and ``A`` the layer's activations.
+
+    Args:
+        model: Any image model.
+        layer: Dotted name, module, list of either, or ``None`` for the default layer (the last
+            module whose output is a spatial feature map).
+
+    Example:
+        >>> import torch, torchvision
+        >>> cam = GradCAM(torchvision.models.resnet18(weights=None), "layer4")
+        >>> cam(torch.rand(1, 3, 64, 64), target=5).shape
+        torch.Size([1, 64, 64])
+    """
+
+    method = "gradcam"
+
+
+class GradCAMPlusPlus(_BaseCAM):
+    """Grad-CAM++ (Chattopadhyay et al., "Grad-CAM++: Improved Visual Explanations for Deep
+    Convolutional Networks", WACV 2018), closed form of its eq. 19 (exponential score).
+
+    ``alpha = g^2 / (2 g^2 + sum_ab A_ab g^3)`` (0 where the denominator is 0),
+    ``w_k = sum_ij alpha_ij ReLU(g_ij)``, ``L^c = ReLU(sum_k w_k A^k)`` with ``g = dy^c / dA^k``.
+
+    Args:
+        model: Any image model.
+        layer: As for :class:`GradCAM`.
+    """
+
+    method = "gradcam++"
+
+
+class GuidedBackprop:
+    """Guided backpropagation (Springenberg et al., ICLR 2015 workshop).
+
+    Gradients of the class score w.r.t. the input in which every ReLU passes only positive
+    gradients where its input was positive. Covers ``nn.ReLU``, ``F.relu``/``torch.relu``,
+    ``ReLU6`` and in-place variants (see :mod:`lightning_cam.guided`).
+
+    Example:
+        >>> import torch, torchvision
+        >>> gb = GuidedBackprop(torchvision.models.mobilenet_v2(weights=None))
+        >>> gb(torch.rand(1, 3, 64, 64)).shape
+        torch.Size([1, 3, 64, 64])
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._engine = Explainer(model, layer=None, methods=(), guided_backprop=True)
+
+    def __call__(self, images: torch.Tensor, target: TargetSpec = None) -> torch.Tensor:
+        """Return guided gradients ``(B, C, H, W)`` (float32) of the target scores."""
+        out = self._engine(images, target=target)
+        assert out.guided is not None
+        return out.guided
+
+    def __enter__(self) -> GuidedBackprop:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+class GuidedGradCAM:
+    """Guided Grad-CAM (Selvaraju et al., ICCV 2017): guided backprop times the upsampled CAM.
+
+    Args:
+        model: Any image model.
+        layer: As for :class:`GradCAM`.
+        method: ``"gradcam"`` or ``"gradcam++"``.
+
+    Example:
+        >>> import torch, torchvision
+        >>> ggc = GuidedGradCAM(torchvision.models.resnet18(weights=None), "layer4")
+        >>> ggc(torch.rand(1, 3, 64, 64)).shape
+        torch.Size([1, 3, 64, 64])
+    """
+
+    def __init__(self, model: nn.Module, layer: LayerSpec = None, method: str = "gradcam") -> None:
+        self.model = model
+        self.method = method_name(method)
+        self._several = isinstance(layer, Sequence) and not isinstance(layer, str)
+        self._engine = Explainer(model, layer, methods=(self.method,), guided_gradcam=True)
+
+    def __call__(
+        self, images: torch.Tensor, target: TargetSpec = None
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Return guided Grad-CAM ``(B, C, H, W)`` (a dict per layer for several layers)."""
+        out = self._engine(images, target=target)
+        return _single_or_dict(out.guided_cams[self.method], self._several)
+
+    def __enter__(self) -> GuidedGradCAM:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def explain(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: LayerSpec = None,
+    methods: Sequence[str] = ("gradcam", "gradcam++"),
+    target: TargetSpec = None,
+    guided_backprop: bool = False,
+    guided_gradcam: bool = False,
+    upsample: bool = True,
+) -> Explanation:
+    """Several explanations of the same images from one forward pass.
+
+    Grad-CAM and Grad-CAM++ (and any registered method) for one or more layers come from the
+    same activations and gradients; guided backprop and guided Grad-CAM add one guided backward
+    over the same forward.
+
+    Args:
+        model: Any image model.
+        images: ``(B, C, H, W)``.
+        layer: Dotted name, module, list of either, or ``None`` (default layer).
+        methods: CAM methods (``"gradcam"``, ``"gradcam++"``).
+        target: As for :meth:`GradCAM.cam`.
+        guided_backprop: Also return guided backprop gradients.
+        guided_gradcam: Also return guided Grad-CAM per method and layer.
+        upsample: Maps at the image size (else the layer's).
+
+    Returns:
+        An :class:`~lightning_cam.engine.Explanation` with ``cams[method][layer]``, ``guided``,
+        ``guided_cams[method][layer]``, ``scores``, ``class_ids`` and ``logits``.
+
+    Example:
+        >>> import torch, torchvision
+        >>> model = torchvision.models.resnet18(weights=None)
+        >>> out = explain(model, torch.rand(2, 3, 64, 64), "layer4", guided_gradcam=True)
+        >>> sorted(out.cams), out.guided_cams["gradcam++"]["layer4"].shape
+        (['gradcam', 'gradcam++'], torch.Size([2, 3, 64, 64]))
+    """
+    engine = Explainer(
+        model,
+        layer,
+        methods=methods,
+        guided_backprop=guided_backprop,
+        guided_gradcam=guided_gradcam,
+    )
+    return engine(images, target=target, upsample=upsample)

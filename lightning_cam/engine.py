@@ -1,0 +1,386 @@
+"""The engine: one forward pass, the gradients it needs, and every answer derived from them.
+
+Only this module touches hooks, grad modes and training flags. The model is *borrowed*: every
+change (forward hooks, eval mode, grad / inference mode) is undone in ``finally``, also when the
+model raises; parameter ``.grad`` is never written (gradients come from ``torch.autograd.grad`` on
+captured activations, never ``.backward()``).
+
+Speed ("near the physical floor", DESIGN.md): for CAMs alone the forward runs without autograd
+recording up to the first target layer; its forward hook replaces the layer's output by a detached
+leaf that requires grad and turns recording on for the rest of the network. The backward then
+runs from the scores to that layer only, and no parameter gradient is computed. Several methods
+and several layers share the one forward and the one backward. Guided backprop needs the graph
+down to the input; its ReLUs are recorded with a switchable backward rule, so the same forward
+serves the ordinary backward (CAMs) and the guided one.
+
+Example:
+    >>> import torch, torchvision
+    >>> model = torchvision.models.resnet18(weights=None)
+    >>> result = explain(model, torch.rand(2, 3, 64, 64), methods=("gradcam", "gradcam++"),
+    ...                  guided_gradcam=True)
+    >>> result.cams["gradcam"]["layer4"].shape, result.guided.shape
+    (torch.Size([2, 64, 64]), torch.Size([2, 3, 64, 64]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
+from lightning_cam.layers import LayerSpec, default_layer, get_layer, resolve_layers
+from lightning_cam.methods import METHODS, combine, method_name, normalize_maps, upsample
+from lightning_cam.targets import ClassTarget, TargetSpec, as_target, extract_logits
+
+
+@dataclass
+class Explanation:
+    """Everything one engine call produced for a batch ``(B, C, H, W)``.
+
+    Attributes:
+        cams: ``cams[method][layer]``: float32 maps ``(B, H, W)`` (or the layer's ``(B, h, w)``
+            with ``upsample=False``), ReLU'd and min-max normalised to [0, 1] per sample.
+        guided: Guided backprop gradients ``(B, C, H, W)`` (float32), or ``None``.
+        guided_cams: ``guided_cams[method][layer]``: guided Grad-CAM ``(B, C, H, W)``: guided
+            backprop times the upsampled map.
+        scores: The differentiated scores ``(B,)`` (detached, float32).
+        class_ids: The class ids ``(B,)`` explained for class targets, else ``None``.
+        logits: The class logits ``(B, num_classes)`` (detached) when the output has them.
+        layers: Dotted names of the layers explained.
+    """
+
+    cams: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    guided: torch.Tensor | None = None
+    guided_cams: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    scores: torch.Tensor | None = None
+    class_ids: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    layers: list[str] = field(default_factory=list)
+
+    def cam(self, method: str = "gradcam", layer: str | None = None) -> torch.Tensor:
+        """Return one map batch; ``layer=None`` means the only (or first) layer."""
+        maps = self.cams[method_name(method)]
+        return maps[layer if layer is not None else self.layers[0]]
+
+
+@contextmanager
+def borrowed(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode for the duration; restore every module's flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+class LayerCapture:
+    """Hooks some layers of a model for one forward pass and records their outputs.
+
+    Every call of a hooked layer is recorded (a head shared across FPN levels is called once per
+    level). In ``detach`` mode, an output that does not take part in autograd (the forward so far
+    ran without recording) is replaced by a detached leaf that requires grad, and recording is
+    switched on for the rest of the forward: nothing before the layer needs a graph. The hook
+    returns a copy of the recorded tensor so that an in-place op after the layer (``F.relu(x,
+    inplace=True)``) cannot change what was recorded.
+
+    Use as a context manager; the hooks are removed on exit, also after an exception.
+
+    Args:
+        model: The model.
+        names: Dotted names of the layers to hook.
+        detach: Replace non-recording outputs by leaves (see above).
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str], detach: bool) -> None:
+        self.model = model
+        self.names = list(names)
+        self.detach = detach
+        self.activations: dict[str, list[torch.Tensor]] = {n: [] for n in self.names}
+        self.bad_outputs: dict[str, str] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, name: str) -> Any:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+                self.bad_outputs[name] = (
+                    f"a {type(output).__name__}"
+                    if not isinstance(output, torch.Tensor)
+                    else f"a tensor of dtype {output.dtype}"
+                )
+                return None
+            if output.dim() < 3:
+                self.bad_outputs[name] = f"shape {tuple(output.shape)}"
+                return None
+            act = output
+            if self.detach and not act.requires_grad:
+                act = act.detach().requires_grad_(True)
+                torch.set_grad_enabled(True)
+            if not act.requires_grad:
+                # Recording is on but nothing upstream requires grad (guided mode, input
+                # cloned without grad cannot happen; frozen layers after a detached branch can).
+                act = act.detach().requires_grad_(True)
+            self.activations[name].append(act)
+            return act.clone()
+
+        return hook
+
+    def __enter__(self) -> LayerCapture:
+        try:
+            for n in self.names:
+                self._handles.append(get_layer(self.model, n).register_forward_hook(self._hook(n)))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Remove all hooks (idempotent)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _check_images(images: Any) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(
+            f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}"
+        )
+    if images.dim() != 4:
+        hint = " (add a batch dimension: images[None])" if images.dim() == 3 else ""
+        raise ValueError(
+            f"images must have shape (B, C, H, W), got {tuple(images.shape)}{hint}"
+        )
+    if not images.is_floating_point():
+        raise TypeError(
+            f"images must be a floating-point tensor, got dtype {images.dtype}; "
+            "convert with images.float() / 255 and apply the model's normalisation."
+        )
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (B = 0)")
+
+
+def _layer_map(
+    pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    weight_fn: Any,
+    size: tuple[int, ...] | None,
+) -> torch.Tensor:
+    """Un-normalised map of one layer: one CAM per call of the layer, resized and summed.
+
+    A layer called several times (a head shared across FPN levels) contributes one map per call;
+    calls that did not influence the score have zero gradient and add nothing. Without ``size``
+    the maps are summed at the first call's resolution.
+    """
+    total: torch.Tensor | None = None
+    for a, g in pairs:
+        cam = combine(a, weight_fn(a, g))
+        if total is None:
+            total = upsample(cam, size) if size is not None else cam
+        else:
+            total = total + upsample(cam, size if size is not None else tuple(total.shape[1:]))
+    assert total is not None
+    return total
+
+
+class Explainer:
+    """Computes several CAM methods, guided backprop and guided Grad-CAM in one pass.
+
+    Args:
+        model: Any image model ``(B, C, H, W) -> output``.
+        layer: Dotted name, module, list of either, or ``None`` for the default layer (see
+            :func:`lightning_cam.layers.default_layer`).
+        methods: CAM methods to compute (``"gradcam"``, ``"gradcam++"``; see
+            :data:`lightning_cam.methods.METHODS`).
+        guided_backprop: Also compute guided backprop gradients.
+        guided_gradcam: Also compute guided Grad-CAM for every method and layer (implies guided
+            backprop).
+
+    Example:
+        >>> import torch, torchvision
+        >>> model = torchvision.models.resnet18(weights=None)
+        >>> explainer = Explainer(model, "layer4", methods=("gradcam", "gradcam++"))
+        >>> out = explainer(torch.rand(2, 3, 64, 64), target=[1, 2])
+        >>> out.cams["gradcam++"]["layer4"].shape
+        torch.Size([2, 64, 64])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: LayerSpec = None,
+        methods: Sequence[str] = ("gradcam",),
+        guided_backprop: bool = False,
+        guided_gradcam: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(methods, str):
+            methods = (methods,)
+        self.model = model
+        self.methods = list(dict.fromkeys(method_name(m) for m in methods))
+        self.layers = resolve_layers(model, layer)
+        self.guided_backprop = bool(guided_backprop or guided_gradcam)
+        self.guided_gradcam = bool(guided_gradcam)
+        self._needs_layers = bool(self.methods)
+        if self.guided_gradcam and not self.methods:
+            raise ValueError("guided_gradcam=True needs at least one CAM method in methods")
+
+    # The object holds no hooks between calls; the context manager form is for symmetry with
+    # other libraries and closes nothing that could leak.
+    def __enter__(self) -> Explainer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        """Nothing to release: hooks live for one call only. Kept for API symmetry."""
+
+    def _layer_names(self, images: torch.Tensor) -> list[str]:
+        if self.layers is None:
+            self.layers = [default_layer(self.model, images)]
+        return self.layers
+
+    def __call__(
+        self, images: torch.Tensor, target: TargetSpec = None, upsample: bool = True
+    ) -> Explanation:
+        """Explain a batch.
+
+        Args:
+            images: ``(B, C, H, W)`` floating-point images, as the model expects them.
+            target: ``None`` (predicted class), an ``int``, per-sample class ids, or a callable
+                ``output -> (B,)`` scores.
+            upsample: Return maps at the image size (bilinear) instead of the layer's.
+
+        Returns:
+            An :class:`Explanation`.
+
+        Raises:
+            ValueError: Bad image shape, bad target, a layer that the forward never reaches or
+                whose output is not a spatial map.
+            TypeError: Non-tensor or integer images, outputs without logits for class targets.
+        """
+        _check_images(images)
+        target_fn = as_target(target)
+        model = self.model
+        guided = self.guided_backprop
+        with ExitStack() as stack:
+            stack.enter_context(borrowed(model))
+            stack.enter_context(torch.inference_mode(False))
+            names = self._layer_names(images) if self._needs_layers else []
+            x = images.detach().clone() if (images.is_inference() or guided) else images.detach()
+            switch = GuidedSwitch(False)
+            capture = stack.enter_context(LayerCapture(model, names, detach=not guided))
+            if guided:
+                x.requires_grad_(True)
+                stack.enter_context(torch.enable_grad())
+                stack.enter_context(GuidedReLUMode(switch))
+            else:
+                stack.enter_context(torch.no_grad())
+            output = model(x)
+            with torch.enable_grad():
+                scores = target_fn(output)
+            self._check_capture(capture, names)
+            self._check_scores(scores, images.shape[0])
+            acts = [a for n in names for a in capture.activations[n]]
+            if acts and not scores.requires_grad:
+                raise ValueError(
+                    "The target's scores do not depend on the captured layers "
+                    f"{names}: nothing to differentiate. Check the layer and the target."
+                )
+            total = scores.float().sum()
+            grads: Sequence[torch.Tensor | None] = []
+            if acts:
+                grads = torch.autograd.grad(
+                    total, acts, retain_graph=guided, allow_unused=True
+                )
+            gb: torch.Tensor | None = None
+            if guided:
+                if not total.requires_grad:
+                    raise ValueError("The target's scores do not depend on the input images.")
+                switch.guided = True
+                (gin,) = torch.autograd.grad(total, x, allow_unused=True)
+                gb = torch.zeros_like(x, dtype=torch.float32) if gin is None else gin.float()
+            del total
+            with torch.no_grad():
+                return self._assemble(images, names, capture, grads, gb, scores, output,
+                                      target_fn, upsample)
+
+    def _assemble(
+        self,
+        images: torch.Tensor,
+        names: list[str],
+        capture: LayerCapture,
+        grads: Sequence[torch.Tensor | None],
+        gb: torch.Tensor | None,
+        scores: torch.Tensor,
+        output: Any,
+        target_fn: Any,
+        do_upsample: bool,
+    ) -> Explanation:
+        size = tuple(images.shape[2:])
+        result = Explanation(layers=list(names), guided=gb)
+        result.scores = scores.detach().float()
+        if isinstance(target_fn, ClassTarget):
+            result.class_ids = target_fn.last_class_ids
+        try:
+            result.logits = extract_logits(output).detach()
+        except TypeError:
+            result.logits = None
+        grad_iter = iter(grads)
+        pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for n in names:
+            pairs[n] = []
+            for act in capture.activations[n]:
+                g = next(grad_iter)
+                a = act.detach().float()
+                pairs[n].append((a, torch.zeros_like(a) if g is None else g.float()))
+        for m in self.methods:
+            weight_fn = METHODS[m]
+            result.cams[m] = {}
+            if self.guided_gradcam:
+                result.guided_cams[m] = {}
+            for n in names:
+                raw = _layer_map(pairs[n], weight_fn, size if do_upsample else None)
+                full = raw if do_upsample else _layer_map(pairs[n], weight_fn, size)
+                result.cams[m][n] = normalize_maps(raw)
+                if self.guided_gradcam:
+                    assert gb is not None
+                    result.guided_cams[m][n] = gb * normalize_maps(full)[:, None]
+        return result
+
+    @staticmethod
+    def _check_capture(capture: LayerCapture, names: list[str]) -> None:
+        for n in names:
+            if n in capture.bad_outputs:
+                raise ValueError(
+                    f"Layer {n!r} outputs {capture.bad_outputs[n]}, not a spatial feature map "
+                    "(B, C, h, w); choose a convolutional layer (or None for the default)."
+                )
+            if not capture.activations[n]:
+                raise ValueError(
+                    f"Layer {n!r} was never called during the forward pass, so it has no "
+                    "activations to explain; choose a layer on the model's forward path."
+                )
+
+    @staticmethod
+    def _check_scores(scores: Any, batch: int) -> None:
+        if not isinstance(scores, torch.Tensor):
+            raise TypeError(
+                f"The target must return a tensor of shape (B,) = ({batch},), "
+                f"got {type(scores).__name__}"
+            )
+        if scores.shape != (batch,):
+            raise ValueError(
+                f"The target must return one score per image, shape ({batch},); "
+                f"got {tuple(scores.shape)}"
+            )

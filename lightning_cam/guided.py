@@ -1,0 +1,133 @@
+"""Guided backpropagation (Springenberg et al., ICLR 2015 workshop, "Striving for Simplicity").
+
+Guided backprop changes the backward rule of each ReLU: the incoming gradient passes only where
+both the forward input was positive (the usual ReLU rule) *and* the gradient itself is positive::
+
+    R_l = (f_l > 0) * (R_{l+1} > 0) * R_{l+1}
+
+Popular libraries swap ``nn.ReLU`` modules, which is silently wrong for models that call
+``F.relu`` / ``torch.relu`` (Inception v3, DenseNet) or use ``ReLU6`` (MobileNet v2). Here a
+``TorchFunctionMode`` intercepts the functions themselves — ``F.relu``, ``torch.relu``,
+``Tensor.relu``, their in-place variants, ``F.relu6`` and ``F.hardtanh`` with ``min_val=0``
+(what ``nn.ReLU6`` calls) — so module and functional ReLUs alike are covered.
+
+The replacement ReLU's backward rule is read from a switch at *backward* time, so one forward
+pass serves both an ordinary backward (for Grad-CAM) and a guided one (for guided backprop).
+
+Example:
+    >>> import torch
+    >>> switch = GuidedSwitch()
+    >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+    >>> with GuidedReLUMode(switch):
+    ...     y = torch.relu(x)
+    >>> switch.guided = True
+    >>> torch.autograd.grad(y, x, torch.tensor([5.0, -1.0, 2.0]))[0]
+    tensor([0., 0., 2.])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+
+class GuidedSwitch:
+    """Selects the backward rule of the ReLUs recorded under a :class:`GuidedReLUMode`.
+
+    Attributes:
+        guided: ``False`` for the ordinary ReLU gradient, ``True`` for guided backprop.
+    """
+
+    def __init__(self, guided: bool = False) -> None:
+        self.guided = guided
+
+
+class _SwitchableClamp(torch.autograd.Function):
+    """``clamp(x, lo, hi)`` whose backward is ordinary or guided depending on a switch."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        lo: float,
+        hi: float | None,
+        switch: GuidedSwitch,
+        inplace: bool,
+    ) -> torch.Tensor:
+        if inplace:
+            ctx.mark_dirty(x)
+            out = x.clamp_(min=lo, max=hi)
+        else:
+            out = x.clamp(min=lo, max=hi)
+        ctx.save_for_backward(out)
+        ctx.lo, ctx.hi, ctx.switch = lo, hi, switch
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        mask = out > ctx.lo
+        if ctx.hi is not None:
+            mask = mask & (out < ctx.hi)
+        if ctx.switch.guided:
+            mask = mask & (grad > 0)
+        return grad * mask, None, None, None, None
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str, default: Any) -> Any:
+    if len(args) > pos:
+        return args[pos]
+    return kwargs.get(name, default)
+
+
+def _relu_spec(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[torch.Tensor, float, float | None, bool] | None:
+    """Return (input, lo, hi, inplace) when ``func`` is a ReLU-like clamp at zero, else None."""
+    if func in (F.relu, torch.relu, torch.Tensor.relu):
+        return args[0], 0.0, None, bool(_arg(args, kwargs, 1, "inplace", False))
+    if func in (torch.relu_, torch.Tensor.relu_):
+        return args[0], 0.0, None, True
+    if func is F.relu6:
+        return args[0], 0.0, 6.0, bool(_arg(args, kwargs, 1, "inplace", False))
+    if func in (F.hardtanh, F.hardtanh_):
+        lo = float(_arg(args, kwargs, 1, "min_val", -1.0))
+        hi = float(_arg(args, kwargs, 2, "max_val", 1.0))
+        if lo != 0.0:
+            return None
+        inplace = func is F.hardtanh_ or bool(_arg(args, kwargs, 3, "inplace", False))
+        return args[0], lo, hi, inplace
+    return None
+
+
+class GuidedReLUMode(TorchFunctionMode):
+    """Records every ReLU / ReLU6 of a forward pass with a switchable backward rule.
+
+    Only ReLUs whose input takes part in autograd are replaced; everything else runs unchanged.
+
+    Args:
+        switch: Shared switch read by the recorded ReLUs at backward time.
+    """
+
+    def __init__(self, switch: GuidedSwitch) -> None:
+        super().__init__()
+        self.switch = switch
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        spec = _relu_spec(func, args, kwargs)
+        if spec is not None:
+            x, lo, hi, inplace = spec
+            if isinstance(x, torch.Tensor) and torch.is_grad_enabled() and x.requires_grad:
+                return _SwitchableClamp.apply(x, lo, hi, self.switch, inplace)
+        return func(*args, **kwargs)

@@ -1,0 +1,117 @@
+"""Targets: model output -> one differentiable score per sample.
+
+A target says *what* is explained. The engine differentiates the scores a target returns and
+nothing else. Classification targets pick a pre-softmax class score (the logit), as in the
+Grad-CAM and Grad-CAM++ papers; custom targets are any callable ``output -> (B,)``.
+
+Example:
+    >>> import torch
+    >>> logits = torch.tensor([[1.0, 3.0], [2.0, 0.5]])
+    >>> ClassTarget(None)(logits)
+    tensor([3., 2.])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+import torch
+
+TargetSpec = Union[None, int, Sequence[int], torch.Tensor, Callable[[Any], torch.Tensor]]
+
+
+def extract_logits(output: Any) -> torch.Tensor:
+    """Return the class logits ``(B, num_classes)`` from a model's output.
+
+    Accepts a tensor, a named tuple or object with a ``logits`` attribute (Inception v3's
+    ``InceptionOutputs``, GoogLeNet's, Hugging Face outputs) and dicts with a ``"logits"`` key.
+
+    Raises:
+        TypeError: For any other output; the message suggests a callable target.
+    """
+    if isinstance(output, torch.Tensor):
+        logits = output
+    elif hasattr(output, "logits") and isinstance(output.logits, torch.Tensor):
+        logits = output.logits
+    elif isinstance(output, dict) and isinstance(output.get("logits"), torch.Tensor):
+        logits = output["logits"]
+    else:
+        raise TypeError(
+            f"Cannot find class logits in a model output of type {type(output).__name__}: "
+            "expected a tensor (B, num_classes), an object with a .logits tensor, or a dict "
+            "with a 'logits' key. For other outputs pass target=callable(output) -> (B,) scores."
+        )
+    if logits.dim() != 2:
+        raise TypeError(
+            f"Expected class logits of shape (B, num_classes), got {tuple(logits.shape)}. "
+            "For other outputs (segmentation, detection) pass target=callable(output) -> (B,)."
+        )
+    return logits
+
+
+class ClassTarget:
+    """Score of a class: the pre-softmax logit ``y^c`` per sample.
+
+    Args:
+        class_ids: ``None`` for each sample's predicted class (argmax of the logits), an ``int``
+            for the same class for every sample, or a sequence / 1-D tensor of per-sample ids.
+
+    Attributes:
+        last_class_ids: The class ids used by the last call, ``(B,)`` long tensor.
+    """
+
+    def __init__(self, class_ids: None | int | Sequence[int] | torch.Tensor = None) -> None:
+        if isinstance(class_ids, bool) or (
+            class_ids is not None
+            and not isinstance(class_ids, (int, Sequence, torch.Tensor))
+        ):
+            raise TypeError(
+                "target must be None, an int class id, a sequence / 1-D tensor of class ids, "
+                f"or a callable; got {type(class_ids).__name__}"
+            )
+        self.class_ids = class_ids
+        self.last_class_ids: torch.Tensor | None = None
+
+    def resolve(self, logits: torch.Tensor) -> torch.Tensor:
+        """Return the class ids ``(B,)`` for these logits, validated."""
+        batch, num_classes = logits.shape
+        ids = self.class_ids
+        if ids is None:
+            out = logits.detach().argmax(dim=1)
+        elif isinstance(ids, int):
+            out = torch.full((batch,), ids, dtype=torch.long, device=logits.device)
+        else:
+            out = torch.as_tensor(ids, device=logits.device)
+            if out.dim() != 1:
+                raise ValueError(
+                    f"target class ids must be 1-D, got shape {tuple(out.shape)}"
+                )
+            if out.dtype.is_floating_point or out.dtype == torch.bool:
+                raise TypeError(f"target class ids must be integers, got dtype {out.dtype}")
+            if out.numel() != batch:
+                raise ValueError(
+                    f"target has {out.numel()} class ids but the batch has {batch} images; "
+                    "give one id per image or a single int."
+                )
+            out = out.long()
+        if out.numel() and (int(out.min()) < 0 or int(out.max()) >= num_classes):
+            bad = int(out.min()) if int(out.min()) < 0 else int(out.max())
+            raise ValueError(
+                f"class id {bad} is out of range for a model with {num_classes} classes "
+                f"(valid ids: 0..{num_classes - 1})."
+            )
+        return out
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        logits = extract_logits(output)
+        ids = self.resolve(logits)
+        self.last_class_ids = ids
+        return logits.gather(1, ids[:, None]).squeeze(1)
+
+
+def as_target(target: TargetSpec) -> Callable[[Any], torch.Tensor]:
+    """Turn a target specification into a callable ``output -> (B,)`` scores."""
+    if callable(target) and not isinstance(target, torch.Tensor):
+        return target
+    return ClassTarget(target)  # type: ignore[arg-type]

@@ -1,0 +1,119 @@
+"""Guided backprop against a hand-built reference, for every way a network spells ReLU."""
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lightning_cam as lc
+
+ACTS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], float | None]] = {
+    "module_relu": (nn.ReLU(), None),
+    "module_relu_inplace": (nn.ReLU(inplace=True), None),
+    "functional_relu": (F.relu, None),
+    "functional_relu_inplace": (lambda t: F.relu(t, inplace=True), None),
+    "torch_relu": (torch.relu, None),
+    "tensor_relu_": (lambda t: t.relu_(), None),
+    "module_relu6": (nn.ReLU6(), 6.0),
+    "module_relu6_inplace": (nn.ReLU6(inplace=True), 6.0),
+    "functional_relu6": (F.relu6, 6.0),
+}
+
+
+class MLP(nn.Module):
+    def __init__(self, act: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.l1 = nn.Linear(12, 10)
+        self.l2 = nn.Linear(10, 8)
+        self.l3 = nn.Linear(8, 3)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.l1(x.flatten(1)))
+        h = self.act(self.l2(h))
+        return self.l3(h)
+
+
+def reference_guided(model: MLP, x: torch.Tensor, c: int, hi: float | None) -> torch.Tensor:
+    """Hand-built guided backward: R <- R * (lo < z < hi) * (R > 0), then through W^T."""
+    w1, b1 = model.l1.weight.detach(), model.l1.bias.detach()
+    w2, b2 = model.l2.weight.detach(), model.l2.bias.detach()
+    w3 = model.l3.weight.detach()
+    z1 = x.flatten(1) @ w1.T + b1
+    h1 = z1.clamp(0, hi)
+    z2 = h1 @ w2.T + b2
+
+    def gate(r: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        inside = z > 0 if hi is None else (z > 0) & (z < hi)
+        return r * inside * (r > 0)
+
+    r = w3[c].expand(x.shape[0], -1)
+    r = gate(r, z2) @ w2
+    r = gate(r, z1) @ w1
+    return r.view_as(x)
+
+
+@pytest.mark.parametrize("kind", sorted(ACTS))
+def test_guided_backprop_matches_reference(kind: str) -> None:
+    act, hi = ACTS[kind]
+    torch.manual_seed(1)
+    model = MLP(act)
+    with torch.no_grad():  # push pre-activations over 6 sometimes so ReLU6's cap matters
+        model.l1.weight.mul_(8)
+    x = torch.randn(4, 3, 2, 2)
+    gb = lc.GuidedBackprop(model)(x, target=2)
+    ref = reference_guided(model, x, 2, hi)
+    torch.testing.assert_close(gb, ref, rtol=1e-5, atol=1e-6)
+    # and it differs from the plain gradient where negative gradients were blocked
+    xg = x.clone().requires_grad_(True)
+    plain = torch.autograd.grad(model(xg)[:, 2].sum(), xg)[0]
+    assert not torch.allclose(gb, plain)
+
+
+def test_relu6_cap_is_respected() -> None:
+    # An input above 6 must block the gradient under ReLU6 but not under ReLU.
+    x = torch.full((1, 1, 1, 1), 7.0)
+
+    class Net(nn.Module):
+        def __init__(self, act: nn.Module) -> None:
+            super().__init__()
+            self.act = act
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.act(t).flatten(1)
+
+    assert lc.GuidedBackprop(Net(nn.ReLU6()))(x, target=0).item() == 0.0
+    assert lc.GuidedBackprop(Net(nn.ReLU()))(x, target=0).item() == 1.0
+
+
+def test_guided_on_densenet_and_mobilenet_differs_from_plain_gradient() -> None:
+    """Functional ReLU (DenseNet) and ReLU6 (MobileNet v2) are guided: no negative-only paths."""
+    import torchvision
+
+    for name in ("densenet121", "mobilenet_v2"):
+        model = torchvision.models.get_model(name, weights=None).eval()
+        x = torch.rand(1, 3, 64, 64)
+        gb = lc.GuidedBackprop(model)(x, target=1)
+        xg = x.clone().requires_grad_(True)
+        plain = torch.autograd.grad(model(xg)[:, 1].sum(), xg)[0]
+        assert torch.isfinite(gb).all()
+        scale = plain.abs().max()
+        assert scale > 0
+        assert (gb - plain).abs().max() > 1e-2 * scale
+
+
+def test_guided_gradcam_is_product() -> None:
+    import torchvision
+
+    model = torchvision.models.resnet18(weights=None)
+    x = torch.rand(2, 3, 64, 64)
+    out = lc.explain(model, x, "layer4", guided_gradcam=True, target=[1, 2])
+    ggc = out.guided_cams["gradcam"]["layer4"]
+    assert out.guided is not None
+    torch.testing.assert_close(ggc, out.guided * out.cams["gradcam"]["layer4"][:, None])
+    standalone = lc.GuidedGradCAM(model, "layer4", method="gradcam++")(x, target=[1, 2])
+    torch.testing.assert_close(standalone, out.guided_cams["gradcam++"]["layer4"])
+    gb = lc.GuidedBackprop(model)(x, target=[1, 2])
+    torch.testing.assert_close(gb, out.guided)

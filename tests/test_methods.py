@@ -1,0 +1,135 @@
+"""Grad-CAM and Grad-CAM++ against hand-computed maps and the papers' identities."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import lightning_cam as lc
+from lightning_cam.methods import gradcampp_weights, method_name, normalize_maps
+
+
+class LinearScoreNet(nn.Module):
+    """x (1, 1, 2, 2) -> conv (2 channels, A known by hand) -> logits_c = sum_k,ij V[c,k] A_k,ij.
+
+    With x = [[1, 2], [3, 4]]: A_0 = x, A_1 = 5 - x = [[4, 3], [2, 1]].
+    dy^c / dA_k = V[c, k] everywhere.
+    """
+
+    def __init__(self, power: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+            self.conv.bias.copy_(torch.tensor([0.0, 5.0]))
+        self.register_buffer("V", torch.tensor([[1.0, -0.5], [-1.0, 1.0]]))
+        self.power = power
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv(x)
+        return torch.einsum("bkij,ck->bc", a.pow(self.power), self.V)
+
+
+X = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+
+
+def test_gradcam_hand_computed() -> None:
+    # w = mean(g) = V[0] = [1, -0.5]; map = ReLU(A_0 - 0.5 A_1) = ReLU([[-1, .5], [2, 3.5]])
+    # normalised by 3.5: [[0, 1/7], [4/7, 1]]
+    cam = lc.GradCAM(LinearScoreNet(), "conv")(X, target=0, upsample=False)
+    expected = torch.tensor([[[0.0, 1 / 7], [4 / 7, 1.0]]])
+    torch.testing.assert_close(cam, expected)
+    # class 1: w = [-1, 1]: map = ReLU(A_1 - A_0) = ReLU([[3, 1], [-1, -3]]) -> [[1, 1/3], [0, 0]]
+    cam1 = lc.GradCAM(LinearScoreNet(), "conv")(X, target=1, upsample=False)
+    torch.testing.assert_close(cam1, torch.tensor([[[1.0, 1 / 3], [0.0, 0.0]]]))
+
+
+def test_gradcampp_hand_computed() -> None:
+    # class 0: channel 0 has g = 1: alpha = 1 / (2 + sum(A_0) * 1) = 1/12, w_0 = 4 * 1/12 = 1/3.
+    # channel 1 has g = -0.5 < 0: ReLU(g) = 0, w_1 = 0.  map = A_0 / 3 -> (A_0 - 1) / 3.
+    cam = lc.GradCAMPlusPlus(LinearScoreNet(), "conv")(X, target=0, upsample=False)
+    torch.testing.assert_close(cam, torch.tensor([[[0.0, 1 / 3], [2 / 3, 1.0]]]))
+
+
+def _numpy_gradcampp(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Independent, loop-based eq. 19 of the Grad-CAM++ paper for one sample (K, h, w)."""
+    k_, h_, w_ = a.shape
+    weights = np.zeros(k_)
+    for k in range(k_):
+        s = a[k].sum()
+        for i in range(h_):
+            for j in range(w_):
+                den = 2 * g[k, i, j] ** 2 + s * g[k, i, j] ** 3
+                alpha = g[k, i, j] ** 2 / den if den != 0 else 0.0
+                weights[k] += alpha * max(g[k, i, j], 0.0)
+    cam = np.maximum((weights[:, None, None] * a).sum(0), 0)
+    rng = cam.max() - cam.min()
+    return (cam - cam.min()) / rng if rng > 0 else np.zeros_like(cam)
+
+
+def test_gradcampp_spatially_varying_gradients() -> None:
+    # y = sum V A^2: g = 2 V A varies over space; compare with the loop formulation.
+    model = LinearScoreNet(power=2)
+    cam = lc.GradCAMPlusPlus(model, "conv")(X, target=1, upsample=False)[0].numpy()
+    a = model.conv(X)[0].detach().numpy().astype(np.float64)
+    g = 2 * model.V[1].numpy()[:, None, None] * a
+    np.testing.assert_allclose(cam, _numpy_gradcampp(a, g), rtol=1e-5, atol=1e-6)
+
+
+def test_gradcampp_zero_denominator_gives_zero_alpha() -> None:
+    a = torch.zeros(1, 1, 2, 2)
+    g = torch.zeros(1, 1, 2, 2)
+    w = gradcampp_weights(a, g)
+    assert torch.equal(w, torch.zeros(1, 1, 1, 1))
+
+
+class GapNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+def test_gradcam_equals_cam_on_gap_models() -> None:
+    """Grad-CAM paper, sec. 3.1: on conv -> GAP -> linear, Grad-CAM is CAM up to scale."""
+    model = GapNet().eval()
+    x = torch.randn(3, 3, 9, 9)
+    target = [0, 3, 4]
+    cam = lc.GradCAM(model, "features")(x, target=target, upsample=False)
+    feats = model.features(x).detach()
+    ref = torch.einsum("bkij,bk->bij", feats, model.fc.weight[target].detach()).relu()
+    torch.testing.assert_close(cam, normalize_maps(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_normalize_all_zero_stays_zero() -> None:
+    out = normalize_maps(torch.zeros(2, 3, 3))
+    assert torch.equal(out, torch.zeros(2, 3, 3))
+    assert not torch.isnan(out).any()
+
+
+def test_all_zero_map_from_model_is_zero_not_nan() -> None:
+    # Class 0 with a negative-only contribution: V = [-1, -1] on positive A -> ReLU kills all.
+    model = LinearScoreNet()
+    with torch.no_grad():
+        model.V.copy_(torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+    cam = lc.GradCAM(model, "conv")(X, target=0)
+    assert torch.equal(cam, torch.zeros_like(cam))
+
+
+def test_upsampled_map_is_bilinear_resize_then_normalised() -> None:
+    model = GapNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    small = lc.GradCAM(model, "features.0")(x, upsample=False)
+    big = lc.GradCAM(model, "features.0")(x)
+    assert small.shape == (2, 8, 8) and big.shape == (2, 8, 8)
+    torch.testing.assert_close(small, big)
+
+
+def test_method_names() -> None:
+    assert method_name("Grad-CAM++") == "gradcam++"
+    assert method_name("GradCAM") == "gradcam"
+    with pytest.raises(ValueError, match="Unknown method 'scorecam'"):
+        method_name("scorecam")
