@@ -16,7 +16,26 @@ from lightning_cam.targets import ClassTarget
 
 __version__ = "0.1.0"
 
+# Lightning-dependent parts load on first use, so that the engine imports fast on its own.
+_LAZY = {
+    "CAMCallback": "lightning_cam.callbacks",
+    "GradCAMCallback": "lightning_cam.callbacks",
+    "GradCAMPlusPlusCallback": "lightning_cam.callbacks",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightning_cam' has no attribute {name!r}")
+
+
 __all__ = [
+    "CAMCallback",
+    "GradCAMCallback",
+    "GradCAMPlusPlusCallback",
     "ClassTarget",
     "Explainer",
     "Explanation",

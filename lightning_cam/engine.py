@@ -157,9 +157,7 @@ def _check_images(images: Any) -> None:
         )
     if images.dim() != 4:
         hint = " (add a batch dimension: images[None])" if images.dim() == 3 else ""
-        raise ValueError(
-            f"images must have shape (B, C, H, W), got {tuple(images.shape)}{hint}"
-        )
+        raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}{hint}")
     if not images.is_floating_point():
         raise TypeError(
             f"images must be a floating-point tensor, got dtype {images.dtype}; "
@@ -300,9 +298,7 @@ class Explainer:
             total = scores.float().sum()
             grads: Sequence[torch.Tensor | None] = []
             if acts:
-                grads = torch.autograd.grad(
-                    total, acts, retain_graph=guided, allow_unused=True
-                )
+                grads = torch.autograd.grad(total, acts, retain_graph=guided, allow_unused=True)
             gb: torch.Tensor | None = None
             if guided:
                 if not total.requires_grad:
@@ -312,8 +308,9 @@ class Explainer:
                 gb = torch.zeros_like(x, dtype=torch.float32) if gin is None else gin.float()
             del total
             with torch.no_grad():
-                return self._assemble(images, names, capture, grads, gb, scores, output,
-                                      target_fn, upsample)
+                return self._assemble(
+                    images, names, capture, grads, gb, scores, output, target_fn, upsample
+                )
 
     def _assemble(
         self,

@@ -63,8 +63,7 @@ class ClassTarget:
 
     def __init__(self, class_ids: None | int | Sequence[int] | torch.Tensor = None) -> None:
         if isinstance(class_ids, bool) or (
-            class_ids is not None
-            and not isinstance(class_ids, (int, Sequence, torch.Tensor))
+            class_ids is not None and not isinstance(class_ids, (int, Sequence, torch.Tensor))
         ):
             raise TypeError(
                 "target must be None, an int class id, a sequence / 1-D tensor of class ids, "
@@ -84,9 +83,7 @@ class ClassTarget:
         else:
             out = torch.as_tensor(ids, device=logits.device)
             if out.dim() != 1:
-                raise ValueError(
-                    f"target class ids must be 1-D, got shape {tuple(out.shape)}"
-                )
+                raise ValueError(f"target class ids must be 1-D, got shape {tuple(out.shape)}")
             if out.dtype.is_floating_point or out.dtype == torch.bool:
                 raise TypeError(f"target class ids must be integers, got dtype {out.dtype}")
             if out.numel() != batch:

@@ -215,9 +215,11 @@ def _assert_same(before: dict[str, Any], model: nn.Module) -> None:
     after = _snapshot(model)
     assert after["training"] == before["training"]
     assert after["requires_grad"] == before["requires_grad"]
-    for a, b in zip(after["grads"], before["grads"]):
+    for a, b in zip(after["grads"], before["grads"], strict=True):
         assert (a is None and b is None) or torch.equal(a, b)
-    for a, b in zip(after["params"] + after["buffers"], before["params"] + before["buffers"]):
+    for a, b in zip(
+        after["params"] + after["buffers"], before["params"] + before["buffers"], strict=True
+    ):
         assert torch.equal(a, b)
     assert _hooks(model) == 0
 
@@ -265,7 +267,10 @@ def test_under_no_grad_inference_mode_and_frozen(method: str) -> None:
     assert all(not p.requires_grad and p.grad is None for p in model.parameters())
     for other in (under_no_grad, under_inference, frozen):
         if isinstance(ref, lc.Explanation):
-            ref_t, other_t = ref.guided_cams["gradcam"]["block2"], other.guided_cams["gradcam"]["block2"]
+            ref_t, other_t = (
+                ref.guided_cams["gradcam"]["block2"],
+                other.guided_cams["gradcam"]["block2"],
+            )
         else:
             ref_t, other_t = ref, other
         torch.testing.assert_close(other_t, ref_t)
@@ -338,7 +343,9 @@ def test_bad_images(images: Any, exc: type[Exception], match: str) -> None:
 def test_bad_targets() -> None:
     cam = lc.GradCAM(TinyNet(num_classes=5), "block2")
     x = torch.rand(3, 3, 8, 8)
-    with pytest.raises(ValueError, match=r"class id 5 is out of range .* 5 classes \(valid ids: 0..4\)"):
+    with pytest.raises(
+        ValueError, match=r"class id 5 is out of range .* 5 classes \(valid ids: 0..4\)"
+    ):
         cam(x, target=5)
     with pytest.raises(ValueError, match="class id -1 is out of range"):
         cam(x, target=[0, -1, 2])

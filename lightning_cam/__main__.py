@@ -1,0 +1,5 @@
+import sys
+
+from lightning_cam.cli import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+"""The ``lightning-cam`` command: LightningCLI subcommands and the explain tools.
+
+``lightning-cam fit|validate|test|predict --config configs/shapes.yaml`` are LightningCLI's
+subcommands (model, data, trainer and callbacks from YAML). ``lightning-cam explain`` explains
+pretrained or trained classifiers from the shell (see :mod:`lightning_cam.explain_cli`).
+
+Example:
+    $ lightning-cam fit --config configs/shapes.yaml
+    $ lightning-cam fit --config configs/shapes.yaml --trainer.max_epochs 3
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+_TOOLS = {
+    "explain": "lightning_cam.explain_cli",
+    "detect": "lightning_cam.detect_cli",
+}
+
+
+class CAMLightningCLI:
+    """Builds LightningCLI with lightning-cam's defaults (subclass mode for model and data)."""
+
+    @staticmethod
+    def run(args: Sequence[str] | None = None) -> Any:
+        from pytorch_lightning import LightningDataModule, LightningModule
+        from pytorch_lightning.cli import LightningCLI
+
+        return LightningCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=list(args) if args is not None else None,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lightning-cam`` console script and ``python -m lightning_cam``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in _TOOLS:
+        import importlib
+
+        try:
+            module = importlib.import_module(_TOOLS[args[0]])
+        except ModuleNotFoundError as err:  # pragma: no cover - tool not built in this install
+            print(
+                f"lightning-cam {args[0]}: not available in this installation ({err})",
+                file=sys.stderr,
+            )
+            return 2
+        return int(module.main(args[1:]) or 0)
+    CAMLightningCLI.run(args)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,615 @@
+"""Explanation-quality metrics: is the saliency map on the object, and does it carry the evidence?
+
+Two families, all pure tensor functions (no hooks, no Lightning):
+
+* **Localisation**, with ground truth (boxes or masks): :func:`pointing_game` (Zhang et al.,
+  "Top-down Neural Attention by Excitation Backprop", ECCV 2016) and
+  :func:`energy_pointing_game` (Wang et al., "Score-CAM", CVPR-W 2020).
+* **Faithfulness**, without ground truth, by querying the model: :func:`average_drop_increase`
+  (Chattopadhyay et al., "Grad-CAM++", WACV 2018) and :func:`deletion_insertion_auc`
+  (Petsiuk et al., "RISE", BMVC 2018).
+
+Conventions shared by every function:
+
+* ``maps`` are saliency maps ``(B, H, W)``, float, aligned pixel for pixel with the images
+  ``(B, C, H, W)`` (upsample CAMs to the image first); nominally in ``[0, 1]``.
+* A box is ``(x1, y1, x2, y2)`` in continuous pixel coordinates: pixel ``(row y, col x)`` covers
+  ``[x, x + 1) x [y, y + 1)`` and belongs to the box when its centre ``(x + 0.5, y + 0.5)``
+  satisfies ``x1 <= x + 0.5 < x2`` and ``y1 <= y + 0.5 < y2`` (see :func:`boxes_to_masks`).
+* Metrics that query the model borrow it: eval mode and ``torch.no_grad()`` for the call, every
+  submodule's training flag restored afterwards (also when the model raises), ``param.grad``
+  never touched. Class scores are softmax probabilities of the logits.
+
+Example:
+    >>> import torch
+    >>> maps = torch.zeros(1, 4, 4); maps[0, 1, 2] = 1.0
+    >>> boxes = torch.tensor([[2.0, 0.0, 4.0, 2.0]])
+    >>> pointing_game(maps, boxes=boxes), energy_pointing_game(maps, boxes=boxes)
+    (tensor([1.]), tensor([1.]))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_cam.engine import borrowed
+from lightning_cam.targets import extract_logits
+
+ClassIds = int | Sequence[int] | torch.Tensor | None
+Baseline = Literal["zero", "blur"]
+
+#: Gaussian blur used by the ``"blur"`` baseline: RISE's evaluation kernel (size 11, sigma 5).
+BLUR_KERNEL_SIZE = 11
+BLUR_SIGMA = 5.0
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_maps(maps: object, *, values: Literal["any", "nonneg", "unit"]) -> torch.Tensor:
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"maps must be a torch.Tensor (B, H, W), got {type(maps).__name__}")
+    if maps.dim() != 3:
+        raise ValueError(
+            f"maps must have shape (B, H, W), got {tuple(maps.shape)}"
+            + (" (squeeze the channel dimension)" if maps.dim() == 4 and maps.shape[1] == 1 else "")
+        )
+    if not maps.is_floating_point():
+        raise ValueError(f"maps must be a floating-point tensor, got dtype {maps.dtype}")
+    if not torch.isfinite(maps).all():
+        raise ValueError("maps must be finite, found NaN or infinite values")
+    if values != "any" and maps.numel() > 0:
+        low = float(maps.min())
+        if low < 0:
+            raise ValueError(
+                f"maps must be non-negative (saliency in [0, 1]), got a minimum of {low:g}; "
+                "apply ReLU and normalise the maps first"
+            )
+        if values == "unit":
+            high = float(maps.max())
+            if high > 1:
+                raise ValueError(
+                    f"maps must lie in [0, 1] to mask images, got a maximum of {high:g}; "
+                    "normalise each map by its maximum first"
+                )
+    return maps
+
+
+def _check_images(images: object, maps: torch.Tensor) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor (B, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4 or not images.is_floating_point():
+        raise ValueError(
+            f"images must be a floating-point tensor of shape (B, C, H, W), got shape "
+            f"{tuple(images.shape)} and dtype {images.dtype}"
+        )
+    if (images.shape[0], *images.shape[2:]) != tuple(maps.shape):
+        raise ValueError(
+            f"maps shape {tuple(maps.shape)} does not match images shape {tuple(images.shape)}: "
+            "expected maps (B, H, W) for images (B, C, H, W); upsample the maps to the image size"
+        )
+    return images
+
+
+def _check_masks(masks: object, maps: torch.Tensor) -> torch.Tensor:
+    if not isinstance(masks, torch.Tensor):
+        raise TypeError(f"masks must be a torch.Tensor (B, H, W), got {type(masks).__name__}")
+    if tuple(masks.shape) != tuple(maps.shape):
+        raise ValueError(
+            f"masks shape {tuple(masks.shape)} does not match maps shape {tuple(maps.shape)}: "
+            "expected both (B, H, W)"
+        )
+    if masks.dtype != torch.bool:
+        bad = masks[(masks != 0) & (masks != 1)]
+        if bad.numel() > 0:
+            raise ValueError(
+                f"masks must be boolean or contain only 0 and 1, found the value {bad[0].item()}"
+            )
+        masks = masks != 0
+    return masks.to(maps.device)
+
+
+def _object_masks(
+    maps: torch.Tensor, masks: torch.Tensor | None, boxes: torch.Tensor | None
+) -> torch.Tensor:
+    if (masks is None) == (boxes is None):
+        raise ValueError(
+            "exactly one of masks= or boxes= is required, got "
+            + ("both" if masks is not None else "neither")
+        )
+    if masks is not None:
+        return _check_masks(masks, maps)
+    boxes = _check_boxes(boxes)
+    if boxes.shape[0] != maps.shape[0]:
+        raise ValueError(
+            f"boxes shape {tuple(boxes.shape)} does not match maps shape {tuple(maps.shape)}: "
+            "expected one box (B, 4) per map (B, H, W)"
+        )
+    return boxes_to_masks(boxes, maps.shape[1], maps.shape[2]).to(maps.device)
+
+
+def _check_boxes(boxes: object) -> torch.Tensor:
+    if not isinstance(boxes, torch.Tensor):
+        raise TypeError(f"boxes must be a torch.Tensor (B, 4), got {type(boxes).__name__}")
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(
+            f"boxes must have shape (B, 4) as (x1, y1, x2, y2), got {tuple(boxes.shape)}"
+        )
+    if boxes.dtype == torch.bool or boxes.is_complex():
+        raise ValueError(f"boxes must be real numbers, got dtype {boxes.dtype}")
+    if not boxes.is_floating_point():
+        boxes = boxes.float()
+    if not torch.isfinite(boxes).all():
+        raise ValueError("boxes must be finite, found NaN or infinite values")
+    flipped = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if flipped.any():
+        i = int(flipped.nonzero()[0])
+        raise ValueError(
+            f"boxes must be (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2, box {i} is "
+            f"{boxes[i].tolist()}"
+        )
+    return boxes
+
+
+def _check_positive_int(name: str, value: object, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        expected = "a positive int or None" if allow_none else "a positive int"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def _class_id_tensor(class_ids: ClassIds, batch: int, device: torch.device) -> torch.Tensor | None:
+    if class_ids is None:
+        return None
+    if isinstance(class_ids, bool):
+        raise ValueError(f"class_ids must be an int, a sequence of ints or None, got {class_ids!r}")
+    if isinstance(class_ids, int):
+        return torch.full((batch,), class_ids, dtype=torch.long, device=device)
+    ids = torch.as_tensor(class_ids, device=device)
+    if ids.dim() != 1 or ids.shape[0] != batch:
+        raise ValueError(
+            f"class_ids must be an int or have shape ({batch},) (one id per image), "
+            f"got shape {tuple(ids.shape)}"
+        )
+    if ids.is_floating_point() or ids.dtype == torch.bool or ids.is_complex():
+        raise ValueError(f"class_ids must be integers, got dtype {ids.dtype}")
+    return ids.long()
+
+
+def _resolve_class_ids(class_ids: torch.Tensor | None, reference: torch.Tensor) -> torch.Tensor:
+    """Validate ``(B,)`` ids against ``reference`` ``(B, K)``; ``None`` means its argmax."""
+    num_classes = reference.shape[1]
+    if class_ids is None:
+        return reference.argmax(dim=1)
+    class_ids = class_ids.to(reference.device)
+    bad = (class_ids < 0) | (class_ids >= num_classes)
+    if bad.any():
+        raise ValueError(
+            f"class_ids must lie in [0, {num_classes}) for a model with {num_classes} classes, "
+            f"got {int(class_ids[bad][0])}"
+        )
+    return class_ids
+
+
+def _log_probabilities(
+    model: nn.Module,
+    make_batch: Callable[[int, int], torch.Tensor],
+    total: int,
+    batch_size: int | None,
+) -> torch.Tensor:
+    """Run ``model`` on ``total`` inputs built chunk by chunk; return log-softmax ``(total, K)``.
+
+    The model is borrowed: eval mode and ``torch.no_grad()`` for the call, every submodule's
+    training flag restored afterwards, also when the model raises.
+    """
+    step = total if batch_size is None else batch_size
+    chunks: list[torch.Tensor] = []
+    with borrowed(model), torch.no_grad():
+        for start in range(0, total, max(step, 1)):
+            stop = min(start + step, total)
+            logits = extract_logits(model(make_batch(start, stop)))
+            if logits.shape[0] != stop - start:
+                raise ValueError(
+                    f"the model returned logits of shape {tuple(logits.shape)} for a batch of "
+                    f"{stop - start} images: expected ({stop - start}, num_classes)"
+                )
+            # float32 whatever the model's precision: softmax of low-precision logits is coarse.
+            chunks.append(logits.float().log_softmax(dim=1))
+    return torch.cat(chunks)
+
+
+# --------------------------------------------------------------------------------------------
+# Localisation metrics
+# --------------------------------------------------------------------------------------------
+
+
+def boxes_to_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Rasterise boxes into boolean masks by the pixel-centre rule.
+
+    Boxes are ``(x1, y1, x2, y2)`` in continuous pixel coordinates (the torchvision / COCO
+    convention): pixel ``(row y, col x)`` covers the square ``[x, x + 1) x [y, y + 1)`` and is
+    inside the box when its centre lies in the half-open box::
+
+        x1 <= x + 0.5 < x2   and   y1 <= y + 0.5 < y2
+
+    A box with integer edges therefore covers exactly columns ``x1 .. x2 - 1`` and rows
+    ``y1 .. y2 - 1``; ``(0, 0, W, H)`` covers the whole image and two boxes sharing an edge never
+    share a pixel. Pascal VOC boxes, whose ``x2, y2`` are inclusive pixel indices, need ``+1`` on
+    ``x2`` and ``y2``. Parts of a box outside the image are ignored.
+
+    Args:
+        boxes: ``(B, 4)`` boxes ``(x1, y1, x2, y2)`` in pixels (float or int).
+        height: Mask height ``H``.
+        width: Mask width ``W``.
+
+    Returns:
+        ``(B, H, W)`` boolean masks on the boxes' device.
+
+    Raises:
+        ValueError: Boxes not ``(B, 4)``, not finite, with ``x2 < x1`` or ``y2 < y1``; a
+            non-positive size.
+
+    Example:
+        >>> boxes_to_masks(torch.tensor([[0.4, 0.0, 2.6, 1.0]]), 2, 4).int()
+        tensor([[[1, 1, 1, 0],
+                 [0, 0, 0, 0]]], dtype=torch.int32)
+    """
+    _check_positive_int("height", height)
+    _check_positive_int("width", width)
+    boxes = _check_boxes(boxes)
+    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
+    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
+    in_x = (boxes[:, 0:1] <= xs) & (xs < boxes[:, 2:3])  # (B, W)
+    in_y = (boxes[:, 1:2] <= ys) & (ys < boxes[:, 3:4])  # (B, H)
+    return in_y[:, :, None] & in_x[:, None, :]
+
+
+def _dilate(masks: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """Pixels within Euclidean distance ``tolerance`` (between pixel centres) of a mask pixel."""
+    radius = int(math.floor(tolerance))
+    if radius == 0:
+        return masks
+    offsets = torch.arange(-radius, radius + 1, device=masks.device, dtype=torch.float32)
+    disk = (offsets[:, None] ** 2 + offsets[None, :] ** 2) <= tolerance**2
+    # Counts are small integers, exact in float32: a pixel is reached when the count is > 0.
+    reached = F.conv2d(masks[:, None].float(), disk[None, None].float(), padding=radius)
+    return reached[:, 0] > 0.5
+
+
+def pointing_game(
+    maps: torch.Tensor,
+    masks: torch.Tensor | None = None,
+    boxes: torch.Tensor | None = None,
+    tolerance: float = 0,
+) -> torch.Tensor:
+    """Pointing game (Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016).
+
+    A map *hits* when the location of its maximum lies on the object::
+
+        hit_i = 1  if  min_{p in argmax(map_i), q in object_i} ||p - q||_2 <= tolerance  else 0
+
+    (distances between pixel centres). ``tolerance=0`` asks for the maximum on an object pixel;
+    the original protocol uses 15 pixels at 224 x 224 input, implemented by dilating the object
+    mask with a disk of that radius. The pointing accuracy is ``hit.mean()``.
+
+    Conventions:
+
+    * **Ties**: when several pixels share the maximal value, the map hits if *any* of them is
+      on the (dilated) object.
+    * **All-zero map**: a miss (it points nowhere). An empty object mask is a miss too.
+
+    Args:
+        maps: ``(B, H, W)`` non-negative saliency maps.
+        masks: ``(B, H, W)`` object masks, bool or ``{0, 1}``. Exactly one of ``masks`` / ``boxes``.
+        boxes: ``(B, 4)`` object boxes ``(x1, y1, x2, y2)`` in pixels, rasterised with
+            :func:`boxes_to_masks`.
+        tolerance: Hit radius in pixels, ``>= 0``.
+
+    Returns:
+        ``(B,)`` float tensor, ``1.0`` for a hit and ``0.0`` for a miss.
+
+    Raises:
+        ValueError: Neither or both of ``masks`` / ``boxes``; shapes that do not agree; masks
+            not boolean / ``{0, 1}``; negative or non-finite maps; a negative tolerance.
+
+    Example:
+        >>> maps = torch.zeros(1, 4, 4); maps[0, 0, 0] = 1.0
+        >>> masks = torch.zeros(1, 4, 4, dtype=torch.bool); masks[0, 0, 1] = True
+        >>> pointing_game(maps, masks), pointing_game(maps, masks, tolerance=1)
+        (tensor([0.]), tensor([1.]))
+    """
+    maps = _check_maps(maps, values="nonneg")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
+        raise ValueError(f"tolerance must be a number of pixels >= 0, got {tolerance!r}")
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance must be a finite number of pixels >= 0, got {tolerance!r}")
+    objects = _dilate(_object_masks(maps, masks, boxes), float(tolerance))
+    peak = maps.flatten(1).amax(dim=1)[:, None, None] if maps.numel() else maps.new_zeros(0, 1, 1)
+    maximal = maps == peak
+    hits = (maximal & objects).flatten(1).any(dim=1) & (peak.flatten() > 0)
+    return hits.to(maps.dtype)
+
+
+def energy_pointing_game(
+    maps: torch.Tensor,
+    masks: torch.Tensor | None = None,
+    boxes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Energy-based pointing game (Wang et al., "Score-CAM", CVPR Workshops 2020).
+
+    The share of the map's mass on the object::
+
+        energy_i = sum_{p in object_i} map_i(p) / sum_p map_i(p)
+
+    An all-zero map scores ``0``.
+
+    Args:
+        maps: ``(B, H, W)`` non-negative saliency maps.
+        masks: ``(B, H, W)`` object masks, bool or ``{0, 1}``. Exactly one of ``masks`` / ``boxes``.
+        boxes: ``(B, 4)`` object boxes ``(x1, y1, x2, y2)`` in pixels (see :func:`boxes_to_masks`).
+
+    Returns:
+        ``(B,)`` float tensor in ``[0, 1]``.
+
+    Raises:
+        ValueError: As :func:`pointing_game`.
+
+    Example:
+        >>> maps = torch.tensor([[[1.0, 3.0], [0.0, 0.0]]])
+        >>> energy_pointing_game(maps, boxes=torch.tensor([[1.0, 0.0, 2.0, 1.0]]))
+        tensor([0.7500])
+    """
+    maps = _check_maps(maps, values="nonneg")
+    objects = _object_masks(maps, masks, boxes)
+    total = maps.flatten(1).sum(dim=1)
+    inside = (maps * objects).flatten(1).sum(dim=1)
+    safe = torch.where(total > 0, total, torch.ones_like(total))
+    return torch.where(total > 0, inside / safe, torch.zeros_like(total))
+
+
+# --------------------------------------------------------------------------------------------
+# Faithfulness metrics (query the model)
+# --------------------------------------------------------------------------------------------
+
+
+def average_drop_increase(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    class_ids: ClassIds,
+    batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image drop and increase in confidence (Chattopadhyay et al., "Grad-CAM++", WACV 2018).
+
+    With ``Y_i`` the probability of class ``c`` on image ``i`` and ``O_i`` its probability on the
+    explanation-masked image ``images * maps[:, None]``::
+
+        drop_i     = max(0, Y_i - O_i) / Y_i * 100
+        increase_i = O_i > Y_i
+
+    Average Drop % is ``mean(drop_i)`` (lower is better), Increase in Confidence % is
+    ``100 * mean(increase_i)`` (higher is better); see :func:`average_drop` and
+    :func:`increase_in_confidence`.
+
+    ``Y`` and ``O`` are **softmax probabilities**, not logits: the ratio ``(Y - O) / Y`` needs a
+    positive score bounded above (a logit can be negative or zero, which flips or breaks the
+    ratio), and the softmax makes the scores of different images comparable. The ratio is
+    computed as ``1 - exp(log O - log Y)`` from log-softmax, which stays finite when ``Y``
+    underflows.
+
+    The model is borrowed: eval mode and ``torch.no_grad()`` for the call, every submodule's
+    training flag restored afterwards (also when it raises); ``param.grad`` is never touched.
+    Cost: ``2 B`` images, in forwards of at most ``batch_size`` images.
+
+    Args:
+        model: Classifier returning logits ``(N, num_classes)``, or an output with a ``logits``
+            attribute (or ``"logits"`` key).
+        images: ``(B, C, H, W)`` model inputs.
+        maps: ``(B, H, W)`` saliency maps in ``[0, 1]`` aligned with ``images``.
+        class_ids: The explained class: an ``int`` for all images, ``(B,)`` ids, or ``None`` for
+            the class the model predicts on each unmodified image.
+        batch_size: Most images per forward; ``None`` for one forward of all ``2 B`` images.
+
+    Returns:
+        ``(drop_percent, increase)``: ``(B,)`` float drops in ``[0, 100]`` and ``(B,)`` bools.
+
+    Raises:
+        ValueError: Shapes that do not agree, maps outside ``[0, 1]``, bad ``class_ids`` or
+            ``batch_size``.
+        TypeError: A model output without class logits.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+        >>> drop, inc = average_drop_increase(model, torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8), 1)
+        >>> drop.shape, inc.dtype
+        (torch.Size([2]), torch.bool)
+    """
+    maps = _check_maps(maps, values="unit")
+    images = _check_images(images, maps)
+    _check_positive_int("batch_size", batch_size, allow_none=True)
+    batch = images.shape[0]
+    ids = _class_id_tensor(class_ids, batch, images.device)
+    masked_maps = maps.to(device=images.device, dtype=images.dtype)[:, None]
+
+    def make_batch(start: int, stop: int) -> torch.Tensor:
+        # Flat index j: image j // 2, unmodified when j is even, masked when odd.
+        j = torch.arange(start, stop, device=images.device)
+        b = j // 2
+        scale = torch.where((j % 2 == 1)[:, None, None, None], masked_maps[b], 1.0)
+        return images[b] * scale
+
+    log_probs = _log_probabilities(model, make_batch, 2 * batch, batch_size)
+    log_probs = log_probs.view(batch, 2, -1)
+    ids = _resolve_class_ids(ids, log_probs[:, 0])
+    log_y, log_o = log_probs.gather(2, ids.view(batch, 1, 1).expand(batch, 2, 1)).unbind(1)
+    log_y, log_o = log_y.squeeze(1), log_o.squeeze(1)
+    drop = 100.0 * (1.0 - torch.exp(log_o - log_y)).clamp(min=0.0)
+    return drop, log_o > log_y
+
+
+def average_drop(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    class_ids: ClassIds,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Average Drop % (Grad-CAM++): ``mean_i max(0, Y_i - O_i) / Y_i * 100``; lower is better.
+
+    See :func:`average_drop_increase` for the definitions and arguments; to get both scores,
+    call it once instead of this and :func:`increase_in_confidence`.
+
+    Returns:
+        0-dim float tensor in ``[0, 100]``.
+    """
+    return average_drop_increase(model, images, maps, class_ids, batch_size)[0].mean()
+
+
+def increase_in_confidence(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    class_ids: ClassIds,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Increase in Confidence % (Grad-CAM++): ``100 * mean_i [O_i > Y_i]``; higher is better.
+
+    See :func:`average_drop_increase` for the definitions and arguments.
+
+    Returns:
+        0-dim float tensor in ``[0, 100]``.
+    """
+    return (
+        100.0 * average_drop_increase(model, images, maps, class_ids, batch_size)[1].float().mean()
+    )
+
+
+def blur(
+    images: torch.Tensor, kernel_size: int = BLUR_KERNEL_SIZE, sigma: float = BLUR_SIGMA
+) -> torch.Tensor:
+    """Gaussian blur of ``(B, C, H, W)`` images, the ``"blur"`` baseline of deletion/insertion.
+
+    RISE's kernel (size 11, sigma 5), separable, with replicate padding: unlike RISE's zero
+    padding it does not darken the borders, and a constant image stays constant.
+    """
+    half = kernel_size // 2
+    x = torch.arange(kernel_size, device=images.device, dtype=images.dtype) - half
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    k = k / k.sum()
+    channels = images.shape[1]
+    out = F.pad(images, (half, half, half, half), mode="replicate")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(out, k.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def saliency_ranks(maps: torch.Tensor) -> torch.Tensor:
+    """Rank of every pixel by decreasing saliency: ``(B, H, W)`` ints, 0 for the most salient.
+
+    Ties keep raster order (row-major: top-left first), by a stable sort.
+    """
+    flat = maps.flatten(1)
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    positions = torch.arange(flat.shape[1], device=maps.device).expand_as(order)
+    ranks.scatter_(1, order, positions)
+    return ranks.view(maps.shape)
+
+
+def deletion_insertion_auc(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    class_ids: ClassIds,
+    steps: int = 16,
+    baseline: Baseline = "zero",
+    batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deletion and insertion AUC (Petsiuk et al., "RISE", BMVC 2018).
+
+    Pixels are ranked by decreasing saliency (ties in raster order). With ``N = H * W`` and
+    ``n_k = floor(k N / steps)`` for ``k = 0 .. steps``, let ``T_k`` be the ``n_k`` top-ranked
+    pixels (all channels) and ``p(x)`` the softmax probability of class ``c``:
+
+    * deletion: ``x_k = image`` with ``T_k`` replaced by the baseline; ``p`` should fall fast
+      (lower AUC is better);
+    * insertion: ``x_k = baseline`` with ``T_k`` taken from the image; ``p`` should rise fast
+      (higher AUC is better).
+
+    Each AUC is the trapezoid rule over the fraction of pixels ``f_k = n_k / N`` in ``[0, 1]``::
+
+        AUC = sum_{k=1..steps} (f_k - f_{k-1}) * (p(x_{k-1}) + p(x_k)) / 2
+
+    (``f_k = k / steps`` when ``steps`` divides ``N``). Baselines: ``"zero"`` (all zeros) or
+    ``"blur"`` (the image under a Gaussian blur of size 11, sigma 5, as in RISE's evaluation).
+
+    Cost is bounded: exactly ``steps + 1`` images per curve, ``2 B (steps + 1)`` in all, in
+    forwards of at most ``batch_size`` images holding consecutive steps of consecutive images
+    (``None``: one forward). The model is borrowed as in :func:`average_drop_increase`.
+
+    Args:
+        model: Classifier returning logits ``(N, num_classes)`` (or with a ``logits`` attribute).
+        images: ``(B, C, H, W)`` model inputs.
+        maps: ``(B, H, W)`` saliency maps aligned with ``images``; only their order matters.
+        class_ids: An ``int``, ``(B,)`` ids, or ``None`` for the class predicted on each
+            unmodified image.
+        steps: Number of steps of each curve, ``>= 1``.
+        baseline: ``"zero"`` or ``"blur"``.
+        batch_size: Most images per forward; ``None`` for one forward.
+
+    Returns:
+        ``(deletion_auc, insertion_auc)``, each ``(B,)`` float in ``[0, 1]``.
+
+    Raises:
+        ValueError: Shapes that do not agree, non-finite maps, bad ``steps``, ``baseline``,
+            ``class_ids`` or ``batch_size``.
+        TypeError: A model output without class logits.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+        >>> dele, ins = deletion_insertion_auc(model, torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8),
+        ...                                    class_ids=None, steps=4)
+        >>> dele.shape, ins.shape
+        (torch.Size([2]), torch.Size([2]))
+    """
+    maps = _check_maps(maps, values="any")
+    images = _check_images(images, maps)
+    _check_positive_int("steps", steps)
+    _check_positive_int("batch_size", batch_size, allow_none=True)
+    if baseline not in ("zero", "blur"):
+        raise ValueError(f"baseline must be 'zero' or 'blur', got {baseline!r}")
+    batch, _, height, width = images.shape
+    ids = _class_id_tensor(class_ids, batch, images.device)
+    pixels = height * width
+    device = images.device
+
+    base = torch.zeros_like(images) if baseline == "zero" else blur(images)
+    ranks = saliency_ranks(maps.to(device))[:, None]  # (B, 1, H, W)
+    counts = torch.arange(steps + 1, device=device) * pixels // steps  # n_k
+    per_image = 2 * (steps + 1)
+
+    def make_batch(start: int, stop: int) -> torch.Tensor:
+        # Flat index j: image j // per_image, then deletion k = 0..steps, insertion k = 0..steps.
+        j = torch.arange(start, stop, device=device)
+        b, rest = j // per_image, j % per_image
+        insertion, k = rest // (steps + 1), rest % (steps + 1)
+        top = ranks[b] < counts[k][:, None, None, None]
+        use_base = top != (insertion == 1)[:, None, None, None]
+        return torch.where(use_base, base[b], images[b])
+
+    log_probs = _log_probabilities(model, make_batch, batch * per_image, batch_size)
+    log_probs = log_probs.view(batch, 2, steps + 1, -1)
+    ids = _resolve_class_ids(ids, log_probs[:, 0, 0])  # deletion step 0: the unmodified image
+    index = ids.view(batch, 1, 1, 1).expand(batch, 2, steps + 1, 1)
+    curves = log_probs.gather(3, index).squeeze(3).exp()  # (B, 2, steps + 1)
+    fractions = counts.to(curves.dtype) / pixels
+    auc = torch.trapezoid(curves, fractions, dim=-1)
+    return auc[:, 0], auc[:, 1]
