@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,6 +167,57 @@ def _check_images(images: Any) -> None:
         raise ValueError("images is an empty batch (B = 0)")
 
 
+@dataclass
+class _Pass:
+    """What one forward pass left for the backward: input, captures, output, scores."""
+
+    x: torch.Tensor
+    names: list[str]
+    capture: LayerCapture
+    switch: GuidedSwitch
+    output: Any
+    scores: torch.Tensor
+
+
+def _grad(
+    scores: torch.Tensor, inputs: list[torch.Tensor], batched: bool, retain: bool
+) -> list[torch.Tensor]:
+    """Gradients of ``scores`` w.r.t. ``inputs``; never touches ``param.grad``.
+
+    Not batched: of ``scores.sum()``. Batched: of each score separately, stacked on a new first
+    dimension, from one vmapped backward (``is_grads_batched``); if an op of the model's backward
+    cannot be batched, one backward per score over the retained graph.
+    """
+    if not batched:
+        gs = torch.autograd.grad(
+            scores.float().sum(), inputs, retain_graph=retain, allow_unused=True
+        )
+        return [torch.zeros_like(i) if g is None else g for g, i in zip(gs, inputs, strict=True)]
+    k = scores.shape[0]
+    eye = torch.eye(k, device=scores.device, dtype=scores.dtype)
+    try:
+        gs = torch.autograd.grad(
+            scores,
+            inputs,
+            grad_outputs=eye,
+            retain_graph=True,
+            is_grads_batched=True,
+            allow_unused=True,
+        )
+    except RuntimeError:
+        per: list[tuple[torch.Tensor | None, ...]] = [
+            torch.autograd.grad(scores[j], inputs, retain_graph=True, allow_unused=True)
+            for j in range(k)
+        ]
+        gs = tuple(
+            None
+            if all(p[i] is None for p in per)
+            else torch.stack([torch.zeros_like(inputs[i]) if p[i] is None else p[i] for p in per])
+            for i in range(len(inputs))
+        )
+    return [i.new_zeros((k, *i.shape)) if g is None else g for g, i in zip(gs, inputs, strict=True)]
+
+
 def _layer_map(
     pairs: list[tuple[torch.Tensor, torch.Tensor]],
     weight_fn: Any,
@@ -269,6 +320,107 @@ class Explainer:
         """
         _check_images(images)
         target_fn = as_target(target)
+        with self._forward(images, target_fn) as fwd:
+            self._check_scores(fwd.scores, images.shape[0])
+            grads, gb = self._backward(fwd, batched=False)
+            pairs = {
+                n: [
+                    (a.detach().float(), g)
+                    for a, g in zip(fwd.capture.activations[n], gs, strict=True)
+                ]
+                for n, gs in grads.items()
+            }
+            with torch.no_grad():
+                result = self._assemble(tuple(images.shape[2:]), pairs, gb, upsample)
+            result.scores = fwd.scores.detach().float()
+            if isinstance(target_fn, ClassTarget):
+                result.class_ids = target_fn.last_class_ids
+            try:
+                result.logits = extract_logits(fwd.output).detach()
+            except TypeError:
+                result.logits = None
+            return result
+
+    def explain_scores(
+        self,
+        images: torch.Tensor,
+        score_fn: Callable[[Any], torch.Tensor],
+        batch_index: Sequence[int] | torch.Tensor | None = None,
+        upsample: bool = True,
+    ) -> tuple[Explanation, Any]:
+        """One map per *score*: several targets of the same images from one forward pass.
+
+        For detection: ``score_fn(output)`` returns the scores of K detections ``(K,)``, and
+        ``batch_index[k]`` says which image detection ``k`` belongs to. The K gradients come from
+        one batched backward (``torch.autograd.grad(..., is_grads_batched=True)``), falling back
+        to K backwards over the retained graph where an op cannot be batched.
+
+        Args:
+            images: ``(B, C, H, W)``.
+            score_fn: ``output -> (K,)`` differentiable scores.
+            batch_index: Image index of each score; default all zeros when ``B == 1``, else
+                ``arange(K)`` (requires ``K == B``).
+            upsample: Maps at the image size (else at the layer's).
+
+        Returns:
+            ``(explanation, output)``: maps ``(K, H, W)`` per method and layer (guided backprop
+            and guided Grad-CAM ``(K, C, H, W)`` when enabled), ``scores`` ``(K,)``; and the
+            model's output (detached where it is a tensor), so callers can read the detections
+            the scores came from.
+        """
+        _check_images(images)
+        if not callable(score_fn):
+            raise TypeError(f"score_fn must be callable, got {type(score_fn).__name__}")
+        with self._forward(images, score_fn) as fwd:
+            scores = fwd.scores
+            if not isinstance(scores, torch.Tensor) or scores.dim() != 1:
+                raise ValueError(
+                    "score_fn must return a 1-D tensor of scores (K,), got "
+                    f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)}"
+                )
+            k = scores.shape[0]
+            batch = images.shape[0]
+            if batch_index is None:
+                if batch != 1 and k != batch:
+                    raise ValueError(
+                        f"score_fn returned {k} scores for {batch} images: pass batch_index "
+                        "(the image of each score)."
+                    )
+                index = torch.zeros(k, dtype=torch.long) if batch == 1 else torch.arange(k)
+            else:
+                index = torch.as_tensor(batch_index, dtype=torch.long).cpu()
+                if index.shape != (k,) or (k and (index.min() < 0 or index.max() >= batch)):
+                    raise ValueError(
+                        f"batch_index must hold {k} image indices in 0..{batch - 1}, "
+                        f"got {index.tolist()}"
+                    )
+            output = fwd.output
+            if k == 0:
+                size = tuple(images.shape[2:])
+                empty = Explanation(layers=list(fwd.names), scores=scores.detach().float())
+                for m in self.methods:
+                    empty.cams[m] = {n: images.new_zeros((0, *size)).float() for n in fwd.names}
+                return empty, output
+            grads, gb = self._backward(fwd, batched=True)
+            pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+            rows = torch.arange(k)
+            for n, gs in grads.items():
+                pairs[n] = []
+                for a, g in zip(fwd.capture.activations[n], gs, strict=True):
+                    dev = a.device
+                    pairs[n].append(
+                        (a.detach().float()[index.to(dev)], g[rows.to(dev), index.to(dev)])
+                    )
+            if gb is not None:
+                gb = gb[rows.to(gb.device), index.to(gb.device)]
+            with torch.no_grad():
+                result = self._assemble(tuple(images.shape[2:]), pairs, gb, upsample)
+            result.scores = scores.detach().float()
+            return result, output
+
+    @contextmanager
+    def _forward(self, images: torch.Tensor, target_fn: Callable[[Any], Any]) -> Iterator[_Pass]:
+        """One forward pass with the borrowed model; hooks and modes live inside this block."""
         model = self.model
         guided = self.guided_backprop
         with ExitStack() as stack:
@@ -285,62 +437,53 @@ class Explainer:
             else:
                 stack.enter_context(torch.no_grad())
             output = model(x)
+            capture.close()
             with torch.enable_grad():
                 scores = target_fn(output)
             self._check_capture(capture, names)
-            self._check_scores(scores, images.shape[0])
-            acts = [a for n in names for a in capture.activations[n]]
-            if acts and not scores.requires_grad:
-                raise ValueError(
-                    "The target's scores do not depend on the captured layers "
-                    f"{names}: nothing to differentiate. Check the layer and the target."
-                )
-            total = scores.float().sum()
-            grads: Sequence[torch.Tensor | None] = []
-            if acts:
-                grads = torch.autograd.grad(total, acts, retain_graph=guided, allow_unused=True)
-            gb: torch.Tensor | None = None
-            if guided:
-                if not total.requires_grad:
-                    raise ValueError("The target's scores do not depend on the input images.")
-                switch.guided = True
-                (gin,) = torch.autograd.grad(total, x, allow_unused=True)
-                gb = torch.zeros_like(x, dtype=torch.float32) if gin is None else gin.float()
-            del total
-            with torch.no_grad():
-                return self._assemble(
-                    images, names, capture, grads, gb, scores, output, target_fn, upsample
-                )
+            yield _Pass(x, names, capture, switch, output, scores)
+
+    def _backward(
+        self, fwd: _Pass, batched: bool
+    ) -> tuple[dict[str, list[torch.Tensor]], torch.Tensor | None]:
+        """Gradients of the scores w.r.t. every captured activation (and guided, the input).
+
+        Not batched: of the summed scores (samples do not interact in eval mode), shaped like
+        the activations. Batched: one gradient per score, ``(K, *activation.shape)``.
+        """
+        guided = self.guided_backprop
+        acts = [a for n in fwd.names for a in fwd.capture.activations[n]]
+        scores = fwd.scores
+        if acts and not scores.requires_grad:
+            raise ValueError(
+                "The target's scores do not depend on the captured layers "
+                f"{fwd.names}: nothing to differentiate. Check the layer and the target."
+            )
+        if guided and not scores.requires_grad:
+            raise ValueError("The target's scores do not depend on the input images.")
+        grads: list[torch.Tensor | None] = []
+        if acts:
+            grads = list(_grad(scores, acts, batched, retain=guided))
+        gb: torch.Tensor | None = None
+        if guided:
+            fwd.switch.guided = True
+            (gin,) = _grad(scores, [fwd.x], batched, retain=False)
+            gb = gin.float()
+        out: dict[str, list[torch.Tensor]] = {}
+        it = iter(grads)
+        for n in fwd.names:
+            out[n] = [g.float() for g in (next(it) for _ in fwd.capture.activations[n])]
+        return out, gb
 
     def _assemble(
         self,
-        images: torch.Tensor,
-        names: list[str],
-        capture: LayerCapture,
-        grads: Sequence[torch.Tensor | None],
+        size: tuple[int, ...],
+        pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]],
         gb: torch.Tensor | None,
-        scores: torch.Tensor,
-        output: Any,
-        target_fn: Any,
         do_upsample: bool,
     ) -> Explanation:
-        size = tuple(images.shape[2:])
-        result = Explanation(layers=list(names), guided=gb)
-        result.scores = scores.detach().float()
-        if isinstance(target_fn, ClassTarget):
-            result.class_ids = target_fn.last_class_ids
-        try:
-            result.logits = extract_logits(output).detach()
-        except TypeError:
-            result.logits = None
-        grad_iter = iter(grads)
-        pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        for n in names:
-            pairs[n] = []
-            for act in capture.activations[n]:
-                g = next(grad_iter)
-                a = act.detach().float()
-                pairs[n].append((a, torch.zeros_like(a) if g is None else g.float()))
+        names = list(pairs)
+        result = Explanation(layers=names, guided=gb)
         for m in self.methods:
             weight_fn = METHODS[m]
             result.cams[m] = {}

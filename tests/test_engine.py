@@ -367,3 +367,44 @@ def test_tuple_output_without_logits_is_explained() -> None:
         lc.GradCAM(Pair(), "block2")(torch.rand(1, 3, 8, 8))
     maps = lc.GradCAM(Pair(), "block2")(torch.rand(1, 3, 8, 8), target=lambda o: o[0][:, 0])
     assert maps.shape == (1, 8, 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# One map per score (detection-style targets)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_explain_scores_matches_one_call_per_target() -> None:
+    model = torchvision.models.resnet18(weights=None)
+    x = torch.rand(2, 3, 64, 64)
+    pairs = [(0, 3), (1, 7), (0, 9)]  # (image, class) for K = 3 scores
+
+    def score_fn(out: torch.Tensor) -> torch.Tensor:
+        return torch.stack([out[b, c] for b, c in pairs])
+
+    engine = lc.Explainer(model, "layer4", methods=("gradcam", "gradcam++"), guided_gradcam=True)
+    result, output = engine.explain_scores(x, score_fn, batch_index=[b for b, _ in pairs])
+    assert output.shape == (2, 1000)
+    assert result.cams["gradcam"]["layer4"].shape == (3, 64, 64)
+    assert result.guided is not None and result.guided.shape == (3, 3, 64, 64)
+    for k, (b, c) in enumerate(pairs):
+        for method, cls in (("gradcam", lc.GradCAM), ("gradcam++", lc.GradCAMPlusPlus)):
+            alone = cls(model, "layer4")(x[b : b + 1], target=c)[0]
+            torch.testing.assert_close(
+                result.cams[method]["layer4"][k], alone, rtol=1e-4, atol=1e-5
+            )
+        gb = lc.GuidedBackprop(model)(x[b : b + 1], target=c)[0]
+        torch.testing.assert_close(result.guided[k], gb, rtol=1e-4, atol=1e-7)
+
+
+def test_explain_scores_bad_index_and_empty() -> None:
+    model = TinyNet()
+    engine = lc.Explainer(model, "block2")
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="pass batch_index"):
+        engine.explain_scores(x, lambda out: out[0, :3])
+    with pytest.raises(ValueError, match=r"batch_index must hold 3 image indices in 0..1"):
+        engine.explain_scores(x, lambda out: out[0, :3], batch_index=[0, 1, 2])
+    result, _ = engine.explain_scores(x, lambda out: out[0, :0], batch_index=[])
+    assert result.cams["gradcam"]["block2"].shape == (0, 8, 8)
+    assert _hooks(model) == 0
