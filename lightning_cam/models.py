@@ -1,0 +1,211 @@
+"""Classifiers for the embedded default: a compact CNN, or any torchvision classification model.
+
+Example:
+    >>> import torch
+    >>> model = ShapesClassifier()
+    >>> model(torch.rand(2, 3, 64, 64)).shape
+    torch.Size([2, 4])
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+# Inputs are images in [0, 1]; the model normalises them (ImageNet statistics, as torchvision's
+# models expect), so datasets and explanation overlays can stay in [0, 1].
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+def classification_model_names() -> list[str]:
+    """Names accepted by ``ShapesClassifier(backbone=...)``: ``"simple"`` + torchvision's."""
+    return ["simple", *torchvision.models.list_models(module=torchvision.models)]
+
+
+def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+def simple_backbone(widths: tuple[int, ...] = (24, 48, 96, 128)) -> nn.Sequential:
+    """A compact CNN: conv-BN-ReLU blocks, max-pooling after all but the last.
+
+    With four blocks, a ``(B, 3, 64, 64)`` input gives an ``(B, widths[-1], 8, 8)`` feature map.
+    """
+    blocks = [
+        _block(c_in, c_out, pool=i < len(widths) - 1)
+        for i, (c_in, c_out) in enumerate(zip((3, *widths[:-1]), widths, strict=True))
+    ]
+    return nn.Sequential(*blocks)
+
+
+class ShapesClassifier(pl.LightningModule):
+    """An image classifier as a LightningModule, for the shapes data (or any dict batches).
+
+    ``backbone="simple"`` builds a compact CNN, ``self.backbone`` (four conv-BN-ReLU blocks, an
+    ``8 x 8`` feature map for ``64 x 64`` inputs: the natural Grad-CAM layer), followed by
+    ``self.head`` (global average pool + linear). Any other name builds that torchvision
+    classification model with ``weights=None`` as ``self.backbone`` (``self.head`` is then the
+    identity). Images in ``[0, 1]`` are normalised inside :meth:`forward`.
+
+    Batches are dicts with ``"image"`` ``(B, 3, H, W)`` and ``"label"`` ``(B,)``, as
+    :class:`~lightning_cam.data.ShapesDataModule` gives them. Logs ``train/loss``,
+    ``train/acc``, ``val/loss``, ``val/acc`` (progress bar), ``test/loss`` and ``test/acc``;
+    :meth:`predict_step` returns class probabilities. AdamW with a one-cycle schedule.
+
+    Args:
+        backbone: ``"simple"`` or a torchvision classification model name (``"resnet18"``...).
+        num_classes: Number of classes.
+        lr: Peak learning rate of the one-cycle schedule.
+        weight_decay: AdamW weight decay.
+        class_names: Optional class names, indexed by label (stored in the hyperparameters
+            for explanation tools and loggers).
+
+    Raises:
+        ValueError: On an unknown backbone name (with close matches), a ``num_classes`` below
+            2, a non-positive ``lr``, a negative ``weight_decay`` or ``class_names`` of the
+            wrong length.
+
+    Example:
+        >>> import torch
+        >>> from pytorch_lightning import Trainer
+        >>> from lightning_cam.data import ShapesDataModule
+        >>> model = ShapesClassifier(class_names=["circle", "square", "triangle", "star"])
+        >>> dm = ShapesDataModule(num_train=64, num_val=32, num_test=32, batch_size=32)
+        >>> trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False,
+        ...                   enable_checkpointing=False, enable_progress_bar=False,
+        ...                   enable_model_summary=False)
+        >>> trainer.fit(model, dm)
+        >>> model(torch.rand(1, 3, 64, 64)).softmax(-1).sum().item()  # doctest: +ELLIPSIS
+        1.0...
+    """
+
+    def __init__(
+        self,
+        backbone: str = "simple",
+        num_classes: int = 4,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names must have num_classes={num_classes} entries, got "
+                f"{len(class_names)}: {list(class_names)}"
+            )
+        self.save_hyperparameters()
+        self.backbone, self.head = self._build(backbone, num_classes)
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+
+    @staticmethod
+    def _build(name: str, num_classes: int) -> tuple[nn.Module, nn.Module]:
+        if name == "simple":
+            features = simple_backbone()
+            width = features[-1][0].out_channels
+            head = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes)
+            )
+            return features, head
+        valid = classification_model_names()
+        if name not in valid:
+            close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(
+                f"Unknown backbone {name!r}.{hint} Valid names: {', '.join(valid)}"
+            )
+        kwargs: dict[str, Any] = {}
+        if name in ("inception_v3", "googlenet"):
+            kwargs["aux_logits"] = False  # one output, whatever the mode
+            kwargs["init_weights"] = True
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+        return model, nn.Identity()
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class names (``class_names`` argument, else ``"0"``, ``"1"``, ...)."""
+        names = self.hparams.get("class_names")
+        return list(names) if names else [str(i) for i in range(self.hparams["num_classes"])]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, num_classes)`` of images ``(B, 3, H, W)`` in ``[0, 1]``."""
+        out = self.backbone((images - self.mean) / self.std)
+        if not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
+            out = out.logits  # torchvision's Inception/GoogLeNet named tuples
+        return self.head(out)
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        images, labels = batch["image"], batch["label"]
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(dim=1) == labels).float().mean()
+        on_step = stage == "train"
+        n = images.shape[0]
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, batch_size=n)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, batch_size=n,
+                 prog_bar=stage == "val")
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Cross-entropy on a dict batch; logs ``train/loss`` and ``train/acc``."""
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Logs ``val/loss`` and ``val/acc``."""
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Logs ``test/loss`` and ``test/acc``."""
+        return self._shared_step(batch, "test")
+
+    def predict_step(
+        self, batch: dict[str, torch.Tensor] | torch.Tensor, batch_idx: int
+    ) -> torch.Tensor:
+        """Class probabilities ``(B, num_classes)`` of a dict batch or an image tensor."""
+        images = batch["image"] if isinstance(batch, dict) else batch
+        return self(images).softmax(dim=-1)
+
+    def configure_optimizers(self) -> Any:
+        """AdamW (no decay on norms and biases) with a one-cycle schedule stepped per batch."""
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (decay if p.ndim > 1 else no_decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams["weight_decay"]},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams["lr"],
+        )
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):  # no max_epochs/max_steps: a constant learning rate
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.hparams["lr"], total_steps=max(int(total), 1), pct_start=0.25
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
