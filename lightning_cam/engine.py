@@ -189,12 +189,15 @@ def _grad(
     cannot be batched, one backward per score over the retained graph.
     """
     if not batched:
-        gs = torch.autograd.grad(
+        summed = torch.autograd.grad(
             scores.float().sum(), inputs, retain_graph=retain, allow_unused=True
         )
-        return [torch.zeros_like(i) if g is None else g for g, i in zip(gs, inputs, strict=True)]
+        return [
+            torch.zeros_like(i) if g is None else g for g, i in zip(summed, inputs, strict=True)
+        ]
     k = scores.shape[0]
     eye = torch.eye(k, device=scores.device, dtype=scores.dtype)
+    gs: Sequence[torch.Tensor | None]
     try:
         gs = torch.autograd.grad(
             scores,
@@ -209,12 +212,16 @@ def _grad(
             torch.autograd.grad(scores[j], inputs, retain_graph=True, allow_unused=True)
             for j in range(k)
         ]
-        gs = tuple(
-            None
-            if all(p[i] is None for p in per)
-            else torch.stack([torch.zeros_like(inputs[i]) if p[i] is None else p[i] for p in per])
-            for i in range(len(inputs))
-        )
+        stacked: list[torch.Tensor | None] = []
+        for i, inp in enumerate(inputs):
+            rows = [p[i] for p in per]
+            if all(r is None for r in rows):
+                stacked.append(None)
+            else:
+                stacked.append(
+                    torch.stack([torch.zeros_like(inp) if r is None else r for r in rows])
+                )
+        gs = stacked
     return [i.new_zeros((k, *i.shape)) if g is None else g for g, i in zip(gs, inputs, strict=True)]
 
 
@@ -461,7 +468,7 @@ class Explainer:
             )
         if guided and not scores.requires_grad:
             raise ValueError("The target's scores do not depend on the input images.")
-        grads: list[torch.Tensor | None] = []
+        grads: list[torch.Tensor] = []
         if acts:
             grads = list(_grad(scores, acts, batched, retain=guided))
         gb: torch.Tensor | None = None
@@ -472,7 +479,7 @@ class Explainer:
         out: dict[str, list[torch.Tensor]] = {}
         it = iter(grads)
         for n in fwd.names:
-            out[n] = [g.float() for g in (next(it) for _ in fwd.capture.activations[n])]
+            out[n] = [next(it).float() for _ in fwd.capture.activations[n]]
         return out, gb
 
     def _assemble(

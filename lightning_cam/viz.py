@@ -405,7 +405,9 @@ def overlay(
     levels = _cam_2d(cam)
     if levels.shape != (h, w):
         levels = levels.astype(np.float32) / (255.0 if levels.dtype == np.uint8 else 1.0)
-        levels = cv2.resize(_finite(levels).astype(np.float32), (w, h), cv2.INTER_LINEAR)
+        levels = np.asarray(
+            cv2.resize(_finite(levels).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        )
     heat = colorize(levels, colormap)
     out = (1.0 - a) * img.astype(np.float32) + a * heat.astype(np.float32)
     return np.round(out).clip(0, 255).astype(np.uint8)
@@ -691,17 +693,17 @@ def draw_boxes(
             parts.append(f"{score_list[i]:.2f}")
         if not parts:
             continue
-        text, s = _fit_text(" ".join(parts), w - 2 * margin, scale, text_thickness)
+        text, fscale = _fit_text(" ".join(parts), w - 2 * margin, scale, text_thickness)
         if not text:
             continue
-        tw, th, baseline = _text_size(text, s, text_thickness)
+        tw, th, baseline = _text_size(text, fscale, text_thickness)
         box_h = th + baseline + 2 * margin
         top = y1 - box_h if y1 - box_h >= 0 else y1  # above the box, else just inside it
         left = min(x1, max(0, w - (tw + 2 * margin)))
         cv2.rectangle(
             img, (left, top), (left + tw + 2 * margin - 1, top + box_h - 1), colors[i], cv2.FILLED
         )
-        _put_text(img, text, (left + margin, top + margin + th), s, text_thickness,
+        _put_text(img, text, (left + margin, top + margin + th), fscale, text_thickness,
                   _contrast(colors[i]))  # fmt: skip
     return img
 

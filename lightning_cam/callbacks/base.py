@@ -629,10 +629,16 @@ class CAMCallback(CallbackBase):
                 maps = result.cams[method][layer].float()
                 tag = f"{method}/{layer}"
                 if gt and "pointing_game" in self.metrics:
-                    out[f"{tag}/pointing_game"] = float(M.pointing_game(maps.cpu(), **gt).mean())
+                    out[f"{tag}/pointing_game"] = float(
+                        M.pointing_game(
+                            maps.cpu(), masks=gt.get("masks"), boxes=gt.get("boxes")
+                        ).mean()
+                    )
                 if gt and "energy_pointing_game" in self.metrics:
                     out[f"{tag}/energy_pointing_game"] = float(
-                        M.energy_pointing_game(maps.cpu(), **gt).mean()
+                        M.energy_pointing_game(
+                            maps.cpu(), masks=gt.get("masks"), boxes=gt.get("boxes")
+                        ).mean()
                     )
                 if class_ids is None:
                     continue
@@ -661,7 +667,7 @@ class CAMCallback(CallbackBase):
         loggers = list(getattr(trainer, "loggers", []) or [])
         wrote_images = False
         for logger in loggers:
-            experiment = getattr(logger, "experiment", None)
+            experiment: Any = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_image"):
                 for tag, pic in pictures.items():
                     experiment.add_image(
@@ -695,8 +701,8 @@ class CAMCallback(CallbackBase):
 
     @staticmethod
     def _png_dir(trainer: Any) -> str:
-        base = getattr(trainer, "log_dir", None) or getattr(trainer, "default_root_dir", ".")
-        return os.path.join(base, "lightning_cam")
+        base = getattr(trainer, "log_dir", None) or getattr(trainer, "default_root_dir", None)
+        return os.path.join(str(base or "."), "lightning_cam")
 
     def _warn_once(self, key: str, msg: str) -> None:
         if key in self._warned:
