@@ -21,6 +21,13 @@ _LAZY = {
     "CAMCallback": "lightning_cam.callbacks",
     "GradCAMCallback": "lightning_cam.callbacks",
     "GradCAMPlusPlusCallback": "lightning_cam.callbacks",
+    "explain_classifier": "lightning_cam.explainers",
+    "ClassifierExplainer": "lightning_cam.explainers",
+    "ClassifierExplanation": "lightning_cam.explainers",
+    "ImageFailure": "lightning_cam.explainers",
+    "build_classifier": "lightning_cam.zoo",
+    "ClassifierMeta": "lightning_cam.zoo",
+    "PretrainedWeightsUnavailableError": "lightning_cam.zoo",
 }
 
 
@@ -33,6 +40,13 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "ClassifierExplainer",
+    "ClassifierExplanation",
+    "ClassifierMeta",
+    "ImageFailure",
+    "PretrainedWeightsUnavailableError",
+    "build_classifier",
+    "explain_classifier",
     "CAMCallback",
     "GradCAMCallback",
     "GradCAMPlusPlusCallback",

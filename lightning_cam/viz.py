@@ -416,8 +416,9 @@ def overlay(
 def gradients_to_image(grad: ArrayLike, mode: Literal["std", "minmax"] = "std") -> np.ndarray:
     """Turn input gradients (guided backprop, guided Grad-CAM) into a displayable image.
 
-    * ``"std"``: ``((x - mean) / (std + 1e-8)) * 0.1 + 0.5``, clipped to ``[0, 1]``, with the
-      mean and std over the whole image — the common deprocessing; zero gradient is flat grey.
+    * ``"std"``: ``((x - mean) / std) * 0.1 + 0.5``, clipped to ``[0, 1]``, with the mean and
+      std over the whole image — the common deprocessing. Scale-free: gradients of 1e-10 (random
+      weights) show as well as gradients of 1; a constant gradient is flat grey.
     * ``"minmax"``: ``(x - min) / (max - min)`` over the whole image, as the original tool's
       ``norm_image``; a constant gradient is black.
 
@@ -443,7 +444,10 @@ def gradients_to_image(grad: ArrayLike, mode: Literal["std", "minmax"] = "std") 
         raise ValueError(f"mode must be 'std' or 'minmax', got {mode!r}")
     x = _finite(_hwc(grad, "grad"))
     if mode == "std":
-        x = (x - x.mean()) / (x.std() + 1e-8) * 0.1 + 0.5
+        x = x.astype(np.float64)
+        x = x - x.mean()
+        std = x.std()
+        x = (x / std if std > 0 else np.zeros_like(x)) * 0.1 + 0.5
     else:
         x = _minmax(x)
     return _rgb(_unit_to_uint8(x))

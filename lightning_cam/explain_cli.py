@@ -1,0 +1,469 @@
+"""``lightning-cam explain``: the original Grad-CAM.pytorch tool's pictures from the shell.
+
+For every image and network, six pictures named like the original tool's
+(``{stem}-{network}-heatmap.jpg``, ``-cam.jpg``, ``-heatmap++.jpg``, ``-cam++.jpg``,
+``-gb.jpg``, ``-cam_gb.jpg``), a ``summary.json`` of the run and, with several networks, one
+comparison sheet per image (``{stem}-comparison.jpg``: rows = networks, columns = the six
+pictures) and ``comparison.md`` (markdown tables of the files). Every file is written atomically.
+
+Exit status: 0 when every image was explained; 1 when some images failed (each is reported by
+name, the others are still explained); 2 on bad input (unknown network, unusable weights, an
+unknown layer, a class id out of range, no images...), reported in one line on stderr.
+
+Example:
+    $ lightning-cam explain                                  # resnet50 on a sample photo
+    $ lightning-cam explain --image-path photos/ --network vgg16,resnet50
+    $ lightning-cam explain --image-path cat.jpg --network all --output-dir out
+    $ lightning-cam explain --image-path "data/*.png" --network resnet18 \\
+          --weight-path resnet18_finetuned.pth --class-names classes.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import sys
+import traceback
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import cv2
+import numpy as np
+
+PROG = "lightning-cam explain"
+SUMMARY_FILE = "summary.json"
+MARKDOWN_FILE = "comparison.md"
+SHEET_TILE = 256  # longest side of a picture in a comparison sheet (never upscaled)
+
+_DEFAULT_NETWORK = "resnet50"
+
+
+class CLIError(Exception):
+    """A bad input reported in one line (no stack trace), exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``lightning-cam explain``."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Explain image classifiers: Grad-CAM, Grad-CAM++, guided backprop and guided "
+            "Grad-CAM pictures for every image and network (the Grad-CAM.pytorch tool's outputs)."
+        ),
+    )
+    p.add_argument(
+        "--image-path", nargs="+", action="extend", default=None, metavar="PATH",
+        help="image files, folders or globs (quote globs); default: a sample photo "
+        "(skimage.data.chelsea(), written as 'chelsea')",
+    )
+    p.add_argument(
+        "--network", nargs="+", action="extend", default=None, metavar="NAME",
+        help=f"network name(s), comma- or space-separated, or 'all' (the seed networks); any "
+        f"torchvision classifier name works (default: {_DEFAULT_NETWORK}, or the backbone of a "
+        "lightning-cam checkpoint given with --weight-path)",
+    )
+    p.add_argument(
+        "--weight-path", nargs="+", action="extend", default=None, metavar="FILE",
+        help="weights: a state_dict file (.pth/.pt) or a Lightning checkpoint of a lightning-cam "
+        "model; one per network, in the order of --network ('default' keeps torchvision's); "
+        "default: torchvision's DEFAULT weights (local torch cache, or a download when online)",
+    )
+    p.add_argument("--layer-name", default=None, metavar="NAME",
+                   help="layer to explain, a dotted module name (default: the last "
+                   "convolutional stage)")
+    p.add_argument("--class-id", type=int, default=None, metavar="N",
+                   help="class to explain (default: the predicted class of each image)")
+    p.add_argument("--output-dir", default="results", metavar="DIR",
+                   help="output folder (default: results)")
+    p.add_argument("--device", default="cpu", help="device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N",
+                   help="images per forward pass (default: 8)")
+    p.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="model input side (default: the network's own, 299 for inception_v3, "
+                   "else 224)")
+    p.add_argument("--class-names", default=None, metavar="FILE",
+                   help="text file with one class name per line (line i = class id i); "
+                   "default: the names the weights carry (ImageNet's for torchvision heads)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no final line")
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an unexpected error")
+    return p
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _split_names(values: Sequence[str] | None) -> list[str]:
+    names: list[str] = []
+    for value in values or []:
+        for part in value.split(","):
+            part = part.strip()
+            if part:
+                names.append(part)
+    return names
+
+
+def resolve_networks(values: Sequence[str] | None) -> list[str]:
+    """The requested network names (``all`` = the seed networks), checked, without duplicates.
+
+    Names are kept as written (lower case, ``-`` read as ``_``): they appear in file names.
+    """
+    from lightning_cam import zoo
+
+    names: list[str] = []
+    for name in _split_names(values):
+        key = name.lower().replace("-", "_")
+        expanded = list(zoo.SEED_NETWORKS) if key == "all" else [key]
+        for n in expanded:
+            zoo.resolve_network(n)  # UnknownNetworkError lists the valid names
+            if n not in names:
+                names.append(n)
+    return names
+
+
+def read_class_names(path: str) -> list[str]:
+    """One class name per line (blank lines ignored)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CLIError(f"class names file not found: {str(p)!r}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CLIError(f"cannot read class names file {str(p)!r}: {err}") from err
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise CLIError(f"class names file {str(p)!r} is empty; expected one name per line")
+    return names
+
+
+def _plan(args: argparse.Namespace) -> list[tuple[str | None, str | None]]:
+    """``(network, weight path)`` pairs to run."""
+    from lightning_cam import zoo
+
+    weights = list(args.weight_path or [])
+    backbone = None
+    if len(weights) == 1 and weights[0].lower() != "default":
+        backbone = zoo.checkpoint_backbone(weights[0])
+    if backbone is not None and args.network:
+        # A lightning-cam checkpoint names its own network; build_classifier checks the name.
+        networks: list[str | None] = list(_split_names(args.network))
+    else:
+        networks = list(resolve_networks(args.network))
+    if not networks:
+        if len(weights) > 1:
+            raise CLIError(
+                f"{len(weights)} weight files given without --network; name one network per file"
+            )
+        if backbone is not None:
+            networks = [None]  # a lightning-cam checkpoint names its own network
+        else:
+            networks = [_DEFAULT_NETWORK]
+    if weights and len(weights) != len(networks):
+        shown = ", ".join(str(n) for n in networks)
+        raise CLIError(
+            f"{len(weights)} weight file(s) for {len(networks)} network(s) ({shown}); give one "
+            "--weight-path per network, in the same order ('default' for torchvision's weights)"
+        )
+    paths: list[str | None] = [
+        None if w.lower() == "default" else w for w in weights
+    ] or [None] * len(networks)
+    return list(zip(networks, paths, strict=True))
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """tqdm when installed, else a plain counter on stderr."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.desc = desc
+        self.count = 0
+        self._bar: Any = None
+        if enabled and importlib.util.find_spec("tqdm") is not None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="image", file=sys.stderr,
+                             dynamic_ncols=True)
+
+    def update(self) -> None:
+        self.count += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        elif self.enabled:
+            end = "\n" if self.count == self.total else ""
+            print(f"\r{self.desc}: {self.count}/{self.total} images", end=end, file=sys.stderr,
+                  flush=True)
+
+    def write(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            if self.enabled and 0 < self.count < self.total:
+                print(file=sys.stderr)
+            print(message, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and ``os.replace``: ``path`` is either
+    complete or untouched."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _tile(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _tile_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    h, w = shape[:2]
+    scale = min(1.0, SHEET_TILE / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def write_comparison_sheet(
+    output_dir: Path,
+    stem: str,
+    networks: Sequence[str],
+    files: dict[str, dict[str, str]],
+    shape: tuple[int, ...],
+) -> str:
+    """``{stem}-comparison.jpg``: rows = networks, columns = the six pictures, labelled.
+
+    Pictures are read back from ``files[network][key]`` (names in ``output_dir``); a network
+    that failed on the image gets a blank row.
+    """
+    from lightning_cam import viz
+    from lightning_cam.explainers import OUTPUT_KEYS
+
+    size = _tile_size(shape)
+    blank = np.full((*size, 3), 255, np.uint8)
+    rows = []
+    for net in networks:
+        row = []
+        for key in OUTPUT_KEYS:
+            name = files.get(net, {}).get(key)
+            row.append(_tile(viz.load_image(output_dir / name), size) if name else blank)
+        rows.append(row)
+    sheet = viz.annotate_sheet(rows, row_labels=list(networks), col_labels=list(OUTPUT_KEYS))
+    name = f"{stem}-comparison.jpg"
+    viz.save_image(output_dir / name, sheet)
+    return name
+
+
+def comparison_markdown(
+    stems: Sequence[tuple[str, str]],
+    networks: Sequence[str],
+    files: dict[str, dict[str, dict[str, str]]],
+    sheets: dict[str, str],
+) -> str:
+    """Markdown tables of the pictures (one per image; rows = networks), as in the original
+    project's README."""
+    from lightning_cam.explainers import OUTPUT_KEYS
+
+    lines = ["# lightning-cam explain: comparison", ""]
+    for stem, label in stems:
+        lines += [f"## {stem}", "", f"Image: `{label}`", ""]
+        if stem in sheets:
+            lines += [f"![{stem} comparison]({quote(sheets[stem])})", ""]
+        lines.append("| network | " + " | ".join(OUTPUT_KEYS) + " |")
+        lines.append("|---" * (len(OUTPUT_KEYS) + 1) + "|")
+        for net in networks:
+            got = files.get(stem, {}).get(net, {})
+            cells = [
+                f"![{key}]({quote(got[key])})" if key in got else "failed" for key in OUTPUT_KEYS
+            ]
+            lines.append(f"| {net} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if text else type(err).__name__
+
+
+def _run_error(explainer: Any, err: BaseException) -> str:
+    """One line for an error of the model or the engine (it concerns every image)."""
+    hint = ""
+    if isinstance(err, RuntimeError):  # the network itself failed, usually on the input size
+        size = explainer.image_size
+        hint = f" (input size {size}x{size}; try another --image-size)"
+    return f"{explainer.network}: {_one_line(err)}{hint}"
+
+
+def _default_images() -> dict[str, np.ndarray]:
+    import skimage.data
+
+    return {"chelsea": skimage.data.chelsea()}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lightning-cam explain`` with parsed arguments; returns the exit status.
+
+    Raises:
+        CLIError, ValueError, OSError, RuntimeError: Bad input (reported by :func:`main`).
+    """
+    from lightning_cam.explainers import (
+        ClassifierExplainer,
+        ClassifierExplanation,
+        ImageFailure,
+        collect_images,
+    )
+
+    for flag, value, minimum in (("--batch-size", args.batch_size, 1),
+                                 ("--image-size", args.image_size, 8)):
+        if value is not None and value < minimum:
+            raise CLIError(f"{flag} must be >= {minimum}, got {value}")
+    if args.class_id is not None and args.class_id < 0:
+        raise CLIError(f"--class-id must be >= 0, got {args.class_id}")
+    plan = _plan(args)
+    class_names = read_class_names(args.class_names) if args.class_names else None
+    sources = collect_images(args.image_path if args.image_path else _default_images())
+    # Build and check every network on a blank image before writing anything.
+    explainers = []
+    for network, weight_path in plan:
+        explainer = None
+        try:
+            explainer = ClassifierExplainer(
+                network,
+                layer=args.layer_name,
+                class_id=args.class_id,
+                weight_path=weight_path,
+                image_size=args.image_size,
+                device=args.device,
+                class_names=class_names,
+            )
+            explainer.check()
+        except (ValueError, RuntimeError, TypeError) as err:
+            if explainer is None:
+                prefix = f"{network}: " if len(plan) > 1 and network else ""
+                raise CLIError(prefix + _one_line(err)) from err
+            raise CLIError(_run_error(explainer, err)) from err
+        explainers.append(explainer)
+
+    out_dir = Path(args.output_dir).expanduser()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CLIError(f"cannot create output folder {str(out_dir)!r}: {err}") from err
+
+    records: list[dict[str, Any]] = []
+    failures: list[ImageFailure] = []
+    files: dict[str, dict[str, dict[str, str]]] = {}  # stem -> network -> key -> file
+    shapes: dict[str, tuple[int, ...]] = {}
+    networks = [e.network for e in explainers]
+    several = len(explainers) > 1
+    for explainer in explainers:
+        progress = _Progress(len(sources), explainer.network, enabled=not args.quiet)
+        try:
+            for result in explainer.iter_explain(
+                sources, batch_size=args.batch_size, output_dir=out_dir, errors="report"
+            ):
+                if isinstance(result, ImageFailure):
+                    failures.append(result)
+                    progress.write(
+                        f"{PROG}: {result.network}: failed on {result.source or result.image}: "
+                        f"{result.error}"
+                    )
+                else:
+                    assert isinstance(result, ClassifierExplanation)
+                    record = result.to_dict()
+                    record["weights"] = explainer.meta.weights
+                    records.append(record)
+                    files.setdefault(result.image, {})[result.network] = result.files
+                    shapes[result.image] = result.original.shape
+                progress.update()
+        except (ValueError, RuntimeError, TypeError) as err:
+            raise CLIError(_run_error(explainer, err)) from err
+        finally:
+            progress.close()
+
+    sheets: dict[str, str] = {}
+    if several:
+        for src in sources:
+            if src.name in files:
+                try:
+                    sheets[src.name] = write_comparison_sheet(
+                        out_dir, src.name, networks, files[src.name], shapes[src.name]
+                    )
+                except (OSError, ValueError) as err:
+                    print(f"{PROG}: cannot write the comparison sheet of {src.label}: "
+                          f"{_one_line(err)}", file=sys.stderr)
+        stems = [(s.name, s.label) for s in sources if s.name in files]
+        markdown = comparison_markdown(stems, networks, files, sheets)
+        _atomic_write_text(out_dir / MARKDOWN_FILE, markdown)
+
+    summary = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "output_dir": str(out_dir),
+        "networks": [
+            {"network": e.network, "arch": e.meta.arch, "weights": e.meta.weights,
+             "layer": e.layer, "image_size": e.image_size}
+            for e in explainers
+        ],
+        "results": records,
+        "failures": [f.to_dict() for f in failures],
+        "comparison_sheets": sheets,
+    }
+    _atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+    if failures:
+        names = sorted({f.source or f.image for f in failures})
+        print(f"{PROG}: {len(names)} image(s) failed: {', '.join(names)}", file=sys.stderr)
+    if not args.quiet:
+        print(f"{len(records)} explanation(s) ({len(sources)} image(s) x {len(explainers)} "
+              f"network(s)) written to {out_dir}")
+    return 1 if failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lightning-cam explain``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI reports every error in one line
+        if args.debug:
+            traceback.print_exc()
+        expected = isinstance(err, (CLIError, ValueError, OSError, RuntimeError, TypeError))
+        hint = "" if expected or args.debug else " (run with --debug for the traceback)"
+        print(f"{PROG}: error: {_one_line(err)}{hint}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,723 @@
+"""Explain a classifier on image files: the original Grad-CAM.pytorch tool's six pictures.
+
+For every image, one forward pass gives Grad-CAM, Grad-CAM++ and guided backprop (the engine's
+``explain``); guided Grad-CAM is guided backprop times the Grad-CAM map. The image is resized to
+the network's input size for the model, and every map is brought back to the *original* image
+size (one bilinear upsampling from the layer's resolution), so the pictures align with the image
+the user gave.
+
+The six pictures per image, with the original tool's file names
+(``{stem}-{network}-{key}.jpg``, see :data:`OUTPUT_KEYS`):
+
+===============  ===========================================================
+``heatmap``      Grad-CAM map, jet colours
+``cam``          Grad-CAM overlaid on the image
+``heatmap++``    Grad-CAM++ map, jet colours
+``cam++``        Grad-CAM++ overlaid on the image
+``gb``           guided backpropagation (gradients rendered as an image)
+``cam_gb``       guided Grad-CAM (guided backprop times the Grad-CAM map)
+===============  ===========================================================
+
+Example:
+    >>> import numpy as np, torch, torchvision
+    >>> net = torchvision.models.resnet18(weights=None)
+    >>> image = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    >>> [r] = explain_classifier(net, {"noise": image}, image_size=64, network="resnet18")
+    >>> r.gradcam.shape, r.guided_backprop.shape, sorted(r.pictures())[:2]
+    ((90, 120), (90, 120, 3), ['cam', 'cam++'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_cam import viz
+from lightning_cam.cam import explain
+from lightning_cam.layers import get_layer
+from lightning_cam.zoo import (
+    ClassifierMeta,
+    build_classifier,
+    resolve_device,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "OUTPUT_KEYS",
+    "ClassifierExplainer",
+    "ClassifierExplanation",
+    "ImageFailure",
+    "ImageSource",
+    "collect_images",
+    "explain_classifier",
+    "output_filename",
+]
+
+#: The six pictures per image and network, in the original tool's order and naming.
+OUTPUT_KEYS: tuple[str, ...] = ("heatmap", "cam", "heatmap++", "cam++", "gb", "cam_gb")
+
+#: File name extensions taken from folders and globs (explicit file names are always tried).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"}
+)
+
+ImageLike = Union[str, "os.PathLike[str]", np.ndarray, torch.Tensor, "ImageSource"]
+ImagesArg = Union[ImageLike, Sequence[ImageLike], Mapping[str, ImageLike]]
+
+
+def output_filename(stem: str, network: str, key: str) -> str:
+    """The original tool's file name: ``{stem}-{network}-{key}.jpg``."""
+    return f"{stem}-{network}-{key}.jpg"
+
+
+# ----------------------------------------------------------------------------- image sources
+
+
+@dataclass
+class ImageSource:
+    """One input image: a file (read on demand) or an in-memory array.
+
+    Attributes:
+        name: Unique stem used in output file names.
+        path: The file, or ``None`` for an in-memory image.
+        array: The in-memory image, or ``None`` for a file.
+    """
+
+    name: str
+    path: Path | None = None
+    array: Any = None
+
+    @property
+    def label(self) -> str:
+        """How the image is reported: its path, or its name."""
+        return str(self.path) if self.path is not None else self.name
+
+    def load(self) -> np.ndarray:
+        """The image as ``(H, W, 3)`` uint8 RGB.
+
+        Raises:
+            FileNotFoundError: The file does not exist.
+            ValueError: Not an image (the message names the file), or an unusable array.
+        """
+        if self.path is not None:
+            return viz.load_image(self.path)
+        return _as_rgb_uint8(self.array, self.name)
+
+
+def _as_rgb_uint8(image: Any, name: str) -> np.ndarray:
+    """``(H, W)``, ``(H, W, 1|3|4)`` or ``(C, H, W)`` tensor/array, uint8 or float in [0, 1]."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.dim() == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
+            image = image.permute(1, 2, 0)
+        image = image.numpy()
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(
+            f"Image {name!r} has shape {arr.shape}; expected (H, W), (H, W, 3), (H, W, 4) "
+            "or a (3, H, W) tensor."
+        )
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(
+                f"Image {name!r} has dtype {arr.dtype}; expected uint8, or floats in [0, 1]."
+            )
+        arr = np.clip(np.nan_to_num(arr.astype(np.float32)) * 255.0 + 0.5, 0, 255)
+        arr = arr.astype(np.uint8)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    elif arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    return np.ascontiguousarray(arr)
+
+
+def _has_magic(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def collect_images(images: ImagesArg) -> list[ImageSource]:
+    """Expand files, folders, globs and arrays into :class:`ImageSource` objects.
+
+    Folders contribute their image files (by extension, not recursive, sorted); globs
+    (``"photos/*.jpg"``, ``"**"`` recursive) their matching image files; a file named explicitly
+    is always taken (and fails later if it is not an image). Arrays are named ``image0``,
+    ``image1``... unless given as a mapping ``{name: array}``; :class:`ImageSource` objects pass
+    through (as copies). Names are made unique by adding ``_2``, ``_3``... (``a/cat.jpg`` and
+    ``b/cat.png`` become ``cat`` and ``cat_2``).
+
+    Raises:
+        FileNotFoundError: A path that is neither a file nor a folder and matches no file as a
+            glob, or a folder / glob without images; the message names it.
+        TypeError: An entry that is not a path, array or tensor.
+    """
+    items: list[tuple[str | None, Any]]
+    if isinstance(images, Mapping):
+        items = [(str(k), v) for k, v in images.items()]
+    elif isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor, ImageSource)):
+        items = [(None, images)]
+    elif isinstance(images, Sequence):
+        items = [(None, v) for v in images]
+    else:
+        raise TypeError(
+            "images must be a path, a folder, a glob, an array/tensor, or a list or dict of "
+            f"them; got {type(images).__name__}"
+        )
+    sources: list[ImageSource] = []
+    for index, (key, item) in enumerate(items):
+        if isinstance(item, ImageSource):
+            sources.append(dataclasses.replace(item, name=key or item.name))
+            continue
+        if isinstance(item, (np.ndarray, torch.Tensor)):
+            sources.append(ImageSource(key or f"image{index}", array=item))
+            continue
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(
+                f"Each image must be a path, an array or a tensor; got {type(item).__name__}"
+            )
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = _folder_images(path)
+            if not found:
+                raise FileNotFoundError(
+                    f"No image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder "
+                    f"{str(path)!r}."
+                )
+            sources.extend(ImageSource(p.stem, path=p) for p in found)
+        elif path.exists():
+            sources.append(ImageSource(key or path.stem, path=path))
+        elif _has_magic(str(item)):
+            matches = sorted(
+                Path(m) for m in glob.glob(os.path.expanduser(str(item)), recursive=True)
+            )
+            found = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+            if not found:
+                raise FileNotFoundError(f"No image files match {str(item)!r}.")
+            sources.extend(ImageSource(p.stem, path=p) for p in found)
+        else:
+            raise FileNotFoundError(f"Image not found: {str(path)!r}.")
+    seen: dict[str, int] = {}
+    for src in sources:
+        base = src.name
+        if base in seen:
+            seen[base] += 1
+            candidate = f"{base}_{seen[base]}"
+            while candidate in seen:
+                seen[base] += 1
+                candidate = f"{base}_{seen[base]}"
+            src.name = candidate
+            seen[candidate] = 1
+        else:
+            seen[base] = 1
+    return sources
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class ClassifierExplanation:
+    """The explanation of one image by one network, at the image's original size ``(H, W)``.
+
+    Attributes:
+        image: Name (stem) used in file names.
+        source: The image file, or ``None`` for an in-memory image.
+        network: Network name used in file names.
+        layer: Dotted name of the explained layer.
+        class_id: The explained class.
+        class_name: Its name when known, else ``None``.
+        score: The class's logit (the differentiated score).
+        probability: Its softmax probability.
+        original: The image, ``(H, W, 3)`` uint8 RGB.
+        gradcam: Grad-CAM map ``(H, W)`` float32 in [0, 1].
+        gradcam_pp: Grad-CAM++ map ``(H, W)`` float32 in [0, 1].
+        guided_backprop: Guided backprop gradients ``(H, W, 3)`` float32 (RGB).
+        guided_gradcam: Guided Grad-CAM ``(H, W, 3)`` float32: ``guided_backprop * gradcam``.
+        files: Written files by output key (:data:`OUTPUT_KEYS`), empty when nothing was written.
+    """
+
+    image: str
+    source: str | None
+    network: str
+    layer: str
+    class_id: int
+    class_name: str | None
+    score: float
+    probability: float
+    original: np.ndarray
+    gradcam: np.ndarray
+    gradcam_pp: np.ndarray
+    guided_backprop: np.ndarray
+    guided_gradcam: np.ndarray
+    files: dict[str, str] = field(default_factory=dict)
+
+    def pictures(self, alpha: float = 0.5, colormap: str = "jet") -> dict[str, np.ndarray]:
+        """The six pictures as ``(H, W, 3)`` uint8 RGB images, keyed by :data:`OUTPUT_KEYS`."""
+        return {
+            "heatmap": viz.colorize(self.gradcam, colormap=colormap),
+            "cam": viz.overlay(self.original, self.gradcam, alpha=alpha, colormap=colormap),
+            "heatmap++": viz.colorize(self.gradcam_pp, colormap=colormap),
+            "cam++": viz.overlay(self.original, self.gradcam_pp, alpha=alpha, colormap=colormap),
+            "gb": viz.gradients_to_image(_unit_scale(self.guided_backprop)),
+            "cam_gb": viz.gradients_to_image(_unit_scale(self.guided_gradcam)),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no arrays): image, network, layer, class, score, files."""
+        return {
+            "image": self.source if self.source is not None else self.image,
+            "name": self.image,
+            "network": self.network,
+            "layer": self.layer,
+            "class_id": self.class_id,
+            "class_name": self.class_name,
+            "score": self.score,
+            "probability": self.probability,
+            "size": [int(self.original.shape[0]), int(self.original.shape[1])],
+            "files": dict(self.files),
+        }
+
+
+def _unit_scale(grad: np.ndarray) -> np.ndarray:
+    """Divide by the largest magnitude: the picture should not depend on the gradients' scale
+    (tiny for an untrained or saturated network, below any fixed epsilon)."""
+    peak = float(np.abs(grad).max()) if grad.size else 0.0
+    return grad / peak if np.isfinite(peak) and peak > 0 else grad
+
+
+@dataclass
+class ImageFailure:
+    """An image that could not be explained (unreadable, not an image, a write error).
+
+    Attributes:
+        image: Name (stem).
+        source: The file, or ``None``.
+        network: The network.
+        error: One-line reason.
+    """
+
+    image: str
+    source: str | None
+    network: str
+    error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "image": self.source if self.source is not None else self.image,
+            "network": self.network,
+            "error": self.error,
+        }
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if text else type(err).__name__
+
+
+# ----------------------------------------------------------------------------- the explainer
+
+
+def _positive_int(value: Any, what: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class ClassifierExplainer:
+    """A classifier ready to explain image files: model, preprocessing, layer and target.
+
+    Build it once, call :meth:`explain` / :meth:`iter_explain` on any number of images.
+
+    Args:
+        model_or_name: A network name for :func:`lightning_cam.zoo.build_classifier` (seed
+            network, alias, torchvision classifier), or a model ``(B, 3, H, W) -> logits``.
+        layer: Dotted layer name; ``None`` for the engine's default (last spatial feature map).
+        class_id: Class to explain for every image; ``None`` for each image's predicted class.
+        weight_path: Weight file for a named network (``None``: torchvision's DEFAULT weights).
+        image_size: Square input side for the model; ``None``: the network's own (299 for
+            Inception v3, else 224; a lightning-cam checkpoint's training size), 224 for a
+            model object.
+        device: Device for the computation: ``None`` means the CPU for a named network and
+            the model's own device for a model object (which is never moved).
+        class_names: Names indexed by class id (overrides the weights' categories).
+        network: Name used in file names; defaults to the requested name (or the model's class
+            name in lower case).
+        mean: Normalisation mean (RGB, images in [0, 1]); default: the network's (ImageNet).
+        std: Normalisation std; default: the network's (ImageNet).
+        num_classes: Head size for a named network (``None``: read from the weights).
+
+    Raises:
+        ValueError: Unknown layer (with close names), class id out of range, class names whose
+            count does not match the head, bad sizes or device; and everything
+            :func:`~lightning_cam.zoo.build_classifier` raises for a named network.
+    """
+
+    def __init__(
+        self,
+        model_or_name: nn.Module | str | None,
+        layer: str | None = None,
+        class_id: int | None = None,
+        weight_path: str | os.PathLike[str] | None = None,
+        image_size: int | None = None,
+        device: str | torch.device | None = None,
+        class_names: Sequence[str] | None = None,
+        network: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        if isinstance(model_or_name, nn.Module):
+            # The model is borrowed: it stays where it is, and the work happens there.
+            own = _module_device(model_or_name)
+            self.device = resolve_device(device) if device is not None else own
+            if self.device.type != own.type or (
+                self.device.index is not None and own.index is not None
+                and self.device.index != own.index
+            ):
+                raise ValueError(
+                    f"The model is on {own} but device={str(device)!r}; move the model "
+                    "(model.to(device)) or leave device=None."
+                )
+            if weight_path is not None:
+                raise ValueError(
+                    "weight_path is for a network given by name; load the weights into the "
+                    "model object yourself."
+                )
+            name = network or type(model_or_name).__name__.lower()
+            self.model = model_or_name
+            self.meta = ClassifierMeta(
+                name=name,
+                arch=type(model_or_name).__name__,
+                input_size=224,
+                num_classes=0,  # unknown: the engine checks class ids against the logits
+                categories=None,
+                weights="(model object)",
+            )
+        elif isinstance(model_or_name, str) or (model_or_name is None and weight_path):
+            self.device = resolve_device(device if device is not None else "cpu")
+            self.model, self.meta = build_classifier(
+                model_or_name, weight_path=weight_path, num_classes=num_classes, device=self.device
+            )
+        else:
+            raise TypeError(
+                "model_or_name must be a network name or a torch.nn.Module, got "
+                f"{type(model_or_name).__name__}"
+            )
+        self.network = network or self.meta.name
+        if any(c in self.network for c in "/\\") or not self.network.strip():
+            raise ValueError(f"network name {self.network!r} cannot be used in file names")
+        self.image_size = (
+            _positive_int(image_size, "image_size", 8) if image_size is not None
+            else self.meta.input_size
+        )
+        self.mean = tuple(float(m) for m in (mean if mean is not None else self.meta.mean))
+        self.std = tuple(float(s) for s in (std if std is not None else self.meta.std))
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+            raise ValueError(
+                f"mean and std need 3 values (RGB), std > 0; got mean={self.mean}, "
+                f"std={self.std}"
+            )
+        num = self.meta.num_classes or None
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+            if num is not None and len(class_names) != num:
+                raise ValueError(
+                    f"{len(class_names)} class names given but {self.network} has {num} classes."
+                )
+            self.categories: list[str] | None = class_names
+        else:
+            self.categories = self.meta.categories
+        if class_id is not None:
+            if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)):
+                raise ValueError(f"class_id must be an int, got {class_id!r}")
+            if class_id < 0 or (num is not None and class_id >= num):
+                valid = f"0..{num - 1}" if num is not None else ">= 0"
+                raise ValueError(
+                    f"class id {class_id} is out of range for {self.network} with "
+                    f"{num if num is not None else 'its'} classes (valid ids: {valid})."
+                )
+            class_id = int(class_id)
+        self.class_id = class_id
+        if layer is not None:
+            get_layer(self.model, layer)  # ValueError with the closest names
+        self.layer = layer
+
+    # ------------------------------------------------------------------ preprocessing
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """``(H, W, 3)`` uint8 RGB -> ``(3, S, S)`` normalised float tensor (resized, no crop:
+        the whole image is seen, so maps map back onto the whole image)."""
+        s = self.image_size
+        h, w = image.shape[:2]
+        interp = cv2.INTER_AREA if (h > s and w > s) else cv2.INTER_LINEAR
+        resized = cv2.resize(image, (s, s), interpolation=interp)
+        x = torch.from_numpy(resized).to(torch.float32).div_(255.0).permute(2, 0, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
+        return (x - mean) / std
+
+    def class_name(self, class_id: int) -> str | None:
+        """Name of a class id when categories are known."""
+        if self.categories is not None and 0 <= class_id < len(self.categories):
+            return self.categories[class_id]
+        return None
+
+    # ------------------------------------------------------------------ running
+
+    def check(self) -> None:
+        """Explain one grey image of the input size, writing nothing.
+
+        Finds the default layer once and surfaces what would fail on every image (a layer that
+        is not a spatial map or never reached, an input size the network cannot take, a class
+        id out of range for a model object) before any file is written.
+
+        Raises:
+            ValueError, RuntimeError, TypeError: As :meth:`iter_explain` would on a batch.
+        """
+        s = self.image_size
+        grey = np.full((s, s, 3), 128, np.uint8)
+        self._explain_batch([(ImageSource("check", array=grey), grey)])
+
+    def iter_explain(
+        self,
+        images: ImagesArg,
+        batch_size: int = 8,
+        output_dir: str | os.PathLike[str] | None = None,
+        errors: Literal["raise", "report"] = "raise",
+    ) -> Iterator[ClassifierExplanation | ImageFailure]:
+        """Explain images batch by batch, yielding one result per image as it is done.
+
+        Args:
+            images: Files, folders, globs, arrays/tensors, or a list / ``{name: image}`` of them
+                (see :func:`collect_images`).
+            batch_size: Images per forward pass.
+            output_dir: Write the six pictures per image there (atomically), else nothing.
+            errors: ``"raise"``: an unreadable image or a failed write raises. ``"report"``:
+                yield an :class:`ImageFailure` for it and go on with the others.
+
+        Yields:
+            :class:`ClassifierExplanation` (or :class:`ImageFailure` with ``errors="report"``),
+            in input order.
+
+        Raises:
+            ValueError, RuntimeError: Errors of the model or the engine (a layer never reached,
+                an input size the network cannot take) are raised whatever ``errors`` says:
+                they concern every image.
+        """
+        batch_size = _positive_int(batch_size, "batch_size")
+        if errors not in ("raise", "report"):
+            raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}")
+        sources = collect_images(images)
+        out_dir = Path(output_dir) if output_dir is not None else None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        for start in range(0, len(sources), batch_size):
+            chunk = sources[start:start + batch_size]
+            loaded: list[tuple[ImageSource, np.ndarray]] = []
+            pending: dict[int, ImageFailure] = {}
+            for i, src in enumerate(chunk):
+                try:
+                    loaded.append((src, src.load()))
+                except (OSError, ValueError) as err:
+                    if errors == "raise":
+                        raise
+                    pending[i] = self._failure(src, err)
+            results = iter(self._explain_batch(loaded) if loaded else [])
+            for i, src in enumerate(chunk):
+                if i in pending:
+                    yield pending[i]
+                    continue
+                result = next(results)
+                if out_dir is not None:
+                    try:
+                        result.files = self.write(result, out_dir)
+                    except (OSError, ValueError) as err:
+                        if errors == "raise":
+                            raise
+                        yield self._failure(src, err)
+                        continue
+                yield result
+
+    def explain(
+        self,
+        images: ImagesArg,
+        batch_size: int = 8,
+        output_dir: str | os.PathLike[str] | None = None,
+        errors: Literal["raise", "report"] = "raise",
+    ) -> list[ClassifierExplanation | ImageFailure]:
+        """All results of :meth:`iter_explain` as a list."""
+        return list(self.iter_explain(images, batch_size, output_dir, errors))
+
+    __call__ = explain
+
+    def _failure(self, src: ImageSource, err: BaseException) -> ImageFailure:
+        return ImageFailure(
+            image=src.name,
+            source=str(src.path) if src.path is not None else None,
+            network=self.network,
+            error=_one_line(err),
+        )
+
+    def _explain_batch(
+        self, loaded: list[tuple[ImageSource, np.ndarray]]
+    ) -> list[ClassifierExplanation]:
+        x = torch.stack([self.preprocess(img) for _, img in loaded]).to(self.device)
+        out = explain(
+            self.model,
+            x,
+            layer=self.layer,
+            methods=("gradcam", "gradcam++"),
+            target=self.class_id,
+            guided_backprop=True,
+            upsample=False,
+        )
+        layer = out.layers[0]
+        if self.layer is None:
+            self.layer = layer  # the default, found once: no probe pass for later batches
+        assert out.guided is not None and out.class_ids is not None and out.scores is not None
+        probs = (
+            out.logits.float().softmax(dim=1).gather(1, out.class_ids[:, None]).squeeze(1)
+            if out.logits is not None else torch.full_like(out.scores, float("nan"))
+        )
+        results = []
+        for i, (src, image) in enumerate(loaded):
+            size = image.shape[:2]
+            cam = _resize(out.cams["gradcam"][layer][i][None], size)[0]
+            cam_pp = _resize(out.cams["gradcam++"][layer][i][None], size)[0]
+            gb = _resize(out.guided[i], size)
+            cid = int(out.class_ids[i])
+            results.append(
+                ClassifierExplanation(
+                    image=src.name,
+                    source=str(src.path) if src.path is not None else None,
+                    network=self.network,
+                    layer=layer,
+                    class_id=cid,
+                    class_name=self.class_name(cid),
+                    score=float(out.scores[i]),
+                    probability=float(probs[i]),
+                    original=image,
+                    gradcam=cam.clamp_(0, 1).numpy(),
+                    gradcam_pp=cam_pp.clamp_(0, 1).numpy(),
+                    guided_backprop=gb.permute(1, 2, 0).contiguous().numpy(),
+                    guided_gradcam=(gb * cam[None]).permute(1, 2, 0).contiguous().numpy(),
+                )
+            )
+        return results
+
+    def write(self, result: ClassifierExplanation, output_dir: str | os.PathLike[str]) -> dict[
+        str, str
+    ]:
+        """Write the six pictures of ``result`` into ``output_dir`` (each atomically).
+
+        Returns:
+            File names (relative to ``output_dir``) by output key.
+        """
+        out = Path(output_dir)
+        files = {}
+        for key, picture in result.pictures().items():
+            name = output_filename(result.image, result.network, key)
+            viz.save_image(out / name, picture)
+            files[key] = name
+        return files
+
+
+def _module_device(model: nn.Module) -> torch.device:
+    for t in [*model.parameters(), *model.buffers()]:
+        return t.device
+    return torch.device("cpu")
+
+
+def _resize(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(C, h, w)`` -> ``(C, H, W)`` float32 on the CPU, bilinear (pixel centres aligned)."""
+    t = t.detach().float()
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t[None], size=size, mode="bilinear", align_corners=False)[0]
+    return t.cpu()
+
+
+def explain_classifier(
+    model_or_name: nn.Module | str,
+    images: ImagesArg,
+    layer: str | None = None,
+    class_id: int | None = None,
+    weight_path: str | os.PathLike[str] | None = None,
+    image_size: int | None = None,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    network: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    errors: Literal["raise", "report"] = "raise",
+) -> list[ClassifierExplanation | ImageFailure]:
+    """Explain a classifier on images: Grad-CAM, Grad-CAM++, guided backprop, guided Grad-CAM.
+
+    A shortcut for ``ClassifierExplainer(...).explain(images, ...)``; see
+    :class:`ClassifierExplainer` for the arguments.
+
+    Args:
+        model_or_name: Network name (``"resnet50"``, ``"shufflenet_v2"``, any torchvision
+            classifier) or a model object.
+        images: Files, folders, globs, arrays/tensors, or a list / ``{name: image}`` of them.
+        layer: Dotted layer name (``None``: the default layer).
+        class_id: Class to explain (``None``: each image's predicted class).
+        weight_path: Weights for a named network (``None``: torchvision's DEFAULT weights).
+        image_size: Model input side (``None``: the network's own).
+        batch_size: Images per forward pass.
+        device: Device.
+        output_dir: When given, write the six pictures per image there
+            (``{stem}-{network}-heatmap.jpg``, ``-cam.jpg``, ``-heatmap++.jpg``,
+            ``-cam++.jpg``, ``-gb.jpg``, ``-cam_gb.jpg``).
+        class_names: Names by class id.
+        network: Name used in file names.
+        mean: Normalisation mean (default: the network's).
+        std: Normalisation std (default: the network's).
+        errors: ``"raise"`` or ``"report"`` (failed images become :class:`ImageFailure`).
+
+    Returns:
+        One :class:`ClassifierExplanation` per image (maps at the image's own size), in input
+        order; :class:`ImageFailure` entries only with ``errors="report"``.
+
+    Example:
+        >>> import numpy as np, torchvision
+        >>> net = torchvision.models.mobilenet_v2(weights=None)
+        >>> img = np.zeros((50, 70, 3), np.uint8)
+        >>> [r] = explain_classifier(net, [img], image_size=64, class_id=3)
+        >>> r.class_id, r.gradcam.shape
+        (3, (50, 70))
+    """
+    explainer = ClassifierExplainer(
+        model_or_name,
+        layer=layer,
+        class_id=class_id,
+        weight_path=weight_path,
+        image_size=image_size,
+        device=device,
+        class_names=class_names,
+        network=network,
+        mean=mean,
+        std=std,
+    )
+    return explainer.explain(images, batch_size=batch_size, output_dir=output_dir, errors=errors)
+
