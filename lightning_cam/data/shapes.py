@@ -68,10 +68,14 @@ class ShapesDataset(Dataset):
         classes: The shape classes to draw, a subset of :data:`CLASSES` in any order; the label
             is the position in this sequence. Labels cycle through the classes with the index,
             so every class has ``num_samples // len(classes)`` or one more samples.
+        cache: Keep each sample once rendered (as 8-bit pixels, about ``4 * S * S`` bytes a
+            sample: 16 KiB at 64 px), so later epochs skip the rendering. Each DataLoader
+            worker process keeps its own cache. Cached or not, a sample is the same.
 
     Each sample is a dict:
 
-    - ``"image"``: float32 ``(3, S, S)`` in ``[0, 1]``;
+    - ``"image"``: float32 ``(3, S, S)`` in ``[0, 1]``, multiples of ``1/255`` (8-bit pixels,
+      like a decoded PNG, so saving and reloading an image is lossless);
     - ``"label"``: int64 scalar, index into ``classes``;
     - ``"box"``: float32 ``(4,)``, ``(x0, y0, x1, y1)`` in pixel-edge coordinates: the object
       covers the pixel columns ``x0 <= x < x1`` and rows ``y0 <= y < y1``, i.e. the box is
@@ -97,6 +101,7 @@ class ShapesDataset(Dataset):
         seed: int = 0,
         clutter: bool = True,
         classes: Sequence[str] = CLASSES,
+        cache: bool = True,
     ) -> None:
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
@@ -116,6 +121,8 @@ class ShapesDataset(Dataset):
         self.seed = int(seed)
         self.clutter = bool(clutter)
         self.classes = classes
+        self.cache = bool(cache)
+        self._cache: dict[int, tuple[np.ndarray, int, np.ndarray]] = {}
         yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32)
         self._grid = (xx / (image_size - 1), yy / (image_size - 1))
 
@@ -137,12 +144,18 @@ class ShapesDataset(Dataset):
             index += self.num_samples
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
-        image, label, mask = self.render(index)
+        if index in self._cache:
+            pixels, label, mask = self._cache[index]
+        else:
+            pixels, label, mask = self.render(index)
+            if self.cache:
+                self._cache[index] = (pixels, label, mask)
+        mask_t = torch.from_numpy(mask.copy())
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "image": torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0),
             "label": torch.tensor(label, dtype=torch.int64),
-            "box": self.mask_to_box(torch.from_numpy(mask)),
-            "mask": torch.from_numpy(mask),
+            "box": self.mask_to_box(mask_t),
+            "mask": mask_t,
         }
 
     @staticmethod
@@ -158,11 +171,11 @@ class ShapesDataset(Dataset):
 
     # ------------------------------------------------------------------ rendering
     def render(self, index: int) -> tuple[np.ndarray, int, np.ndarray]:
-        """Draw sample ``index``.
+        """Draw sample ``index`` (no caching, no index check).
 
         Returns:
-            ``(image, label, mask)``: float32 ``(S, S, 3)`` in ``[0, 1]`` (HWC), the label, and
-            the bool ``(S, S)`` mask.
+            ``(pixels, label, mask)``: uint8 ``(S, S, 3)`` RGB pixels (HWC), the label, and the
+            bool ``(S, S)`` mask.
         """
         rng = np.random.default_rng([self.seed, index])
         label = index % len(self.classes)
@@ -183,13 +196,21 @@ class ShapesDataset(Dataset):
         alpha = np.zeros((s, s), np.uint8)
         if shape == "circle":
             cv2.circle(
-                alpha, (round(cx * _SCALE), round(cy * _SCALE)), round(r * _SCALE), 255,
-                thickness=-1, lineType=cv2.LINE_AA, shift=_SHIFT,
+                alpha,
+                (round(cx * _SCALE), round(cy * _SCALE)),
+                round(r * _SCALE),
+                255,
+                thickness=-1,
+                lineType=cv2.LINE_AA,
+                shift=_SHIFT,
             )
         else:
             cv2.fillPoly(
-                alpha, _fixed(_polygon(shape, cx, cy, r, angle)), 255,
-                lineType=cv2.LINE_AA, shift=_SHIFT,
+                alpha,
+                _fixed(_polygon(shape, cx, cy, r, angle)),
+                255,
+                lineType=cv2.LINE_AA,
+                shift=_SHIFT,
             )
         mask = alpha >= 128
         a = (alpha.astype(np.float32) / 255.0)[..., None]
@@ -211,7 +232,8 @@ class ShapesDataset(Dataset):
         image = image * (1.0 - a) + obj * a
 
         image += rng.uniform(0.015, 0.04) * rng.standard_normal(image.shape, dtype=np.float32)
-        return np.clip(image, 0.0, 1.0).astype(np.float32), label, mask
+        pixels = np.clip(image * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+        return pixels, label, mask
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
         """A smooth two-colour gradient at a random angle plus faint stripes, ``(S, S, 3)``."""
@@ -241,24 +263,43 @@ class ShapesDataset(Dataset):
                 p0 = (x - 0.5 * length * math.cos(t), y - 0.5 * length * math.sin(t))
                 p1 = (x + 0.5 * length * math.cos(t), y + 0.5 * length * math.sin(t))
                 cv2.line(
-                    layer, tuple(int(round(v * _SCALE)) for v in p0),
-                    tuple(int(round(v * _SCALE)) for v in p1), 255, 1, cv2.LINE_AA, _SHIFT,
+                    layer,
+                    tuple(int(round(v * _SCALE)) for v in p0),
+                    tuple(int(round(v * _SCALE)) for v in p1),
+                    255,
+                    1,
+                    cv2.LINE_AA,
+                    _SHIFT,
                 )
             elif kind == 1:  # open arc (at most half a circle), thin
                 rad = rng.uniform(3, 8) * k
                 start = rng.uniform(0, 360)
                 cv2.ellipse(
-                    layer, (round(x * _SCALE), round(y * _SCALE)),
-                    (round(rad * _SCALE), round(rad * _SCALE)), 0.0, start,
-                    start + rng.uniform(60, 180), 255, 1, cv2.LINE_AA, _SHIFT,
+                    layer,
+                    (round(x * _SCALE), round(y * _SCALE)),
+                    (round(rad * _SCALE), round(rad * _SCALE)),
+                    0.0,
+                    start,
+                    start + rng.uniform(60, 180),
+                    255,
+                    1,
+                    cv2.LINE_AA,
+                    _SHIFT,
                 )
             else:  # small elongated blob (aspect >= 2.5)
                 minor = rng.uniform(0.8, 1.6) * k
                 major = minor * rng.uniform(2.5, 4.0)
                 cv2.ellipse(
-                    layer, (round(x * _SCALE), round(y * _SCALE)),
-                    (round(major * _SCALE), round(minor * _SCALE)), rng.uniform(0, 180), 0, 360,
-                    255, -1, cv2.LINE_AA, _SHIFT,
+                    layer,
+                    (round(x * _SCALE), round(y * _SCALE)),
+                    (round(major * _SCALE), round(minor * _SCALE)),
+                    rng.uniform(0, 180),
+                    0,
+                    360,
+                    255,
+                    -1,
+                    cv2.LINE_AA,
+                    _SHIFT,
                 )
             colour = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
             x0, y0, w, h = cv2.boundingRect(layer)  # blend only where the item was drawn
@@ -304,14 +345,18 @@ class ShapesDataModule(pl.LightningDataModule):
         num_val: int = 400,
         num_test: int = 400,
         image_size: int = 64,
-        batch_size: int = 64,
+        batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
         clutter: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (("num_train", num_train), ("num_val", num_val),
-                            ("num_test", num_test), ("batch_size", batch_size)):
+        for name, value in (
+            ("num_train", num_train),
+            ("num_val", num_val),
+            ("num_test", num_test),
+            ("batch_size", batch_size),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not isinstance(num_workers, int) or num_workers < 0:
@@ -355,8 +400,12 @@ class ShapesDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Create the datasets the stage needs (they render lazily, so this is cheap)."""
-        needs = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
-                 "predict": ("test",)}.get(stage or "", self.SPLITS)
+        needs = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("test",),
+        }.get(stage or "", self.SPLITS)
         for split in needs:
             self.dataset(split)
 

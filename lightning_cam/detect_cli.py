@@ -1,0 +1,257 @@
+"""``lightning-cam detect``: boxes and per-detection Grad-CAM / Grad-CAM++ heatmaps from the shell.
+
+For every image: ``{stem}-{model}-predict_box.jpg`` (all boxes with class names and scores);
+per detection ``k`` and layer, ``{stem}-{model}-{layer}-{k}-heatmap.jpg`` (Grad-CAM) and
+``-heatmap++.jpg`` (Grad-CAM++), with the detection's box drawn; ``{stem}-{model}-sheet.jpg``
+(all of them, a row per detection); and for the run, ``summary.json`` (boxes, labels, scores and
+files). Every file is written atomically.
+
+Exit status: 0 when every image was processed (an image without detections above the threshold
+is reported, not an error); 1 when some images failed (each is named, the others are done);
+2 on bad input (unknown model or layer, unusable weights, no images...), in one line on stderr.
+
+Example:
+    $ lightning-cam detect --image-path street.jpg                     # COCO Faster R-CNN
+    $ lightning-cam detect --image-path photos/ --model retinanet_resnet50_fpn \\
+          --layer-name backbone.body.layer3 --layer-name head.classification_head.conv.0
+    $ lightning-cam detect --image-path img.png --weight-path shapes_detector.ckpt --roi
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+PROG = "lightning-cam detect"
+SUMMARY_FILE = "summary.json"
+DEFAULT_MODEL = "fasterrcnn_resnet50_fpn"
+_SUFFIX = {"gradcam": "heatmap", "gradcam++": "heatmap++"}
+
+
+class CLIError(Exception):
+    """A bad input reported in one line (no stack trace), exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``lightning-cam detect``."""
+    from lightning_cam.detection.zoo import DETECTORS
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Explain the detections of a torchvision detector: predicted boxes and a "
+        "Grad-CAM / Grad-CAM++ heatmap per detection (and per layer).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--image-path", nargs="+", action="extend", default=None, metavar="PATH",
+                   help="image files, folders or globs (quote globs); default: a sample photo "
+                   "(skimage.data.chelsea(), written as 'chelsea')")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help=f"torchvision detector: {', '.join(DETECTORS)} (default: "
+                   f"{DEFAULT_MODEL}, or the architecture of a ShapesDetector checkpoint)")
+    p.add_argument("--weight-path", default=None, metavar="FILE",
+                   help="a state_dict file or a ShapesDetector Lightning checkpoint; default: "
+                   "torchvision's DEFAULT (COCO) weights, from the torch cache or downloaded")
+    p.add_argument("--layer-name", action="append", default=None, metavar="NAME",
+                   help="layer to explain, a dotted name of the detector (repeat for several, "
+                   "e.g. backbone.body.layer3, head.classification_head.conv.0); default: the "
+                   "backbone's last stage")
+    p.add_argument("--roi", action="store_true",
+                   help="also RoI-level heatmaps (Faster R-CNN): the CAM of the proposal's RoI "
+                   "features, pasted into the proposal box")
+    p.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
+                   help="explain detections scoring at least this")
+    p.add_argument("--top-k", type=int, default=10, metavar="K",
+                   help="explain at most this many detections per image")
+    p.add_argument("--class-names", default=None, metavar="FILE",
+                   help="text file, one class name per line, line i = label i (a file without "
+                   "the background line gets '__background__' prepended)")
+    p.add_argument("--min-size", type=int, default=None, metavar="N",
+                   help="the detector's input size (shorter side; default: the model's own)")
+    p.add_argument("--max-size", type=int, default=None, metavar="N",
+                   help="limit of the longer side (default: the model's own)")
+    p.add_argument("--output-dir", default="results", metavar="DIR", help="output folder")
+    p.add_argument("--device", default="cpu", help="device, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--quiet", action="store_true", help="no per-image report")
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an unexpected error")
+    return p
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if text else type(err).__name__
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _class_names(
+    path: str | None, meta_names: list[str] | None, num_classes: int
+) -> list[str] | None:
+    if path is None:
+        return meta_names
+    from lightning_cam.explain_cli import CLIError as ExplainError
+    from lightning_cam.explain_cli import read_class_names
+
+    try:
+        names = read_class_names(path)
+    except ExplainError as err:
+        raise CLIError(str(err)) from err
+    if len(names) == num_classes - 1:
+        names = ["__background__", *names]
+    return names
+
+
+def _file_tag(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._+-" else "_" for c in text)
+
+
+def _default_images() -> dict[str, np.ndarray]:
+    import skimage.data
+
+    return {"chelsea": skimage.data.chelsea()}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lightning-cam detect`` with parsed arguments; returns the exit status.
+
+    Raises:
+        CLIError, ValueError, OSError, RuntimeError: Bad input (reported by :func:`main`).
+    """
+    from lightning_cam import viz
+    from lightning_cam.detection.adapter import DetectionExplainer
+    from lightning_cam.detection.render import detection_heatmap, draw_detections, render_detection
+    from lightning_cam.detection.zoo import build_detector, configure_detector, resolve_detector
+    from lightning_cam.explainers import collect_images
+
+    if not 0.0 <= args.score_threshold <= 1.0:
+        raise CLIError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    if args.top_k < 1:
+        raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
+    for flag, value in (("--min-size", args.min_size), ("--max-size", args.max_size)):
+        if value is not None and value < 32:
+            raise CLIError(f"{flag} must be >= 32, got {value}")
+    if args.roi and args.model and not resolve_detector(args.model).startswith("fasterrcnn"):
+        raise CLIError(f"--roi needs a two-stage detector (Faster R-CNN); {args.model} has no "
+                       "RoI heads")
+    sources = collect_images(args.image_path if args.image_path else _default_images())
+    name = args.model if args.model is not None or args.weight_path else DEFAULT_MODEL
+    detector, meta = build_detector(
+        name, args.weight_path, device=args.device, min_size=args.min_size,
+        max_size=args.max_size,
+    )
+    configure_detector(detector, args.score_threshold, args.top_k)
+    class_names = _class_names(args.class_names, meta.categories, meta.num_classes)
+    explainer = DetectionExplainer(
+        detector, layer=args.layer_name, methods=("gradcam", "gradcam++"),
+        score_threshold=args.score_threshold, top_k=args.top_k, roi_cams=args.roi,
+        class_names=class_names,
+    )
+    out_dir = Path(args.output_dir).expanduser()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CLIError(f"cannot create output folder {str(out_dir)!r}: {err}") from err
+
+    model = meta.name
+    records: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
+    for src in sources:
+        try:
+            image = src.load()
+            tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
+            result = explainer(tensor)
+        except (ValueError, OSError, RuntimeError, TypeError) as err:
+            failures.append({"image": src.label, "error": _one_line(err)})
+            print(f"{PROG}: failed on {src.label}: {_one_line(err)}", file=sys.stderr)
+            continue
+        stem = src.name
+        record: dict[str, Any] = {"image": src.label, "stem": stem, **result.to_dict()}
+        files: dict[str, str] = {}
+        boxes_file = f"{stem}-{model}-predict_box.jpg"
+        viz.save_image(out_dir / boxes_file, draw_detections(image, result))
+        files["predict_box"] = boxes_file
+        for det in record["detections"]:
+            k = det["index"]
+            det["files"] = {}
+            for layer in result.layers:
+                det["files"][layer] = {}
+                for method in result.methods:
+                    fname = f"{stem}-{model}-{_file_tag(layer)}-{k}-{_SUFFIX[method]}.jpg"
+                    picture = detection_heatmap(image, result, k, method, layer)
+                    viz.save_image(out_dir / fname, picture)
+                    det["files"][layer][method] = fname
+        sheet_file = f"{stem}-{model}-sheet.jpg"
+        viz.save_image(out_dir / sheet_file, render_detection(image, result))
+        files["sheet"] = sheet_file
+        record["files"] = files
+        if len(result) == 0:
+            record["message"] = f"no detection above the threshold {args.score_threshold:g}"
+            print(f"{PROG}: {src.label}: no detection above the threshold "
+                  f"{args.score_threshold:g} (try a lower --score-threshold)", file=sys.stderr)
+        elif not args.quiet:
+            found = ", ".join(f"{n} {s:.2f}" for n, s in
+                              zip(result.label_names(), result.scores.tolist(), strict=True))
+            print(f"{src.label}: {len(result)} detection(s): {found}")
+        records.append(record)
+
+    summary = {
+        "model": model,
+        "weights": meta.weights,
+        "score_threshold": args.score_threshold,
+        "top_k": args.top_k,
+        "layers": explainer.result_layers,
+        "methods": list(explainer.methods),
+        "images": records,
+        "failures": failures,
+    }
+    _atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    if failures:
+        print(f"{PROG}: {len(failures)} image(s) failed: "
+              f"{', '.join(f['image'] for f in failures)}", file=sys.stderr)
+    if not args.quiet:
+        print(f"{len(records)} image(s) explained, written to {out_dir}")
+    return 1 if failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lightning-cam detect``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI reports every error in one line
+        if args.debug:
+            traceback.print_exc()
+        expected = isinstance(err, (CLIError, ValueError, OSError, RuntimeError, TypeError))
+        hint = "" if expected or args.debug else " (run with --debug for the traceback)"
+        print(f"{PROG}: error: {_one_line(err)}{hint}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""torchvision detectors by name, with weights from a file or torchvision's DEFAULT weights.
+
+``build_detector(name, weight_path=None)`` returns a detector in eval mode and a
+:class:`DetectorMeta`. Weights come from, in this order:
+
+- ``weight_path``: a ``state_dict`` file (also nested under ``"state_dict"`` / ``"model"``, with
+  ``module.`` / ``_orig_mod.`` / ``detector.`` prefixes stripped), or a Lightning checkpoint of
+  :class:`~lightning_cam.detection.module.ShapesDetector` (rebuilt from its hyper-parameters).
+  The number of classes is read from the file.
+- Neither: torchvision's ``DEFAULT`` (COCO) weights, from the local torch hub cache or
+  downloaded when online; offline without a cached copy,
+  :class:`~lightning_cam.zoo.PretrainedWeightsUnavailableError` says what to do. The loader is
+  :data:`load_pretrained`, replaceable (tests simulate an offline machine by swapping it).
+
+Example:
+    >>> import torch, torchvision
+    >>> det = torchvision.models.get_model("fasterrcnn_mobilenet_v3_large_320_fpn", weights=None,
+    ...                                    weights_backbone=None, num_classes=3)
+    >>> torch.save(det.state_dict(), "/tmp/det.pth")
+    >>> model, meta = build_detector("fasterrcnn_mobilenet_v3_large_320_fpn", "/tmp/det.pth")
+    >>> meta.num_classes, meta.categories
+    (3, None)
+"""
+
+from __future__ import annotations
+
+import difflib
+import http.client
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_cam.zoo import (
+    PretrainedWeightsUnavailableError,
+    StateDictMismatchError,
+    WeightFileError,
+    read_weight_file,
+    resolve_device,
+)
+
+__all__ = [
+    "CUSTOM_DETECTORS",
+    "DETECTORS",
+    "DetectorMeta",
+    "build_detector",
+    "configure_detector",
+    "coco_categories",
+    "load_pretrained",
+]
+
+#: Detectors the adapter supports (the issue's list, plus FCOS).
+DETECTORS: tuple[str, ...] = (
+    "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_resnet50_fpn_v2",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "retinanet_resnet50_fpn",
+    "retinanet_resnet50_fpn_v2",
+    "fcos_resnet50_fpn",
+)
+
+#: Small detectors of :func:`lightning_cam.detection.module.make_detector` (no pretrained
+#: weights): ``fasterrcnn_simple`` is Faster R-CNN on a compact CNN, trainable from scratch on a
+#: CPU in minutes.
+CUSTOM_DETECTORS: tuple[str, ...] = ("fasterrcnn_simple",)
+
+# Key of the classification weights in each family's state_dict, and output channels per class.
+_CLS_KEYS = (
+    ("roi_heads.box_predictor.cls_score.weight", 1),
+    ("head.classification_head.cls_logits.weight", None),  # RetinaNet: A anchors; FCOS: 1
+)
+_PREFIXES = ("module.", "_orig_mod.", "detector.")
+_NESTED = ("state_dict", "model_state_dict", "model")
+
+
+@dataclass
+class DetectorMeta:
+    """What :func:`build_detector` knows about the detector it built.
+
+    Attributes:
+        name: The torchvision builder name.
+        num_classes: Number of labels, background included.
+        categories: Names indexed by label (COCO's for torchvision's weights, a checkpoint's
+            ``class_names``), else ``None``.
+        weights: Where the weights came from (a path, or ``"torchvision:<Weights enum>"``).
+    """
+
+    name: str
+    num_classes: int
+    categories: list[str] | None = None
+    weights: str = ""
+
+    def class_name(self, label: int) -> str:
+        """Name of ``label``; ``"class <label>"`` when unknown."""
+        if self.categories is not None and 0 <= label < len(self.categories):
+            return self.categories[label]
+        return f"class {label}"
+
+
+def resolve_detector(name: str) -> str:
+    """Check a detector name (case-insensitive, ``-`` = ``_``); return the builder name.
+
+    Raises:
+        ValueError: Unknown name; the message lists the supported ones and near matches.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"detector name must be a str, got {type(name).__name__}")
+    key = name.strip().lower().replace("-", "_")
+    if key in DETECTORS or key in CUSTOM_DETECTORS:
+        return key
+    near = difflib.get_close_matches(key, (*DETECTORS, *CUSTOM_DETECTORS), n=2, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(map(repr, near))}?" if near else ""
+    known = ", ".join((*DETECTORS, *CUSTOM_DETECTORS))
+    raise ValueError(f"Unknown detector {name!r}.{hint} Supported: {known}.")
+
+
+def coco_categories(name: str) -> list[str] | None:
+    """COCO category names of torchvision's ``DEFAULT`` weights of ``name`` (no download)."""
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        return None
+    cats = weights.meta.get("categories")
+    return list(cats) if cats else None
+
+
+def _pretrained_from_torchvision(name: str, weights: Any, **kwargs: Any) -> nn.Module:
+    """Default :data:`load_pretrained`: torchvision's builder with ``weights`` (reads the torch
+    hub cache, downloads when the file is not there)."""
+    import torchvision
+
+    return torchvision.models.get_model(name, weights=weights, progress=False, **kwargs)
+
+
+#: Loads torchvision's pretrained detector: ``(name, weights_enum, **kwargs) -> model``. Replace
+#: it to use another source or to simulate an offline machine; ``OSError`` /
+#: ``http.client.HTTPException`` become :class:`PretrainedWeightsUnavailableError`.
+load_pretrained: Callable[..., nn.Module] = _pretrained_from_torchvision
+
+
+def _state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
+    def is_sd(x: Any) -> bool:
+        return (
+            isinstance(x, Mapping)
+            and len(x) > 0
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in x.items())
+        )
+
+    if not is_sd(obj) and isinstance(obj, Mapping):
+        obj = next((obj[k] for k in _NESTED if is_sd(obj.get(k))), obj)
+    if not is_sd(obj):
+        raise WeightFileError(
+            f"No state_dict found in {path!r}: expected a dict of tensors "
+            "(torch.save(detector.state_dict(), path)) or a Lightning checkpoint."
+        )
+    sd = dict(obj)
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                changed = True
+    return sd
+
+
+def _num_classes(name: str, sd: Mapping[str, torch.Tensor]) -> int | None:
+    for key, per in _CLS_KEYS:
+        if key in sd:
+            rows = int(sd[key].shape[0])
+            if per is None:
+                per = 9 if name.startswith("retinanet") else 1
+            return rows // per
+    return None
+
+
+def _check_fit(model: nn.Module, sd: Mapping[str, torch.Tensor], name: str, path: str) -> None:
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in wanted if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in wanted]
+    mismatched = [(k, tuple(v.shape), wanted[k]) for k, v in sd.items()
+                  if k in wanted and tuple(v.shape) != wanted[k]]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
+        if mismatched:
+            k, a, b = mismatched[0]
+            parts.append(f"{len(mismatched)} shape mismatch(es), e.g. {k} "
+                         f"(file {list(a)} vs model {list(b)})")
+        raise StateDictMismatchError(
+            f"The weights in {path!r} do not fit {name}: {'; '.join(parts)}. Check --model, or "
+            "that the file was saved from this architecture.",
+            missing, unexpected, mismatched,
+        )
+
+
+def configure_detector(
+    detector: nn.Module, score_threshold: float | None = None, top_k: int | None = None
+) -> nn.Module:
+    """Let the detector return every detection an explainer may ask for.
+
+    Lowers the detector's own score threshold to ``score_threshold`` (never raises it) and raises
+    its detections-per-image limit to ``top_k`` (never lowers it): Faster R-CNN's
+    ``roi_heads.score_thresh`` / ``roi_heads.detections_per_img``, RetinaNet's and FCOS's
+    ``score_thresh`` / ``detections_per_img``. Changes the detector in place and returns it.
+    """
+    owner: Any = getattr(detector, "roi_heads", detector)
+    if score_threshold is not None and hasattr(owner, "score_thresh"):
+        owner.score_thresh = min(float(owner.score_thresh), float(score_threshold))
+    if top_k is not None and hasattr(owner, "detections_per_img"):
+        owner.detections_per_img = max(int(owner.detections_per_img), int(top_k))
+    return detector
+
+
+def _transform_kwargs(min_size: int | None, max_size: int | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if min_size is not None:
+        kwargs["min_size"] = int(min_size)
+    if max_size is not None:
+        kwargs["max_size"] = int(max_size)
+    return kwargs
+
+
+def build_detector(
+    name: str | None = None,
+    weight_path: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+    min_size: int | None = None,
+    max_size: int | None = None,
+) -> tuple[nn.Module, DetectorMeta]:
+    """Build a torchvision detector with weights, in eval mode on ``device``.
+
+    Args:
+        name: A name in :data:`DETECTORS`; ``None`` only with a ShapesDetector checkpoint (its
+            own architecture).
+        weight_path: A state_dict file or a ShapesDetector Lightning checkpoint; ``None`` for
+            torchvision's DEFAULT (COCO) weights.
+        device: Where to put the model.
+        min_size: Override of the detector's input resize (shorter side), e.g. for speed.
+        max_size: Override of the longer side's limit.
+
+    Returns:
+        ``(detector, meta)``.
+
+    Raises:
+        ValueError: Unknown name or device, unusable weight file (``WeightFileError``,
+            ``StateDictMismatchError``).
+        PretrainedWeightsUnavailableError: DEFAULT weights neither cached nor downloadable.
+    """
+    import torchvision
+
+    dev = resolve_device(device)
+    arch = resolve_detector(name) if name is not None else None
+    sizes = _transform_kwargs(min_size, max_size)
+    if weight_path is None:
+        if arch is None:
+            raise ValueError("Name a detector (--model) or give a checkpoint (--weight-path).")
+        if arch in CUSTOM_DETECTORS:
+            raise ValueError(f"{arch} has no pretrained weights; pass --weight-path FILE")
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+        try:
+            model = load_pretrained(arch, weights, **sizes)
+        except (OSError, http.client.HTTPException) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise PretrainedWeightsUnavailableError(
+                f"torchvision's pretrained weights for {arch} ({weights}) are not in the local "
+                f"torch cache ({cache}) and could not be downloaded ({reason[:160]}). Pass a "
+                f"weight file instead: --weight-path FILE (a state_dict saved with "
+                f"torch.save(detector.state_dict(), FILE), or a ShapesDetector checkpoint), or "
+                f"copy {os.path.basename(weights.url)} into {os.path.dirname(cache)}."
+            ) from err
+        cats = list(weights.meta.get("categories") or []) or None
+        meta = DetectorMeta(arch, len(cats) if cats else 91, cats, f"torchvision:{weights}")
+        return model.to(dev).eval(), meta
+
+    path = os.fspath(weight_path)
+    obj = read_weight_file(path)
+    hparams: Mapping[str, Any] = {}
+    if isinstance(obj, Mapping) and "state_dict" in obj and "hyper_parameters" in obj:
+        hparams = obj.get("hyper_parameters") or {}
+    ckpt_arch = hparams.get("arch") if isinstance(hparams, Mapping) else None
+    if arch is None:
+        if not ckpt_arch:
+            raise ValueError(
+                f"{path!r} is not a ShapesDetector checkpoint: name its architecture with --model."
+            )
+        arch = resolve_detector(str(ckpt_arch))
+    elif ckpt_arch and resolve_detector(str(ckpt_arch)) != arch:
+        raise ValueError(
+            f"{path!r} is a checkpoint of {ckpt_arch}, not {arch}; drop --model or fix it."
+        )
+    sd = _state_dict(obj, path)
+    num_classes = _num_classes(arch, sd)
+    if num_classes is None:
+        raise StateDictMismatchError(
+            f"The weights in {path!r} have no classification head of {arch} "
+            "(e.g. roi_heads.box_predictor.cls_score.weight); check --model.", [], [], [],
+        )
+    if ckpt_arch or arch in CUSTOM_DETECTORS:  # rebuilt as trained (anchors, box head...)
+        import inspect
+
+        from lightning_cam.detection.module import make_detector
+
+        params = inspect.signature(make_detector).parameters
+        kwargs: dict[str, Any] = {k: v for k, v in hparams.items() if k in params}
+        kwargs.update(arch=arch, num_classes=num_classes, **sizes)
+        model = make_detector(**kwargs)
+    else:
+        model = torchvision.models.get_model(
+            arch, weights=None, weights_backbone=None, num_classes=num_classes, **sizes
+        )
+    _check_fit(model, sd, arch, path)
+    model.load_state_dict(sd)
+    categories: list[str] | None = None
+    names = hparams.get("class_names")
+    if names and len(names) == num_classes:
+        categories = [str(n) for n in names]
+    elif num_classes == 91:
+        categories = coco_categories(arch)
+    return model.to(dev).eval(), DetectorMeta(arch, num_classes, categories, path)
