@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
         return int(module.main(args[1:]) or 0)
-    CAMLightningCLI.run(args)
+    # From the shell, LightningCLI reads sys.argv itself (passing it as args too makes it warn).
+    CAMLightningCLI.run(None if argv is None else args)
     return 0
 
 

@@ -152,7 +152,8 @@ class ShapesClassifier(pl.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, num_classes)`` of images ``(B, 3, H, W)`` in ``[0, 1]``."""
-        out = self.backbone((images - self.mean) / self.std)
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        out = self.backbone((images - mean) / std)
         if not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
             out = out.logits  # torchvision's Inception/GoogLeNet named tuples
         return self.head(out)
@@ -191,7 +192,8 @@ class ShapesClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """AdamW (no decay on norms and biases) with a one-cycle schedule stepped per batch."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for p in self.parameters():
             if p.requires_grad:
                 (decay if p.ndim > 1 else no_decay).append(p)

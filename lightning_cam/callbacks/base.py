@@ -19,6 +19,8 @@ from typing_extensions import override
 
 from lightning_cam import viz
 from lightning_cam._compat import CallbackBase, MisconfigurationException
+from lightning_cam.callbacks import detection as _det
+from lightning_cam.callbacks.detection import DetProbe
 from lightning_cam.engine import Explainer, Explanation, borrowed
 from lightning_cam.layers import default_layer
 from lightning_cam.methods import METHODS, method_name
@@ -62,6 +64,21 @@ class CAMCallback(CallbackBase):
 
     During ``trainer.test()`` the same is logged with the prefix ``test/``.
 
+    **Detectors.** When the LightningModule is or wraps a torchvision detector (Faster R-CNN,
+    RetinaNet, FCOS; found by :func:`lightning_cam.detection.find_detector`) and validates on
+    torchvision's batches ``(list of images, list of target dicts)``, the probes are images and
+    their targets, and the callback logs, per method and layer (``layer`` relative to the
+    LightningModule or to the detector; default ``backbone.body``'s last stage):
+
+    * ``{method}/{layer}/detections``: a row per probe image, the image with its top
+      ``detection_top_k`` detections scoring at least ``detection_score_threshold`` (boxes,
+      class names, scores), then one heatmap per detection with its box (when ``log_overlay``
+      or ``log_heatmap``; the guided kinds do not apply to detections);
+    * ``{method}/{layer}/pointing_game`` and ``energy_pointing_game``: over the detections of the
+      ``metrics_num_samples`` images matched to a ground-truth box (IoU >= 0.5, same label).
+
+    ``target`` does not apply to detectors: each detection's own score is explained.
+
     Several lightning-cam callbacks on one trainer with the same probe settings share one
     forward and backward pass per validation (e.g. Grad-CAM and Grad-CAM++ on the same layer).
 
@@ -96,6 +113,12 @@ class CAMCallback(CallbackBase):
         tile_size: Shorter side of the grid tiles in pixels (small images are enlarged so the
             labels stay readable).
         methods: CAM methods; set by the subclasses.
+        pointing_game_tolerance: Hit radius of the pointing game in pixels; default (``None``):
+            the original protocol's 15 pixels at 224 x 224 (Zhang et al., ECCV 2016), scaled to
+            the images' shorter side (about 4.3 pixels at 64 x 64). ``0`` asks for the maximum
+            on an object pixel.
+        detection_top_k: Detectors: detections explained and shown per image, at most.
+        detection_score_threshold: Detectors: least score of an explained detection.
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -129,6 +152,9 @@ class CAMCallback(CallbackBase):
         metrics_num_samples: int | None = None,
         tile_size: int = 160,
         methods: list[str] | None = None,
+        pointing_game_tolerance: float | None = None,
+        detection_top_k: int = 3,
+        detection_score_threshold: float = 0.5,
     ) -> None:
         super().__init__()
         if layer is not None and not isinstance(layer, str):
@@ -187,6 +213,29 @@ class CAMCallback(CallbackBase):
             raise _misconf("metrics_num_samples", metrics_num_samples, "an int >= 1 or None")
         if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 16:
             raise _misconf("tile_size", tile_size, "an int >= 16")
+        if pointing_game_tolerance is not None and (
+            isinstance(pointing_game_tolerance, bool)
+            or not isinstance(pointing_game_tolerance, (int, float))
+            or not math.isfinite(pointing_game_tolerance)
+            or pointing_game_tolerance < 0
+        ):
+            raise _misconf(
+                "pointing_game_tolerance",
+                pointing_game_tolerance,
+                "a number of pixels >= 0 or None",
+            )
+        if isinstance(detection_top_k, bool) or not isinstance(detection_top_k, int) or (
+            detection_top_k < 1
+        ):
+            raise _misconf("detection_top_k", detection_top_k, "an int >= 1")
+        if (
+            isinstance(detection_score_threshold, bool)
+            or not isinstance(detection_score_threshold, (int, float))
+            or not 0 <= detection_score_threshold <= 1
+        ):
+            raise _misconf(
+                "detection_score_threshold", detection_score_threshold, "a number in [0, 1]"
+            )
         try:
             self.methods = [method_name(m) for m in (methods or self.default_methods)]
         except ValueError:
@@ -223,7 +272,17 @@ class CAMCallback(CallbackBase):
         self.metrics = list(metrics)
         self.metrics_num_samples = max(metrics_num_samples or num_samples, num_samples)
         self.tile_size = tile_size
+        self.pointing_game_tolerance = (
+            float(pointing_game_tolerance) if pointing_game_tolerance is not None else None
+        )
+        self.detection_top_k = detection_top_k
+        self.detection_score_threshold = float(detection_score_threshold)
         self.probes: dict[str, torch.Tensor] | None = None
+        # detectors: (image, target) pairs instead of ``probes``; set up in ``setup``
+        self.det_probes: list[DetProbe] | None = None
+        self._det_collecting: list[DetProbe] = []
+        self._detector: Any = None
+        self._det_prefix = ""
         self._collecting: dict[str, list[torch.Tensor]] = {}
         self._explainer: Explainer | None = None
         self._layers: list[str] | None = None
@@ -246,16 +305,33 @@ class CAMCallback(CallbackBase):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"probes": self.probes} if self.probes is not None else {}
+        state: dict[str, Any] = {}
+        if self.probes is not None:
+            state["probes"] = self.probes
+        if self.det_probes is not None:
+            state["det_probes"] = self.det_probes
+        return state
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         probes = state_dict.get("probes")
         if probes is not None:
             self.probes = {k: v.cpu() for k, v in probes.items()}
+        det = state_dict.get("det_probes")
+        if det is not None:
+            self.det_probes = [
+                (img.cpu(), {k: v.cpu() for k, v in tgt.items()} if tgt is not None else None)
+                for img, tgt in det
+            ]
 
     @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        from lightning_cam.detection import find_detector
+
+        self._detector = find_detector(pl_module)
+        if self._detector is not None:
+            self._setup_detection(pl_module)
+            return
         if self.layer is not None:
             names = dict(pl_module.named_modules())
             for name in self.layer:
@@ -270,6 +346,22 @@ class CAMCallback(CallbackBase):
             num = self._num_classes(trainer, pl_module)
             if num is not None and int(self.target) >= num:
                 raise _misconf("target", self.target, f"a class id in 0..{num - 1}")
+
+    def _setup_detection(self, pl_module: Any) -> None:
+        self._det_prefix = _det.detector_prefix(pl_module, self._detector)
+        if self.layer is None:
+            return
+        for name in self.layer:
+            if _det.detector_layer(name, self._det_prefix, self._detector) is None:
+                names = [n for n, _ in self._detector.named_modules() if n]
+                close = difflib.get_close_matches(name, names, n=5)
+                raise MisconfigurationException(
+                    f"layer={name!r} is not a module of the detector "
+                    f"{type(self._detector).__name__} in {type(pl_module).__name__}. "
+                    f"Closest names: {', '.join(close) if close else '(none)'}. Use a dotted name "
+                    "from the detector's named_modules() (e.g. 'backbone.body.layer4'), or "
+                    "layer=None for the backbone's last stage."
+                )
 
     @staticmethod
     def _num_classes(trainer: Any, pl_module: Any) -> int | None:
@@ -337,7 +429,35 @@ class CAMCallback(CallbackBase):
                 out[key] = None
         return out
 
+    def _collect_detection(self, batch: Any) -> None:
+        take = self.metrics_num_samples - len(self._det_collecting)
+        if take <= 0:
+            return
+        parts = self.extract_detection(batch)
+        if parts is None:
+            raise MisconfigurationException(
+                f"{type(self).__name__}: the LightningModule wraps a detector "
+                f"({type(self._detector).__name__}), so validation batches must be "
+                "(list of (C, H, W) float images, list of target dicts with 'boxes' and "
+                f"'labels'); got {type(batch).__name__}. Override extract_detection() for "
+                "other layouts."
+            )
+        images, targets = parts
+        self._det_collecting += _det.capture(images, targets, take)
+
+    def extract_detection(
+        self, batch: Any
+    ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]] | None] | None:
+        """``(images, targets)`` of a detector's validation batch (torchvision's format); override
+        for other layouts. ``None`` when ``batch`` is not a detection batch."""
+        from lightning_cam.detection import split_detection_batch
+
+        return split_detection_batch(batch)
+
     def _collect(self, batch: Any) -> None:
+        if self._detector is not None:
+            self._collect_detection(batch)
+            return
         want = self.metrics_num_samples
         have = len(self._collecting.get("image", []))
         if have >= want:
@@ -358,6 +478,9 @@ class CAMCallback(CallbackBase):
                 del self._collecting[key]
 
     def _finish_collect(self) -> None:
+        if self.det_probes is None and self._det_collecting:
+            self.det_probes = self._det_collecting
+        self._det_collecting = []
         if self.probes is None and self._collecting.get("image"):
             self.probes = {k: torch.stack(v) for k, v in self._collecting.items()}
         self._collecting = {}
@@ -365,6 +488,7 @@ class CAMCallback(CallbackBase):
     def _on_batch_end(self, trainer: Any, batch: Any, dataloader_idx: int) -> None:
         if (
             self.probes is not None
+            or self.det_probes is not None
             or trainer.sanity_checking
             or dataloader_idx != self.dataloader_idx
         ):
@@ -418,6 +542,9 @@ class CAMCallback(CallbackBase):
         self._finish_collect()
         if prefix == "" and trainer.current_epoch % self.every_n_epochs != 0:
             return
+        if self._detector is not None and self.det_probes is not None:
+            self._log_detection(trainer, pl_module, prefix)
+            return
         if self.probes is None:
             self._warn_once(
                 "noprobe",
@@ -443,6 +570,8 @@ class CAMCallback(CallbackBase):
             self.dataloader_idx,
             self.image_key,
             self.label_key,
+            self.detection_top_k,
+            self.detection_score_threshold,
         )
 
     def _target_for(self, probes: Mapping[str, torch.Tensor]) -> Any:
@@ -616,6 +745,7 @@ class CAMCallback(CallbackBase):
             return out
         masks = self.probes.get("mask")
         boxes = self.probes.get("box")
+        tolerance = self._tolerance(self.probes["image"])
         gt: dict[str, torch.Tensor] = {}
         if masks is not None and masks.dim() == 3:
             gt["masks"] = masks.bool()
@@ -631,7 +761,10 @@ class CAMCallback(CallbackBase):
                 if gt and "pointing_game" in self.metrics:
                     out[f"{tag}/pointing_game"] = float(
                         M.pointing_game(
-                            maps.cpu(), masks=gt.get("masks"), boxes=gt.get("boxes")
+                            maps.cpu(),
+                            masks=gt.get("masks"),
+                            boxes=gt.get("boxes"),
+                            tolerance=tolerance,
                         ).mean()
                     )
                 if gt and "energy_pointing_game" in self.metrics:
@@ -660,10 +793,105 @@ class CAMCallback(CallbackBase):
                         out[f"{tag}/insertion_auc"] = float(ins.mean())
         return {k: v for k, v in out.items() if math.isfinite(v)}
 
+    def _tolerance(self, images: torch.Tensor) -> float:
+        """The pointing game's hit radius in pixels: ``pointing_game_tolerance``, or the original
+        protocol's 15 pixels at 224 x 224 scaled to the images' shorter side."""
+        if self.pointing_game_tolerance is not None:
+            return self.pointing_game_tolerance
+        return 15.0 * min(int(images.shape[-2]), int(images.shape[-1])) / 224.0
+
+    # ----------------------------------------------------------------------------------------
+    # Detectors
+    # ----------------------------------------------------------------------------------------
+
+    def _det_layers(self) -> list[str]:
+        from lightning_cam.detection import default_detection_layer
+
+        if self.layer is None:
+            return [default_detection_layer(self._detector)]
+        out = []
+        for name in self.layer:
+            rel = _det.detector_layer(name, self._det_prefix, self._detector)
+            out.append(rel if rel is not None else name)
+        return out
+
+    def explain_detections(self, trainer: Any, pl_module: Any) -> list[Any]:
+        """Explain the top detections of every detection probe (:class:`DetectionResult` each).
+
+        Shared like :meth:`explain`: one computation for every lightning-cam callback of the
+        trainer with the same probe and detection settings at this step.
+        """
+        from lightning_cam.detection import DetectionExplainer
+
+        assert self.det_probes is not None
+        cache = _SHARED.setdefault(trainer, {})
+        when = (
+            trainer.global_step,
+            trainer.current_epoch,
+            bool(getattr(trainer, "testing", False)),
+        )
+        key = (*when, "detection", self._share_key())
+        if key in cache:
+            return cache[key]  # type: ignore[return-value]
+        methods: list[str] = []
+        layers: list[str] = []
+        for cb in self._group(trainer) or [self]:
+            methods += [m for m in cb.methods if m not in methods]
+            layers += [n for n in cb._det_layers() if n not in layers]
+        names = getattr(pl_module, "class_names", None)
+        if not isinstance(names, (list, tuple)):
+            names = self._class_names(trainer, pl_module)
+        explainer = DetectionExplainer(
+            self._detector,
+            layer=layers,
+            methods=methods,
+            score_threshold=self.detection_score_threshold,
+            top_k=self.detection_top_k,
+            class_names=list(names) if names else None,
+        )
+        device = pl_module.device if hasattr(pl_module, "device") else torch.device("cpu")
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            results = [explainer(image) for image, _ in self.det_probes]
+        for k in [k for k in cache if k[:3] != when]:
+            del cache[k]
+        cache[key] = results  # type: ignore[assignment]
+        return results
+
+    def _log_detection(self, trainer: Any, pl_module: Any, prefix: str) -> None:
+        assert self.det_probes is not None
+        results = self.explain_detections(trainer, pl_module)
+        n = min(self.num_samples, len(self.det_probes))
+        pictures: dict[str, Any] = {}
+        scalars: dict[str, float] = {}
+        for method in self.methods:
+            for layer in self._det_layers():
+                tag = f"{method}/{layer}"
+                if any(k in ("overlay", "heatmap") for k in self.kinds):
+                    pictures[f"{tag}/detections"] = _det.render_grid(
+                        self.det_probes[:n],
+                        results[:n],
+                        method,
+                        layer,
+                        self.detection_top_k,
+                        self.tile_size,
+                        self.alpha,
+                        self.colormap,
+                    )
+                scores = _det.pointing_scores(self.det_probes, results, method, layer)
+                for name, value in scores.items():
+                    if name in self.metrics and math.isfinite(value):
+                        scalars[f"{tag}/{name}"] = value
+        self._emit(trainer, pictures, scalars, prefix)
+
     def _log(self, trainer: Any, pl_module: Any, result: Explanation, prefix: str) -> None:
-        step = trainer.global_step
         pictures = self.render(trainer, pl_module, result) if self.kinds else {}
         scalars = self.compute_metrics(pl_module, result)
+        self._emit(trainer, pictures, scalars, prefix)
+
+    def _emit(
+        self, trainer: Any, pictures: dict[str, Any], scalars: dict[str, float], prefix: str
+    ) -> None:
+        step = trainer.global_step
         loggers = list(getattr(trainer, "loggers", []) or [])
         wrote_images = False
         for logger in loggers:

@@ -1,0 +1,182 @@
+"""The CAM callbacks on LightningModules that wrap a torchvision detector."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from lightning_cam import GradCAMCallback, GradCAMPlusPlusCallback
+from lightning_cam._compat import MisconfigurationException
+from lightning_cam.data.detection import ShapesDetectionDataModule
+from lightning_cam.detection.module import ShapesDetector
+from tests.callbacks.helpers import image_events, scalar_events
+from tests.detection.test_adapter import ColourDetector
+
+BOXES = torch.tensor([[60.0, 40.0, 84.0, 64.0], [8.0, 10.0, 40.0, 42.0]])
+
+
+def _image(shift: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    image = torch.zeros(3, 100, 130)
+    for c, (x1, y1, x2, y2) in enumerate(BOXES.int().tolist()):
+        image[c, y1:y2, x1:x2] = 1.0 - 0.1 * c - 0.01 * shift
+    return image, {"boxes": BOXES.clone(), "labels": torch.tensor([1, 2])}
+
+
+class ColourModule(pl.LightningModule):
+    """A LightningModule wrapping the constructed detector (known right answers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.detector = ColourDetector(BOXES)
+        self.class_names = ["__background__", "red", "green"]
+
+    def forward(self, images: list[torch.Tensor]) -> Any:
+        return self.detector(images)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        if isinstance(batch, (list, tuple)):
+            self(batch[0])
+
+
+def _loader(n: int = 4) -> DataLoader:
+    return DataLoader(
+        [_image(i) for i in range(n)], batch_size=2,
+        collate_fn=lambda b: ([x for x, _ in b], [t for _, t in b]),
+    )
+
+
+def test_detection_callback_logs_boxes_maps_and_a_perfect_pointing_game(tmp_path):
+    callbacks = [
+        GradCAMCallback(layer="detector.backbone.body.layer1", num_samples=3, detection_top_k=2,
+                        detection_score_threshold=0.0, metrics_num_samples=4),
+        GradCAMPlusPlusCallback(layer="backbone.body.layer1", num_samples=3, detection_top_k=2,
+                                detection_score_threshold=0.0, metrics_num_samples=4),
+    ]
+    logger = TensorBoardLogger(str(tmp_path), name="det")
+    trainer = pl.Trainer(accelerator="cpu", logger=logger, callbacks=callbacks,
+                         enable_progress_bar=False, enable_model_summary=False)
+    module = ColourModule()
+    before = {n: m.training for n, m in module.named_modules()}
+    # trainer.validate(): inference mode on, as Lightning runs it
+    trainer.validate(module, dataloaders=_loader())
+    log_dir = logger.log_dir
+    images = image_events(log_dir)
+    tags = {"gradcam/backbone.body.layer1/detections",
+            "gradcam++/backbone.body.layer1/detections"}
+    assert tags <= set(images)
+    scalars = scalar_events(log_dir)
+    for method in ("gradcam", "gradcam++"):
+        pg = scalars[f"{method}/backbone.body.layer1/pointing_game"]
+        assert [e.value for e in pg] == [1.0]  # both detections of all 4 images hit their box
+        energy = scalars[f"{method}/backbone.body.layer1/energy_pointing_game"][0].value
+        assert 0.5 < energy <= 1.0
+    # one row per probe image (3), a column for the boxes and one per detection (2)
+    # (tiles fit in tile_size=160: 160 x 123 for these 130 x 100 images)
+    event = images["gradcam/backbone.body.layer1/detections"][0]
+    assert 3 * 123 <= event.height < 3 * 123 + 60 and 3 * 160 < event.width <= 4 * 160
+
+    assert {n: m.training for n, m in module.named_modules()} == before
+    assert all(not m._forward_hooks for m in module.modules())
+    # probes are kept, with their targets, for resume
+    state = callbacks[0].state_dict()
+    assert len(state["det_probes"]) == 4 and "boxes" in state["det_probes"][0][1]
+    fresh = GradCAMCallback(layer="backbone.body.layer1")
+    fresh.load_state_dict(state)
+    assert fresh.det_probes is not None and len(fresh.det_probes) == 4
+
+
+def test_detection_callback_shares_one_computation(tmp_path, monkeypatch):
+    from lightning_cam.detection import DetectionExplainer
+
+    calls = []
+    original = DetectionExplainer.__call__
+
+    def counting(self: Any, image: torch.Tensor) -> Any:
+        calls.append(tuple(self.methods))
+        return original(self, image)
+
+    monkeypatch.setattr(DetectionExplainer, "__call__", counting)
+    callbacks = [GradCAMCallback(num_samples=2, detection_score_threshold=0.0),
+                 GradCAMPlusPlusCallback(num_samples=2, detection_score_threshold=0.0)]
+    trainer = pl.Trainer(accelerator="cpu", logger=False, callbacks=callbacks,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="no logger"):
+        trainer.validate(ColourModule(), dataloaders=_loader(2))
+    assert calls == [("gradcam", "gradcam++")] * 2  # one pass per probe image for both
+    pngs = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png"))
+    assert len(pngs) == 2 and all("detections" in str(p) for p in pngs)
+
+
+def test_detection_callback_bad_layer_and_bad_batches():
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False,
+                         callbacks=[GradCAMCallback(layer="backbone.body.layer9")])
+    with pytest.raises(MisconfigurationException, match=r"layer='backbone.body.layer9'.*layer1"):
+        trainer.validate(ColourModule(), dataloaders=_loader(2))
+
+    cb = GradCAMCallback()
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[cb])
+    images = DataLoader(torch.stack([_image(0)[0], _image(1)[0]]), batch_size=2)
+    with pytest.raises(MisconfigurationException, match="list of target dicts"):
+        trainer.validate(ColourModule(), dataloaders=images)
+
+
+@pytest.mark.parametrize("kwargs", [{"detection_top_k": 0}, {"detection_score_threshold": 2},
+                                    {"pointing_game_tolerance": -1}])
+def test_detection_arguments_are_validated(kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(MisconfigurationException, match=name):
+        GradCAMCallback(**kwargs)
+
+
+def test_shapes_detector_fit_logs_detection_pictures_each_epoch(tmp_path):
+    """A real torchvision detector (random init, tiny) during fit, as configs/shapes_detection."""
+    dm = ShapesDetectionDataModule(num_train=4, num_val=2, num_test=2, image_size=96,
+                                   batch_size=2)
+    torch.manual_seed(0)
+    model = ShapesDetector(
+        arch="fasterrcnn_mobilenet_v3_large_320_fpn", min_size=96, max_size=96,
+        anchor_sizes=[16, 32, 64, 128, 256], box_head_size=64, class_names=dm.class_names,
+        detector_kwargs={"box_batch_size_per_image": 16, "rpn_post_nms_top_n_train": 50,
+                         "rpn_pre_nms_top_n_train": 50, "box_score_thresh": 0.0},
+    )
+    logger = TensorBoardLogger(str(tmp_path), name="fit")
+    cb = GradCAMCallback(num_samples=2, detection_top_k=2, detection_score_threshold=0.0)
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1,
+                         accelerator="cpu", logger=logger, callbacks=[cb],
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, dm)
+    images = image_events(logger.log_dir)
+    (tag,) = [t for t in images if t.endswith("/detections")]
+    assert tag.startswith("gradcam/backbone.body.")  # the default: backbone.body's last stage
+    assert len(images[tag]) == 2  # one picture per validation epoch
+    assert cb.det_probes is not None and len(cb.det_probes) == 2
+
+
+def test_pointing_game_tolerance_defaults_to_the_original_protocol_scaled():
+    from types import SimpleNamespace
+
+    # the map's peak lies 3 pixels right of a 64 x 64 image's object: within 15 px at 224 px
+    # scaled to 64 px (4.29 px), not on the object itself
+    maps = torch.zeros(1, 64, 64)
+    maps[0, 30, 23] = 1.0
+    mask = torch.zeros(1, 64, 64, dtype=torch.bool)
+    mask[0, 20:40, 10:21] = True
+    result = SimpleNamespace(cams={"gradcam": {"backbone": maps}}, class_ids=None)
+    scores = {}
+    for tol in (None, 0, 2.5, 3.0):
+        cb = GradCAMCallback(layer="backbone", pointing_game_tolerance=tol)
+        cb.probes = {"image": torch.zeros(1, 3, 64, 64), "mask": mask}
+        assert cb._tolerance(cb.probes["image"]) == (15 * 64 / 224 if tol is None else tol)
+        scores[tol] = cb.compute_metrics(torch.nn.Identity(), result)[
+            "gradcam/backbone/pointing_game"
+        ]
+    assert scores == {None: 1.0, 0: 0.0, 2.5: 0.0, 3.0: 1.0}
