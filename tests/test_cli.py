@@ -98,3 +98,34 @@ def test_python_dash_m_entry_point() -> None:
     )
     assert proc.returncode == 0
     assert "--trainer.callbacks" in proc.stdout
+
+
+def test_detection_config_runs_and_logs_detection_pictures(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "shapes_detection.yaml"),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.num_train",
+            "8",
+            "--data.num_val",
+            "4",
+            "--data.batch_size",
+            "4",
+        ]
+    )
+    log_dir = tmp_path / "lightning_logs" / "shapes_detection" / "version_0"
+    tags = set(image_events(str(log_dir)))
+    assert tags == {
+        "gradcam/backbone.body.layer3/detections",
+        "gradcam++/backbone.body.layer3/detections",
+    }
