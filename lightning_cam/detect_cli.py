@@ -15,6 +15,15 @@ Example:
     $ lightning-cam detect --image-path photos/ --model retinanet_resnet50_fpn \\
           --layer-name backbone.body.layer3 --layer-name head.classification_head.conv.0
     $ lightning-cam detect --image-path img.png --weight-path shapes_detector.ckpt --roi
+    $ lightning-cam detect --backend detectron2 --image-path street.jpg \\
+          --config-file PascalVOC-Detection/faster_rcnn_R_50_C4.yaml \\
+          --weight-path model_final.pkl --layer-name backbone.res4 --roi \\
+          --opts MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.3
+
+With ``--backend detectron2`` (detectron2 installed from source), the detector is built from a
+detectron2 config (a model-zoo name or a YAML file, ``--opts KEY VALUE ...`` merged in) and its
+checkpoint ``--weight-path`` (required; ``--random-weights`` runs untrained weights, for testing
+only); class names come from detectron2's dataset metadata.
 """
 
 from __future__ import annotations
@@ -48,19 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Explain the detections of a torchvision detector: predicted boxes and a "
-        "Grad-CAM / Grad-CAM++ heatmap per detection (and per layer).",
+        description="Explain the detections of a torchvision or detectron2 detector: predicted "
+        "boxes and a Grad-CAM / Grad-CAM++ heatmap per detection (and per layer).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--image-path", nargs="+", action="extend", default=None, metavar="PATH",
                    help="image files, folders or globs (quote globs); default: a sample photo "
                    "(skimage.data.chelsea(), written as 'chelsea')")
+    p.add_argument("--backend", choices=("torchvision", "detectron2"), default="torchvision",
+                   help="detection library of the model (detectron2: install it from source)")
     p.add_argument("--model", default=None, metavar="NAME",
                    help=f"torchvision detector: {', '.join(DETECTORS)} (default: "
                    f"{DEFAULT_MODEL}, or the architecture of a ShapesDetector checkpoint)")
     p.add_argument("--weight-path", default=None, metavar="FILE",
                    help="a state_dict file or a ShapesDetector Lightning checkpoint; default: "
-                   "torchvision's DEFAULT (COCO) weights, from the torch cache or downloaded")
+                   "torchvision's DEFAULT (COCO) weights, from the torch cache or downloaded. "
+                   "detectron2: the model's checkpoint (e.g. model_final.pkl), required")
+    p.add_argument("--config-file", default=None, metavar="CONFIG",
+                   help="detectron2: a model-zoo config (e.g. "
+                   "COCO-Detection/retinanet_R_50_FPN_3x.yaml) or a YAML config file")
+    p.add_argument("--opts", nargs="+", action="extend", default=None, metavar="KEY VALUE",
+                   help="detectron2: config options as KEY VALUE pairs (e.g. "
+                   "MODEL.RETINANET.SCORE_THRESH_TEST 0.2 INPUT.MIN_SIZE_TEST 600)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="detectron2: random (seeded) weights instead of --weight-path, for "
+                   "testing only: the maps mean nothing")
     p.add_argument("--layer-name", action="append", default=None, metavar="NAME",
                    help="layer to explain, a dotted name of the detector (repeat for several, "
                    "e.g. backbone.body.layer3, head.classification_head.conv.0); default: the "
@@ -74,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="explain at most this many detections per image")
     p.add_argument("--class-names", default=None, metavar="FILE",
                    help="text file, one class name per line, line i = label i (a file without "
-                   "the background line gets '__background__' prepended)")
+                   "the background line gets '__background__' prepended; detectron2: labels "
+                   "start at 0, no background line; default: the dataset metadata)")
     p.add_argument("--min-size", type=int, default=None, metavar="N",
-                   help="the detector's input size (shorter side; default: the model's own)")
+                   help="the detector's input size (shorter side; default: the model's own; "
+                   "detectron2: INPUT.MIN_SIZE_TEST)")
     p.add_argument("--max-size", type=int, default=None, metavar="N",
                    help="limit of the longer side (default: the model's own)")
     p.add_argument("--output-dir", default="results", metavar="DIR", help="output folder")
@@ -133,29 +156,17 @@ def _default_images() -> dict[str, np.ndarray]:
     return {"chelsea": skimage.data.chelsea()}
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``lightning-cam detect`` with parsed arguments; returns the exit status.
+def _resolve_detector(name: str) -> str:
+    from lightning_cam.detection.zoo import resolve_detector
 
-    Raises:
-        CLIError, ValueError, OSError, RuntimeError: Bad input (reported by :func:`main`).
-    """
-    from lightning_cam import viz
+    return resolve_detector(name)
+
+
+def _torchvision_explainer(args: argparse.Namespace) -> tuple[Any, str, str, dict[str, Any]]:
+    """The torchvision detector's explainer, its name, where its weights came from."""
     from lightning_cam.detection.adapter import DetectionExplainer
-    from lightning_cam.detection.render import detection_heatmap, draw_detections, render_detection
-    from lightning_cam.detection.zoo import build_detector, configure_detector, resolve_detector
-    from lightning_cam.explainers import collect_images
+    from lightning_cam.detection.zoo import build_detector, configure_detector
 
-    if not 0.0 <= args.score_threshold <= 1.0:
-        raise CLIError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
-    if args.top_k < 1:
-        raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
-    for flag, value in (("--min-size", args.min_size), ("--max-size", args.max_size)):
-        if value is not None and value < 32:
-            raise CLIError(f"{flag} must be >= 32, got {value}")
-    if args.roi and args.model and not resolve_detector(args.model).startswith("fasterrcnn"):
-        raise CLIError(f"--roi needs a two-stage detector (Faster R-CNN); {args.model} has no "
-                       "RoI heads")
-    sources = collect_images(args.image_path if args.image_path else _default_images())
     name = args.model if args.model is not None or args.weight_path else DEFAULT_MODEL
     detector, meta = build_detector(
         name, args.weight_path, device=args.device, min_size=args.min_size,
@@ -168,13 +179,111 @@ def run(args: argparse.Namespace) -> int:
         score_threshold=args.score_threshold, top_k=args.top_k, roi_cams=args.roi,
         class_names=class_names,
     )
+    return explainer, meta.name, meta.weights, {}
+
+
+def _check_detectron2_args(args: argparse.Namespace) -> None:
+    """Bad combinations of detectron2 options, before any work."""
+    if args.model is not None:
+        raise CLIError("--model is for the torchvision backend; with --backend detectron2 give "
+                       "--config-file (a detectron2 config)")
+    if args.config_file is None:
+        raise CLIError("--backend detectron2 needs --config-file: a model-zoo config such as "
+                       "COCO-Detection/retinanet_R_50_FPN_3x.yaml, or a YAML config file")
+    if args.weight_path is None and not args.random_weights:
+        raise CLIError("--backend detectron2 needs --weight-path: the model's checkpoint (e.g. "
+                       "model_final.pkl of detectron2's model zoo). (--random-weights runs "
+                       "untrained weights, for testing only.)")
+    if args.weight_path is not None and args.random_weights:
+        raise CLIError("give either --weight-path or --random-weights, not both")
+    if args.opts and len(args.opts) % 2:
+        raise CLIError(f"--opts takes KEY VALUE pairs, got {len(args.opts)} items: "
+                       f"{' '.join(args.opts)}")
+    from lightning_cam.detection.detectron2 import require_detectron2
+
+    try:
+        require_detectron2()
+    except ImportError as err:
+        raise CLIError(str(err)) from err
+
+
+def _detectron2_explainer(args: argparse.Namespace) -> tuple[Any, str, str, dict[str, Any]]:
+    """The detectron2 model's explainer, its name (the config's), where its weights came from."""
+    from lightning_cam.detection.detectron2 import (
+        Detectron2Explainer,
+        build_detectron2_model,
+        detectron2_class_names,
+    )
+    from lightning_cam.explain_cli import CLIError as ExplainError
+    from lightning_cam.explain_cli import read_class_names
+
+    opts: list[Any] = list(args.opts or [])
+    if args.min_size is not None:
+        opts += ["INPUT.MIN_SIZE_TEST", args.min_size]
+    if args.max_size is not None:
+        opts += ["INPUT.MAX_SIZE_TEST", args.max_size]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # --random-weights: the same weights every run
+        model, cfg = build_detectron2_model(
+            args.config_file, args.weight_path, opts, device=args.device,
+            score_threshold=args.score_threshold, top_k=args.top_k,
+        )
+    if args.class_names is not None:
+        try:
+            class_names: list[str] | None = read_class_names(args.class_names)
+        except ExplainError as err:
+            raise CLIError(str(err)) from err
+    else:
+        class_names = detectron2_class_names(cfg)
+    explainer = Detectron2Explainer(
+        model, cfg, layer=args.layer_name, methods=("gradcam", "gradcam++"),
+        score_threshold=args.score_threshold, top_k=args.top_k, roi_cams=args.roi,
+        class_names=class_names,
+    )
+    name = Path(str(args.config_file)).name
+    name = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    weights = str(args.weight_path) if args.weight_path is not None else "random"
+    return explainer, _file_tag(name), weights, {"config_file": str(args.config_file)}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lightning-cam detect`` with parsed arguments; returns the exit status.
+
+    Raises:
+        CLIError, ValueError, OSError, RuntimeError: Bad input (reported by :func:`main`).
+    """
+    from lightning_cam import viz
+    from lightning_cam.detection.render import detection_heatmap, draw_detections, render_detection
+    from lightning_cam.explainers import collect_images
+
+    if not 0.0 <= args.score_threshold <= 1.0:
+        raise CLIError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    if args.top_k < 1:
+        raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
+    for flag, value in (("--min-size", args.min_size), ("--max-size", args.max_size)):
+        if value is not None and value < 32:
+            raise CLIError(f"{flag} must be >= 32, got {value}")
+    if args.backend == "detectron2":
+        _check_detectron2_args(args)
+    else:
+        for flag, given in (("--config-file", args.config_file is not None),
+                            ("--opts", bool(args.opts)), ("--random-weights", args.random_weights)):
+            if given:
+                raise CLIError(f"{flag} is for --backend detectron2")
+        if args.roi and args.model and not _resolve_detector(args.model).startswith("fasterrcnn"):
+            raise CLIError(f"--roi needs a two-stage detector (Faster R-CNN); {args.model} has no "
+                           "RoI heads")
+    sources = collect_images(args.image_path if args.image_path else _default_images())
+    if args.backend == "detectron2":
+        explainer, model, weights, extra = _detectron2_explainer(args)
+    else:
+        explainer, model, weights, extra = _torchvision_explainer(args)
     out_dir = Path(args.output_dir).expanduser()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CLIError(f"cannot create output folder {str(out_dir)!r}: {err}") from err
 
-    model = meta.name
     records: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     for src in sources:
@@ -217,8 +326,10 @@ def run(args: argparse.Namespace) -> int:
         records.append(record)
 
     summary = {
+        "backend": args.backend,
         "model": model,
-        "weights": meta.weights,
+        **extra,
+        "weights": weights,
         "score_threshold": args.score_threshold,
         "top_k": args.top_k,
         "layers": explainer.result_layers,

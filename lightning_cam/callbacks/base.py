@@ -66,7 +66,9 @@ class CAMCallback(CallbackBase):
 
     **Detectors.** When the LightningModule is or wraps a torchvision detector (Faster R-CNN,
     RetinaNet, FCOS; found by :func:`lightning_cam.detection.find_detector`) and validates on
-    torchvision's batches ``(list of images, list of target dicts)``, the probes are images and
+    torchvision's batches ``(list of images, list of target dicts)`` — or wraps a detectron2
+    ``GeneralizedRCNN`` / ``RetinaNet`` and validates on detectron2's batches (lists of dicts
+    with ``"image"`` and ``"instances"``, already resized by its mapper) — the probes are images and
     their targets, and the callback logs, per method and layer (``layer`` relative to the
     LightningModule or to the detector; default ``backbone.body``'s last stage):
 
@@ -282,6 +284,7 @@ class CAMCallback(CallbackBase):
         self.det_probes: list[DetProbe] | None = None
         self._det_collecting: list[DetProbe] = []
         self._detector: Any = None
+        self._backend = "torchvision"
         self._det_prefix = ""
         self._collecting: dict[str, list[torch.Tensor]] = {}
         self._explainer: Explainer | None = None
@@ -327,8 +330,13 @@ class CAMCallback(CallbackBase):
     @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         from lightning_cam.detection import find_detector
+        from lightning_cam.detection.detectron2 import find_detectron2_model
 
         self._detector = find_detector(pl_module)
+        self._backend = "torchvision"
+        if self._detector is None:
+            self._detector = find_detectron2_model(pl_module)
+            self._backend = "detectron2"
         if self._detector is not None:
             self._setup_detection(pl_module)
             return
@@ -451,7 +459,11 @@ class CAMCallback(CallbackBase):
         """``(images, targets)`` of a detector's validation batch (torchvision's format); override
         for other layouts. ``None`` when ``batch`` is not a detection batch."""
         from lightning_cam.detection import split_detection_batch
+        from lightning_cam.detection.detectron2 import split_detectron2_batch
 
+        if self._backend == "detectron2":
+            fmt = getattr(self._detector, "input_format", "BGR")
+            return split_detection_batch(batch) or split_detectron2_batch(batch, fmt)
         return split_detection_batch(batch)
 
     def _collect(self, batch: Any) -> None:
@@ -806,8 +818,11 @@ class CAMCallback(CallbackBase):
 
     def _det_layers(self) -> list[str]:
         from lightning_cam.detection import default_detection_layer
+        from lightning_cam.detection.detectron2 import default_detectron2_layer
 
         if self.layer is None:
+            if self._backend == "detectron2":
+                return [default_detectron2_layer(self._detector)]
             return [default_detection_layer(self._detector)]
         out = []
         for name in self.layer:
@@ -841,14 +856,21 @@ class CAMCallback(CallbackBase):
         names = getattr(pl_module, "class_names", None)
         if not isinstance(names, (list, tuple)):
             names = self._class_names(trainer, pl_module)
-        explainer = DetectionExplainer(
-            self._detector,
-            layer=layers,
-            methods=methods,
-            score_threshold=self.detection_score_threshold,
-            top_k=self.detection_top_k,
-            class_names=list(names) if names else None,
-        )
+        kwargs: dict[str, Any] = {
+            "layer": layers,
+            "methods": methods,
+            "score_threshold": self.detection_score_threshold,
+            "top_k": self.detection_top_k,
+            "class_names": list(names) if names else None,
+        }
+        explainer: Any
+        if self._backend == "detectron2":
+            from lightning_cam.detection.detectron2 import Detectron2Explainer
+
+            # images from detectron2's loaders are already resized by its mapper
+            explainer = Detectron2Explainer(self._detector, min_size=0, **kwargs)
+        else:
+            explainer = DetectionExplainer(self._detector, **kwargs)
         device = pl_module.device if hasattr(pl_module, "device") else torch.device("cpu")
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             results = [explainer(image) for image, _ in self.det_probes]

@@ -6,6 +6,8 @@
 * :func:`render_detection`, :func:`draw_detections`, :func:`detection_heatmap`: pictures.
 * :func:`detection_pointing_game`, :func:`detection_scores`: explanation and detection quality.
 * :func:`build_detector`: torchvision detectors by name, weights from a file or torchvision.
+* :class:`Detectron2Explainer` / :func:`build_detectron2_model`: the same for detectron2 models
+  (Faster R-CNN, RetinaNet) when detectron2 is installed (importing this package never imports it).
 * :class:`~lightning_cam.detection.module.ShapesDetector`: a detector as a LightningModule for
   the synthetic shapes detection data (import it from :mod:`lightning_cam.detection.module`).
 
@@ -30,6 +32,11 @@ from lightning_cam.detection.adapter import (
     find_detector,
     is_torchvision_detector,
     split_detection_batch,
+)
+from lightning_cam.detection.detectron2 import (
+    Detectron2Explainer,
+    build_detectron2_model,
+    explain_detectron2_batch,
 )
 from lightning_cam.detection.metrics import (
     detection_pointing_game,
@@ -56,8 +63,10 @@ __all__ = [
     "ROI_LAYER",
     "DetectionExplainer",
     "DetectionResult",
+    "Detectron2Explainer",
     "DetectorMeta",
     "build_detector",
+    "build_detectron2_model",
     "configure_detector",
     "default_detection_layer",
     "detection_heatmap",
@@ -65,6 +74,7 @@ __all__ = [
     "detection_scores",
     "draw_detections",
     "explain_detection_batch",
+    "explain_detectron2_batch",
     "find_detector",
     "is_torchvision_detector",
     "layer_label",
