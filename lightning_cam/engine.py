@@ -70,14 +70,18 @@ class Explanation:
 
 @contextmanager
 def borrowed(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode for the duration; restore every module's flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
+    """Put ``model`` in eval mode for the duration; restore every module's flag afterwards.
+
+    Only modules in training mode are touched: a model already in eval mode costs one walk.
+    """
+    training = [m for m in model.modules() if m.training]
     try:
-        model.eval()
+        if training:
+            model.eval()
         yield
     finally:
-        for m, flag in flags:
-            m.training = flag
+        for m in training:
+            m.training = True
 
 
 class LayerCapture:
@@ -440,7 +444,7 @@ class Explainer:
             if guided:
                 x.requires_grad_(True)
                 stack.enter_context(torch.enable_grad())
-                stack.enter_context(GuidedReLUMode(switch))
+                stack.enter_context(GuidedReLUMode(switch, inputs_only=True))
             else:
                 stack.enter_context(torch.no_grad())
             output = model(x)

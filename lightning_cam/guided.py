@@ -70,12 +70,69 @@ class _SwitchableClamp(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         (out,) = ctx.saved_tensors
-        mask = out > ctx.lo
-        if ctx.hi is not None:
-            mask = mask & (out < ctx.hi)
+        # One fused kernel each: the gradient where lo < out (< hi), else 0. ``out`` is the
+        # clamped output, so ``lo < out < hi`` exactly where ``lo < x < hi``.
+        if ctx.hi is None:
+            grad_in = torch.ops.aten.threshold_backward(grad, out, ctx.lo)
+        else:
+            grad_in = torch.ops.aten.hardtanh_backward(grad, out, ctx.lo, ctx.hi)
         if ctx.switch.guided:
-            mask = mask & (grad > 0)
-        return grad * mask, None, None, None, None
+            # Guided: also only where the incoming gradient is positive; on the already masked
+            # gradient that is a clamp at 0 (in place: ``grad_in`` is a fresh tensor).
+            grad_in = grad_in.clamp_(min=0)
+        return grad_in, None, None, None, None
+
+
+class _EvalBatchNorm(torch.autograd.Function):
+    """Eval-mode ``F.batch_norm``, differentiable w.r.t. its input only.
+
+    In eval mode batch norm is a per-channel affine map ``y = x * s + t`` with
+    ``s = weight / sqrt(running_var + eps)``, so its input gradient is ``grad * s``. Autograd's
+    own rule saves the input (a whole activation, kept alive until the backward, for the
+    weight gradient nobody asks for here) and runs the general backward kernel; this one saves
+    ``s`` (one value per channel) and multiplies. The forward is ``F.batch_norm`` itself.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        running_mean: torch.Tensor,
+        running_var: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        eps: float,
+    ) -> torch.Tensor:
+        out = F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
+        scale = torch.rsqrt(running_var.to(torch.float32) + eps)
+        if weight is not None:
+            scale = scale * weight.to(torch.float32)
+        ctx.save_for_backward(scale)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (scale,) = ctx.saved_tensors
+        shape = (1, -1) + (1,) * (grad.dim() - 2)
+        return grad * scale.to(grad.dtype).view(shape), None, None, None, None, None
+
+
+def _eval_batch_norm_args(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, Any, Any, Any, Any, float] | None:
+    """``(x, running_mean, running_var, weight, bias, eps)`` of an eval-mode ``F.batch_norm``
+    call (running statistics used, not updated), else None."""
+    x = args[0] if args else kwargs.get("input")
+    mean = _arg(args, kwargs, 1, "running_mean", None)
+    var = _arg(args, kwargs, 2, "running_var", None)
+    if _arg(args, kwargs, 5, "training", False) or mean is None or var is None:
+        return None
+    weight = _arg(args, kwargs, 3, "weight", None)
+    bias = _arg(args, kwargs, 4, "bias", None)
+    if not (isinstance(x, torch.Tensor) and isinstance(mean, torch.Tensor)
+            and isinstance(var, torch.Tensor)) or x.dim() < 2:
+        return None
+    return x, mean, var, weight, bias, float(_arg(args, kwargs, 7, "eps", 1e-5))
 
 
 def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str, default: Any) -> Any:
@@ -107,15 +164,23 @@ def _relu_spec(
 class GuidedReLUMode(TorchFunctionMode):
     """Records every ReLU / ReLU6 of a forward pass with a switchable backward rule.
 
-    Only ReLUs whose input takes part in autograd are replaced; everything else runs unchanged.
+    Only ReLUs whose input takes part in autograd are replaced. With ``inputs_only`` (what the
+    engine uses: it never differentiates w.r.t. parameters), eval-mode ``F.batch_norm`` (what
+    ``nn.BatchNorm*d`` calls in eval mode) is recorded with an input-only backward
+    (:class:`_EvalBatchNorm`): the same input gradient, without keeping its input alive until
+    the backward (half the guided backward's memory on ResNets), but no gradient for its weight
+    and bias. Everything else runs unchanged.
 
     Args:
         switch: Shared switch read by the recorded ReLUs at backward time.
+        inputs_only: The graph is only differentiated w.r.t. activations and inputs, never
+            w.r.t. parameters.
     """
 
-    def __init__(self, switch: GuidedSwitch) -> None:
+    def __init__(self, switch: GuidedSwitch, inputs_only: bool = False) -> None:
         super().__init__()
         self.switch = switch
+        self.inputs_only = inputs_only
 
     def __torch_function__(
         self,
@@ -125,6 +190,11 @@ class GuidedReLUMode(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
+        if func is F.batch_norm and self.inputs_only:
+            bn = _eval_batch_norm_args(args, kwargs)
+            if bn is not None and torch.is_grad_enabled() and bn[0].requires_grad:
+                return _EvalBatchNorm.apply(*bn)
+            return func(*args, **kwargs)
         spec = _relu_spec(func, args, kwargs)
         if spec is not None:
             x, lo, hi, inplace = spec

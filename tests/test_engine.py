@@ -408,3 +408,19 @@ def test_explain_scores_bad_index_and_empty() -> None:
     result, _ = engine.explain_scores(x, lambda out: out[0, :0], batch_index=[])
     assert result.cams["gradcam"]["block2"].shape == (0, 8, 8)
     assert _hooks(model) == 0
+
+
+def test_borrowed_restores_mixed_training_flags() -> None:
+    """Only modules in training mode are switched, and exactly those are switched back."""
+    from lightning_cam.engine import borrowed
+
+    model = torchvision.models.resnet18(weights=None).eval()
+    model.layer2.train()
+    model.fc.train()
+    before = {n: m.training for n, m in model.named_modules()}
+    with borrowed(model):
+        assert not any(m.training for m in model.modules())
+    assert {n: m.training for n, m in model.named_modules()} == before
+    with pytest.raises(RuntimeError, match="boom"), borrowed(model):
+        raise RuntimeError("boom")
+    assert {n: m.training for n, m in model.named_modules()} == before

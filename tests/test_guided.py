@@ -117,3 +117,102 @@ def test_guided_gradcam_is_product() -> None:
     torch.testing.assert_close(standalone, out.guided_cams["gradcam++"]["layer4"])
     gb = lc.GuidedBackprop(model)(x, target=[1, 2])
     torch.testing.assert_close(gb, out.guided)
+
+
+def _old_rule(
+    grad: torch.Tensor, out: torch.Tensor, hi: float | None, guided: bool
+) -> torch.Tensor:
+    """The mask formula the fused kernels replaced: grad * (0 < out (< hi)) (* (grad > 0))."""
+    mask = out > 0
+    if hi is not None:
+        mask = mask & (out < hi)
+    if guided:
+        mask = mask & (grad > 0)
+    return grad * mask
+
+
+CLAMPS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], float | None]] = {
+    "relu": (F.relu, None),
+    "relu_inplace": (lambda t: F.relu(t, inplace=True), None),
+    "tensor_relu_": (lambda t: t.relu_(), None),
+    "relu6": (F.relu6, 6.0),
+    "relu6_inplace": (lambda t: F.relu6(t, inplace=True), 6.0),
+    "hardtanh_0_3": (lambda t: F.hardtanh(t, 0.0, 3.0), 3.0),
+    "hardtanh_0_3_inplace": (lambda t: F.hardtanh_(t, 0.0, 3.0), 3.0),
+}
+
+
+@pytest.mark.parametrize("guided", [False, True])
+@pytest.mark.parametrize("kind", sorted(CLAMPS))
+def test_switchable_backward_equals_mask_formula(kind: str, guided: bool) -> None:
+    """The fused backward (threshold_backward / hardtanh_backward, then a clamp at 0 when
+    guided) gives exactly the mask formula, values at the boundaries 0 and hi included."""
+    from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
+
+    act, hi = CLAMPS[kind]
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 5, 6, 7, generator=g) * 4
+    x.view(-1)[:20] = 0.0
+    x.view(-1)[20:40] = 6.0 if hi == 6.0 else 3.0
+    grad = torch.randn(x.shape, generator=g)
+    grad.view(-1)[::7] = 0.0
+    leaf = x.clone().requires_grad_(True)
+    switch = GuidedSwitch()
+    with GuidedReLUMode(switch):
+        out = act(leaf * 1.0)  # a non-leaf, so the in-place variants may run in place
+    switch.guided = guided
+    (got,) = torch.autograd.grad(out, leaf, grad)
+    expected = _old_rule(grad, out.detach(), hi, guided)
+    assert torch.equal(got, expected)  # -0.0 == 0.0: equal up to the sign of zero
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_eval_batch_norm_input_gradient_and_memory(affine: bool, dims: int) -> None:
+    """Under the guided mode an eval-mode batch norm has autograd's input gradient, and the
+    recorded graph keeps per-channel scales, not the normalised activation."""
+    from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
+
+    bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims](5, affine=affine)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(5, generator=g))
+        bn.running_var.copy_(torch.rand(5, generator=g) + 0.1)
+        if affine:
+            bn.weight.copy_(torch.randn(5, generator=g))
+            bn.bias.copy_(torch.randn(5, generator=g))
+    bn.eval()
+    x = torch.randn(3, 5, *([4] * dims), generator=g, requires_grad=True)
+    r = torch.randn(x.shape, generator=g)
+    saved: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.numel())
+        return t
+
+    with GuidedReLUMode(GuidedSwitch(), inputs_only=True), torch.autograd.graph.saved_tensors_hooks(
+        pack, lambda t: t
+    ):
+        y = bn(x * 1.0)
+    (got,) = torch.autograd.grad(y, x, r)
+    (expected,) = torch.autograd.grad(bn(x * 1.0), x, r)
+    torch.testing.assert_close(y, bn(x), rtol=0, atol=0)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    assert saved and max(saved) <= 5  # no activation-sized tensor kept
+
+
+def test_batch_norm_is_intercepted_in_eval_mode_with_inputs_only() -> None:
+    from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
+
+    bn = nn.BatchNorm2d(3).train()
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    with GuidedReLUMode(GuidedSwitch(), inputs_only=True):
+        y = bn(x)
+    assert type(y.grad_fn).__name__ != "_EvalBatchNormBackward"
+    assert bn.num_batches_tracked.item() == 1
+    # without inputs_only, eval-mode batch norm keeps autograd's rule (weight gradients too)
+    bn.eval()
+    with GuidedReLUMode(GuidedSwitch()):
+        y = bn(x)
+    assert type(y.grad_fn).__name__ != "_EvalBatchNormBackward"
+    assert torch.autograd.grad(y.sum(), bn.weight)[0].shape == (3,)

@@ -13,6 +13,14 @@ one forward pass and one batched backward give one map per detection, per layer 
   ``GeneralizedRCNNTransform``); feature maps cover the padded canvas. Maps are computed at the
   layer's resolution, stretched over the canvas, cropped to the resized image and resized to the
   original image, so ``maps`` are ``(K, H, W)`` of the image as given.
+* **K detections for about the price of one.** For torchvision's Faster R-CNN and RetinaNet,
+  the parts of the forward that only *select* detections (RPN, box head of every proposal,
+  logits of every anchor, postprocessing) run without autograd recording, and the ``K`` kept
+  scores are recomputed, differentiably, from what each depends on (its proposal's RoI
+  features; its logit's window of the classification tower): the same scores and gradients
+  up to float rounding, and a batched backward that never runs through the box head of every
+  proposal or the postprocessing of every anchor. Other detectors (and subclasses that change
+  these computations) differentiate the detector's outputs as they are.
 * **RoI-level CAMs** (Faster R-CNN, ``roi_cams=True``): the CAM of the RoI-pooled features of
   the proposal a detection came from (``roi_heads.box_roi_pool``, ``(R, C, 7, 7)``), pasted into
   the proposal box, as in the original Grad-CAM.pytorch tool. The proposal of each detection is
@@ -32,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -218,48 +227,331 @@ class _RoIRecord:
     labels: torch.Tensor
 
 
+@dataclass
+class _DenseRecord:
+    """What the RetinaNet forward keeps of one image (detached, resized coordinates)."""
+
+    cls_logits: torch.Tensor  # (HWA, num_classes), all levels
+    box_regression: torch.Tensor  # (HWA, 4)
+    anchors: torch.Tensor  # (HWA, 4)
+    level_shapes: list[tuple[int, int]]  # (h, w) of each level
+    num_anchors: int  # A, anchors per position
+    image_size: tuple[int, int]
+    boxes: torch.Tensor  # (D, 4) detections before transform.postprocess
+    scores: torch.Tensor
+    labels: torch.Tensor
+
+
+class _FastPathMismatch(RuntimeError):
+    """The rescored detections do not reproduce the detector's: use the generic path."""
+
+
+def _overrides(obj: Any, base: type, *names: str) -> bool:
+    return any(getattr(type(obj), n, None) is not getattr(base, n) for n in names)
+
+
+def _fast_kind(detector: nn.Module, layers: Sequence[str]) -> str | None:
+    """Which rescoring fast path fits ``detector`` (``"rcnn"``, ``"retinanet"``), else ``None``.
+
+    The fast paths write out torchvision's eval forward, so they only take detectors whose
+    forward (and the parts written out) are torchvision's own.
+    """
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+    from torchvision.models.detection.retinanet import (
+        RetinaNet,
+        RetinaNetClassificationHead,
+        RetinaNetHead,
+    )
+    from torchvision.models.detection.roi_heads import RoIHeads
+
+    det: Any = detector
+    if isinstance(det, GeneralizedRCNN):
+        rh = getattr(det, "roi_heads", None)
+        ok = (
+            not _overrides(det, GeneralizedRCNN, "forward")
+            and isinstance(rh, RoIHeads)
+            and not _overrides(rh, RoIHeads, "forward", "postprocess_detections")
+            and all(getattr(rh, n, None) is not None
+                    for n in ("box_roi_pool", "box_head", "box_predictor"))
+        )
+        return "rcnn" if ok else None
+    if isinstance(det, RetinaNet):
+        head = getattr(det, "head", None)
+        cls = getattr(head, "classification_head", None)
+        conv = getattr(cls, "cls_logits", None)
+        ok = (
+            not _overrides(det, RetinaNet, "forward", "postprocess_detections")
+            and type(head) is RetinaNetHead
+            and type(cls) is RetinaNetClassificationHead
+            and type(conv) is nn.Conv2d
+            and conv.groups == 1
+            and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str)
+            # the written-out forward bypasses these modules' own forward (and their hooks)
+            and not any(n in ("head", "head.classification_head") for n in layers)
+        )
+        return "retinanet" if ok else None
+    return None
+
+
 class _DetectorAdapter(nn.Module):
     """``(B, C, H, W) -> detector(list(images))``: the engine's view of a detector.
 
     With ``record_rois`` (Faster R-CNN), the forward is GeneralizedRCNN's and RoIHeads' eval
     path written out (transform, backbone, rpn, RoI pooling, box head, predictor,
     postprocessing), keeping the RoI features and box-head outputs for RoI-level maps.
+
+    **Rescoring fast path** (torchvision Faster R-CNN and RetinaNet, one image). The score of a
+    detection depends on few of the values the detector computes: for Faster R-CNN, on the
+    RoI features of its own proposal (the box head works row by row); for RetinaNet, on one
+    logit of one FPN level, that is on a ``k x k`` window of the classification tower's output
+    at that level. Differentiating the detector's outputs would backpropagate, for each of the
+    ``K`` detections, through the box head of every proposal (Faster R-CNN) or the logits
+    convolution and the postprocessing of every anchor (RetinaNet). So the forward runs the
+    parts that only *select* detections (RPN, RoI head of all proposals, logits of all anchors,
+    postprocessing) without autograd recording, and :meth:`rescore` recomputes the ``K`` kept
+    scores, differentiably, from what they depend on: the same values up to float rounding and
+    the same gradients, at a fraction of the backward's cost.
     """
 
-    def __init__(self, detector: nn.Module, record_rois: bool = False) -> None:
+    def __init__(
+        self, detector: nn.Module, record_rois: bool = False, layers: Sequence[str] = ()
+    ) -> None:
         super().__init__()
         self.detector: Any = detector
         self.record_rois = record_rois
-        self.record: _RoIRecord | None = None
+        self.fast = _fast_kind(detector, layers)
+        # the cls_logits conv itself explained: rescore from its output, not its input
+        self._logits_layer = any(
+            n == "head.classification_head.cls_logits" for n in layers
+        )
+        self.record: _RoIRecord | _DenseRecord | None = None
+        self.index: torch.Tensor | None = None  # proposal / anchor of each rescored detection
+        self._live: Any = None  # graph tensors rescore() differentiates from (one call)
+
+    def clear(self) -> None:
+        """Drop what one call recorded (and the graph it holds)."""
+        self.record, self.index, self._live = None, None, None
 
     def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         images = list(x.unbind(0))
-        if not self.record_rois:
-            return self.detector(images)
-        return self._rcnn_forward(images)
+        fast = self.fast if len(images) == 1 else None
+        self.clear()
+        if fast == "retinanet":
+            return self._retinanet_forward(images)
+        if fast == "rcnn" or self.record_rois:
+            return self._rcnn_forward(images, fast == "rcnn")
+        return self.detector(images)
 
-    def _rcnn_forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    @property
+    def rescoring(self) -> bool:
+        """Whether the last forward took the fast path (:meth:`rescore` applies)."""
+        return self._live is not None
+
+    def _rcnn_forward(
+        self, images: list[torch.Tensor], fast: bool = False
+    ) -> list[dict[str, torch.Tensor]]:
         det: Any = self.detector
         original = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
         image_list, _ = det.transform(images)
         features = det.backbone(image_list.tensors)
         if isinstance(features, torch.Tensor):
             features = OrderedDict([("0", features)])
-        proposals, _ = det.rpn(image_list, features)
-        rh = det.roi_heads
-        pooled = rh.box_roi_pool(features, proposals, image_list.image_sizes)
-        logits, regression = rh.box_predictor(rh.box_head(pooled))
-        boxes, scores, labels = rh.postprocess_detections(
-            logits, regression, proposals, image_list.image_sizes
-        )
+        with torch.no_grad() if fast else contextlib.nullcontext():
+            proposals, _ = det.rpn(image_list, features)
+            rh = det.roi_heads
+            pooled = rh.box_roi_pool(features, proposals, image_list.image_sizes)
+            logits, regression = rh.box_predictor(rh.box_head(pooled))
+            boxes, scores, labels = rh.postprocess_detections(
+                logits, regression, proposals, image_list.image_sizes
+            )
         size = image_list.image_sizes[0]
         self.record = _RoIRecord(
             pooled.detach(), logits.detach(), regression.detach(), proposals[0].detach(),
             (int(size[0]), int(size[1])), boxes[0].detach(), scores[0].detach(), labels[0],
         )
+        if fast:
+            self._live = (features, image_list.image_sizes)
         dets = [{"boxes": b, "scores": s, "labels": lab}
                 for b, s, lab in zip(boxes, scores, labels, strict=True)]
         return det.transform.postprocess(dets, image_list.image_sizes, original)
+
+    def _retinanet_forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """RetinaNet's eval forward written out; the logits of all anchors and the
+        postprocessing run without recording."""
+        det: Any = self.detector
+        original = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
+        image_list, _ = det.transform(images)
+        features = det.backbone(image_list.tensors)
+        if isinstance(features, torch.Tensor):
+            features = OrderedDict([("0", features)])
+        features = list(features.values())
+        cls = det.head.classification_head
+        with torch.no_grad():
+            box_regression = det.head.regression_head(features)
+        towers = [cls.conv(f) for f in features]
+        with contextlib.nullcontext() if self._logits_layer else torch.no_grad():
+            level_logits = [cls.cls_logits(t) for t in towers]
+        shapes = [(int(t.shape[-2]), int(t.shape[-1])) for t in level_logits]
+        num_classes = cls.num_classes
+        num_anchors = int(level_logits[0].shape[1]) // num_classes
+        cls_logits = torch.cat(
+            [lg.detach().view(1, num_anchors, num_classes, h, w).permute(0, 3, 4, 1, 2)
+             .reshape(1, -1, num_classes) for lg, (h, w) in zip(level_logits, shapes, strict=True)],
+            dim=1,
+        )
+        with torch.no_grad():
+            anchors = det.anchor_generator(image_list, features)
+            per_level = [h * w * num_anchors for h, w in shapes]
+            split_head = {
+                "cls_logits": list(cls_logits.split(per_level, dim=1)),
+                "bbox_regression": list(box_regression.split(per_level, dim=1)),
+            }
+            split_anchors = [list(a.split(per_level)) for a in anchors]
+            dets = det.postprocess_detections(split_head, split_anchors, image_list.image_sizes)
+        size = image_list.image_sizes[0]
+        self.record = _DenseRecord(
+            cls_logits[0], box_regression[0].detach(), anchors[0], shapes, num_anchors,
+            (int(size[0]), int(size[1])), dets[0]["boxes"], dets[0]["scores"], dets[0]["labels"],
+        )
+        self._live = level_logits if self._logits_layer else towers
+        return det.transform.postprocess(dets, image_list.image_sizes, original)
+
+    def rescore(self, keep: torch.Tensor) -> torch.Tensor:
+        """Differentiable scores ``(K,)`` of the detections ``keep`` of the last forward.
+
+        Raises:
+            _FastPathMismatch: The recomputed detections differ from the detector's.
+        """
+        rec = self.record
+        if isinstance(rec, _RoIRecord):
+            scores = self._rescore_rcnn(rec, keep)
+        elif isinstance(rec, _DenseRecord):
+            scores = self._rescore_retinanet(rec, keep)
+        else:  # pragma: no cover - rescore after a generic forward
+            raise _FastPathMismatch("no fast-path forward to rescore")
+        expected = rec.scores[keep].to(scores.device, scores.dtype)
+        if not torch.allclose(scores.detach(), expected, rtol=1e-4, atol=1e-5):
+            raise _FastPathMismatch(
+                f"rescored {scores.detach().tolist()} != detected {expected.tolist()}"
+            )
+        return scores
+
+    def _rescore_rcnn(self, rec: _RoIRecord, keep: torch.Tensor) -> torch.Tensor:
+        """Scores of the kept detections from the features of their own proposals.
+
+        The box head works row by row, so detection ``k`` depends on the features only
+        through the RoI features of its proposal. Its gradient w.r.t. each feature level,
+        ``G_k``, comes from one small backward (the ``K`` RoIs pooled from ``K`` copies of
+        the features, one per detection, through the box head); the score is then returned as
+        ``s_k + <G_k, f - f.detach()>``: the value ``s_k`` exactly, the gradient ``G_k``
+        exactly, and the engine's batched backward over ``K`` runs through the features'
+        graph only (not ``K`` times through the box head and RoI pooling of every proposal).
+        """
+        rh = self.detector.roi_heads
+        features, image_sizes = self._live
+        index, dist = _proposal_index(rh, rec, keep)
+        if dist.numel() and float(dist.max()) > 1e-3:
+            raise _FastPathMismatch(f"no proposal reproduces a detection (distance {dist})")
+        self.index = index
+        k = int(index.numel())
+        props = rec.proposals[index.to(rec.proposals.device)]
+        copies = OrderedDict(
+            (n, f.detach().repeat(k, *([1] * (f.dim() - 1))).requires_grad_(True))
+            for n, f in features.items()
+        )
+        pooled = rh.box_roi_pool(copies, list(props[:, None].unbind(0)), list(image_sizes) * k)
+        logits, _ = rh.box_predictor(rh.box_head(pooled))
+        rows = torch.arange(k, device=logits.device)
+        probs = F.softmax(logits, -1)[rows, rec.labels[keep].to(logits.device)]
+        grads = torch.autograd.grad(probs.sum(), list(copies.values()), allow_unused=True)
+        scores = probs.detach()
+        for f, g in zip(features.values(), grads, strict=True):
+            if g is not None and f.requires_grad:
+                scores = scores + g.flatten(1) @ (f - f.detach()).flatten()
+        return scores
+
+    def _rescore_retinanet(self, rec: _DenseRecord, keep: torch.Tensor) -> torch.Tensor:
+        from torchvision.ops import boxes as box_ops
+
+        det = self.detector
+        dev = rec.cls_logits.device
+        labels = rec.labels[keep].to(dev)
+        boxes = rec.boxes[keep].to(dev)
+        scores = rec.scores[keep].to(dev)
+        # the anchor of each detection: the one whose decoded box and score reproduce it
+        decoded = det.box_coder.decode_single(rec.box_regression, rec.anchors)
+        decoded = box_ops.clip_boxes_to_image(decoded, rec.image_size)
+        cand_scores = torch.sigmoid(rec.cls_logits[:, labels])  # (HWA, K)
+        dist = (decoded[:, None] - boxes[None]).abs().amax(-1) + (cand_scores - scores[None]).abs()
+        best, index = dist.min(0)
+        if best.numel() and float(best.max()) > 1e-3:
+            raise _FastPathMismatch(f"no anchor reproduces a detection (distance {best})")
+        self.index = index.cpu()
+        a_count = rec.num_anchors
+        sizes = torch.tensor([h * w * a_count for h, w in rec.level_shapes])
+        starts = torch.cumsum(sizes, 0) - sizes
+        level = torch.searchsorted(torch.cumsum(sizes, 0), self.index, right=True)
+        local = self.index - starts[level]
+        anchor, pos = local % a_count, local // a_count
+        num_classes = rec.cls_logits.shape[-1]
+        channel = anchor * num_classes + labels.cpu()
+        conv = det.head.classification_head.cls_logits
+        out: list[tuple[torch.Tensor, torch.Tensor]] = []  # (positions in keep, logits)
+        for lv in sorted(set(level.tolist())):
+            at = torch.nonzero(level == lv)[:, 0]
+            w = rec.level_shapes[lv][1]
+            ys, xs, chs = pos[at] // w, pos[at] % w, channel[at]
+            live = self._live[lv]
+            if self._logits_layer:  # the conv's output is explained: read the logits there
+                logits = live[0, chs.to(live.device), ys.to(live.device), xs.to(live.device)]
+            else:  # the logit of each detection: the conv on its window of the tower
+                logits = _conv_at(conv, live, ys, xs, chs)
+            out.append((at, logits))
+        order = torch.cat([at for at, _ in out]).argsort()
+        return torch.sigmoid(torch.cat([lg for _, lg in out])[order.to(out[0][1].device)])
+
+
+def _conv_at(
+    conv: nn.Conv2d, x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, chs: torch.Tensor
+) -> torch.Tensor:
+    """``conv(x)[0, chs[k], ys[k], xs[k]]`` ``(K,)`` from the ``K`` input windows alone."""
+    kh, kw = conv.kernel_size
+    sh, sw = conv.stride
+    ph, pw = (int(p) for p in conv.padding)  # not "same"/"valid": checked by _fast_kind
+    dh, dw = conv.dilation
+    dev = x.device
+    padded = F.pad(x[0], (pw, pw, ph, ph)) if (ph or pw) else x[0]
+    rows = (ys.to(dev) * sh)[:, None, None] + (torch.arange(kh, device=dev) * dh)[None, :, None]
+    cols = (xs.to(dev) * sw)[:, None, None] + (torch.arange(kw, device=dev) * dw)[None, None, :]
+    windows = padded[:, rows, cols]  # (C_in, K, kh, kw)
+    weight = conv.weight.detach()[chs.to(dev)]  # (K, C_in, kh, kw)
+    logits = torch.einsum("ckij,kcij->k", windows, weight)
+    if conv.bias is not None:
+        logits = logits + conv.bias.detach()[chs.to(dev)]
+    return logits
+
+
+def _proposal_index(
+    roi_heads: Any, rec: _RoIRecord, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The proposal each kept detection came from: the one whose decoded, clipped box and
+    score for the detection's label reproduce the detection (exactly: the same computation);
+    and the distance of that match ``(K,)``."""
+    from torchvision.ops import boxes as box_ops
+
+    num_classes = rec.class_logits.shape[-1]
+    decoded = roi_heads.box_coder.decode(rec.box_regression, [rec.proposals])
+    decoded = box_ops.clip_boxes_to_image(decoded.reshape(-1, num_classes, 4), rec.image_size)
+    probs = rec.class_logits.softmax(-1)
+    labels = rec.labels[keep].to(probs.device)
+    boxes = rec.boxes[keep].to(probs.device)
+    scores = rec.scores[keep].to(probs.device)
+    cand_boxes = decoded[:, labels]  # (R, K, 4)
+    cand_scores = probs[:, labels]  # (R, K)
+    dist = (cand_boxes - boxes[None]).abs().amax(-1) + (cand_scores - scores[None]).abs()
+    best, index = dist.min(0)
+    return index.cpu(), best
 
 
 class _BoxHeadScorer(nn.Module):
@@ -410,7 +702,7 @@ class DetectionExplainer:
                 f"R-CNN); {type(detector).__name__} has none."
             )
         self.roi_cams = roi
-        self._adapter = _DetectorAdapter(detector, record_rois=roi)
+        self._adapter = _DetectorAdapter(detector, record_rois=roi, layers=self.layers)
         self._explainer = Explainer(
             self._adapter, [_PREFIX + n for n in self.layers], methods=self.methods
         )
@@ -460,10 +752,26 @@ class DetectionExplainer:
             scores = output[0]["scores"]
             keep = _select(scores.detach(), self.score_threshold, self.top_k)
             chosen["keep"] = keep
+            if self._adapter.rescoring and keep.numel():
+                return self._adapter.rescore(keep)
             return scores[keep]
 
-        explanation, output = self._explainer.explain_scores(x, score_fn, upsample=False)
-        keep = chosen["keep"]
+        try:
+            try:
+                explanation, output = self._explainer.explain_scores(x, score_fn, upsample=False)
+            except _FastPathMismatch:
+                # A detector that computes its detections differently from torchvision's own
+                # code: differentiate its outputs as they are from now on.
+                self._adapter.fast = None
+                explanation, output = self._explainer.explain_scores(x, score_fn, upsample=False)
+            return self._result(explanation, output, chosen["keep"], size, resized, padded)
+        finally:
+            self._adapter.clear()
+
+    def _result(
+        self, explanation: Any, output: list[dict[str, torch.Tensor]], keep: torch.Tensor,
+        size: tuple[int, int], resized: tuple[int, int], padded: tuple[int, int],
+    ) -> DetectionResult:
         det = output[0]
         result = DetectionResult(
             boxes=det["boxes"][keep].detach().float().cpu(),
@@ -481,7 +789,6 @@ class DetectionExplainer:
             }
         if self.roi_cams:
             self._roi_maps(result, keep, resized, size)
-        self._adapter.record = None
         return result
 
     def explain(self, images: Sequence[torch.Tensor]) -> list[DetectionResult]:
@@ -499,7 +806,10 @@ class DetectionExplainer:
                 result.maps[m][ROI_LAYER] = torch.zeros((0, *size))
             result.proposals = torch.zeros((0, 4))
             return
-        index = self._proposal_index(rec, keep)
+        assert isinstance(rec, _RoIRecord)
+        index = self._adapter.index
+        if index is None:  # not rescored (generic path): find the proposals
+            index = _proposal_index(self.detector.roi_heads, rec, keep)[0]
         labels = rec.labels[keep].to(rec.pooled.device)
 
         def score_fn(logits: torch.Tensor) -> torch.Tensor:
@@ -519,24 +829,6 @@ class DetectionExplainer:
             result.maps[m][ROI_LAYER] = _paste(
                 explanation.cams[m]["input"].float().cpu(), proposals, size
             )
-
-    def _proposal_index(self, rec: _RoIRecord, keep: torch.Tensor) -> torch.Tensor:
-        """The proposal each kept detection came from: the one whose decoded, clipped box and
-        score for the detection's label reproduce the detection exactly."""
-        from torchvision.ops import boxes as box_ops
-
-        rh = self.detector.roi_heads
-        num_classes = rec.class_logits.shape[-1]
-        decoded = rh.box_coder.decode(rec.box_regression, [rec.proposals])
-        decoded = box_ops.clip_boxes_to_image(decoded.reshape(-1, num_classes, 4), rec.image_size)
-        probs = rec.class_logits.softmax(-1)
-        labels = rec.labels[keep].to(probs.device)
-        boxes = rec.boxes[keep].to(probs.device)
-        scores = rec.scores[keep].to(probs.device)
-        cand_boxes = decoded[:, labels]  # (R, K, 4)
-        cand_scores = probs[:, labels]  # (R, K)
-        dist = (cand_boxes - boxes[None]).abs().amax(-1) + (cand_scores - scores[None]).abs()
-        return dist.argmin(0).cpu()
 
 
 def explain_detection_batch(
