@@ -40,6 +40,34 @@ METRICS: tuple[str, ...] = (
 _SHARED: weakref.WeakKeyDictionary[Any, dict[Any, Explanation]] = weakref.WeakKeyDictionary()
 
 
+def _head(target: Any, n: int) -> Any:
+    return target[:n] if isinstance(target, torch.Tensor) else target
+
+
+def _tail(target: Any, n: int) -> Any:
+    return target[n:] if isinstance(target, torch.Tensor) else target
+
+
+def _concat(first: Explanation, rest: Explanation) -> Explanation:
+    """``first`` (with guided gradients) followed by ``rest`` (maps only) along the batch."""
+
+    def cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+        return torch.cat([a, b]) if a is not None and b is not None else None
+
+    return Explanation(
+        cams={
+            m: {layer: torch.cat([v, rest.cams[m][layer]]) for layer, v in maps.items()}
+            for m, maps in first.cams.items()
+        },
+        guided=first.guided,
+        guided_cams=first.guided_cams,
+        scores=cat(first.scores, rest.scores),
+        class_ids=cat(first.class_ids, rest.class_ids),
+        logits=cat(first.logits, rest.logits),
+        layers=first.layers,
+    )
+
+
 def _misconf(arg: str, value: Any, allowed: str) -> MisconfigurationException:
     return MisconfigurationException(f"{arg}={value!r} is invalid: expected {allowed}.")
 
@@ -629,16 +657,25 @@ class CAMCallback(CallbackBase):
         precision = getattr(trainer, "precision_plugin", None)
         if precision is not None and hasattr(precision, "convert_input"):
             images = precision.convert_input(images)
-        explainer = Explainer(pl_module, layers, methods=methods, guided_gradcam=guided)
         ctx = (
             precision.forward_context()
             if precision is not None and hasattr(precision, "forward_context")
             else contextlib.nullcontext()
         )
+        target = self._target_for(self.probes)
+        # Guided gradients are shown for the first num_samples probes only: the images that
+        # serve the metrics alone need the maps, not a backward pass down to the input.
+        n = self.num_samples if guided else images.shape[0]
         # The engine draws no random numbers; fork_rng makes sure the training RNG stream is
         # left exactly as it was whatever the model does in eval mode.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), ctx:
-            result = explainer(images, target=self._target_for(self.probes))
+            explainer = Explainer(pl_module, layers, methods=methods, guided_gradcam=guided)
+            result = explainer(images[:n], target=_head(target, n))
+            if images.shape[0] > n:
+                rest = Explainer(pl_module, layers, methods=methods)(
+                    images[n:], target=_tail(target, n)
+                )
+                result = _concat(result, rest)
         for k in [k for k in cache if k[:3] != when]:
             del cache[k]
         cache[key] = result
@@ -771,13 +808,10 @@ class CAMCallback(CallbackBase):
                 maps = result.cams[method][layer].float()
                 tag = f"{method}/{layer}"
                 if gt and "pointing_game" in self.metrics:
+                    # the probes' objects, dilated by the tolerance once per probe set
+                    objects = self._pointing_objects(gt, tolerance, maps.shape[-2:])
                     out[f"{tag}/pointing_game"] = float(
-                        M.pointing_game(
-                            maps.cpu(),
-                            masks=gt.get("masks"),
-                            boxes=gt.get("boxes"),
-                            tolerance=tolerance,
-                        ).mean()
+                        M.pointing_game(maps.cpu(), masks=objects).mean()
                     )
                 if gt and "energy_pointing_game" in self.metrics:
                     out[f"{tag}/energy_pointing_game"] = float(
@@ -804,6 +838,23 @@ class CAMCallback(CallbackBase):
                     if "insertion_auc" in self.metrics:
                         out[f"{tag}/insertion_auc"] = float(ins.mean())
         return {k: v for k, v in out.items() if math.isfinite(v)}
+
+    def _pointing_objects(
+        self, gt: Mapping[str, torch.Tensor], tolerance: float, size: Any
+    ) -> torch.Tensor:
+        from lightning_cam import metrics as M
+
+        key = (id(self.probes), tolerance, tuple(size))
+        cached = getattr(self, "_objects_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        if "masks" in gt:
+            objects = gt["masks"]
+        else:
+            objects = M.boxes_to_masks(gt["boxes"], int(size[0]), int(size[1]))
+        objects = M._dilate(objects, tolerance)
+        self._objects_cache = (key, objects)
+        return objects
 
     def _tolerance(self, images: torch.Tensor) -> float:
         """The pointing game's hit radius in pixels: ``pointing_game_tolerance``, or the original

@@ -180,3 +180,30 @@ def test_pointing_game_tolerance_defaults_to_the_original_protocol_scaled():
             "gradcam/backbone/pointing_game"
         ]
     assert scores == {None: 1.0, 0: 0.0, 2.5: 0.0, 3.0: 1.0}
+
+
+def test_metric_images_get_maps_without_a_guided_pass_and_match_one_full_pass():
+    from types import SimpleNamespace
+
+    from lightning_cam import explain
+    from tests.callbacks.helpers import make_module_cls
+
+    torch.manual_seed(0)
+    module = make_module_cls()().eval()
+    cb = GradCAMCallback(layer="backbone.3", num_samples=2, metrics_num_samples=6,
+                         log_guided_backprop=True)
+    images = torch.rand(6, 3, 16, 16)
+    cb.probes = {"image": images, "label": torch.tensor([0, 1, 2, 0, 1, 2])}
+    class FakeTrainer(SimpleNamespace):  # weak-referenceable and hashable, as the cache needs
+        __hash__ = object.__hash__
+
+    trainer = FakeTrainer(callbacks=[cb], global_step=0, current_epoch=0, testing=False,
+                          precision_plugin=None)
+    got = cb.explain(trainer, module)
+    full = explain(module, images, layer="backbone.3", methods=("gradcam",),
+                   guided_gradcam=True)
+    assert torch.allclose(got.cams["gradcam"]["backbone.3"], full.cams["gradcam"]["backbone.3"],
+                          atol=1e-6)
+    assert torch.equal(got.class_ids, full.class_ids)
+    assert got.guided.shape == (2, 3, 16, 16)  # only the shown probes
+    assert torch.allclose(got.guided, full.guided[:2], atol=1e-6)
