@@ -35,10 +35,12 @@ def _single_or_dict(maps: dict[str, torch.Tensor], several: bool) -> Any:
 class _BaseCAM:
     method = "gradcam"
 
-    def __init__(self, model: nn.Module, layer: LayerSpec = None) -> None:
+    def __init__(
+        self, model: nn.Module, layer: LayerSpec = None, max_batch: int | None = None
+    ) -> None:
         self.model = model
         self._several = isinstance(layer, Sequence) and not isinstance(layer, str)
-        self._engine = Explainer(model, layer, methods=(self.method,))
+        self._engine = Explainer(model, layer, methods=(self.method,), max_batch=max_batch)
 
     @property
     def layers(self) -> list[str] | None:
@@ -91,6 +93,7 @@ class GradCAM(_BaseCAM):
         model: Any image model.
         layer: Dotted name, module, list of either, or ``None`` for the default layer (the last
             module whose output is a spatial feature map).
+        max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
 
     Example:
         >>> import torch, torchvision
@@ -124,6 +127,9 @@ class GuidedBackprop:
     gradients where its input was positive. Covers ``nn.ReLU``, ``F.relu``/``torch.relu``,
     ``ReLU6`` and in-place variants (see :mod:`lightning_cam.guided`).
 
+    The backward to the input keeps every activation of the network: ``max_batch=n`` explains
+    ``n`` images per pass to bound peak memory (same results; see :class:`Explainer`).
+
     Example:
         >>> import torch, torchvision
         >>> gb = GuidedBackprop(torchvision.models.mobilenet_v2(weights=None))
@@ -131,9 +137,11 @@ class GuidedBackprop:
         torch.Size([1, 3, 64, 64])
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, max_batch: int | None = None) -> None:
         self.model = model
-        self._engine = Explainer(model, layer=None, methods=(), guided_backprop=True)
+        self._engine = Explainer(
+            model, layer=None, methods=(), guided_backprop=True, max_batch=max_batch
+        )
 
     def __call__(self, images: torch.Tensor, target: TargetSpec = None) -> torch.Tensor:
         """Return guided gradients ``(B, C, H, W)`` (float32) of the target scores."""
@@ -155,6 +163,7 @@ class GuidedGradCAM:
         model: Any image model.
         layer: As for :class:`GradCAM`.
         method: ``"gradcam"`` or ``"gradcam++"``.
+        max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
 
     Example:
         >>> import torch, torchvision
@@ -163,11 +172,19 @@ class GuidedGradCAM:
         torch.Size([1, 3, 64, 64])
     """
 
-    def __init__(self, model: nn.Module, layer: LayerSpec = None, method: str = "gradcam") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: LayerSpec = None,
+        method: str = "gradcam",
+        max_batch: int | None = None,
+    ) -> None:
         self.model = model
         self.method = method_name(method)
         self._several = isinstance(layer, Sequence) and not isinstance(layer, str)
-        self._engine = Explainer(model, layer, methods=(self.method,), guided_gradcam=True)
+        self._engine = Explainer(
+            model, layer, methods=(self.method,), guided_gradcam=True, max_batch=max_batch
+        )
 
     def __call__(
         self, images: torch.Tensor, target: TargetSpec = None
@@ -192,6 +209,7 @@ def explain(
     guided_backprop: bool = False,
     guided_gradcam: bool = False,
     upsample: bool = True,
+    max_batch: int | None = None,
 ) -> Explanation:
     """Several explanations of the same images from one forward pass.
 
@@ -208,6 +226,7 @@ def explain(
         guided_backprop: Also return guided backprop gradients.
         guided_gradcam: Also return guided Grad-CAM per method and layer.
         upsample: Maps at the image size (else the layer's).
+        max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
 
     Returns:
         An :class:`~lightning_cam.engine.Explanation` with ``cams[method][layer]``, ``guided``,
@@ -226,5 +245,6 @@ def explain(
         methods=methods,
         guided_backprop=guided_backprop,
         guided_gradcam=guided_gradcam,
+        max_batch=max_batch,
     )
     return engine(images, target=target, upsample=upsample)

@@ -68,6 +68,57 @@ class Explanation:
         return maps[layer if layer is not None else self.layers[0]]
 
 
+def concat_explanations(parts: Sequence[Explanation]) -> Explanation:
+    """Join explanations of consecutive chunks of a batch along the batch dimension.
+
+    Guided gradients and guided Grad-CAM are joined when every part has them, else taken from
+    the parts that have them (the first ones: e.g. guided outputs for a leading subset only).
+    """
+    if not parts:
+        raise ValueError("concat_explanations needs at least one Explanation")
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+
+    def cat(values: list[torch.Tensor | None]) -> torch.Tensor | None:
+        kept = [v for v in values if v is not None]
+        return torch.cat(kept) if kept else None
+
+    return Explanation(
+        cams={
+            m: {n: torch.cat([p.cams[m][n] for p in parts]) for n in maps}
+            for m, maps in first.cams.items()
+        },
+        guided=cat([p.guided for p in parts]),
+        guided_cams={
+            m: {n: torch.cat([p.guided_cams[m][n] for p in parts if p.guided_cams]) for n in maps}
+            for m, maps in first.guided_cams.items()
+        },
+        scores=cat([p.scores for p in parts]),
+        class_ids=cat([p.class_ids for p in parts]),
+        logits=cat([p.logits for p in parts]),
+        layers=list(first.layers),
+    )
+
+
+def _per_sample_ids(target: TargetSpec, batch: int) -> torch.Tensor | None:
+    """Per-sample class ids of ``target`` (to split along the batch), checked against the batch
+    size; ``None`` for targets that apply to any chunk (``None``, an int, a callable)."""
+    if target is None or isinstance(target, (int, str)) or (
+        callable(target) and not isinstance(target, torch.Tensor)
+    ):
+        return None
+    ids = torch.as_tensor(target)
+    if ids.dim() != 1:
+        return None  # the chunk's ClassTarget raises the clear error
+    if ids.numel() != batch:
+        raise ValueError(
+            f"target has {ids.numel()} class ids but the batch has {batch} images; "
+            "give one id per image or a single int."
+        )
+    return ids
+
+
 @contextmanager
 def borrowed(model: nn.Module) -> Iterator[None]:
     """Put ``model`` in eval mode for the duration; restore every module's flag afterwards.
@@ -263,6 +314,10 @@ class Explainer:
         guided_backprop: Also compute guided backprop gradients.
         guided_gradcam: Also compute guided Grad-CAM for every method and layer (implies guided
             backprop).
+        max_batch: Explain at most this many images per forward/backward pass (``None``: the
+            whole batch at once). Peak memory then scales with ``max_batch`` instead of the
+            batch: worth it for guided backprop of large batches on small machines, where the
+            backward must keep every activation of the network. Results are identical.
 
     Example:
         >>> import torch, torchvision
@@ -280,6 +335,7 @@ class Explainer:
         methods: Sequence[str] = ("gradcam",),
         guided_backprop: bool = False,
         guided_gradcam: bool = False,
+        max_batch: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -291,6 +347,11 @@ class Explainer:
         self.guided_backprop = bool(guided_backprop or guided_gradcam)
         self.guided_gradcam = bool(guided_gradcam)
         self._needs_layers = bool(self.methods)
+        if max_batch is not None and (
+            isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
+        ):
+            raise ValueError(f"max_batch must be None or an int >= 1, got {max_batch!r}")
+        self.max_batch = max_batch
         if self.guided_gradcam and not self.methods:
             raise ValueError("guided_gradcam=True needs at least one CAM method in methods")
 
@@ -330,6 +391,20 @@ class Explainer:
             TypeError: Non-tensor or integer images, outputs without logits for class targets.
         """
         _check_images(images)
+        batch, step = images.shape[0], self.max_batch
+        if step is None or batch <= step:
+            return self._explain(images, target, upsample)
+        ids = _per_sample_ids(target, batch)
+        return concat_explanations(
+            [
+                self._explain(
+                    images[i : i + step], ids[i : i + step] if ids is not None else target, upsample
+                )
+                for i in range(0, batch, step)
+            ]
+        )
+
+    def _explain(self, images: torch.Tensor, target: TargetSpec, upsample: bool) -> Explanation:
         target_fn = as_target(target)
         with self._forward(images, target_fn) as fwd:
             self._check_scores(fwd.scores, images.shape[0])

@@ -127,7 +127,8 @@ class ShapesClassifier(pl.LightningModule):
     def _build(name: str, num_classes: int) -> tuple[nn.Module, nn.Module]:
         if name == "simple":
             features = simple_backbone()
-            width = features[-1][0].out_channels
+            last_conv = [m for m in features.modules() if isinstance(m, nn.Conv2d)][-1]
+            width = last_conv.out_channels
             head = nn.Sequential(
                 nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(width, num_classes)
             )

@@ -119,6 +119,41 @@ def test_batch_consistency() -> None:
             torch.testing.assert_close(batch[i : i + 1], alone, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "target", [None, 7, [1, 2, 3, 4, 5], torch.tensor([5, 4, 3, 2, 1]), lambda out: out[:, 9]]
+)
+def test_max_batch_gives_the_same_results_in_chunks(target: Any) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.rand(5, 3, 48, 48)
+    kw = {"layer": ["layer3", "layer4"], "target": target, "guided_gradcam": True}
+    whole = lc.explain(model, x, **kw)
+    chunks = lc.explain(model, x, max_batch=2, **kw)  # 2 + 2 + 1
+    for method in ("gradcam", "gradcam++"):
+        for layer in ("layer3", "layer4"):
+            torch.testing.assert_close(
+                chunks.cams[method][layer], whole.cams[method][layer], rtol=1e-4, atol=1e-5
+            )
+            torch.testing.assert_close(
+                chunks.guided_cams[method][layer], whole.guided_cams[method][layer],
+                rtol=1e-4, atol=1e-6,
+            )
+    torch.testing.assert_close(chunks.guided, whole.guided, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(chunks.scores, whole.scores, rtol=1e-4, atol=1e-5)
+    if whole.class_ids is not None:
+        assert torch.equal(chunks.class_ids, whole.class_ids)
+    gb = lc.GuidedBackprop(model, max_batch=1)(x, target=target)
+    torch.testing.assert_close(gb, whole.guided, rtol=1e-4, atol=1e-6)
+
+
+def test_max_batch_checks_its_value_and_the_whole_target_length() -> None:
+    model = TinyNet()
+    with pytest.raises(ValueError, match="max_batch must be None or an int >= 1, got 0"):
+        lc.GradCAM(model, max_batch=0)
+    with pytest.raises(ValueError, match="target has 3 class ids but the batch has 4 images"):
+        lc.GradCAM(model, max_batch=2)(torch.rand(4, 3, 8, 8), target=[0, 1, 2])
+
+
 def test_predicted_class_is_default_target() -> None:
     model = TinyNet()
     x = torch.rand(3, 3, 8, 8)

@@ -21,7 +21,7 @@ from lightning_cam import viz
 from lightning_cam._compat import CallbackBase, MisconfigurationException
 from lightning_cam.callbacks import detection as _det
 from lightning_cam.callbacks.detection import DetProbe
-from lightning_cam.engine import Explainer, Explanation, borrowed
+from lightning_cam.engine import Explainer, Explanation, borrowed, concat_explanations
 from lightning_cam.layers import default_layer
 from lightning_cam.methods import METHODS, method_name
 
@@ -46,26 +46,6 @@ def _head(target: Any, n: int) -> Any:
 
 def _tail(target: Any, n: int) -> Any:
     return target[n:] if isinstance(target, torch.Tensor) else target
-
-
-def _concat(first: Explanation, rest: Explanation) -> Explanation:
-    """``first`` (with guided gradients) followed by ``rest`` (maps only) along the batch."""
-
-    def cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-        return torch.cat([a, b]) if a is not None and b is not None else None
-
-    return Explanation(
-        cams={
-            m: {layer: torch.cat([v, rest.cams[m][layer]]) for layer, v in maps.items()}
-            for m, maps in first.cams.items()
-        },
-        guided=first.guided,
-        guided_cams=first.guided_cams,
-        scores=cat(first.scores, rest.scores),
-        class_ids=cat(first.class_ids, rest.class_ids),
-        logits=cat(first.logits, rest.logits),
-        layers=first.layers,
-    )
 
 
 def _misconf(arg: str, value: Any, allowed: str) -> MisconfigurationException:
@@ -675,7 +655,7 @@ class CAMCallback(CallbackBase):
                 rest = Explainer(pl_module, layers, methods=methods)(
                     images[n:], target=_tail(target, n)
                 )
-                result = _concat(result, rest)
+                result = concat_explanations([result, rest])
         for k in [k for k in cache if k[:3] != when]:
             del cache[k]
         cache[key] = result
