@@ -48,6 +48,32 @@ def _tail(target: Any, n: int) -> Any:
     return target[n:] if isinstance(target, torch.Tensor) else target
 
 
+def _add_image(experiment: Any, tag: str, picture: Any, step: int) -> None:
+    """``experiment.add_image`` for a uint8 HWC RGB picture. For torch's / tensorboardX's
+    ``SummaryWriter`` the PNG is encoded with OpenCV at a fast compression level (the same pixels,
+    several times faster than the default PIL encoder that ``add_image`` uses)."""
+    get_writer = getattr(experiment, "_get_file_writer", None)
+    if callable(get_writer):
+        try:
+            import cv2
+            from tensorboard.compat.proto.summary_pb2 import Summary
+
+            ok, png = cv2.imencode(
+                ".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]
+            )
+            if ok:
+                height, width = picture.shape[:2]
+                image = Summary.Image(
+                    height=height, width=width, colorspace=3, encoded_image_string=png.tobytes()
+                )
+                summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+                get_writer().add_summary(summary, step)
+                return
+        except ImportError:  # pragma: no cover - tensorboard's protos are always there with it
+            pass
+    experiment.add_image(tag, viz.to_chw_tensor(picture), global_step=step, dataformats="CHW")
+
+
 def _misconf(arg: str, value: Any, allowed: str) -> MisconfigurationException:
     return MisconfigurationException(f"{arg}={value!r} is invalid: expected {allowed}.")
 
@@ -951,9 +977,7 @@ class CAMCallback(CallbackBase):
             experiment: Any = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_image"):
                 for tag, pic in pictures.items():
-                    experiment.add_image(
-                        prefix + tag, viz.to_chw_tensor(pic), global_step=step, dataformats="CHW"
-                    )
+                    _add_image(experiment, prefix + tag, pic, step)
                 wrote_images = True
             elif hasattr(logger, "log_image"):
                 for tag, pic in pictures.items():
