@@ -1001,27 +1001,23 @@ def _targets(rows: list[dict], memory: dict | None) -> dict:
         if ratios:
             t[f"speedup_{impl}"] = ratios
     if memory:
-        fracs: dict[str, tuple[float, str]] = {}
-        for method, ref in REFERENCE.items():
-            mine = memory.get(ref, {}).get("extra_mb")
-            peers = [(memory[r["key"]]["extra_mb"], r["impl"]) for r in rows
-                     if r["impl"] in PEERS and r["method"] == method
-                     and "extra_mb" in memory.get(r["key"], {})]
-            if mine is not None and peers:
-                best, who = min(peers)
-                fracs[method] = (mine / max(best, 1e-9), who)
-        if fracs:
+
+        def vs_best_peer(refs: dict[str, str]) -> dict[str, tuple[float, str]]:
+            """Per method: our extra peak memory (case ``refs[method]``) / the best peer's."""
+            out: dict[str, tuple[float, str]] = {}
+            for method, ref in refs.items():
+                mine = memory.get(ref, {}).get("extra_mb")
+                peers = [(memory[r["key"]]["extra_mb"], r["impl"]) for r in rows
+                         if r["impl"] in PEERS and r["method"] == method
+                         and "extra_mb" in memory.get(r["key"], {})]
+                if mine is not None and peers:
+                    best, who = min(peers)
+                    out[method] = (mine / max(best, 1e-9), who)
+            return out
+
+        if fracs := vs_best_peer(REFERENCE):
             t["memory_vs_best_peer"] = fracs
-        bounded: dict[str, tuple[float, str]] = {}
-        for method, ref in (("gbp", "ours.gbp.mb1"), ("ggc", "ours.ggc.mb1")):
-            mine = memory.get(ref, {}).get("extra_mb")
-            peers = [(memory[r["key"]]["extra_mb"], r["impl"]) for r in rows
-                     if r["impl"] in PEERS and r["method"] == method
-                     and "extra_mb" in memory.get(r["key"], {})]
-            if mine is not None and peers:
-                best, who = min(peers)
-                bounded[method] = (mine / max(best, 1e-9), who)
-        if bounded:
+        if bounded := vs_best_peer({"gbp": "ours.gbp.mb1", "ggc": "ours.ggc.mb1"}):
             t["memory_mb1_vs_best_peer"] = bounded
     if by.get("ours.gbp.mb1") and by.get("ours.gbp"):
         t["mb1_time_vs_batched"] = {

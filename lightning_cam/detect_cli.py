@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import traceback
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,14 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from lightning_cam._cli import CLIError, one_line, run_main, write_text_atomic
+
 PROG = "lightning-cam detect"
 SUMMARY_FILE = "summary.json"
 DEFAULT_MODEL = "fasterrcnn_resnet50_fpn"
 _SUFFIX = {"gradcam": "heatmap", "gradcam++": "heatmap++"}
-
-
-class CLIError(Exception):
-    """A bad input reported in one line (no stack trace), exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,25 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true",
                    help="show the full traceback of an unexpected error")
     return p
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text if text else type(err).__name__
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _class_names(
@@ -292,8 +268,8 @@ def run(args: argparse.Namespace) -> int:
             tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
             result = explainer(tensor)
         except (ValueError, OSError, RuntimeError, TypeError) as err:
-            failures.append({"image": src.label, "error": _one_line(err)})
-            print(f"{PROG}: failed on {src.label}: {_one_line(err)}", file=sys.stderr)
+            failures.append({"image": src.label, "error": one_line(err)})
+            print(f"{PROG}: failed on {src.label}: {one_line(err)}", file=sys.stderr)
             continue
         stem = src.name
         record: dict[str, Any] = {"image": src.label, "stem": stem, **result.to_dict()}
@@ -337,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
         "images": records,
         "failures": failures,
     }
-    _atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     if failures:
         print(f"{PROG}: {len(failures)} image(s) failed: "
               f"{', '.join(f['image'] for f in failures)}", file=sys.stderr)
@@ -348,20 +324,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lightning-cam detect``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # noqa: BLE001 - the CLI reports every error in one line
-        if args.debug:
-            traceback.print_exc()
-        expected = isinstance(err, (CLIError, ValueError, OSError, RuntimeError, TypeError))
-        hint = "" if expected or args.debug else " (run with --debug for the traceback)"
-        print(f"{PROG}: error: {_one_line(err)}{hint}", file=sys.stderr)
-        return 2
+    return run_main(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

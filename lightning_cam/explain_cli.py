@@ -24,10 +24,7 @@ import argparse
 import datetime
 import importlib.util
 import json
-import os
 import sys
-import traceback
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,16 +33,14 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 
+from lightning_cam._cli import CLIError, one_line, run_main, write_text_atomic
+
 PROG = "lightning-cam explain"
 SUMMARY_FILE = "summary.json"
 MARKDOWN_FILE = "comparison.md"
 SHEET_TILE = 256  # longest side of a picture in a comparison sheet (never upscaled)
 
 _DEFAULT_NETWORK = "resnet50"
-
-
-class CLIError(Exception):
-    """A bad input reported in one line (no stack trace), exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,22 +214,6 @@ class _Progress:
 # ----------------------------------------------------------------------------- outputs
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and ``os.replace``: ``path`` is either
-    complete or untouched."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _tile(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     if image.shape[:2] == (h, w):
@@ -308,18 +287,13 @@ def comparison_markdown(
 # ----------------------------------------------------------------------------- main
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text if text else type(err).__name__
-
-
 def _run_error(explainer: Any, err: BaseException) -> str:
     """One line for an error of the model or the engine (it concerns every image)."""
     hint = ""
     if isinstance(err, RuntimeError):  # the network itself failed, usually on the input size
         size = explainer.image_size
         hint = f" (input size {size}x{size}; try another --image-size)"
-    return f"{explainer.network}: {_one_line(err)}{hint}"
+    return f"{explainer.network}: {one_line(err)}{hint}"
 
 
 def _default_images() -> dict[str, np.ndarray]:
@@ -368,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, RuntimeError, TypeError) as err:
             if explainer is None:
                 prefix = f"{network}: " if len(plan) > 1 and network else ""
-                raise CLIError(prefix + _one_line(err)) from err
+                raise CLIError(prefix + one_line(err)) from err
             raise CLIError(_run_error(explainer, err)) from err
         explainers.append(explainer)
 
@@ -419,10 +393,10 @@ def run(args: argparse.Namespace) -> int:
                     )
                 except (OSError, ValueError) as err:
                     print(f"{PROG}: cannot write the comparison sheet of {src.label}: "
-                          f"{_one_line(err)}", file=sys.stderr)
+                          f"{one_line(err)}", file=sys.stderr)
         stems = [(s.name, s.label) for s in sources if s.name in files]
         markdown = comparison_markdown(stems, networks, files, sheets)
-        _atomic_write_text(out_dir / MARKDOWN_FILE, markdown)
+        write_text_atomic(out_dir / MARKDOWN_FILE, markdown)
 
     summary = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -436,7 +410,7 @@ def run(args: argparse.Namespace) -> int:
         "failures": [f.to_dict() for f in failures],
         "comparison_sheets": sheets,
     }
-    _atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
     if failures:
         names = sorted({f.source or f.image for f in failures})
@@ -449,20 +423,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lightning-cam explain``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # noqa: BLE001 - the CLI reports every error in one line
-        if args.debug:
-            traceback.print_exc()
-        expected = isinstance(err, (CLIError, ValueError, OSError, RuntimeError, TypeError))
-        hint = "" if expected or args.debug else " (run with --debug for the traceback)"
-        print(f"{PROG}: error: {_one_line(err)}{hint}", file=sys.stderr)
-        return 2
+    return run_main(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

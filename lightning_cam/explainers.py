@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_cam import viz
+from lightning_cam._cli import one_line
 from lightning_cam.cam import explain
 from lightning_cam.layers import get_layer
 from lightning_cam.zoo import (
@@ -328,11 +329,6 @@ class ImageFailure:
         }
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text if text else type(err).__name__
-
-
 # ----------------------------------------------------------------------------- the explainer
 
 
@@ -574,7 +570,7 @@ class ClassifierExplainer:
             image=src.name,
             source=str(src.path) if src.path is not None else None,
             network=self.network,
-            error=_one_line(err),
+            error=one_line(err),
         )
 
     def _explain_batch(

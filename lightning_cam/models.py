@@ -53,6 +53,19 @@ def simple_backbone(widths: tuple[int, ...] = (16, 32, 64, 128)) -> nn.Sequentia
     return nn.Sequential(*blocks)
 
 
+def decay_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: weight decay on weights, none on norms and biases (1-D)."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for p in module.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
 class ShapesClassifier(pl.LightningModule):
     """An image classifier as a LightningModule, for the shapes data (or any dict batches).
 
@@ -193,17 +206,8 @@ class ShapesClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """AdamW (no decay on norms and biases) with a one-cycle schedule stepped per batch."""
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
-        for p in self.parameters():
-            if p.requires_grad:
-                (decay if p.ndim > 1 else no_decay).append(p)
         optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams["weight_decay"]},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams["lr"],
+            decay_groups(self, self.hparams["weight_decay"]), lr=self.hparams["lr"]
         )
         total = self.trainer.estimated_stepping_batches
         # No max_epochs/max_steps, or too few steps for both one-cycle phases (OneCycleLR divides

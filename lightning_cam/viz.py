@@ -938,18 +938,23 @@ def save_image(path: str | os.PathLike[str], image_uint8: ArrayLike, quality: in
         raise OSError(f"could not encode the image as {ext} for {path!r}")
     if os.path.isdir(path):
         raise IsADirectoryError(21, "cannot save image: the path is a directory", path)
+    try:
+        write_atomic(path, buf.tobytes())
+    except OSError as e:
+        raise OSError(e.errno, f"could not write image: {e.strerror or e}", path) from e
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` through a temporary file in the same
+    folder moved into place with ``os.replace``: ``path`` is either complete or untouched, also
+    after an error or Ctrl-C (the temporary file is removed)."""
     directory, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
         with open(tmp, "xb") as f:
-            f.write(buf.tobytes())
+            f.write(payload)
         os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise OSError(e.errno, f"could not write image: {e.strerror or e}", path) from e
     except BaseException:
         try:
             os.unlink(tmp)

@@ -25,11 +25,18 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from lightning_cam.data.shapes import _SCALE, _SHIFT, CLASSES, ShapesDataset, _fixed, _polygon
+from lightning_cam.data.shapes import (
+    _SCALE,
+    _SHIFT,
+    CLASSES,
+    ShapesDataset,
+    _fixed,
+    _polygon,
+    _SplitsDataModule,
+)
 
 BACKGROUND = "__background__"
 
@@ -212,7 +219,7 @@ class ShapesDetectionDataset(Dataset):
         )
 
 
-class ShapesDetectionDataModule(pl.LightningDataModule):
+class ShapesDetectionDataModule(_SplitsDataModule):
     """Train / val / test splits of :class:`ShapesDetectionDataset` with disjoint seeds.
 
     Batches are ``(list of images, list of target dicts)`` (:func:`collate_detection`), the
@@ -239,7 +246,7 @@ class ShapesDetectionDataModule(pl.LightningDataModule):
         (4, ['boxes', 'image_id', 'labels'])
     """
 
-    SPLITS = ("train", "val", "test")
+    collate_fn = staticmethod(collate_detection)
 
     def __init__(
         self,
@@ -299,36 +306,3 @@ class ShapesDetectionDataModule(pl.LightningDataModule):
                 self.sizes[split], seed=seed, **self._kwargs
             )
         return self._datasets[split]
-
-    def setup(self, stage: str | None = None) -> None:
-        """Create the datasets the stage needs (they render lazily)."""
-        needs = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
-                 "predict": ("test",)}.get(stage or "", self.SPLITS)
-        for split in needs:
-            self.dataset(split)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader[Any]:
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_detection,
-        )
-
-    def train_dataloader(self) -> DataLoader[Any]:
-        """Shuffled training batches ``(images, targets)``."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader[Any]:
-        """Validation batches in index order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader[Any]:
-        """Test batches in index order."""
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader[Any]:
-        """The test split, in index order."""
-        return self._loader("test", shuffle=False)

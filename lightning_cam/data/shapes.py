@@ -310,7 +310,60 @@ class ShapesDataset(Dataset):
                 layer[win] = 0
 
 
-class ShapesDataModule(pl.LightningDataModule):
+class _SplitsDataModule(pl.LightningDataModule):
+    """Train / val / test splits of on-the-fly datasets: ``setup`` and the dataloaders.
+
+    Subclasses define ``dataset(split)``, ``batch_size``, ``num_workers`` and optionally
+    ``collate_fn``.
+    """
+
+    SPLITS = ("train", "val", "test")
+    collate_fn: Any = None
+    batch_size: int
+    num_workers: int
+
+    def dataset(self, split: str) -> Dataset:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        """Create the datasets the stage needs (they render lazily, so this is cheap)."""
+        needs = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("test",),
+        }.get(stage or "", self.SPLITS)
+        for split in needs:
+            self.dataset(split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader[Any]:
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=type(self).collate_fn,
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        """Shuffled training batches."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        """Validation batches in index order."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        """Test batches in index order."""
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader[Any]:
+        """The test split, in index order."""
+        return self._loader("test", shuffle=False)
+
+
+class ShapesDataModule(_SplitsDataModule):
     """Train / val / test splits of :class:`ShapesDataset` with disjoint seeds.
 
     The split seeds are derived from ``seed`` and the split's name, so the three splits never
@@ -337,7 +390,6 @@ class ShapesDataModule(pl.LightningDataModule):
         (torch.Size([8, 3, 64, 64]), torch.Size([8, 4]), 4)
     """
 
-    SPLITS = ("train", "val", "test")
 
     def __init__(
         self,
@@ -397,40 +449,3 @@ class ShapesDataModule(pl.LightningDataModule):
                 n, image_size=self.image_size, seed=seed, clutter=self.clutter
             )
         return self._datasets[split]
-
-    def setup(self, stage: str | None = None) -> None:
-        """Create the datasets the stage needs (they render lazily, so this is cheap)."""
-        needs = {
-            "fit": ("train", "val"),
-            "validate": ("val",),
-            "test": ("test",),
-            "predict": ("test",),
-        }.get(stage or "", self.SPLITS)
-        for split in needs:
-            self.dataset(split)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader[Any]:
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,
-        )
-
-    def train_dataloader(self) -> DataLoader[Any]:
-        """Shuffled training batches (dicts of ``image``, ``label``, ``box``, ``mask``)."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader[Any]:
-        """Validation batches in index order (labels cycle through the classes)."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader[Any]:
-        """Test batches in index order."""
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader[Any]:
-        """The test split, in index order."""
-        return self._loader("test", shuffle=False)

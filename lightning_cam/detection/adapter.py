@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,14 +85,20 @@ def find_detector(obj: Any) -> nn.Module | None:
     """The torchvision detector in ``obj``: ``obj`` itself, its ``detector`` / ``model``
     attribute, or its only direct child that is one (e.g. a LightningModule wrapping one).
     ``None`` when there is none."""
-    if is_torchvision_detector(obj):
+    return find_wrapped(obj, is_torchvision_detector)
+
+
+def find_wrapped(obj: Any, is_kind: Callable[[Any], bool]) -> nn.Module | None:
+    """``obj`` when ``is_kind(obj)``, else its ``detector`` / ``model`` attribute that is, else its
+    only direct child that is; ``None`` when there is none."""
+    if is_kind(obj):
         return obj
     if not isinstance(obj, nn.Module):
         return None
     for attr in ("detector", "model"):
-        if is_torchvision_detector(getattr(obj, attr, None)):
+        if is_kind(getattr(obj, attr, None)):
             return getattr(obj, attr)
-    found = [m for m in obj.children() if is_torchvision_detector(m)]
+    found = [m for m in obj.children() if is_kind(m)]
     return found[0] if len(found) == 1 else None
 
 
@@ -598,6 +604,20 @@ def _paste(maps: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> to
     return out
 
 
+def check_selection(methods: str | Sequence[str], score_threshold: Any, top_k: Any) -> list[str]:
+    """The canonical, de-duplicated method names; raises on bad methods, threshold or top_k."""
+    if isinstance(methods, str):
+        methods = (methods,)
+    names = list(dict.fromkeys(method_name(m) for m in methods))
+    if not names:
+        raise ValueError("methods is empty; give at least one of 'gradcam', 'gradcam++'")
+    if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)):
+        raise TypeError(f"score_threshold must be a number, got {score_threshold!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    return names
+
+
 def _select(scores: torch.Tensor, threshold: float, top_k: int) -> torch.Tensor:
     """Indices of the ``top_k`` highest scores ``>= threshold``, by decreasing score."""
     order = torch.argsort(scores, descending=True, stable=True)
@@ -665,15 +685,7 @@ class DetectionExplainer:
                 "detector must be a torchvision detection model (with a GeneralizedRCNNTransform"
                 f" as .transform), got {type(detector).__name__}"
             )
-        if isinstance(methods, str):
-            methods = (methods,)
-        self.methods = list(dict.fromkeys(method_name(m) for m in methods))
-        if not self.methods:
-            raise ValueError("methods is empty; give at least one of 'gradcam', 'gradcam++'")
-        if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)):
-            raise TypeError(f"score_threshold must be a number, got {score_threshold!r}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        self.methods = check_selection(methods, score_threshold, top_k)
         self.detector: Any = detector
         self.score_threshold = float(score_threshold)
         self.top_k = top_k

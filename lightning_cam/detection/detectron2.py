@@ -58,10 +58,11 @@ from lightning_cam.detection.adapter import (
     _paste,
     _select,
     _to_original,
+    check_selection,
+    find_wrapped,
 )
 from lightning_cam.engine import Explainer, borrowed
 from lightning_cam.layers import get_layer
-from lightning_cam.methods import method_name
 
 __all__ = [
     "D2_ROI_LAYERS",
@@ -133,15 +134,7 @@ def find_detectron2_model(obj: Any) -> nn.Module | None:
     """The detectron2 detector in ``obj``: ``obj`` itself, its ``model`` / ``detector``
     attribute, or its only direct child that is one (e.g. a LightningModule wrapping one).
     ``None`` when there is none."""
-    if is_detectron2_model(obj):
-        return obj
-    if not isinstance(obj, nn.Module):
-        return None
-    for attr in ("model", "detector"):
-        if is_detectron2_model(getattr(obj, attr, None)):
-            return getattr(obj, attr)
-    found = [m for m in obj.children() if is_detectron2_model(m)]
-    return found[0] if len(found) == 1 else None
+    return find_wrapped(obj, is_detectron2_model)
 
 
 def split_detectron2_batch(
@@ -518,15 +511,7 @@ class Detectron2Explainer:
                 "model must be a detectron2 detector (GeneralizedRCNN or RetinaNet), got "
                 f"{type(model).__name__}"
             )
-        if isinstance(methods, str):
-            methods = (methods,)
-        self.methods = list(dict.fromkeys(method_name(m) for m in methods))
-        if not self.methods:
-            raise ValueError("methods is empty; give at least one of 'gradcam', 'gradcam++'")
-        if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)):
-            raise TypeError(f"score_threshold must be a number, got {score_threshold!r}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        self.methods = check_selection(methods, score_threshold, top_k)
         self.model: Any = model
         self.cfg = cfg
         self.score_threshold = float(score_threshold)

@@ -20,6 +20,7 @@ from torch import nn
 
 from lightning_cam.detection.metrics import detection_scores
 from lightning_cam.detection.zoo import resolve_detector
+from lightning_cam.models import decay_groups
 
 Batch = tuple[Sequence[torch.Tensor], Sequence[dict[str, torch.Tensor]]]
 
@@ -302,14 +303,8 @@ class ShapesDetector(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """SGD (momentum 0.9; no decay on norms and biases), linear warm-up then cosine decay."""
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
-        for p in self.parameters():
-            if p.requires_grad:
-                (decay if p.ndim > 1 else no_decay).append(p)
         optimizer = torch.optim.SGD(
-            [{"params": decay, "weight_decay": self.hparams["weight_decay"]},
-             {"params": no_decay, "weight_decay": 0.0}],
+            decay_groups(self, self.hparams["weight_decay"]),
             lr=self.hparams["lr"], momentum=0.9,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer else 1000
