@@ -104,7 +104,9 @@ class CAMCallback(CallbackBase):
     ``GeneralizedRCNN`` / ``RetinaNet`` and validates on detectron2's batches (lists of dicts
     with ``"image"`` and ``"instances"``, already resized by its mapper) — the probes are images and
     their targets, and the callback logs, per method and layer (``layer`` relative to the
-    LightningModule or to the detector; default ``backbone.body``'s last stage):
+    LightningModule or to the detector; default ``backbone.body``'s last stage;
+    ``"roi_heads.box_roi_pool"`` gives Faster R-CNN's RoI-level maps, each detection's CAM of its
+    proposal's RoI features pasted into the proposal box):
 
     * ``{method}/{layer}/detections``: a row per probe image, the image with its top
       ``detection_top_k`` detections scoring at least ``detection_score_threshold`` (boxes,

@@ -149,15 +149,20 @@ def test_shapes_detector_fit_logs_detection_pictures_each_epoch(tmp_path):
     )
     logger = TensorBoardLogger(str(tmp_path), name="fit")
     cb = GradCAMCallback(num_samples=2, detection_top_k=2, detection_score_threshold=0.0)
+    # RoI-level maps (Faster R-CNN), by the RoI layer's name; computed in the same pass
+    roi = GradCAMPlusPlusCallback(layer="roi_heads.box_roi_pool", num_samples=2,
+                                  detection_top_k=2, detection_score_threshold=0.0)
     trainer = pl.Trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1,
-                         accelerator="cpu", logger=logger, callbacks=[cb],
+                         accelerator="cpu", logger=logger, callbacks=[cb, roi],
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(model, dm)
     images = image_events(logger.log_dir)
-    (tag,) = [t for t in images if t.endswith("/detections")]
+    (tag,) = [t for t in images if t.startswith("gradcam/")]
     assert tag.startswith("gradcam/backbone.body.")  # the default: backbone.body's last stage
+    assert tag.endswith("/detections")
     assert len(images[tag]) == 2  # one picture per validation epoch
+    assert len(images["gradcam++/roi_heads.box_roi_pool/detections"]) == 2
     assert cb.det_probes is not None and len(cb.det_probes) == 2
 
 
