@@ -23,6 +23,16 @@ def one_line(err: BaseException) -> str:
     return text if text else type(err).__name__
 
 
+def output_folder(path: str) -> Path:
+    """The output folder, created when missing; a :class:`CLIError` when it cannot be."""
+    out_dir = Path(path).expanduser()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CLIError(f"cannot create output folder {str(out_dir)!r}: {err}") from err
+    return out_dir
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """``path`` either complete or untouched (:func:`lightning_cam.viz.write_atomic`)."""
     from lightning_cam import viz

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_cam._cli import CLIError, one_line, run_main, write_text_atomic
+from lightning_cam._cli import CLIError, one_line, output_folder, run_main, write_text_atomic
 
 PROG = "lightning-cam detect"
 SUMMARY_FILE = "summary.json"
@@ -254,11 +254,7 @@ def run(args: argparse.Namespace) -> int:
         explainer, model, weights, extra = _detectron2_explainer(args)
     else:
         explainer, model, weights, extra = _torchvision_explainer(args)
-    out_dir = Path(args.output_dir).expanduser()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CLIError(f"cannot create output folder {str(out_dir)!r}: {err}") from err
+    out_dir = output_folder(args.output_dir)
 
     records: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []

@@ -33,7 +33,7 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 
-from lightning_cam._cli import CLIError, one_line, run_main, write_text_atomic
+from lightning_cam._cli import CLIError, one_line, output_folder, run_main, write_text_atomic
 
 PROG = "lightning-cam explain"
 SUMMARY_FILE = "summary.json"
@@ -346,11 +346,7 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(_run_error(explainer, err)) from err
         explainers.append(explainer)
 
-    out_dir = Path(args.output_dir).expanduser()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CLIError(f"cannot create output folder {str(out_dir)!r}: {err}") from err
+    out_dir = output_folder(args.output_dir)
 
     records: list[dict[str, Any]] = []
     failures: list[ImageFailure] = []

@@ -263,12 +263,7 @@ class ShapesDetectionDataModule(_SplitsDataModule):
         masks: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (("num_train", num_train), ("num_val", num_val),
-                            ("num_test", num_test), ("batch_size", batch_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        self._check_sizes(num_train, num_val, num_test, batch_size, num_workers)
         self.save_hyperparameters()
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.batch_size = batch_size

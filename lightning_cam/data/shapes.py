@@ -322,6 +322,21 @@ class _SplitsDataModule(pl.LightningDataModule):
     batch_size: int
     num_workers: int
 
+    @staticmethod
+    def _check_sizes(
+        num_train: Any, num_val: Any, num_test: Any, batch_size: Any, num_workers: Any
+    ) -> None:
+        for name, value in (
+            ("num_train", num_train),
+            ("num_val", num_val),
+            ("num_test", num_test),
+            ("batch_size", batch_size),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+
     def dataset(self, split: str) -> Dataset:  # pragma: no cover - defined by subclasses
         raise NotImplementedError
 
@@ -390,7 +405,6 @@ class ShapesDataModule(_SplitsDataModule):
         (torch.Size([8, 3, 64, 64]), torch.Size([8, 4]), 4)
     """
 
-
     def __init__(
         self,
         num_train: int = 2000,
@@ -403,16 +417,7 @@ class ShapesDataModule(_SplitsDataModule):
         clutter: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("num_train", num_train),
-            ("num_val", num_val),
-            ("num_test", num_test),
-            ("batch_size", batch_size),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        self._check_sizes(num_train, num_val, num_test, batch_size, num_workers)
         self.save_hyperparameters()
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.image_size = image_size

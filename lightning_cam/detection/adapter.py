@@ -354,15 +354,22 @@ class _DetectorAdapter(nn.Module):
         """Whether the last forward took the fast path (:meth:`rescore` applies)."""
         return self._live is not None
 
-    def _rcnn_forward(
-        self, images: list[torch.Tensor], fast: bool = False
-    ) -> list[dict[str, torch.Tensor]]:
+    def _backbone(self, images: list[torch.Tensor]) -> tuple[list[tuple[int, int]], Any, Any]:
+        """The images' original sizes, the transformed ``ImageList`` and the backbone's
+        features (an ordered dict of levels)."""
         det: Any = self.detector
         original = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
         image_list, _ = det.transform(images)
         features = det.backbone(image_list.tensors)
         if isinstance(features, torch.Tensor):
             features = OrderedDict([("0", features)])
+        return original, image_list, features
+
+    def _rcnn_forward(
+        self, images: list[torch.Tensor], fast: bool = False
+    ) -> list[dict[str, torch.Tensor]]:
+        det: Any = self.detector
+        original, image_list, features = self._backbone(images)
         with torch.no_grad() if fast else contextlib.nullcontext():
             proposals, _ = det.rpn(image_list, features)
             rh = det.roi_heads
@@ -386,11 +393,7 @@ class _DetectorAdapter(nn.Module):
         """RetinaNet's eval forward written out; the logits of all anchors and the
         postprocessing run without recording."""
         det: Any = self.detector
-        original = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
-        image_list, _ = det.transform(images)
-        features = det.backbone(image_list.tensors)
-        if isinstance(features, torch.Tensor):
-            features = OrderedDict([("0", features)])
+        original, image_list, features = self._backbone(images)
         features = list(features.values())
         cls = det.head.classification_head
         with torch.no_grad():
@@ -643,7 +646,71 @@ def _check_image(image: Any, channels: int) -> torch.Tensor:
     return image
 
 
-class DetectionExplainer:
+class _ExplainerBase:
+    """What the torchvision and detectron2 explainers share: results and their maps.
+
+    Subclasses set ``methods``, ``layers``, ``class_names``, ``roi_cams`` and ``roi_layer`` (the
+    results' key of RoI-level maps) and define ``__call__(image) -> DetectionResult``.
+    """
+
+    methods: list[str]
+    layers: list[str]
+    class_names: list[str] | None
+    roi_cams: bool
+    roi_layer: str
+    _prefix: str = _PREFIX  # the detector's name inside the explained wrapper module
+
+    def __call__(self, image: torch.Tensor) -> DetectionResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def result_layers(self) -> list[str]:
+        """The keys of the results' maps: the layers, then the RoI key with RoI maps."""
+        return [*self.layers, *([self.roi_layer] if self.roi_cams else [])]
+
+    def explain(self, images: Sequence[torch.Tensor]) -> list[DetectionResult]:
+        """Explain several images (one forward and one backward each)."""
+        return [self(im) for im in images]
+
+    def _new_result(
+        self, boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, explanation: Any,
+        size: tuple[int, int], resized: tuple[int, int], padded: tuple[int, int],
+    ) -> DetectionResult:
+        """The result of the kept detections, with the layers' maps back on the image."""
+        result = DetectionResult(
+            boxes=boxes.detach().float().cpu(),
+            labels=labels.detach().long().cpu(),
+            scores=scores.detach().float().cpu(),
+            image_size=size,
+            layers=self.result_layers,
+            methods=list(self.methods),
+            class_names=self.class_names,
+        )
+        for m in self.methods:
+            result.maps[m] = {
+                n: _to_original(explanation.cams[m][self._prefix + n], resized, padded, size).cpu()
+                for n in self.layers
+            }
+        return result
+
+    def _set_roi_maps(
+        self, result: DetectionResult, cams: dict[str, torch.Tensor] | None,
+        proposals: torch.Tensor | None, resized: tuple[int, int], size: tuple[int, int],
+    ) -> None:
+        """RoI-level maps: each detection's ``(h, w)`` CAM (``cams[method]``) pasted into its
+        proposal box (``proposals`` in the model input's pixels). ``None``: no detection."""
+        if cams is None or proposals is None:
+            for m in self.methods:
+                result.maps[m][self.roi_layer] = torch.zeros((0, *size))
+            result.proposals = torch.zeros((0, 4))
+            return
+        scale = torch.tensor([size[1] / resized[1], size[0] / resized[0]] * 2)
+        result.proposals = proposals.float().cpu() * scale
+        for m in self.methods:
+            result.maps[m][self.roi_layer] = _paste(cams[m].float().cpu(), result.proposals, size)
+
+
+class DetectionExplainer(_ExplainerBase):
     """Grad-CAM / Grad-CAM++ maps for the detections of a torchvision detector.
 
     The detector is borrowed: eval mode during a call, every flag restored afterwards, no hook
@@ -714,6 +781,7 @@ class DetectionExplainer:
                 f"R-CNN); {type(detector).__name__} has none."
             )
         self.roi_cams = roi
+        self.roi_layer = ROI_LAYER
         self._adapter = _DetectorAdapter(detector, record_rois=roi, layers=self.layers)
         self._explainer = Explainer(
             self._adapter, [_PREFIX + n for n in self.layers], methods=self.methods
@@ -721,11 +789,6 @@ class DetectionExplainer:
         self._roi_explainer = (
             Explainer(_BoxHeadScorer(rh), "input", methods=self.methods) if roi else None
         )
-
-    @property
-    def result_layers(self) -> list[str]:
-        """The keys of the results' maps: the layers, then :data:`ROI_LAYER` with RoI maps."""
-        return [*self.layers, *([ROI_LAYER] if self.roi_cams else [])]
 
     def _device(self) -> torch.device:
         p = next(self.detector.parameters(), None)
@@ -785,27 +848,13 @@ class DetectionExplainer:
         size: tuple[int, int], resized: tuple[int, int], padded: tuple[int, int],
     ) -> DetectionResult:
         det = output[0]
-        result = DetectionResult(
-            boxes=det["boxes"][keep].detach().float().cpu(),
-            labels=det["labels"][keep].detach().cpu(),
-            scores=det["scores"][keep].detach().float().cpu(),
-            image_size=size,
-            layers=self.result_layers,
-            methods=list(self.methods),
-            class_names=self.class_names,
+        result = self._new_result(
+            det["boxes"][keep], det["labels"][keep], det["scores"][keep], explanation, size,
+            resized, padded,
         )
-        for m in self.methods:
-            result.maps[m] = {
-                n: _to_original(explanation.cams[m][_PREFIX + n], resized, padded, size).cpu()
-                for n in self.layers
-            }
         if self.roi_cams:
             self._roi_maps(result, keep, resized, size)
         return result
-
-    def explain(self, images: Sequence[torch.Tensor]) -> list[DetectionResult]:
-        """Explain several images (one forward and one backward each)."""
-        return [self(im) for im in images]
 
     def _roi_maps(
         self, result: DetectionResult, keep: torch.Tensor, resized: tuple[int, int],
@@ -814,9 +863,7 @@ class DetectionExplainer:
         rec = self._adapter.record
         k = int(keep.numel())
         if k == 0 or rec is None:
-            for m in self.methods:
-                result.maps[m][ROI_LAYER] = torch.zeros((0, *size))
-            result.proposals = torch.zeros((0, 4))
+            self._set_roi_maps(result, None, None, resized, size)
             return
         assert isinstance(rec, _RoIRecord)
         index = self._adapter.index
@@ -834,13 +881,8 @@ class DetectionExplainer:
         explanation, _ = self._roi_explainer.explain_scores(
             rec.pooled[index.to(rec.pooled.device)], score_fn, upsample=False
         )
-        scale = torch.tensor([size[1] / resized[1], size[0] / resized[0]] * 2)
-        proposals = rec.proposals[index].float().cpu() * scale
-        result.proposals = proposals
-        for m in self.methods:
-            result.maps[m][ROI_LAYER] = _paste(
-                explanation.cams[m]["input"].float().cpu(), proposals, size
-            )
+        cams = {m: explanation.cams[m]["input"] for m in self.methods}
+        self._set_roi_maps(result, cams, rec.proposals[index], resized, size)
 
 
 def explain_detection_batch(

@@ -55,9 +55,8 @@ from torch import nn
 from lightning_cam.detection.adapter import (
     DetectionResult,
     _check_image,
-    _paste,
+    _ExplainerBase,
     _select,
-    _to_original,
     check_selection,
     find_wrapped,
 )
@@ -455,7 +454,7 @@ def _resized_size(height: int, width: int, short: int, longest: int) -> tuple[in
     return int(newh + 0.5), int(neww + 0.5)
 
 
-class Detectron2Explainer:
+class Detectron2Explainer(_ExplainerBase):
     """Grad-CAM / Grad-CAM++ maps for the detections of a detectron2 detector.
 
     The same interface as :class:`~lightning_cam.detection.DetectionExplainer`: ``explainer(image)``
@@ -491,6 +490,8 @@ class Detectron2Explainer:
         ValueError: Unknown layer or method, a per-proposal or proposal-generator layer,
             ``roi_cams`` without supported RoI heads, bad ``score_threshold`` / ``top_k``.
     """
+
+    _prefix = _PREFIX
 
     def __init__(
         self,
@@ -576,11 +577,6 @@ class Detectron2Explainer:
             if self._roi_scorer is not None else None
         )
 
-    @property
-    def result_layers(self) -> list[str]:
-        """The keys of the results' maps: the layers, then :attr:`roi_layer` with RoI maps."""
-        return [*self.layers, *([self.roi_layer] if self.roi_cams else [])]
-
     def _device(self) -> torch.device:
         p = next(self.model.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
@@ -635,29 +631,15 @@ class Detectron2Explainer:
             explanation, output = self._explainer.explain_scores(x, score_fn, upsample=False)
             keep = chosen["keep"]
             inst = output[0]["instances"]
-            result = DetectionResult(
-                boxes=inst.pred_boxes.tensor[keep].detach().float().cpu(),
-                labels=inst.pred_classes[keep].detach().long().cpu(),
-                scores=inst.scores[keep].detach().float().cpu(),
-                image_size=size,
-                layers=self.result_layers,
-                methods=list(self.methods),
-                class_names=self.class_names,
+            result = self._new_result(
+                inst.pred_boxes.tensor[keep], inst.pred_classes[keep], inst.scores[keep],
+                explanation, size, resized, padded,
             )
-            for m in self.methods:
-                result.maps[m] = {
-                    n: _to_original(explanation.cams[m][_PREFIX + n], resized, padded, size).cpu()
-                    for n in self.layers
-                }
             if self.roi_cams:
                 self._roi_maps(result, keep, resized, size)
         finally:
             self._adapter.record = None
         return result
-
-    def explain(self, images: Sequence[torch.Tensor]) -> list[DetectionResult]:
-        """Explain several images (one forward and one backward each)."""
-        return [self(im) for im in images]
 
     def _roi_maps(
         self, result: DetectionResult, keep: torch.Tensor, resized: tuple[int, int],
@@ -666,9 +648,7 @@ class Detectron2Explainer:
         rec = self._adapter.record
         k = int(keep.numel())
         if k == 0 or rec is None:
-            for m in self.methods:
-                result.maps[m][self.roi_layer] = torch.zeros((0, *size))
-            result.proposals = torch.zeros((0, 4))
+            self._set_roi_maps(result, None, None, resized, size)
             return
         index = rec.kept[keep.to(rec.kept.device)]
         labels = result.labels.to(rec.pooled.device)
@@ -682,14 +662,10 @@ class Detectron2Explainer:
         explanation, _ = self._roi_explainer.explain_scores(
             rec.pooled[index.to(rec.pooled.device)], score_fn, upsample=False
         )
-        scale = torch.tensor([size[1] / resized[1], size[0] / resized[0]] * 2)
-        proposals = rec.proposals[index.to(rec.proposals.device)].float().cpu() * scale
-        result.proposals = proposals
         assert self._roi_scorer is not None
-        for m in self.methods:
-            result.maps[m][self.roi_layer] = _paste(
-                explanation.cams[m][self._roi_scorer.layer].float().cpu(), proposals, size
-            )
+        cams = {m: explanation.cams[m][self._roi_scorer.layer] for m in self.methods}
+        proposals = rec.proposals[index.to(rec.proposals.device)]
+        self._set_roi_maps(result, cams, proposals, resized, size)
 
 
 def explain_detectron2_batch(
