@@ -15,6 +15,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.optional import require
+
 RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 
@@ -76,7 +78,7 @@ def test_floors_and_ours_run_and_render(bench: ModuleType) -> None:
 
 def test_peers_agree_with_ours_on_a_relu_model(bench: ModuleType) -> None:
     for module in ("pytorch_grad_cam", "captum", "torchcam"):
-        pytest.importorskip(module)
+        require(module, "pip install -e '.[bench]' installs the peer libraries")
     _, rows = _rows(bench)
     by = {r["key"]: r for r in rows}
     assert all("median" in r for r in rows), [r for r in rows if "median" not in r]

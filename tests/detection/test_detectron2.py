@@ -4,13 +4,12 @@ Faster R-CNN R50-C4 (VOC) and RetinaNet R50-FPN (COCO) are built from detectron2
 configs with random (seeded) weights; maps are checked against an independent computation with
 the model's own forward (detections, RoI proposal, FPN level), and the model is checked to be
 untouched afterwards. Skipped when detectron2 is not installed, unless
-``LIGHTNING_CAM_REQUIRE_DETECTRON2=1`` (``make test``, CI), which turns the skip into a failure.
+``LIGHTNING_CAM_REQUIRE_OPTIONAL=1`` (``make test``, CI), which turns the skip into a failure.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from typing import Any
@@ -25,6 +24,7 @@ from lightning_cam.detection import detectron2 as d2x
 from lightning_cam.detection.adapter import _paste, _select, _to_original
 from lightning_cam.methods import combine, gradcam_weights, gradcampp_weights, normalize_maps
 from lightning_cam.methods import upsample as upsample_maps
+from tests.optional import require
 
 C4 = "PascalVOC-Detection/faster_rcnn_R_50_C4.yaml"
 RETINA = "COCO-Detection/retinanet_R_50_FPN_3x.yaml"
@@ -41,14 +41,7 @@ CLS_SUBNET = [f"head.cls_subnet.{i}" for i in range(8)]
 
 @pytest.fixture(scope="module")
 def d2() -> Any:
-    try:
-        import detectron2
-    except ImportError:
-        if os.environ.get("LIGHTNING_CAM_REQUIRE_DETECTRON2") == "1":
-            pytest.fail("LIGHTNING_CAM_REQUIRE_DETECTRON2=1 but detectron2 is not installed: "
-                        "run scripts/install_detectron2.sh")
-        pytest.skip("detectron2 is not installed (scripts/install_detectron2.sh installs it)")
-    return detectron2
+    return require("detectron2", "scripts/install_detectron2.sh installs it")
 
 
 def _build(config: str, opts: list[str]) -> tuple[Any, Any]:
