@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # The tests also compare the maps with the CAM libraries of the `bench` extra (same formulas).
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,bench]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,bench,integrations]'
 	@rm -f $(VENV)/.installed-test-*
 	@touch $@
 
