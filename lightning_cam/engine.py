@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import sys
 import threading
 import warnings
 import weakref
@@ -34,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
 from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
@@ -47,7 +45,13 @@ from lightning_cam.targets import (
     extract_logits,
     normalize_target,
 )
-from lightning_cam.wrappers import eager_forward, opaque_modules, script_ancestor, unwrap
+from lightning_cam.wrappers import (
+    eager_forward,
+    in_reentrant_checkpoint,
+    opaque_modules,
+    script_ancestor,
+    unwrap,
+)
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -175,19 +179,6 @@ def borrowed(model: nn.Module) -> Iterator[None]:
                 m.training = True
 
 
-_REENTRANT_CHECKPOINT = (torch.utils.checkpoint.CheckpointFunction.forward.__code__,)
-
-
-def _in_reentrant_checkpoint(depth: int = 64) -> bool:
-    """Whether the caller runs inside ``torch.utils.checkpoint(..., use_reentrant=True)``."""
-    frame = sys._getframe(1)
-    while frame is not None and depth > 0:
-        if frame.f_code in _REENTRANT_CHECKPOINT:
-            return True
-        frame, depth = frame.f_back, depth - 1  # type: ignore[assignment]
-    return False
-
-
 class LayerCapture:
     """Hooks some layers of a model for one forward pass and records their outputs.
 
@@ -234,7 +225,7 @@ class LayerCapture:
                     "for it)"
                 )
                 return None
-            if not torch.is_grad_enabled() and _in_reentrant_checkpoint():
+            if not torch.is_grad_enabled() and in_reentrant_checkpoint():
                 self.in_reentrant_checkpoint.add(name)
             act = output
             if self.detach and not act.requires_grad:
@@ -707,11 +698,13 @@ class Explainer:
             raise ValueError("The target's scores do not depend on the input images.")
         grads: list[torch.Tensor | None] = []
         if acts:
-            grads = _grad(scores, acts, batched, retain=guided)
+            with self._reentrant_checkpoint_refused(f"the layer(s) {fwd.names}"):
+                grads = _grad(scores, acts, batched, retain=guided)
         gb: torch.Tensor | None = None
         if guided:
             fwd.switch.guided = True
-            (gin,) = _grad(scores, [fwd.x], batched, retain=False)
+            with self._reentrant_checkpoint_refused("the input"):
+                (gin,) = _grad(scores, [fwd.x], batched, retain=False)
             if gin is None:
                 raise ValueError("The target's scores do not depend on the input images.")
             gb = gin.float()
@@ -731,6 +724,23 @@ class Explainer:
         if unused:
             raise ValueError(self._unused_message(fwd, unused))
         return out, gb
+
+    @contextmanager
+    def _reentrant_checkpoint_refused(self, start: str) -> Iterator[None]:
+        """Turn torch's refusal to ``autograd.grad`` through a reentrant checkpoint into ours."""
+        try:
+            yield
+        except RuntimeError as err:
+            if "use_reentrant=True" not in str(err):
+                raise
+            raise ValueError(
+                f"Between {start} and the output, {type(unwrap(self.model)).__name__} runs a "
+                "reentrant activation checkpoint (torch.utils.checkpoint.checkpoint(..., "
+                "use_reentrant=True)), which torch cannot differentiate with "
+                "torch.autograd.grad (lightning-cam's backward: it never writes param.grad). "
+                "Choose a layer after the checkpointed segment, or checkpoint with "
+                "use_reentrant=False (supported, guided backprop included)."
+            ) from err
 
     @staticmethod
     def _unused_message(fwd: _Pass, names: list[str]) -> str:

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from lightning_cam.wrappers import in_reentrant_checkpoint
+
 
 class GuidedSwitch:
     """Selects the backward rule of the ReLUs recorded under a :class:`GuidedReLUMode`.
@@ -212,9 +214,8 @@ class GuidedReLUMode(TorchFunctionMode):
             w.r.t. parameters.
 
     Attributes:
-        unrecorded_relus: ReLUs seen with autograd recording off although their input requires
-            grad (inside a reentrant activation checkpoint, whose backward re-runs them without
-            the guided rule).
+        unrecorded_relus: ReLUs seen inside a reentrant activation checkpoint, whose forward
+            records no graph and whose backward re-runs them without the guided rule.
     """
 
     def __init__(self, switch: GuidedSwitch, inputs_only: bool = False) -> None:
@@ -244,10 +245,11 @@ class GuidedReLUMode(TorchFunctionMode):
         spec = _relu_spec(func, args, kwargs)
         if spec is not None:
             x, lo, hi, inplace = spec
-            if isinstance(x, torch.Tensor) and x.requires_grad:
-                if not torch.is_grad_enabled():
+            if not torch.is_grad_enabled():
+                if in_reentrant_checkpoint():
                     self.unrecorded_relus += 1
-                elif _in_checkpoint():
+            elif isinstance(x, torch.Tensor) and x.requires_grad:
+                if _in_checkpoint():
                     out = func(*args, **kwargs)
                     if isinstance(out, torch.Tensor) and out.requires_grad:
                         out.register_hook(_guided_grad_hook(self.switch))

@@ -28,10 +28,12 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 _PARALLEL: tuple[type[nn.Module], ...] = (nn.DataParallel, nn.parallel.DistributedDataParallel)
@@ -122,3 +124,17 @@ def script_ancestor(model: nn.Module, layer: nn.Module) -> str | None:
         ):
             return name
     return None
+
+
+_REENTRANT_CHECKPOINT = (torch.utils.checkpoint.CheckpointFunction.forward.__code__,)
+
+
+def in_reentrant_checkpoint(depth: int = 64) -> bool:
+    """Whether the caller runs inside ``torch.utils.checkpoint(..., use_reentrant=True)``, whose
+    segment records no autograd graph and is re-run, out of reach, in the backward."""
+    frame = sys._getframe(1)
+    while frame is not None and depth > 0:
+        if frame.f_code in _REENTRANT_CHECKPOINT:
+            return True
+        frame, depth = frame.f_back, depth - 1  # type: ignore[assignment]
+    return False
