@@ -16,8 +16,8 @@ serves the ordinary backward (CAMs) and the guided one.
 Example:
     >>> import torch, torchvision
     >>> model = torchvision.models.resnet18(weights=None)
-    >>> result = explain(model, torch.rand(2, 3, 64, 64), methods=("gradcam", "gradcam++"),
-    ...                  guided_gradcam=True)
+    >>> explainer = Explainer(model, methods=("gradcam", "gradcam++"), guided_gradcam=True)
+    >>> result = explainer(torch.rand(2, 3, 64, 64))
     >>> result.cams["gradcam"]["layer4"].shape, result.guided.shape
     (torch.Size([2, 64, 64]), torch.Size([2, 3, 64, 64]))
 """
@@ -217,13 +217,6 @@ class LayerCapture:
                 return None
             if output.dim() < 3:
                 self.bad_outputs[name] = f"shape {tuple(output.shape)}"
-                return None
-            if output.shape[2:].numel() == 1:
-                self.bad_outputs[name] = (
-                    f"shape {tuple(output.shape)}: a 1 x 1 map has no spatial extent to "
-                    "explain (the layer comes after a global pooling, or the input is too small "
-                    "for it)"
-                )
                 return None
             if not torch.is_grad_enabled() and in_reentrant_checkpoint():
                 self.in_reentrant_checkpoint.add(name)
@@ -788,10 +781,17 @@ class Explainer:
             if n in capture.bad_outputs:
                 raise ValueError(
                     f"Layer {n!r} outputs {capture.bad_outputs[n]}, not a spatial feature map "
-                    "(B, C, h, w) with h * w > 1; choose an earlier convolutional layer (or "
-                    "None for the default)."
+                    "(B, C, h, w); choose a convolutional layer (or None for the default)."
                 )
-            if not capture.activations[n]:
+            acts = capture.activations[n]
+            if acts and all(a.shape[2:].numel() == 1 for a in acts):
+                raise ValueError(
+                    f"Layer {n!r} outputs shape {tuple(acts[0].shape)}: a 1 x 1 map has no "
+                    "spatial extent to explain (the layer comes after a global pooling, or the "
+                    "input is too small for it); choose an earlier convolutional layer (or None "
+                    "for the default)."
+                )
+            if not acts:
                 script = script_ancestor(model, get_layer(model, n))
                 if script is not None:
                     where = f"{script!r} is" if script else "the model is"
