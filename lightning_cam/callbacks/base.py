@@ -291,12 +291,12 @@ class CAMCallback(CallbackBase):
         )
 
     def _on_run_end(self, trainer: Any, pl_module: Any, prefix: str) -> None:
-        if trainer.sanity_checking or not self._due(trainer, prefix):
+        if trainer.sanity_checking:
             return
-        if not trainer.is_global_zero:
-            return  # rank zero alone computes and logs; nothing here waits on another rank
         probes = self.probe_set(self.task.state_name)
-        probes.finish(self.task.assemble)
+        probes.finish(self.task.assemble)  # fixed after the first run, logged or not
+        if not self._due(trainer, prefix) or not trainer.is_global_zero:
+            return  # rank zero alone computes and logs; nothing here waits on another rank
         if probes.data is None:
             self._warn_once("noprobe", "no validation batch reached the callback, nothing to log.")
             return
@@ -350,9 +350,7 @@ class CAMCallback(CallbackBase):
         loggers = list(getattr(trainer, "loggers", []) or [])
         sinks = [sink_for(logger) for logger in loggers]
         for sink in sinks:
-            if pictures and sink.takes_images:
-                sink.log_images(pictures, step)
-            sink.log_scalars(scalars, step)
+            sink.log(pictures, scalars, step)
         if pictures and not any(sink.takes_images for sink in sinks):
             root = png_root(trainer)
             PNGFolderSink(root).log_images(pictures, step)

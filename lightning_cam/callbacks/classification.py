@@ -127,6 +127,10 @@ class LogitsOf(nn.Module):
         return self.read(self.model(x))
 
 
+def _shown(x: torch.Tensor) -> str:
+    return f"{tuple(x.shape)} {str(x.dtype).replace('torch.', '')}"
+
+
 def _device(pl_module: Any) -> torch.device:
     device = getattr(pl_module, "device", None)
     return device if isinstance(device, torch.device) else torch.device("cpu")
@@ -224,6 +228,8 @@ class ClassificationTask(TaskStrategy):
             self._check_model(trainer, pl_module, x)
             self._checked.add(model_key)
         if validation and not self._batch_checked:
+            if not x.is_floating_point():
+                self._check_integer_images(pl_module, x, _shown(x))
             self._check_batch(trainer, pl_module, parts, images)
             self._batch_checked = True
 
@@ -234,7 +240,7 @@ class ClassificationTask(TaskStrategy):
 
     def _check_model(self, trainer: Any, pl_module: Any, x: torch.Tensor) -> None:
         who, opts = self._who(), self.options
-        shown = f"{tuple(x.shape)} {str(x.dtype).replace('torch.', '')}"
+        shown = _shown(x)
         if not x.is_floating_point():
             self._check_integer_images(pl_module, x, shown)
         xf = self.model_images(x)

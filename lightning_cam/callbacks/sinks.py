@@ -68,6 +68,14 @@ class ImageSink:
         if scalars:
             self.logger.log_metrics(dict(scalars), step=step)
 
+    def log(
+        self, pictures: Mapping[str, np.ndarray], scalars: Mapping[str, float], step: int
+    ) -> None:
+        """Write one run's pictures (when :attr:`takes_images`) and scalars."""
+        if pictures and self.takes_images:
+            self.log_images(pictures, step)
+        self.log_scalars(scalars, step)
+
 
 class DisabledSink(ImageSink):
     """Lightning's ``DummyLogger`` (``fast_dev_run``, loggers switched off for a run): nothing
@@ -128,16 +136,26 @@ class TensorBoardSink(ImageSink):
 
 
 class WandbSink(ImageSink):
-    """``WandbLogger``: ``wandb.Image`` media through ``logger.log_image`` (files under the run
-    directory's ``files/media/images``)."""
+    """``WandbLogger``: one ``wandb.Image`` per tag (files under the run directory's
+    ``files/media/images``), a run's pictures and scalars in one history row with
+    ``trainer/global_step``."""
 
     @classmethod
     def accepts(cls, logger: Any) -> bool:
         return is_lightning_logger(logger, "WandbLogger")
 
     def log_images(self, pictures: Mapping[str, np.ndarray], step: int) -> None:
-        for tag, picture in pictures.items():
-            self.logger.log_image(key=tag, images=[picture], step=step)
+        self.log(pictures, {}, step)
+
+    def log(
+        self, pictures: Mapping[str, np.ndarray], scalars: Mapping[str, float], step: int
+    ) -> None:
+        import wandb  # the logger's own package
+
+        row: dict[str, Any] = {tag: wandb.Image(pic) for tag, pic in pictures.items()}
+        row.update(scalars)
+        if row:
+            self.logger.log_metrics(row, step=step)
 
 
 _MLFLOW_KEY = re.compile(r"[^A-Za-z0-9_\-./ ]")
