@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import math
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -151,9 +152,12 @@ class ClassificationTask(TaskStrategy):
 
     def __init__(self, callback: CAMCallback) -> None:
         super().__init__(callback)
-        self._layers: dict[int, list[str]] = {}
-        self._readers: dict[int, tuple[Reader, str]] = {}
-        self._checked: set[int] = set()
+        # per module (weakly: a module's id may be reused by another one after it is freed)
+        self._layers: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
+        self._readers: weakref.WeakKeyDictionary[Any, tuple[Reader, str]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._checked: weakref.WeakSet[Any] = weakref.WeakSet()
         self._batch_checked = False
         self._scalars = render.MetricScalars()
 
@@ -179,7 +183,7 @@ class ClassificationTask(TaskStrategy):
             num = self.num_classes(trainer, pl_module)
             if num is not None and int(opts.target) >= num:
                 raise misconf("target", opts.target, f"a class id in 0..{num - 1}")
-        self._checked.discard(id(pl_module))
+        self._checked.discard(pl_module)
 
     def _who(self) -> str:
         return type(self.callback).__name__
@@ -201,7 +205,7 @@ class ClassificationTask(TaskStrategy):
         return images if images.is_floating_point() else images.float()
 
     def reader(self, pl_module: Any) -> Reader:
-        found = self._readers.get(id(pl_module))
+        found = self._readers.get(pl_module)
         if found is None:
             raise MisconfigurationException(  # pragma: no cover - check() runs first
                 f"{self._who()}: the module's output was not checked yet"
@@ -223,10 +227,9 @@ class ClassificationTask(TaskStrategy):
         images = parts["image"]
         assert isinstance(images, torch.Tensor)
         x = images[:2].detach()
-        model_key = id(pl_module)
-        if model_key not in self._checked:
+        if pl_module not in self._checked:
             self._check_model(trainer, pl_module, x)
-            self._checked.add(model_key)
+            self._checked.add(pl_module)
         if validation and not self._batch_checked:
             if not x.is_floating_point():
                 self._check_integer_images(pl_module, x, _shown(x))
@@ -283,7 +286,7 @@ class ClassificationTask(TaskStrategy):
             )
         if value.dim() == 2 and isinstance(opts.target, int) and opts.target >= value.shape[1]:
             raise misconf("target", opts.target, f"a class id in 0..{value.shape[1] - 1}")
-        self._readers[id(pl_module)] = (read, where)
+        self._readers[pl_module] = (read, where)
         layers = self.layers(pl_module, xf)
         try:
             with _rng(_device(pl_module)):
@@ -385,12 +388,11 @@ class ClassificationTask(TaskStrategy):
         """This callback's layers: ``layer``, or the default layer of ``pl_module``."""
         if self.options.layer is not None:
             return self.options.layer
-        key = id(pl_module)
-        if key not in self._layers:
+        if pl_module not in self._layers:
             with borrowed(pl_module), torch.inference_mode(False), _rng(_device(pl_module)):
                 x = self.model_images(images[:1].detach().clone()).to(_device(pl_module))
-                self._layers[key] = [default_layer(pl_module, x)]
-        return self._layers[key]
+                self._layers[pl_module] = [default_layer(pl_module, x)]
+        return self._layers[pl_module]
 
     def share_key(self) -> Hashable:
         o = self.options
@@ -443,9 +445,9 @@ class ClassificationTask(TaskStrategy):
             if precision is not None and hasattr(precision, "forward_context")
             else contextlib.nullcontext()
         )
-        if id(pl_module) not in self._readers:
+        if pl_module not in self._readers:
             self._check_model(trainer, pl_module, probes["image"][:2])
-            self._checked.add(id(pl_module))
+            self._checked.add(pl_module)
         read = self.reader(pl_module)
         ids = self._target_ids(probes)
         # Guided gradients are shown for the first num_samples probes only: the images that
@@ -474,7 +476,7 @@ class ClassificationTask(TaskStrategy):
         pictures = render.render_grids(opts, probes, result, layers, names) if opts.kinds else {}
         scalars: dict[str, float] = {}
         if opts.metrics:
-            read = self._readers.get(id(pl_module))
+            read = self._readers.get(pl_module)
             model = pl_module if read is None or read[1] == "the output tensor" else LogitsOf(
                 pl_module, read[0]
             )
