@@ -110,6 +110,14 @@ def _tensorboard_png(tag: str, picture: np.ndarray) -> Any:
     return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
+def _is_summary_writer(obj: Any) -> bool:
+    return any(
+        c.__name__ == "SummaryWriter"
+        and c.__module__.startswith(("torch.utils.tensorboard", "tensorboardX"))
+        for c in type(obj).__mro__
+    )
+
+
 class TensorBoardSink(ImageSink):
     """``TensorBoardLogger``: image summaries in the run's event file."""
 
@@ -197,6 +205,17 @@ class LogImageSink(ImageSink):
             self.logger.log_image(key=tag, images=[picture], step=step)
 
 
+class SummaryWriterSink(TensorBoardSink):
+    """Any other logger whose ``experiment`` is torch's or tensorboardX's ``SummaryWriter``
+    (custom TensorBoard loggers)."""
+
+    @classmethod
+    def accepts(cls, logger: Any) -> bool:
+        if is_lightning_logger(logger, "CSVLogger"):
+            return False
+        return _is_summary_writer(getattr(logger, "experiment", None))
+
+
 class ScalarSink(ImageSink):
     """A logger that takes no pictures (``CSVLogger``, ...): scalars only."""
 
@@ -239,6 +258,7 @@ SINKS: list[type[ImageSink]] = [
     WandbSink,
     MLflowSink,
     LogImageSink,
+    SummaryWriterSink,
 ]
 
 

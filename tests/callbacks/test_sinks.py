@@ -87,3 +87,53 @@ def test_sinks_pick_by_logger_class(name: str) -> None:
     logger = DummyLogger() if name == "DummyLogger" else getattr(loggers, name)("/tmp/x")
     assert type(sink_for(logger)) is {"DummyLogger": DisabledSink,
                                       "TensorBoardLogger": TensorBoardSink}[name]
+
+
+def test_a_custom_tensorboard_logger_gets_the_pictures(tmp_path: Any) -> None:
+    """A logger of the user's own whose experiment is a SummaryWriter (duck-typed)."""
+    from pytorch_lightning.loggers.logger import Logger
+    from torch.utils.tensorboard import SummaryWriter
+
+    from tests.callbacks.helpers import image_events
+
+    class MyLogger(Logger):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writer = SummaryWriter(str(tmp_path / "mine"))
+
+        @property
+        def experiment(self) -> Any:
+            return self.writer
+
+        name = "mine"
+        version = "0"
+
+        def log_metrics(self, metrics: Any, step: Any = None) -> None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, v, step)
+
+        def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def finalize(self, status: str) -> None:
+            self.writer.flush()
+
+    train, val = loaders()
+    logger = MyLogger()
+    make_trainer(tmp_path, [lc.GradCAMCallback(layer="backbone")], logger=logger).fit(
+        make_module_cls()(), train, val
+    )
+    logger.writer.flush()
+    assert "gradcam/backbone/overlay" in image_events(str(tmp_path / "mine"))
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_importing_the_callbacks_needs_no_wandb_or_mlflow() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, lightning_cam, lightning_cam.callbacks; "
+            "print(sorted(m for m in ('wandb', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]"
