@@ -224,7 +224,16 @@ class DetectionTask(TaskStrategy):
                 "other layouts."
             )
         images, targets = parts
-        return capture(images, targets, len(images))
+        # references only: the probe set copies the samples it keeps
+        return [
+            (
+                image,
+                {k: v for k, v in targets[i].items() if isinstance(v, torch.Tensor)}
+                if targets is not None and isinstance(targets[i], dict)
+                else None,
+            )
+            for i, image in enumerate(images)
+        ]
 
     def check(self, trainer: Any, pl_module: Any, batch: Any, validation: bool) -> None:
         if validation:
