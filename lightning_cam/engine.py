@@ -34,7 +34,16 @@ from torch import nn
 
 from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
 from lightning_cam.layers import LayerSpec, default_layer, get_layer, resolve_layers
-from lightning_cam.methods import METHODS, combine, method_name, normalize_maps, upsample
+from lightning_cam.methods import (
+    METHODS,
+    LayerPass,
+    Method,
+    check_fuse,
+    fuse_maps,
+    method_name,
+    normalize_maps,
+    upsample,
+)
 from lightning_cam.targets import ClassTarget, TargetSpec, as_target, extract_logits
 
 
@@ -52,6 +61,7 @@ class Explanation:
         class_ids: The class ids ``(B,)`` explained for class targets, else ``None``.
         logits: The class logits ``(B, num_classes)`` (detached) when the output has them.
         layers: Dotted names of the layers explained.
+        fused: ``fused[method]``: the layers' maps fused into one (``fuse=`` given), ``(B, H, W)``.
     """
 
     cams: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -61,6 +71,7 @@ class Explanation:
     class_ids: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     layers: list[str] = field(default_factory=list)
+    fused: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def cam(self, method: str = "gradcam", layer: str | None = None) -> torch.Tensor:
         """Return one map batch; ``layer=None`` means the only (or first) layer."""
@@ -98,6 +109,7 @@ def concat_explanations(parts: Sequence[Explanation]) -> Explanation:
         class_ids=cat([p.class_ids for p in parts]),
         logits=cat([p.logits for p in parts]),
         layers=list(first.layers),
+        fused={m: torch.cat([p.fused[m] for p in parts]) for m in first.fused},
     )
 
 
@@ -281,8 +293,8 @@ def _grad(
 
 
 def _layer_map(
-    pairs: list[tuple[torch.Tensor, torch.Tensor]],
-    weight_fn: Any,
+    jobs: list[LayerPass],
+    method: Method,
     size: tuple[int, ...] | None,
 ) -> torch.Tensor:
     """Un-normalised map of one layer: one CAM per call of the layer, resized and summed.
@@ -291,9 +303,15 @@ def _layer_map(
     calls that did not influence the score have zero gradient and add nothing. Without ``size``
     the maps are summed at the first call's resolution.
     """
+    if len(jobs) > 1 and method.kind == "perturbation":
+        raise ValueError(
+            f"method {method.name!r} perturbs one layer output, but layer {jobs[0].layer!r} is "
+            f"called {len(jobs)} times per forward; choose a layer called once (or a gradient "
+            "method, which sums the calls)."
+        )
     total: torch.Tensor | None = None
-    for a, g in pairs:
-        cam = combine(a, weight_fn(a, g))
+    for job in jobs:
+        cam = method.layer_map(job)
         if total is None:
             total = upsample(cam, size) if size is not None else cam
         else:
@@ -309,8 +327,10 @@ class Explainer:
         model: Any image model ``(B, C, H, W) -> output``.
         layer: Dotted name, module, list of either, or ``None`` for the default layer (see
             :func:`lightning_cam.layers.default_layer`).
-        methods: CAM methods to compute (``"gradcam"``, ``"gradcam++"``; see
-            :data:`lightning_cam.methods.METHODS`).
+        methods: CAM methods to compute, any mix of :data:`lightning_cam.methods.METHODS`
+            (``"gradcam"``, ``"layercam"``, ``"eigencam"``, ``"scorecam"`` ...). Gradient methods
+            share the one forward and the one backward; activation methods need no backward
+            (with only those, none runs); perturbation methods add their own batched forwards.
         guided_backprop: Also compute guided backprop gradients.
         guided_gradcam: Also compute guided Grad-CAM for every method and layer (implies guided
             backprop).
@@ -318,6 +338,9 @@ class Explainer:
             whole batch at once). Peak memory then scales with ``max_batch`` instead of the
             batch: worth it for guided backprop of large batches on small machines, where the
             backward must keep every activation of the network. Results are identical.
+            Perturbation methods also run at most this many inputs per extra forward.
+        fuse: ``None``, or ``"mean"`` / ``"max"`` / ``"product"``: also fuse each method's maps
+            of the given layers into one (``Explanation.fused[method]``), from the same pass.
 
     Example:
         >>> import torch, torchvision
@@ -336,6 +359,7 @@ class Explainer:
         guided_backprop: bool = False,
         guided_gradcam: bool = False,
         max_batch: int | None = None,
+        fuse: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -343,6 +367,9 @@ class Explainer:
             methods = (methods,)
         self.model = model
         self.methods = list(dict.fromkeys(method_name(m) for m in methods))
+        self.fuse = check_fuse(fuse)
+        # Only gradient methods (and guided backprop) need the backward; see _forward.
+        self._needs_grad = any(METHODS[m].needs_backward for m in self.methods)
         self.layers = resolve_layers(model, layer)
         self.guided_backprop = bool(guided_backprop or guided_gradcam)
         self.guided_gradcam = bool(guided_gradcam)
@@ -409,23 +436,62 @@ class Explainer:
         with self._forward(images, target_fn) as fwd:
             self._check_scores(fwd.scores, images.shape[0])
             grads, gb = self._backward(fwd, batched=False)
-            pairs = {
+            ids = target_fn.last_class_ids if isinstance(target_fn, ClassTarget) else None
+            try:
+                logits: torch.Tensor | None = extract_logits(fwd.output).detach()
+            except TypeError:
+                logits = None
+            jobs = {
                 n: [
-                    (a.detach().float(), g)
+                    self._job(n, a.detach().float(), g, fwd.x.detach(), ids, logits)
                     for a, g in zip(fwd.capture.activations[n], gs, strict=True)
                 ]
                 for n, gs in grads.items()
             }
             with torch.no_grad():
-                result = self._assemble(tuple(images.shape[2:]), pairs, gb, upsample)
+                result = self._assemble(tuple(images.shape[2:]), jobs, gb, upsample)
             result.scores = fwd.scores.detach().float()
-            if isinstance(target_fn, ClassTarget):
-                result.class_ids = target_fn.last_class_ids
-            try:
-                result.logits = extract_logits(fwd.output).detach()
-            except TypeError:
-                result.logits = None
+            result.class_ids = ids
+            result.logits = logits
             return result
+
+    def _job(
+        self,
+        layer: str,
+        a: torch.Tensor,
+        g: torch.Tensor | None,
+        x: torch.Tensor | None,
+        ids: torch.Tensor | None,
+        logits: torch.Tensor | None,
+    ) -> LayerPass:
+        """What a method gets for one layer call; the extra-pass tools only where the methods
+        need them (perturbation methods on class targets)."""
+        job = LayerPass(a, g, layer, self.model, x, ids, logits, self.max_batch)
+        if x is not None and any(METHODS[m].kind == "perturbation" for m in self.methods):
+            from lightning_cam.replay import PassTools
+
+            tools = PassTools(
+                self.model, layer, x, a, logits, lambda xs, cs: self._layer_gradients(layer, xs, cs)
+            )
+            job.forward_logits, job.replay = tools.forward_logits, tools.replay
+            job.layer_gradients = tools.layer_gradients
+        return job
+
+    def _layer_gradients(
+        self, layer: str, x: torch.Tensor, ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activations and class-score gradients of ``layer`` for other inputs (inside a
+        borrowed forward: eval mode is set; runs one more forward + backward to the layer)."""
+        with ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            capture = stack.enter_context(LayerCapture(self.model, [layer], detach=True))
+            output = self.model(x.detach())
+            capture.close()
+            with torch.enable_grad():
+                scores = ClassTarget(ids)(output)
+            (a,) = capture.activations[layer][:1]
+            (g,) = _grad(scores, [a], batched=False, retain=False)
+        return a.detach().float(), g.float()
 
     def explain_scores(
         self,
@@ -488,19 +554,26 @@ class Explainer:
                     empty.cams[m] = {n: images.new_zeros((0, *size)).float() for n in fwd.names}
                 return empty, output
             grads, gb = self._backward(fwd, batched=True)
-            pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+            jobs: dict[str, list[LayerPass]] = {}
             rows = torch.arange(k)
             for n, gs in grads.items():
-                pairs[n] = []
+                jobs[n] = []
                 for a, g in zip(fwd.capture.activations[n], gs, strict=True):
                     dev = a.device
-                    pairs[n].append(
-                        (a.detach().float()[index.to(dev)], g[rows.to(dev), index.to(dev)])
+                    jobs[n].append(
+                        self._job(
+                            n,
+                            a.detach().float()[index.to(dev)],
+                            None if g is None else g[rows.to(dev), index.to(dev)],
+                            None,
+                            None,
+                            None,
+                        )
                     )
             if gb is not None:
                 gb = gb[rows.to(gb.device), index.to(gb.device)]
             with torch.no_grad():
-                result = self._assemble(tuple(images.shape[2:]), pairs, gb, upsample)
+                result = self._assemble(tuple(images.shape[2:]), jobs, gb, upsample)
             result.scores = scores.detach().float()
             return result, output
 
@@ -515,7 +588,9 @@ class Explainer:
             names = self._layer_names(images) if self._needs_layers else []
             x = images.detach().clone() if (images.is_inference() or guided) else images.detach()
             switch = GuidedSwitch(False)
-            capture = stack.enter_context(LayerCapture(model, names, detach=not guided))
+            capture = stack.enter_context(
+                LayerCapture(model, names, detach=self._needs_grad and not guided)
+            )
             if guided:
                 x.requires_grad_(True)
                 stack.enter_context(torch.enable_grad())
@@ -531,7 +606,7 @@ class Explainer:
 
     def _backward(
         self, fwd: _Pass, batched: bool
-    ) -> tuple[dict[str, list[torch.Tensor]], torch.Tensor | None]:
+    ) -> tuple[dict[str, list[torch.Tensor | None]], torch.Tensor | None]:
         """Gradients of the scores w.r.t. every captured activation (and guided, the input).
 
         Not batched: of the summed scores (samples do not interact in eval mode), shaped like
@@ -540,6 +615,8 @@ class Explainer:
         guided = self.guided_backprop
         acts = [a for n in fwd.names for a in fwd.capture.activations[n]]
         scores = fwd.scores
+        if not self._needs_grad:
+            acts = []  # activation / perturbation methods only: no backward to the layers
         if acts and not scores.requires_grad:
             raise ValueError(
                 "The target's scores do not depend on the captured layers "
@@ -555,33 +632,46 @@ class Explainer:
             fwd.switch.guided = True
             (gin,) = _grad(scores, [fwd.x], batched, retain=False)
             gb = gin.float()
-        out: dict[str, list[torch.Tensor]] = {}
+            fwd.switch.guided = False  # later passes (perturbation methods) back-propagate normally
+        out: dict[str, list[torch.Tensor | None]] = {}
         it = iter(grads)
         for n in fwd.names:
-            out[n] = [next(it).float() for _ in fwd.capture.activations[n]]
+            out[n] = [next(it).float() if acts else None for _ in fwd.capture.activations[n]]
         return out, gb
 
     def _assemble(
         self,
         size: tuple[int, ...],
-        pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]],
+        jobs: dict[str, list[LayerPass]],
         gb: torch.Tensor | None,
         do_upsample: bool,
     ) -> Explanation:
-        names = list(pairs)
+        names = list(jobs)
         result = Explanation(layers=names, guided=gb)
         for m in self.methods:
-            weight_fn = METHODS[m]
+            method = METHODS[m]
             result.cams[m] = {}
             if self.guided_gradcam:
                 result.guided_cams[m] = {}
+            raws = []
             for n in names:
-                raw = _layer_map(pairs[n], weight_fn, size if do_upsample else None)
-                full = raw if do_upsample else _layer_map(pairs[n], weight_fn, size)
+                raw = _layer_map(jobs[n], method, size if do_upsample else None)
+                raws.append(raw)
                 result.cams[m][n] = normalize_maps(raw)
                 if self.guided_gradcam:
                     assert gb is not None
+                    full = raw
+                    if not do_upsample:  # one call: resize the map; several: sum resized calls
+                        full = (
+                            upsample(raw, size)
+                            if len(jobs[n]) == 1
+                            else _layer_map(jobs[n], method, size)
+                        )
                     result.guided_cams[m][n] = gb * normalize_maps(full)[:, None]
+            if self.fuse is not None:
+                common = size if do_upsample else max((tuple(r.shape[1:]) for r in raws),
+                                                      key=lambda s: torch.Size(s).numel())
+                result.fused[m] = fuse_maps(raws, self.fuse, common, method.fuse_scale)
         return result
 
     @staticmethod
