@@ -151,7 +151,8 @@ def first_component(x: torch.Tensor, sign_ref: torch.Tensor | None = None) -> to
     ``X`` ``(B, K, *spatial)`` is read as ``N = h*w`` samples of ``K`` features, centred over
     the positions; the map is ``(X - mean) @ v_1`` with ``v_1`` the first right singular vector.
     The sign of a singular vector is arbitrary (LAPACK picks one); here it is chosen so that the
-    map correlates positively with ``sign_ref`` ``(B, *spatial)`` (default: ``sum_k X^k``).
+    map correlates positively with ``sign_ref`` ``(B, *spatial)`` (default: ``sum_k X^k``); where
+    they do not correlate (a constant reference), so that the largest magnitude is positive.
 
     Returns:
         ``(B, *spatial)`` float32 projections (not ReLU'd).
@@ -165,7 +166,11 @@ def first_component(x: torch.Tensor, sign_ref: torch.Tensor | None = None) -> to
     proj = proj[..., 0]
     ref = (x.float().sum(dim=1) if sign_ref is None else sign_ref.float()).reshape(b, -1)
     ref = ref - ref.mean(dim=1, keepdim=True)
-    sign = torch.where((proj * ref).sum(dim=1, keepdim=True) < 0, -1.0, 1.0)
+    corr = (proj * ref).sum(dim=1, keepdim=True)
+    scale = proj.abs().sum(dim=1, keepdim=True) * ref.abs().amax(dim=1, keepdim=True)
+    tie = corr.abs() <= 1e-6 * scale
+    peak = proj.amax(dim=1, keepdim=True) + proj.amin(dim=1, keepdim=True)  # > 0: max wins
+    sign = torch.where(torch.where(tie, peak, corr) < 0, -1.0, 1.0)
     return (proj * sign).reshape(b, *spatial)
 
 
