@@ -655,18 +655,16 @@ class Explainer:
                 result.guided_cams[m] = {}
             raws = []
             for n in names:
-                raw = _layer_map(jobs[n], method, size if do_upsample else None)
+                raw = _layer_map(jobs[n], method, None)  # at the layer's resolution
                 raws.append(raw)
-                result.cams[m][n] = normalize_maps(raw)
+                full = raw
+                if do_upsample or self.guided_gradcam:
+                    # One call: resize its map; several calls: sum the resized calls.
+                    single = len(jobs[n]) == 1
+                    full = upsample(raw, size) if single else _layer_map(jobs[n], method, size)
+                result.cams[m][n] = normalize_maps(full if do_upsample else raw)
                 if self.guided_gradcam:
                     assert gb is not None
-                    full = raw
-                    if not do_upsample:  # one call: resize the map; several: sum resized calls
-                        full = (
-                            upsample(raw, size)
-                            if len(jobs[n]) == 1
-                            else _layer_map(jobs[n], method, size)
-                        )
                     result.guided_cams[m][n] = gb * normalize_maps(full)[:, None]
             if self.fuse is not None:
                 common = size if do_upsample else max((tuple(r.shape[1:]) for r in raws),

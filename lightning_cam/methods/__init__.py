@@ -144,7 +144,7 @@ register(Method(
 register(Method(
     "cam", "CAM", "activation",
     "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016",
-    cam_weights, title="CAM", aliases=("class-activation-map",),
+    cam_weights, title="CAM", aliases=("class-activation-map",), relu=False,
 ))
 register(Method(
     "scorecam", "ScoreCAM", "perturbation",

@@ -79,8 +79,10 @@ def classifier_weights(job: LayerPass) -> tuple[torch.Tensor, str]:
 def cam_weights(job: LayerPass) -> torch.Tensor:
     """CAM (Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016).
 
-    For a model ending in ``logits = W · GAP(A) + b``: ``L^c = ReLU(sum_k W[c, k] A^k)``. The
-    head is found and *checked* (the model's own logits must equal ``W · mean_ij A + b`` on this
+    For a model ending in ``logits = W · GAP(A) + b``: ``M_c = sum_k W[c, k] A^k`` (eq. 2), min-max
+    normalised as the paper shows it — *no* ReLU (negative evidence is the map's low end, not
+    clipped; Grad-CAM, which adds the ReLU, equals ``ReLU(M_c)`` on such models). The head is
+    found and *checked* (the model's own logits must equal ``W · mean_ij A + b`` on this
     batch), so a model with another head is refused instead of explained wrongly.
 
     Returns:

@@ -165,6 +165,8 @@ class Method:
         aliases: Other accepted spellings (case-insensitive).
         fuse_scale: How each layer's raw map is scaled before multi-layer fusion (``None``:
             min-max normalisation). LayerCAM registers its paper's ``tanh(2 M / max M)``.
+        relu: Clip the map at zero (every method but CAM, whose paper shows ``sum_k w_k A^k``
+            min-max normalised as is).
     """
 
     name: str
@@ -176,6 +178,7 @@ class Method:
     title: str = ""
     aliases: tuple[str, ...] = ()
     fuse_scale: Callable[[torch.Tensor], torch.Tensor] | None = None
+    relu: bool = True
 
     @property
     def needs_backward(self) -> bool:
@@ -191,8 +194,11 @@ class Method:
         else:
             out = self.compute(job)
         if self.returns == "weights":
+            if not self.relu:
+                with torch.autocast(device_type=out.device.type, enabled=False):
+                    return (out.float() * job.activations.float()).sum(dim=1)
             return combine(job.activations, out)
-        return F.relu(out.float())
+        return F.relu(out.float()) if self.relu else out.float()
 
     def __call__(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         """The weighting function itself (gradient methods): ``METHODS[name](A, g)``."""

@@ -36,8 +36,8 @@ def fuse_maps(
 ) -> torch.Tensor:
     """Fuse un-normalised, ReLU'd maps of several layers into one ``(B, *size)`` map in [0, 1].
 
-    Each map is resized to ``size`` (bilinear), scaled (``scale``, default min-max to [0, 1];
-    Layer-CAM's ``tanh(2 M / max M)``), then combined element-wise: ``mean``, ``max`` or
+    Each map is scaled (``scale``, default min-max to [0, 1]; Layer-CAM's ``tanh(2 M / max M)``),
+    resized to ``size`` (bilinear), then combined element-wise: ``mean``, ``max`` or
     ``product`` (a position counts only where every layer agrees), and min-max normalised.
 
     Args:
@@ -49,7 +49,7 @@ def fuse_maps(
     mode = check_fuse(mode) or "mean"
     if not raw:
         raise ValueError("fuse_maps needs at least one map")
-    scaled = [(scale or normalize_maps)(upsample(m, size)) for m in raw]
+    scaled = [upsample((scale or normalize_maps)(m), size) for m in raw]
     stack = torch.stack(scaled)
     if mode == "mean":
         out = stack.mean(dim=0)
