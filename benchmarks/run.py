@@ -1011,6 +1011,33 @@ def case_perturbation(args: argparse.Namespace) -> Section:
             notes.append("| Score-CAM never slower than a peer | "
                          + ", ".join(f"{k} {p:.2f} x slower" for k, p in peers.items())
                          + f" | {'yes' if all(p >= 1 for p in peers.values()) else '**no**'} |")
+    notes += [
+        "",
+        "Why the peers' maps differ:",
+        "",
+        "- Ablation-CAM, pytorch-grad-cam: identical (it zeroes a channel when the layer's minimum "
+        "is 0, as the paper; otherwise it sets min - 1e7). It divides the drop by the score y, "
+        "we by |y|: where y < 0 its map is the ReLU of the *negated* evidence, ours is not; the "
+        "images here are explained for their predicted class (y > 0). It replaces the layer by "
+        "an `AblationLayer` and re-runs everything before it for each batch of 32 channels; we "
+        "replay only the network after the layer (`torch.fx` split, checked against the "
+        "forward's own logits; full forwards where a model cannot be split).",
+        "- Score-CAM, pytorch-grad-cam: upsamples the activations with `UpsamplingBilinear2d` "
+        "(`align_corners=True`) before the min-max (eps 1e-8); we use `align_corners=False`, as "
+        "for every other map. With its convention our code gives its maps exactly "
+        "(tests/test_methods_peers.py).",
+        "- Score-CAM, torchcam: min-max at the layer's resolution, then upsamples (we follow the "
+        "paper's order: upsample, then min-max), and subtracts the unmasked input's score (the "
+        "same for every channel: cancels in the softmax). Its order reproduced, our code gives "
+        "its maps exactly (tests); with a 2x2 or 4x4 layer the two orders agree to rounding, "
+        "since the bilinear extremes sit in the clamped borders.",
+        "- Smooth Grad-CAM++, torchcam: its noise and ours are different draws (ours: a seeded "
+        "generator of its own; torchcam: the global RNG), so the maps differ by the noise. "
+        "Beyond it: torchcam builds the final map from the *last noisy* forward's activations "
+        "(the paper: the image's), weights with ReLU of the last sample's gradient instead of "
+        "the average, and puts sum(g^3 A) + eps 1e-8 in alpha's denominator instead of "
+        "sum(A) g^3 (equal only where the gradient is constant over the map).",
+    ]
     return Section(title, "\n".join(lines + notes), data)
 
 
