@@ -381,3 +381,11 @@ def test_every_method_is_harmless(name: str) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         cls(bad, "features")(x, target=[0, 1])
     assert bad.training and not bad.features._forward_hooks
+
+
+def test_readme_lists_every_registered_method() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name, m in METHODS.items():
+        assert f"| `{name}` | `{m.class_name}` | {m.kind} |" in readme, name
