@@ -523,6 +523,14 @@ class Explainer:
         _check_images(images)
         if not callable(score_fn):
             raise TypeError(f"score_fn must be callable, got {type(score_fn).__name__}")
+        classes_only = [m for m in self.methods if METHODS[m].needs_class_target]
+        if classes_only:
+            raise ValueError(
+                f"methods {classes_only} explain classes only (they re-score other inputs or "
+                "read the classifier's weights) and cannot explain arbitrary scores such as "
+                "detections; use any of "
+                f"{sorted(n for n, m in METHODS.items() if not m.needs_class_target)}."
+            )
         with self._forward(images, score_fn) as fwd:
             scores = fwd.scores
             if not isinstance(scores, torch.Tensor) or scores.dim() != 1:

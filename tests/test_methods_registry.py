@@ -8,6 +8,7 @@ A_0 = x, A_1 = 5 - x -> logits_c = sum_ij sum_k V[c, k] A_k,ij^power with V = [[
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -389,3 +390,18 @@ def test_readme_lists_every_registered_method() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for name, m in METHODS.items():
         assert f"| `{name}` | `{m.class_name}` | {m.kind} |" in readme, name
+
+
+@pytest.mark.parametrize("name", ["cam", "scorecam", "ablationcam", "smoothgradcam++"])
+def test_explain_scores_refuses_class_only_methods_up_front(name: str) -> None:
+    model = GapNet().eval()
+    calls: list[int] = []
+    model.fc.register_forward_hook(lambda *_: calls.append(1))
+    explainer = lc.Explainer(model, "features", methods=("gradcam", name))
+    with pytest.raises(ValueError, match=re.escape(f"['{name}'] explain classes only")):
+        explainer.explain_scores(torch.rand(1, 3, 6, 6), lambda out: out[0, :2])
+    assert calls == []  # refused before any forward
+    assert METHODS[name].needs_class_target
+    ok = lc.Explainer(model, "features", methods=("eigencam", "layercam"))
+    out, _ = ok.explain_scores(torch.rand(1, 3, 6, 6), lambda out: out[0, :2])
+    assert out.cams["eigencam"]["features"].shape == (2, 6, 6)

@@ -145,18 +145,21 @@ register(Method(
     "cam", "CAM", "activation",
     "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016",
     cam_weights, title="CAM", aliases=("class-activation-map",), relu=False,
+    needs_class_target=True,
 ))
 register(Method(
     "scorecam", "ScoreCAM", "perturbation",
     "Wang et al., Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural "
     "Networks, CVPR workshops 2020",
     scorecam_weights, title="Score-CAM", aliases=("score-cam",),
+    needs_class_target=True,
 ))
 register(Method(
     "ablationcam", "AblationCAM", "perturbation",
     "Desai & Ramaswamy, Ablation-CAM: Visual Explanations for Deep Convolutional Network via "
     "Gradient-free Localization, WACV 2020",
     ablationcam_weights, title="Ablation-CAM", aliases=("ablation-cam",),
+    needs_class_target=True,
 ))
 register(Method(
     "smoothgradcam++", "SmoothGradCAMPlusPlus", "perturbation",
@@ -164,6 +167,7 @@ register(Method(
     "Deep Convolutional Neural Network Models, arXiv 1908.01224, 2019",
     smoothgradcampp_weights, title="Smooth Grad-CAM++",
     aliases=("smooth-grad-cam++", "smoothgradcampp", "smoothgradcamplusplus"),
+    needs_class_target=True,
 ))
 
 __all__ = [

@@ -167,6 +167,10 @@ class Method:
             min-max normalisation). LayerCAM registers its paper's ``tanh(2 M / max M)``.
         relu: Clip the map at zero (every method but CAM, whose paper shows ``sum_k w_k A^k``
             min-max normalised as is).
+        needs_class_target: Explains classes only (``target`` ``None``, an int or class ids):
+            CAM and the perturbation methods, which re-score other inputs or read the
+            classifier's weights. Surfaces with other targets (detection scores, callables)
+            refuse these up front.
     """
 
     name: str
@@ -179,6 +183,7 @@ class Method:
     aliases: tuple[str, ...] = ()
     fuse_scale: Callable[[torch.Tensor], torch.Tensor] | None = None
     relu: bool = True
+    needs_class_target: bool = False
 
     @property
     def needs_backward(self) -> bool:
