@@ -33,7 +33,7 @@ from torch import fx, nn
 from lightning_cam.layers import get_layer
 from lightning_cam.targets import extract_logits
 
-_TAILS: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
+_TAILS: weakref.WeakKeyDictionary[nn.Module, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
 
 class _LeafTracer(fx.Tracer):
@@ -55,9 +55,11 @@ def split_after(model: nn.Module, layer: str) -> fx.GraphModule | None:
     reads values computed before the layer. The returned module shares the model's submodules
     and parameters (no copy). Cached per model and layer.
     """
+    # Keyed by the modules' identities too: replacing a submodule makes a new split.
+    key = (layer, tuple(id(m) for m in model.modules()))
     cache = _TAILS.setdefault(model, {})
-    if layer in cache:
-        return cache[layer]
+    if key in cache:
+        return cache[key]
     tail: fx.GraphModule | None = None
     try:
         graph = _LeafTracer(layer).trace(model)
@@ -68,17 +70,29 @@ def split_after(model: nn.Module, layer: str) -> fx.GraphModule | None:
             idx = nodes.index(pivot)
             before = set(nodes[: idx + 1])
             after = nodes[idx + 1 :]
-            if all(
-                inp is pivot or inp not in before for n in after for inp in n.all_input_nodes
-            ) and not any(n.op == "placeholder" for n in after):
+            # Values from before the layer that the rest reads: only parameters / buffers
+            # (get_attr) can be carried over; anything computed there cannot.
+            carried = [
+                inp
+                for n in after
+                for inp in n.all_input_nodes
+                if inp in before and inp is not pivot
+            ]
+            if all(c.op == "get_attr" for c in carried) and not any(
+                n.op == "placeholder" for n in after
+            ):
                 new = fx.Graph()
                 env: dict[fx.Node, fx.Node] = {pivot: new.placeholder("activation")}
+                for c in dict.fromkeys(carried):
+                    env[c] = new.node_copy(c)
                 for n in after:
                     env[n] = new.node_copy(n, lambda x: env[x])
                 tail = fx.GraphModule(model, new)
     except Exception:  # noqa: BLE001 - any tracing failure means "cannot split": fall back
         tail = None
-    cache[layer] = tail
+    for old in [k for k in cache if k[0] == layer]:  # a split of an older structure
+        del cache[old]
+    cache[key] = tail
     return tail
 
 

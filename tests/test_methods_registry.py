@@ -405,3 +405,12 @@ def test_explain_scores_refuses_class_only_methods_up_front(name: str) -> None:
     ok = lc.Explainer(model, "features", methods=("eigencam", "layercam"))
     out, _ = ok.explain_scores(torch.rand(1, 3, 6, 6), lambda out: out[0, :2])
     assert out.cams["eigencam"]["features"].shape == (2, 6, 6)
+
+
+def test_replay_split_follows_a_replaced_submodule() -> None:
+    model = LinearScoreNet()
+    first = split_after(model, "conv")
+    assert first is not None and split_after(model, "conv") is first  # cached
+    model.conv = nn.Conv2d(1, 2, 1)  # a new structure: a new split, never the stale one
+    second = split_after(model, "conv")
+    assert second is not None and second is not first
