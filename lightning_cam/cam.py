@@ -133,10 +133,12 @@ Args:
         into one.
 
 Example:
-    >>> import torch, torchvision
-    >>> cam = {m.class_name}(torchvision.models.resnet18(weights=None, num_classes=5), "layer4")
-    >>> cam(torch.rand(1, 3, 64, 64), target=3).shape
-    torch.Size([1, 64, 64])
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+    ...                       nn.Flatten(), nn.Linear(8, 5))
+    >>> {m.class_name}(model, layer="1")(torch.rand(2, 3, 32, 32), target=3).shape
+    torch.Size([2, 32, 32])
 """
 
 
