@@ -814,18 +814,28 @@ PERTURBATION = {
 }
 
 
-def _time_interleaved(fns: dict[str, Runner], reps: int, once: set[str]) -> dict[str, list[float]]:
-    """``reps`` interleaved rounds (``once``: keys timed in the first round only: slow peers)."""
+def _time_interleaved(
+    fns: dict[str, Runner], reps: int, once: set[str]
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """``reps`` interleaved rounds (``once``: keys timed in the first round only: slow peers).
+
+    Returns:
+        The times, and the outputs of the ``once`` keys' single call.
+    """
     ts: dict[str, list[float]] = {k: [] for k in fns}
+    outs: dict[str, Any] = {}
     for r in range(reps):
         for k, fn in fns.items():
             if r and k in once:
                 continue
             gc.collect()
             t0 = time.perf_counter()
-            fn()
+            out = fn()
             ts[k].append(time.perf_counter() - t0)
-    return ts
+            if k in once:
+                outs[k] = out
+            del out
+    return ts, outs
 
 
 def _perturbation_runners(
@@ -965,9 +975,8 @@ def case_perturbation(args: argparse.Namespace) -> Section:
         slow = {k for k in fns if k == "pytorch-grad-cam" and method != "smoothgradcam++"}
         with quiet(), contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115
             outs = {k: fn() for k, fn in fns.items() if k not in slow}  # warm-up + maps
-            ts = _time_interleaved(fns, reps, slow)
-            for k in slow:
-                outs[k] = fns[k]()  # maps of the slow peers (already warm), untimed
+            ts, slow_outs = _time_interleaved(fns, reps, slow)
+            outs.update(slow_outs)
         med = {k: statistics.median(v) for k, v in ts.items()}
         ref = nm(torch.as_tensor(outs["ours"]).float())
         row: dict[str, Any] = {"median_s": med, "times": ts, "layer": layer,
