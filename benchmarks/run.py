@@ -1574,6 +1574,9 @@ def report(raw: dict[str, Any]) -> str:
             parts += ["Why the peers' maps differ:", "", *notes, ""]
     for sec in raw["sections"]:
         parts += [f"## {sec['title']}", "", sec["body"], ""]
+    quality = REPO / "benchmarks" / "quality.md"  # written by benchmarks/quality.py
+    if quality.exists():
+        parts += [quality.read_text().strip(), ""]
     return render(args, raw["header"], parts)
 
 
