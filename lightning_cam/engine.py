@@ -37,7 +37,16 @@ from torch import nn
 
 from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
 from lightning_cam.layers import LayerSpec, default_layer, get_layer, resolve_layers
-from lightning_cam.methods import METHODS, combine, method_name, normalize_maps, upsample
+from lightning_cam.methods import (
+    METHODS,
+    LayerPass,
+    Method,
+    check_fuse,
+    fuse_maps,
+    method_name,
+    normalize_maps,
+    upsample,
+)
 from lightning_cam.targets import (
     ClassTarget,
     TargetSpec,
@@ -76,6 +85,7 @@ class Explanation:
             guided gradients) were not finite (NaN / inf, e.g. from a NaN pixel). Their maps,
             guided gradients and guided Grad-CAMs are NaN — never a blank map that would read
             as "no evidence" — and the call warned once (:class:`NonFiniteWarning`) naming them.
+        fused: ``fused[method]``: the layers' maps fused into one (``fuse=`` given), ``(B, H, W)``.
     """
 
     cams: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -86,6 +96,7 @@ class Explanation:
     logits: torch.Tensor | None = None
     layers: list[str] = field(default_factory=list)
     nonfinite: torch.Tensor | None = None
+    fused: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def cam(self, method: str = "gradcam", layer: str | None = None) -> torch.Tensor:
         """Return one map batch; ``layer=None`` means the only (or first) layer."""
@@ -124,6 +135,7 @@ def concat_explanations(parts: Sequence[Explanation]) -> Explanation:
         logits=cat([p.logits for p in parts]),
         layers=list(first.layers),
         nonfinite=cat([p.nonfinite for p in parts]),
+        fused={m: torch.cat([p.fused[m] for p in parts]) for m in first.fused},
     )
 
 
@@ -325,8 +337,8 @@ def _grad(
 
 
 def _layer_map(
-    pairs: list[tuple[torch.Tensor, torch.Tensor]],
-    weight_fn: Any,
+    jobs: list[LayerPass],
+    method: Method,
     size: tuple[int, ...] | None,
 ) -> torch.Tensor:
     """Un-normalised map of one layer: one CAM per call of the layer, resized and summed.
@@ -335,9 +347,15 @@ def _layer_map(
     calls that did not influence the score have zero gradient and add nothing. Without ``size``
     the maps are summed at the first call's resolution.
     """
+    if len(jobs) > 1 and method.kind == "perturbation":
+        raise ValueError(
+            f"method {method.name!r} perturbs one layer output, but layer {jobs[0].layer!r} is "
+            f"called {len(jobs)} times per forward; choose a layer called once (or a gradient "
+            "method, which sums the calls)."
+        )
     total: torch.Tensor | None = None
-    for a, g in pairs:
-        cam = combine(a, weight_fn(a, g))
+    for job in jobs:
+        cam = method.layer_map(job)
         if total is None:
             total = upsample(cam, size) if size is not None else cam
         else:
@@ -365,15 +383,16 @@ def _check_guided_reachable(model: nn.Module) -> None:
 def _mark_nonfinite(
     result: Explanation,
     scores: torch.Tensor,
-    pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]],
+    jobs: dict[str, list[LayerPass]],
     gb: torch.Tensor | None,
 ) -> None:
     """Find the samples with a non-finite score, activation or gradient; NaN their maps."""
     bad = ~torch.isfinite(scores.detach()).reshape(-1)
-    for layer_pairs in pairs.values():
-        for a, g in layer_pairs:
-            bad = bad | ~torch.isfinite(a).flatten(1).all(1).to(bad.device)
-            bad = bad | ~torch.isfinite(g).flatten(1).all(1).to(bad.device)
+    for layer_jobs in jobs.values():
+        for job in layer_jobs:
+            for t in (job.activations, job.gradients):
+                if t is not None:
+                    bad = bad | ~torch.isfinite(t).flatten(1).all(1).to(bad.device)
     if gb is not None:
         bad = bad | ~torch.isfinite(gb).flatten(1).all(1).to(bad.device)
     result.nonfinite = bad.cpu()
@@ -408,8 +427,10 @@ class Explainer:
         model: Any image model ``(B, C, H, W) -> output``.
         layer: Dotted name, module, list of either, or ``None`` for the default layer (see
             :func:`lightning_cam.layers.default_layer`).
-        methods: CAM methods to compute (``"gradcam"``, ``"gradcam++"``; see
-            :data:`lightning_cam.methods.METHODS`).
+        methods: CAM methods to compute, any mix of :data:`lightning_cam.methods.METHODS`
+            (``"gradcam"``, ``"layercam"``, ``"eigencam"``, ``"scorecam"`` ...). Gradient methods
+            share the one forward and the one backward; activation methods need no backward
+            (with only those, none runs); perturbation methods add their own batched forwards.
         guided_backprop: Also compute guided backprop gradients.
         guided_gradcam: Also compute guided Grad-CAM for every method and layer (implies guided
             backprop).
@@ -417,6 +438,9 @@ class Explainer:
             whole batch at once). Peak memory then scales with ``max_batch`` instead of the
             batch: worth it for guided backprop of large batches on small machines, where the
             backward must keep every activation of the network. Results are identical.
+            Perturbation methods also run at most this many inputs per extra forward.
+        fuse: ``None``, or ``"mean"`` / ``"max"`` / ``"product"``: also fuse each method's maps
+            of the given layers into one (``Explanation.fused[method]``), from the same pass.
 
     Example:
         >>> import torch, torchvision
@@ -435,6 +459,7 @@ class Explainer:
         guided_backprop: bool = False,
         guided_gradcam: bool = False,
         max_batch: int | None = None,
+        fuse: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -442,6 +467,9 @@ class Explainer:
             methods = (methods,)
         self.model = model
         self.methods = list(dict.fromkeys(method_name(m) for m in methods))
+        self.fuse = check_fuse(fuse)
+        # Only gradient methods (and guided backprop) need the backward; see _forward.
+        self._needs_grad = any(METHODS[m].needs_backward for m in self.methods)
         self.layers = resolve_layers(model, layer)
         # The default layer depends on the input size (small inputs shrink the last stages to
         # 1 x 1): found once per size; ``layers`` reports the last one used.
@@ -532,24 +560,65 @@ class Explainer:
         with self._forward(images, target_fn) as fwd:
             self._check_scores(fwd.scores, images.shape[0])
             grads, gb = self._backward(fwd, batched=False)
-            pairs = {
+            ids = target_fn.last_class_ids if isinstance(target_fn, ClassTarget) else None
+            try:
+                logits: torch.Tensor | None = extract_logits(fwd.output).detach()
+            except TypeError:
+                logits = None
+            jobs = {
                 n: [
-                    (a.detach().float(), g)
+                    self._job(n, a.detach().float(), g, fwd.x.detach(), ids, logits)
                     for a, g in zip(fwd.capture.activations[n], gs, strict=True)
                 ]
                 for n, gs in grads.items()
             }
             with torch.no_grad():
-                result = self._assemble(tuple(images.shape[2:]), pairs, gb, upsample)
-                _mark_nonfinite(result, fwd.scores, pairs, gb)
+                result = self._assemble(tuple(images.shape[2:]), jobs, gb, upsample)
+                _mark_nonfinite(result, fwd.scores, jobs, gb)
             result.scores = fwd.scores.detach().float()
-            if isinstance(target_fn, ClassTarget):
-                result.class_ids = target_fn.last_class_ids
-            try:
-                result.logits = extract_logits(fwd.output).detach()
-            except TypeError:
-                result.logits = None
+            result.class_ids = ids
+            result.logits = logits
             return result
+
+    def _job(
+        self,
+        layer: str,
+        a: torch.Tensor,
+        g: torch.Tensor | None,
+        x: torch.Tensor | None,
+        ids: torch.Tensor | None,
+        logits: torch.Tensor | None,
+    ) -> LayerPass:
+        """What a method gets for one layer call; the extra-pass tools only where the methods
+        need them (perturbation methods on class targets)."""
+        job = LayerPass(a, g, layer, self.model, x, ids, logits, self.max_batch)
+        if x is not None and any(METHODS[m].kind == "perturbation" for m in self.methods):
+            from lightning_cam.replay import PassTools
+
+            tools = PassTools(
+                self.model, layer, x, a, logits, lambda xs, cs: self._layer_gradients(layer, xs, cs)
+            )
+            job.forward_logits, job.replay = tools.forward_logits, tools.replay
+            job.layer_gradients = tools.layer_gradients
+        return job
+
+    def _layer_gradients(
+        self, layer: str, x: torch.Tensor, ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activations and class-score gradients of ``layer`` for other inputs (inside a
+        borrowed forward: eval mode is set; runs one more forward + backward to the layer)."""
+        with ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            capture = stack.enter_context(LayerCapture(self.model, [layer], detach=True))
+            output = eager_forward(self.model)(x.detach())
+            capture.close()
+            with torch.enable_grad():
+                scores = ClassTarget(ids)(output)
+            (a,) = capture.activations[layer][:1]
+            (g,) = _grad(scores, [a], batched=False, retain=False)
+        if g is None:
+            raise ValueError(f"The class scores do not depend on layer {layer!r}.")
+        return a.detach().float(), g.float()
 
     def explain_scores(
         self,
@@ -581,6 +650,14 @@ class Explainer:
         _check_images(images)
         if not callable(score_fn):
             raise TypeError(f"score_fn must be callable, got {type(score_fn).__name__}")
+        classes_only = [m for m in self.methods if METHODS[m].needs_class_target]
+        if classes_only:
+            raise ValueError(
+                f"methods {classes_only} explain classes only (they re-score other inputs or "
+                "read the classifier's weights) and cannot explain arbitrary scores such as "
+                "detections; use any of "
+                f"{sorted(n for n, m in METHODS.items() if not m.needs_class_target)}."
+            )
         with self._forward(images, score_fn) as fwd:
             scores = fwd.scores
             if not isinstance(scores, torch.Tensor) or scores.dim() != 1:
@@ -612,20 +689,27 @@ class Explainer:
                     empty.cams[m] = {n: images.new_zeros((0, *size)).float() for n in fwd.names}
                 return empty, output
             grads, gb = self._backward(fwd, batched=True)
-            pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+            jobs: dict[str, list[LayerPass]] = {}
             rows = torch.arange(k)
             for n, gs in grads.items():
-                pairs[n] = []
+                jobs[n] = []
                 for a, g in zip(fwd.capture.activations[n], gs, strict=True):
                     dev = a.device
-                    pairs[n].append(
-                        (a.detach().float()[index.to(dev)], g[rows.to(dev), index.to(dev)])
+                    jobs[n].append(
+                        self._job(
+                            n,
+                            a.detach().float()[index.to(dev)],
+                            None if g is None else g[rows.to(dev), index.to(dev)],
+                            None,
+                            None,
+                            None,
+                        )
                     )
             if gb is not None:
                 gb = gb[rows.to(gb.device), index.to(gb.device)]
             with torch.no_grad():
-                result = self._assemble(tuple(images.shape[2:]), pairs, gb, upsample)
-                _mark_nonfinite(result, scores, pairs, gb)
+                result = self._assemble(tuple(images.shape[2:]), jobs, gb, upsample)
+                _mark_nonfinite(result, scores, jobs, gb)
             _warn_nonfinite(result.nonfinite, "scores")
             result.scores = scores.detach().float()
             return result, output
@@ -649,7 +733,9 @@ class Explainer:
             names = self._layer_names(images) if self._needs_layers else []
             x = images.detach().clone() if (images.is_inference() or guided) else images.detach()
             switch = GuidedSwitch(False)
-            capture = stack.enter_context(LayerCapture(model, names, detach=not guided))
+            capture = stack.enter_context(
+                LayerCapture(model, names, detach=self._needs_grad and not guided)
+            )
             mode: GuidedReLUMode | None = None
             if guided:
                 x.requires_grad_(True)
@@ -676,7 +762,7 @@ class Explainer:
 
     def _backward(
         self, fwd: _Pass, batched: bool
-    ) -> tuple[dict[str, list[torch.Tensor]], torch.Tensor | None]:
+    ) -> tuple[dict[str, list[torch.Tensor | None]], torch.Tensor | None]:
         """Gradients of the scores w.r.t. every captured activation (and guided, the input).
 
         Not batched: of the summed scores (samples do not interact in eval mode), shaped like
@@ -685,6 +771,8 @@ class Explainer:
         guided = self.guided_backprop
         acts = [a for n in fwd.names for a in fwd.capture.activations[n]]
         scores = fwd.scores
+        if not self._needs_grad:
+            acts = []  # activation / perturbation methods only: no backward to the layers
         if acts and not scores.requires_grad:
             raise ValueError(self._unused_message(fwd, fwd.names))
         if guided and not scores.requires_grad:
@@ -701,7 +789,12 @@ class Explainer:
             if gin is None:
                 raise ValueError("The target's scores do not depend on the input images.")
             gb = gin.float()
-        out: dict[str, list[torch.Tensor]] = {}
+            fwd.switch.guided = False  # later passes (perturbation methods) back-propagate normally
+        out: dict[str, list[torch.Tensor | None]] = {}
+        if not acts:
+            for n in fwd.names:
+                out[n] = [None for _ in fwd.capture.activations[n]]
+            return out, gb
         unused: list[str] = []
         it = iter(zip(grads, acts, strict=True))
         for n in fwd.names:
@@ -755,24 +848,34 @@ class Explainer:
     def _assemble(
         self,
         size: tuple[int, ...],
-        pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]],
+        jobs: dict[str, list[LayerPass]],
         gb: torch.Tensor | None,
         do_upsample: bool,
     ) -> Explanation:
-        names = list(pairs)
+        names = list(jobs)
         result = Explanation(layers=names, guided=gb)
         for m in self.methods:
-            weight_fn = METHODS[m]
+            method = METHODS[m]
             result.cams[m] = {}
             if self.guided_gradcam:
                 result.guided_cams[m] = {}
+            raws = []
             for n in names:
-                raw = _layer_map(pairs[n], weight_fn, size if do_upsample else None)
-                full = raw if do_upsample else _layer_map(pairs[n], weight_fn, size)
-                result.cams[m][n] = normalize_maps(raw)
+                raw = _layer_map(jobs[n], method, None)  # at the layer's resolution
+                raws.append(raw)
+                full = raw
+                if do_upsample or self.guided_gradcam:
+                    # One call: resize its map; several calls: sum the resized calls.
+                    single = len(jobs[n]) == 1
+                    full = upsample(raw, size) if single else _layer_map(jobs[n], method, size)
+                result.cams[m][n] = normalize_maps(full if do_upsample else raw)
                 if self.guided_gradcam:
                     assert gb is not None
                     result.guided_cams[m][n] = gb * normalize_maps(full)[:, None]
+            if self.fuse is not None:
+                common = size if do_upsample else max((tuple(r.shape[1:]) for r in raws),
+                                                      key=lambda s: torch.Size(s).numel())
+                result.fused[m] = fuse_maps(raws, self.fuse, common, method.fuse_scale)
         return result
 
     @staticmethod
