@@ -92,7 +92,10 @@ def normalize_target(target: Any) -> None | int | torch.Tensor | Callable[[Any],
         return int(ids)
     if ids.dim() != 1:
         raise ValueError(f"target class ids must be 1-D, got shape {tuple(ids.shape)}")
-    return ids.to(device="cpu", dtype=torch.long)
+    # An ordinary tensor even when made (or given) under ``torch.inference_mode()``, e.g. in
+    # Lightning's validate/test loops: autograd refuses inference tensors in the target's gather.
+    with torch.inference_mode(False):
+        return ids.to(device="cpu", dtype=torch.long).clone()
 
 
 def extract_logits(output: Any) -> torch.Tensor:
