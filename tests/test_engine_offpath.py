@@ -153,6 +153,14 @@ def test_lightning_style_compiled_forward_is_bypassed() -> None:
     _assert_same_explanation(_all(model, x), expected)
 
 
+def test_model_compiled_in_place_is_explained_eagerly() -> None:
+    model = _net()
+    x = _images()
+    expected = _all(model, x)
+    model.compile()  # lazily: nothing is compiled by the engine's calls
+    _assert_same_explanation(_all(model, x), expected)
+
+
 def test_guided_backprop_refuses_compiled_submodules() -> None:
     model = _net()
     model.block3.compile()  # compiled in place, lazily
