@@ -277,7 +277,7 @@ def test_nan_pixel_gives_nan_maps_and_one_warning_naming_the_sample() -> None:
         assert out.nonfinite.tolist() == [False, True, False]
         for maps in (out.cams["gradcam"], out.guided_cams["gradcam"]):
             assert torch.isnan(maps["block2"][1]).all()
-            torch.testing.assert_close(maps["block2"][[0, 2]], maps["block2"][[0, 2]])
+            assert torch.isfinite(maps["block2"][[0, 2]]).all()
         assert torch.isnan(out.guided[1]).all()
         keep = [0, 2]
         torch.testing.assert_close(out.cams["gradcam"]["block2"][keep],
