@@ -193,6 +193,7 @@ def test_non_reentrant_checkpoint_is_right_for_every_layer() -> None:
         _assert_same_explanation(_all(_net(mode="non-reentrant"), x, layer), _all(_net(), x, layer))
 
 
+@pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad=True")
 def test_reentrant_checkpoint_is_explained_or_refused_with_the_reason() -> None:
     x = _images()
     model = _net(mode="reentrant")
