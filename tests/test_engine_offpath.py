@@ -218,6 +218,7 @@ def test_reentrant_checkpoint_is_explained_or_refused_with_the_reason() -> None:
         np.array([1, 2, 0]),
         np.array([1, 2, 0], dtype=np.uint8),
         [np.int64(1), np.int32(2), 0],
+        [torch.tensor(1), np.array(2), 0],
         torch.tensor([1, 2, 0], dtype=torch.int16),
         np.int64(2),
         np.array(2),
@@ -229,7 +230,7 @@ def test_reentrant_checkpoint_is_explained_or_refused_with_the_reason() -> None:
 def test_integer_targets_of_any_type(target: Any) -> None:
     model = _net()
     x = _images()
-    as_list = np.asarray(target).tolist()
+    as_list = [int(v) for v in target] if isinstance(target, list) else np.asarray(target).tolist()
     reference = _all(model, x, target=as_list)
     _assert_same_explanation(_all(model, x, target=target), reference)
     _assert_same_explanation(_all(model, x, target=target, max_batch=1), reference)
