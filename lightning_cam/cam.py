@@ -71,9 +71,11 @@ class _BaseCAM:
 
         Args:
             images: ``(B, C, H, W)`` floating-point images, as the model expects them.
-            target: ``None`` (each sample's predicted class), an ``int`` class id, per-sample
-                class ids (sequence or 1-D tensor), or a callable ``output -> (B,)`` scores
-                (gradient and activation methods; perturbation methods and CAM need classes).
+            target: ``None`` (each sample's predicted class), an integer class id (any integer
+                type, e.g. ``numpy.int64`` or a 0-d tensor such as ``logits.argmax()``),
+                per-sample class ids (list / tuple of integers, 1-D integer numpy array or
+                tensor), or a callable ``output -> (B,)`` scores (gradient and activation
+                methods; perturbation methods and CAM need classes).
             upsample: ``True``: maps ``(B, H, W)`` at the image size (bilinear). ``False``: at
                 the layer's resolution ``(B, h, w)``.
 
@@ -82,9 +84,15 @@ class _BaseCAM:
             images' device; a dict keyed by dotted layer name when several layers were given,
             or the fused map when ``fuse`` was given.
 
+        Samples with non-finite values get NaN maps, with one
+        :class:`~lightning_cam.engine.NonFiniteWarning` per call naming them.
+
         Raises:
             ValueError: Images not 4-D, target of the wrong length or out of range, a layer
-                that is never reached or whose output is not spatial.
+                that is never reached, whose output is not spatial or 1 x 1, or that the scores
+                do not depend on.
+            TypeError: A target of another type (e.g. ``"2"``, ``2.0``); a layer inside a
+                TorchScript module.
         """
         out = self._engine(images, target=target, upsample=upsample)
         if self._fuse is not None:
@@ -170,6 +178,11 @@ class GuidedBackprop:
 
     The backward to the input keeps every activation of the network: ``max_batch=n`` explains
     ``n`` images per pass to bound peak memory (same results; see :class:`Explainer`).
+
+    The guided rule needs the ReLUs to run as Python calls them: a ``torch.compile`` /
+    ``DataParallel`` wrapper is looked through (its eager module runs), non-reentrant activation
+    checkpoints are supported, and TorchScript or compiled submodules and reentrant checkpoints
+    are refused with the reason, never answered with the plain gradient.
 
     Example:
         >>> import torch, torchvision

@@ -31,6 +31,23 @@ _TARGET_KINDS = (
 )
 
 
+def _scalar_id(value: Any) -> int | None:
+    """An integer class id from an int of any type or a 0-d integer tensor / array, else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
+        kind_ok = (
+            value.dtype.kind in "iu"
+            if isinstance(value, np.ndarray)
+            else not (value.dtype.is_floating_point or value.dtype.is_complex
+                      or value.dtype == torch.bool)
+        )
+        return int(value) if kind_ok else None
+    return None
+
+
 def normalize_target(target: Any) -> None | int | torch.Tensor | Callable[[Any], torch.Tensor]:
     """Bring a class target to one of four canonical forms, or refuse it.
 
@@ -74,14 +91,14 @@ def normalize_target(target: Any) -> None | int | torch.Tensor | Callable[[Any],
             )
         ids = torch.from_numpy(target.astype(np.int64))
     elif isinstance(target, Sequence) and not isinstance(target, (str, bytes)):
-        bad = [v for v in target if isinstance(v, (bool, np.bool_))
-               or not isinstance(v, numbers.Integral)]
+        values = [_scalar_id(v) for v in target]
+        bad = [v for v, i in zip(target, values, strict=True) if i is None]
         if bad:
             raise TypeError(
                 f"target must be {_TARGET_KINDS}; got a {type(target).__name__} holding "
                 f"{bad[0]!r} ({type(bad[0]).__name__})"
             )
-        ids = torch.tensor([int(v) for v in target], dtype=torch.long)
+        ids = torch.tensor(values, dtype=torch.long)
     else:
         raise TypeError(
             f"target must be {_TARGET_KINDS}; got {target!r} ({type(target).__name__})"

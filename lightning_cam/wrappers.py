@@ -81,24 +81,28 @@ def _eager_bound_forward(module: nn.Module) -> Callable[..., Any] | None:
 
 
 def eager_forward(model: nn.Module) -> Callable[..., Any]:
-    """Return what to call to run ``model`` eagerly: :func:`unwrap`'s module, or its eager
-    ``forward`` when Lightning replaced it by a compiled one.
+    """Return what to call to run ``model`` eagerly: :func:`unwrap`'s module; its uncompiled
+    call when it was compiled in place (``module.compile()``); its eager ``forward`` when
+    Lightning replaced it by a compiled one.
 
-    A module is called through ``__call__`` (its own hooks run); only the compiled-forward case
-    calls the eager ``forward`` directly (hooks on the *top* module do not run then; the engine
-    hooks submodules only).
+    The module's own hooks run, except in the last case (hooks on the *top* module do not run
+    then; the engine hooks submodules only).
     """
     module = unwrap(model)
     forward = _eager_bound_forward(module)
-    return forward if forward is not None else module
+    if forward is not None:
+        return forward
+    if getattr(module, "_compiled_call_impl", None) is not None:
+        return module._call_impl
+    return module
 
 
 def opaque_modules(model: nn.Module) -> list[tuple[str, str]]:
     """``(dotted name, what)`` of the parts of :func:`unwrap`'s module that Python cannot see
     into: TorchScript modules, compiled submodules, compiled ``forward`` methods of submodules.
 
-    The top module's compiled ``forward`` (Lightning) is not listed: :func:`eager_forward`
-    bypasses it.
+    The top module's own compilation (in place, or Lightning's compiled ``forward``) is not
+    listed: :func:`eager_forward` bypasses it.
     """
     found: list[tuple[str, str]] = []
     root = unwrap(model)
@@ -108,7 +112,7 @@ def opaque_modules(model: nn.Module) -> list[tuple[str, str]]:
             found.append((label, "a TorchScript module (torch.jit.trace / torch.jit.script)"))
         elif _compiled_wrapper(module):
             found.append((label, "compiled (torch.compile)"))
-        elif getattr(module, "_compiled_call_impl", None) is not None:
+        elif name and getattr(module, "_compiled_call_impl", None) is not None:
             found.append((label, "compiled in place (module.compile())"))
         elif name and _eager_bound_forward(module) is not None:
             found.append((label, "compiled (its forward is a torch.compile'd function)"))
