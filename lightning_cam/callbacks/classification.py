@@ -137,6 +137,17 @@ def _device(pl_module: Any) -> torch.device:
     return device if isinstance(device, torch.device) else torch.device("cpu")
 
 
+def _precision(trainer: Any) -> tuple[Callable[[torch.Tensor], torch.Tensor], Any]:
+    """The trainer's input conversion and forward context (autocast, half weights)."""
+    plugin = getattr(trainer, "precision_plugin", None)
+    convert = getattr(plugin, "convert_input", None)
+    context = getattr(plugin, "forward_context", None)
+    return (
+        convert if callable(convert) else (lambda x: x),
+        context() if callable(context) else contextlib.nullcontext(),
+    )
+
+
 def _rng(device: torch.device) -> Any:
     # The callbacks draw no random numbers; fork_rng leaves the training RNG stream exactly as
     # it was whatever the model does in eval mode.
@@ -232,23 +243,25 @@ class ClassificationTask(TaskStrategy):
             self._checked.add(pl_module)
         if validation and not self._batch_checked:
             if not x.is_floating_point():
-                self._check_integer_images(pl_module, x, _shown(x))
+                self._check_integer_images(trainer, pl_module, x, _shown(x))
             self._check_batch(trainer, pl_module, parts, images)
             self._batch_checked = True
 
-    def _forward(self, pl_module: Any, x: torch.Tensor) -> Any:
+    def _forward(self, trainer: Any, pl_module: Any, x: torch.Tensor) -> Any:
         device = _device(pl_module)
+        convert, ctx = _precision(trainer)
         with _rng(device), borrowed(pl_module), torch.inference_mode(False), torch.no_grad():
-            return pl_module(x.to(device))
+            with ctx:
+                return pl_module(convert(x.to(device)))
 
     def _check_model(self, trainer: Any, pl_module: Any, x: torch.Tensor) -> None:
         who, opts = self._who(), self.options
         shown = _shown(x)
         if not x.is_floating_point():
-            self._check_integer_images(pl_module, x, shown)
+            self._check_integer_images(trainer, pl_module, x, shown)
         xf = self.model_images(x)
         try:
-            output = self._forward(pl_module, xf)
+            output = self._forward(trainer, pl_module, xf)
         except Exception as err:  # noqa: BLE001 - any model error is the user's to see, with context
             raise MisconfigurationException(
                 f"{who}: the module fails on probe images {shown} taken from the batches "
@@ -288,10 +301,13 @@ class ClassificationTask(TaskStrategy):
             raise misconf("target", opts.target, f"a class id in 0..{value.shape[1] - 1}")
         self._readers[pl_module] = (read, where)
         layers = self.layers(pl_module, xf)
+        convert, ctx = _precision(trainer)
         try:
-            with _rng(_device(pl_module)):
+            with _rng(_device(pl_module)), ctx:
                 result = Explainer(pl_module, layers, methods=opts.methods[:1])(
-                    xf.to(_device(pl_module)), target=OutputTarget(None, read), upsample=False
+                    convert(xf.to(_device(pl_module))),
+                    target=OutputTarget(None, read),
+                    upsample=False,
                 )
         except (ValueError, TypeError) as err:
             raise MisconfigurationException(
@@ -316,7 +332,9 @@ class ClassificationTask(TaskStrategy):
                     "output (e.g. the block before a permute)."
                 )
 
-    def _check_integer_images(self, pl_module: Any, x: torch.Tensor, shown: str) -> None:
+    def _check_integer_images(
+        self, trainer: Any, pl_module: Any, x: torch.Tensor, shown: str
+    ) -> None:
         """Integer images are explained as float images of the same values when the module
         answers both identically (a module that converts its input itself); else refused."""
         fix = (
@@ -325,8 +343,8 @@ class ClassificationTask(TaskStrategy):
             "(x.float() / 255, then the normalisation), or override extract(batch)"
         )
         try:
-            raw = self._forward(pl_module, x)
-            cast = self._forward(pl_module, x.float())
+            raw = self._forward(trainer, pl_module, x)
+            cast = self._forward(trainer, pl_module, x.float())
             a, _ = find_logits(raw, x.shape[0], None)
             same = torch.allclose(a(raw).float(), a(cast).float(), rtol=1e-4, atol=1e-5)
         except Exception as err:  # noqa: BLE001 - refused with the reason
@@ -357,7 +375,7 @@ class ClassificationTask(TaskStrategy):
                     "validation batches, or use target='pred'."
                 )
             read = self.reader(pl_module)
-            output = self._forward(pl_module, self.model_images(images[:1]))
+            output = self._forward(trainer, pl_module, self.model_images(images[:1]))
             k = int(read(output).shape[-1])
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
                 raise MisconfigurationException(
@@ -436,15 +454,8 @@ class ClassificationTask(TaskStrategy):
     def compute(self, trainer: Any, pl_module: Any, probes: Any, plan: Any) -> Explanation:
         methods, layers, guided = plan
         device = _device(pl_module)
-        images = self.model_images(probes["image"]).to(device)
-        precision = getattr(trainer, "precision_plugin", None)
-        if precision is not None and hasattr(precision, "convert_input"):
-            images = precision.convert_input(images)
-        ctx = (
-            precision.forward_context()
-            if precision is not None and hasattr(precision, "forward_context")
-            else contextlib.nullcontext()
-        )
+        convert, ctx = _precision(trainer)
+        images = convert(self.model_images(probes["image"]).to(device))
         if pl_module not in self._readers:
             self._check_model(trainer, pl_module, probes["image"][:2])
             self._checked.add(pl_module)

@@ -380,6 +380,16 @@ def test_16_mixed_precision(tmp_path: Any) -> None:
     assert cb.last_explanation.cams["gradcam"]["backbone"].dtype == torch.float32
 
 
+def test_bf16_true_precision(tmp_path: Any) -> None:
+    """Half-precision weights: the first-batch check and the maps use the trainer's precision."""
+    cb = lc.GradCAMCallback(layer="backbone", metrics=["pointing_game", "average_drop"])
+    train, val = loaders()
+    trainer = make_trainer(tmp_path, [cb], precision="bf16-true")
+    trainer.fit(make_module_cls()(), train, val)
+    assert "gradcam/backbone/overlay" in image_events(tb_dir(tmp_path))
+    assert cb.last_explanation.cams["gradcam"]["backbone"].dtype == torch.float32
+
+
 def test_several_loggers_tensorboard_and_csv(tmp_path: Any) -> None:
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
