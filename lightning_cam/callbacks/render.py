@@ -48,7 +48,7 @@ def tile_labels(
 ) -> list[str]:
     """One caption per shown probe: predicted class and probability (or the explained score
     when the output has no logits), the true label, and the explained class when it is not the
-    prediction."""
+    prediction; samples with non-finite values (NaN maps) are marked."""
 
     def nm(i: int) -> str:
         return names[i] if names is not None and 0 <= i < len(names) else str(i)
@@ -66,6 +66,10 @@ def tile_labels(
             parts.append(f"true {nm(int(labels[i]))}")
         if result.class_ids is not None and show_cam_class:
             parts.append(f"cam {nm(int(result.class_ids[i]))}")
+        nonfinite = getattr(result, "nonfinite", None)
+        if nonfinite is not None and bool(nonfinite[i]):
+            # NaN maps draw as empty: say so, never let them read as "no evidence"
+            parts = ["NON-FINITE: no map", *parts]
         out.append(" | ".join(parts))
     return out
 
@@ -164,15 +168,32 @@ class MetricScalars:
             gt["masks"] = masks.bool()
         elif boxes is not None and boxes.dim() == 2 and boxes.shape[1] == 4:
             gt["boxes"] = boxes.float()
-        class_ids = result.class_ids
+        gt_all = gt
+        # Samples with non-finite values (a diverged model, a NaN pixel) have NaN maps, not
+        # explanations: the scalars are over the other samples, and absent when none is left.
+        keep: torch.Tensor | None = None
+        nonfinite = getattr(result, "nonfinite", None)
+        if nonfinite is not None and bool(nonfinite.any()):
+            keep = ~nonfinite.cpu()
+            if not bool(keep.any()):
+                return out
+
+        def rows(t: torch.Tensor) -> torch.Tensor:
+            return t if keep is None else t[keep.to(t.device)]
+
+        gt = {k: rows(v) for k, v in gt.items()}
+        images = rows(images)
+        class_ids = None if result.class_ids is None else rows(result.class_ids)
         wanted = set(options.metrics)
         for method in options.methods:
             for layer in layers:
-                maps = result.cams[method][layer].float()
+                maps = rows(result.cams[method][layer].float())
                 tag = f"{method}/{layer}"
                 if gt and "pointing_game" in wanted:
                     # the probes' objects, dilated by the tolerance once per probe set
-                    objects = self._pointing_objects(token, gt, tolerance, maps.shape[-2:])
+                    objects = rows(
+                        self._pointing_objects(token, gt_all, tolerance, maps.shape[-2:])
+                    )
                     out[f"{tag}/pointing_game"] = float(
                         M.pointing_game(maps.cpu(), masks=objects).mean()
                     )

@@ -424,3 +424,29 @@ def test_csv_logger_pngs_said_once(tmp_path: Any) -> None:
     pngs = sorted((tmp_path / "csv" / "version_0" / "lightning_cam").rglob("step_*.png"))
     assert [p.name for p in pngs] == ["step_0000004.png", "step_0000008.png"]
     assert viz.load_image(pngs[0]).shape[2] == 3
+
+
+def test_non_finite_probe_is_marked_and_left_out_of_the_scalars(tmp_path: Any) -> None:
+    """A probe with a NaN pixel has NaN maps (engine): the run goes on, the scalars are over the
+    other probes, and its tiles say so instead of showing an empty map as "no evidence"."""
+    from torch.utils.data import DataLoader
+
+    from lightning_cam.callbacks import render
+    from tests.callbacks.helpers import BlobData
+
+    data = BlobData(8, seed=1)
+    data.items[1][0][0, 3, 3] = float("nan")
+    val = DataLoader(data, batch_size=8)
+    cb = lc.GradCAMCallback(layer="backbone", num_samples=4)
+    trainer = make_trainer(tmp_path, [cb])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.validate(make_module_cls()(), val)
+    result = cb.last_explanation
+    assert result is not None and result.nonfinite is not None
+    assert result.nonfinite.tolist() == [False, True, False, False]
+    scalars = scalar_events(tb_dir(tmp_path))
+    pg = scalars["gradcam/backbone/pointing_game"][-1].value
+    assert 0.0 <= pg <= 1.0
+    labels = render.tile_labels(result, None, 4, None, False)
+    assert labels[1].startswith("NON-FINITE") and not labels[0].startswith("NON-FINITE")
