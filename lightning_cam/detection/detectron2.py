@@ -52,14 +52,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_cam.detection.adapter import (
-    DetectionResult,
-    _check_image,
-    _ExplainerBase,
-    _select,
+from lightning_cam.detection.base import (
+    DEFAULT_METHODS,
+    DetectionExplainerBase,
+    check_image,
     check_selection,
-    find_wrapped,
+    select_detections,
 )
+from lightning_cam.detection.discovery import find_wrapped
+from lightning_cam.detection.result import D2_ROI_LAYERS, DetectionResult
 from lightning_cam.engine import Explainer, borrowed
 from lightning_cam.layers import get_layer
 
@@ -83,11 +84,6 @@ INSTALL_HINT = (
     "install it from source: pip install 'git+https://github.com/facebookresearch/detectron2.git'"
     " (needs torch first; see https://detectron2.readthedocs.io/en/latest/tutorials/install.html)"
 )
-
-#: Keys of RoI-level maps in :attr:`DetectionResult.maps` for detectron2 models: the module whose
-#: output is explained, ``roi_heads.res5`` (C4 heads, ``Res5ROIHeads``) or
-#: ``roi_heads.box_pooler`` (FPN heads, ``StandardROIHeads``: the pooled features).
-D2_ROI_LAYERS = ("roi_heads.res5", "roi_heads.box_pooler")
 
 _PREFIX = "model."
 
@@ -454,7 +450,7 @@ def _resized_size(height: int, width: int, short: int, longest: int) -> tuple[in
     return int(newh + 0.5), int(neww + 0.5)
 
 
-class Detectron2Explainer(_ExplainerBase):
+class Detectron2Explainer(DetectionExplainerBase):
     """Grad-CAM / Grad-CAM++ maps for the detections of a detectron2 detector.
 
     The same interface as :class:`~lightning_cam.detection.DetectionExplainer`: ``explainer(image)``
@@ -474,7 +470,8 @@ class Detectron2Explainer(_ExplainerBase):
             ``"head.cls_subnet.7"``), or ``None`` for the backbone's last stage
             (:func:`default_detectron2_layer`). A name of :data:`D2_ROI_LAYERS` means
             ``roi_cams=True``.
-        methods: CAM methods (``"gradcam"``, ``"gradcam++"``).
+        methods: CAM methods: names or aliases of :data:`lightning_cam.methods.METHODS`
+            (default: :data:`~lightning_cam.detection.base.DEFAULT_METHODS`).
         score_threshold: Explain detections with a score at least this.
         top_k: Explain at most this many detections (the highest scores).
         roi_cams: Also compute RoI-level maps (Faster R-CNN), keyed by the RoI layer
@@ -498,7 +495,7 @@ class Detectron2Explainer(_ExplainerBase):
         model: nn.Module,
         cfg: Any = None,
         layer: str | Sequence[str] | None = None,
-        methods: Sequence[str] = ("gradcam", "gradcam++"),
+        methods: str | Sequence[str] = DEFAULT_METHODS,
         score_threshold: float = 0.5,
         top_k: int = 10,
         roi_cams: bool = False,
@@ -613,7 +610,7 @@ class Detectron2Explainer(_ExplainerBase):
         Raises:
             TypeError, ValueError: Bad image.
         """
-        image = _check_image(image, 3)
+        image = check_image(image, 3)
         size = (int(image.shape[-2]), int(image.shape[-1]))
         x = self.preprocess(image)
         resized = (int(x.shape[-2]), int(x.shape[-1]))
@@ -622,7 +619,7 @@ class Detectron2Explainer(_ExplainerBase):
 
         def score_fn(output: list[dict[str, Any]]) -> torch.Tensor:
             scores = output[0]["instances"].scores
-            keep = _select(scores.detach(), self.score_threshold, self.top_k)
+            keep = select_detections(scores.detach(), self.score_threshold, self.top_k)
             chosen["keep"] = keep
             return scores[keep]
 
@@ -673,7 +670,7 @@ def explain_detectron2_batch(
     images: Sequence[torch.Tensor],
     cfg: Any = None,
     layers: str | Sequence[str] | None = None,
-    methods: Sequence[str] = ("gradcam", "gradcam++"),
+    methods: str | Sequence[str] = DEFAULT_METHODS,
     top_k: int = 5,
     score_threshold: float = 0.5,
     roi_cams: bool = False,

@@ -30,7 +30,7 @@ from torchvision.ops import box_iou
 from lightning_cam.metrics import pointing_game
 
 if TYPE_CHECKING:
-    from lightning_cam.detection.adapter import DetectionResult
+    from lightning_cam.detection.result import DetectionResult
 
 
 def _boxes(x: object, name: str) -> torch.Tensor:

@@ -16,19 +16,15 @@ import cv2
 import numpy as np
 
 from lightning_cam import viz
-from lightning_cam.detection.adapter import ROI_LAYER, DetectionResult
-from lightning_cam.detection.detectron2 import D2_ROI_LAYERS
+from lightning_cam.detection.result import ROI_KEYS, DetectionResult
 from lightning_cam.methods import method_name
 
 __all__ = ["detection_heatmap", "draw_detections", "layer_label", "render_detection"]
 
-#: Keys of RoI-level maps (torchvision's and detectron2's): drawn with their proposal box.
-_ROI_KEYS = (ROI_LAYER, *D2_ROI_LAYERS)
-
 
 def layer_label(layer: str) -> str:
     """A short name of a detector layer for captions (``body.layer4``, ``cls_head.conv.0``)."""
-    if layer in _ROI_KEYS:
+    if layer in ROI_KEYS:
         return "RoI"
     for prefix, short in (("backbone.body.", "body."), ("head.classification_head.", "cls_head."),
                           ("head.regression_head.", "reg_head."), ("backbone.", "")):
@@ -67,7 +63,7 @@ def detection_heatmap(
     out = viz.overlay(image, result.map(method, layer)[k], alpha=alpha, colormap=colormap)
     if draw_box:
         key = result.layers[0] if layer is None else layer
-        if key in _ROI_KEYS and result.proposals is not None and len(result.proposals) > k:
+        if key in ROI_KEYS and result.proposals is not None and len(result.proposals) > k:
             out = viz.draw_boxes(out, result.proposals[k : k + 1], color=(255, 255, 255))
         out = draw_detections(out, result, [k])
     return out

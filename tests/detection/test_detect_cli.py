@@ -68,7 +68,7 @@ def test_writes_boxes_heatmaps_sheet_and_summary(tmp_path, capsys, weights, imag
     for d in dets:
         for layer in summary["layers"]:
             for method, suffix in (("gradcam", "heatmap"), ("gradcam++", "heatmap++")):
-                name = d["files"][layer][method]
+                name = d["files"][method][layer]  # keyed by method, as the maps are
                 assert name == f"shapes0-{MODEL}-{layer}-{d['index']}-{suffix}.jpg"
                 written.add(name)
     written |= {record["files"]["predict_box"], record["files"]["sheet"]}

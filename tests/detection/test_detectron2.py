@@ -21,7 +21,9 @@ import torchvision
 from lightning_cam import viz
 from lightning_cam.detect_cli import main as detect_main
 from lightning_cam.detection import detectron2 as d2x
-from lightning_cam.detection.adapter import _paste, _select, _to_original
+from lightning_cam.detection.base import paste_roi_maps as _paste
+from lightning_cam.detection.base import select_detections as _select
+from lightning_cam.detection.base import to_original as _to_original
 from lightning_cam.methods import combine, gradcam_weights, gradcampp_weights, normalize_maps
 from lightning_cam.methods import upsample as upsample_maps
 from tests.optional import require
@@ -279,7 +281,7 @@ def test_hygiene_after_an_exception(retina, image, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(d2x, "_select", boom)
+    monkeypatch.setattr(d2x, "select_detections", boom)
     with pytest.raises(RuntimeError, match="injected"):
         explainer(image)
     assert _state(model) == before
@@ -388,7 +390,7 @@ def test_cli_writes_boxes_heatmaps_sheet_and_summary(d2, tmp_path, capsys, image
         assert not det["class_name"].startswith("class ")  # a name from VOC's metadata
         for layer in summary["layers"]:
             for method, suffix in (("gradcam", "heatmap"), ("gradcam++", "heatmap++")):
-                name = det["files"][layer][method]
+                name = det["files"][method][layer]
                 assert name == f"noise-faster_rcnn_R_50_C4-{layer}-{det['index']}-{suffix}.jpg"
                 written.add(name)
     assert {p.name for p in out_dir.iterdir()} == written | {"summary.json"}

@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 
 from lightning_cam.detection import ROI_LAYER, DetectionExplainer
-from lightning_cam.detection.adapter import _FastPathMismatch
+from lightning_cam.detection.rescoring import FastPathMismatch
 
 
 def _seeded(fn, **kwargs) -> nn.Module:
@@ -95,7 +95,7 @@ def test_mismatch_falls_back_to_generic_path(retina, image, monkeypatch) -> None
     reference = explainer(image)
 
     def broken(keep):
-        raise _FastPathMismatch("test")
+        raise FastPathMismatch("test")
 
     monkeypatch.setattr(explainer._adapter, "rescore", broken)
     result = explainer(image)
