@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -273,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
             result = explainer(tensor)
             stem = src.name
             record: dict[str, Any] = {"image": src.label, "stem": stem, **result.to_dict()}
-            pictures: dict[Path, np.ndarray] = {}
+            pictures: dict[str | os.PathLike[str], np.ndarray] = {}
             files = {"predict_box": f"{stem}-{model}-predict_box.jpg",
                      "sheet": f"{stem}-{model}-sheet.jpg"}
             pictures[out_dir / files["predict_box"]] = draw_detections(image, result)

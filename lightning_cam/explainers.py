@@ -172,15 +172,21 @@ class ClassifierExplanation:
             )
         return self.maps[m]
 
+    def _alias(self, method: str) -> np.ndarray:
+        try:
+            return self.map(method)
+        except ValueError as err:  # an attribute: hasattr() says False
+            raise AttributeError(str(err)) from None
+
     @property
     def gradcam(self) -> np.ndarray:
         """Grad-CAM map ``(H, W)``: ``maps["gradcam"]``."""
-        return self.map("gradcam")
+        return self._alias("gradcam")
 
     @property
     def gradcam_pp(self) -> np.ndarray:
         """Grad-CAM++ map ``(H, W)``: ``maps["gradcam++"]``."""
-        return self.map("gradcam++")
+        return self._alias("gradcam++")
 
     def pictures(self, alpha: float = 0.5, colormap: str = "jet") -> dict[str, np.ndarray]:
         """Every picture as ``(H, W, 3)`` uint8 RGB, keyed by :func:`output_keys`: a heatmap and

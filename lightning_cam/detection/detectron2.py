@@ -272,11 +272,12 @@ def build_detectron2_model(
 
     Raises:
         ImportError: detectron2 is not installed.
-        ValueError: Unknown config or option; weights that do not fit the model.
+        ValueError: Unknown config or option; weights that do not fit the model (decided from
+            the keys and shapes detectron2's checkpointer matched: none matched, some with
+            other shapes, or some of the model's missing).
         FileNotFoundError: ``weight_path`` does not exist.
     """
     require_detectron2()
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
     cfg = _config(config_file, opts, device)
@@ -291,23 +292,72 @@ def build_detectron2_model(
     model = build_model(cfg)
     model.eval()
     if weight_path is not None:
-        # parameters only: loading any file rewrites some buffers (FrozenBatchNorm's
-        # running_var of an old-version state), which proves nothing
-        before = {k: v.detach().flatten()[:64].clone() for k, v in model.named_parameters()}
-        try:
-            DetectionCheckpointer(model).load(str(Path(weight_path).expanduser()))
-        except (OSError, RuntimeError, ValueError, KeyError, AssertionError, EOFError,
-                TypeError, AttributeError, ImportError) as err:
-            raise ValueError(
-                f"cannot load weights from {os.fspath(weight_path)!r}: {err}"
-            ) from err
-        after = dict(model.named_parameters())
-        if all(torch.equal(v, after[k].detach().flatten()[:64]) for k, v in before.items()):
-            raise ValueError(
-                f"no weight of {os.fspath(weight_path)!r} fits the model of "
-                f"{os.fspath(config_file)!r} (wrong config for these weights?)"
-            )
+        _load_weights(model, weight_path, config_file)
     return model, cfg
+
+
+def _load_weights(
+    model: nn.Module, weight_path: str | os.PathLike[str], config_file: str | os.PathLike[str]
+) -> None:
+    """Load a checkpoint with detectron2's ``DetectionCheckpointer`` and decide from its report of
+    incompatible keys (keys and shapes, not values) whether the weights fit the model.
+
+    Raises:
+        ValueError: The file cannot be read; no weight of it fits the model; some weights have
+            other shapes than the model's (skipped by detectron2: wrong config for the file); or
+            some of the model's weights are not in the file (they would stay random).
+    """
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    report: list[Any] = []
+
+    class _Reporting(DetectionCheckpointer):  # type: ignore[misc]
+        def _log_incompatible_keys(self, incompatible: Any) -> None:
+            report.append(incompatible)
+            super()._log_incompatible_keys(incompatible)
+
+    path, config = os.fspath(weight_path), os.fspath(config_file)
+    try:
+        _Reporting(model).load(str(Path(path).expanduser()))
+    except (OSError, RuntimeError, ValueError, KeyError, AssertionError, EOFError,
+            TypeError, AttributeError, ImportError) as err:
+        raise ValueError(f"cannot load weights from {path!r}: {err}") from err
+    if not report:  # pragma: no cover - every fvcore checkpointer reports
+        return
+    incompatible = report[0]
+    wanted = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
+    missing = set(incompatible.missing_keys)
+    shapes = list(incompatible.incorrect_shapes)
+    skipped = {k for k, _, _ in shapes}
+    # parameters only: detectron2 drops pixel_mean / pixel_std from the missing keys whatever
+    # the file holds (they come from the config)
+    loaded = [k for k, _ in model.named_parameters() if k not in missing and k not in skipped]
+
+    def some(keys: Sequence[str], n: int = 3) -> str:
+        keys = list(keys)
+        return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n})" if len(keys) > n else "")
+
+    if not loaded:
+        raise ValueError(
+            f"no weight of {path!r} fits the model of {config!r} (none of its parameters is in "
+            "the file with the model's shape; wrong config for these weights?)"
+        )
+    if shapes:
+        k, file_shape, model_shape = shapes[0]
+        raise ValueError(
+            f"{len(shapes)} weight(s) of {path!r} have other shapes than the model of "
+            f"{config!r}, e.g. {k}: {list(file_shape)} in the file, {list(model_shape)} in the "
+            "model; detectron2 would leave them random. Use the config the weights were "
+            "trained with (e.g. MODEL.ROI_HEADS.NUM_CLASSES / MODEL.RETINANET.NUM_CLASSES in "
+            "--opts)."
+        )
+    absent = [k for k in wanted if k in missing]
+    if absent:
+        raise ValueError(
+            f"{len(absent)} weight(s) of the model of {config!r} are not in {path!r} and would "
+            f"stay random: {some(absent)}. Give the checkpoint of the whole trained model "
+            "(e.g. model_final.pkl), not a backbone's."
+        )
 
 
 def detectron2_class_names(cfg: Any) -> list[str] | None:

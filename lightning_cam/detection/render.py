@@ -19,7 +19,14 @@ from lightning_cam import viz
 from lightning_cam.detection.result import ROI_KEYS, DetectionResult
 from lightning_cam.methods import method_name
 
-__all__ = ["detection_heatmap", "draw_detections", "layer_label", "render_detection"]
+__all__ = [
+    "detection_heatmap",
+    "draw_detections",
+    "fit_tile",
+    "layer_label",
+    "render_detection",
+    "scaled_result",
+]
 
 
 def layer_label(layer: str) -> str:
@@ -69,7 +76,9 @@ def detection_heatmap(
     return out
 
 
-def _fit(image: np.ndarray, tile_size: int | None) -> tuple[np.ndarray, float]:
+def fit_tile(image: np.ndarray, tile_size: int | None) -> tuple[np.ndarray, float]:
+    """``image`` resized so that its longest side is ``tile_size`` (``None``: unchanged), and
+    the scale factor applied."""
     if tile_size is None:
         return image, 1.0
     h, w = image.shape[:2]
@@ -81,7 +90,9 @@ def _fit(image: np.ndarray, tile_size: int | None) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=interp), scale
 
 
-def _scaled(result: DetectionResult, scale: float) -> DetectionResult:
+def scaled_result(result: DetectionResult, scale: float) -> DetectionResult:
+    """``result`` with its boxes and proposals scaled by ``scale`` (for a resized image; the maps
+    are shared, drawn at any size)."""
     if scale == 1.0:
         return result
     return DetectionResult(
@@ -136,8 +147,8 @@ def render_detection(
     for m in ms:
         for layer in ls:
             result.map(m, layer)  # raises on unknown names
-    tile, scale = _fit(img, tile_size)
-    res = _scaled(result, scale)
+    tile, scale = fit_tile(img, tile_size)
+    res = scaled_result(result, scale)
     count = len(result)
     if max_detections is not None:
         count = min(count, max(0, int(max_detections)))
@@ -154,3 +165,8 @@ def render_detection(
     labels = [f"{k}: {name} {float(result.scores[k]):.2f}"
               for k, name in enumerate(result.label_names()[:count])]
     return viz.annotate_sheet(rows, row_labels=labels, col_labels=cols)
+
+
+# The names lightning_cam.callbacks.detection imports (until it uses the public ones).
+_fit = fit_tile
+_scaled = scaled_result

@@ -353,3 +353,33 @@ def test_pointing_game_matches_by_iou():
     assert detection_pointing_game(result, gt).tolist() == [1.0, 0.0]
     # class-aware matching: the second detection's label matches no ground truth
     assert detection_pointing_game(result, gt, torch.tensor([1, 1, 1])).tolist() == [1.0]
+
+
+def test_registry_method_reaches_detection_maps(frcnn, image, monkeypatch):
+    """A method registered in METHODS for the test gives ``maps[method][layer]`` (and RoI maps)
+    with no edit of the explainer. Its weights are 1 for every channel, so each detection's map
+    is ReLU(sum_k A^k) of the layer: computed here with a plain hook, then aligned as the
+    explainer aligns maps."""
+    from lightning_cam.detection.base import to_original
+    from tests.registry import register_test_method
+
+    method = register_test_method(monkeypatch)
+    layer = "backbone.body.13"
+    explainer = DetectionExplainer(frcnn, layer=layer, methods=[method, "gradcam"],
+                                   score_threshold=0.0, top_k=3, roi_cams=True)
+    result = explainer(image)
+    assert result.methods == [method, "gradcam"]
+    assert set(result.maps[method]) == {layer, ROI_LAYER}
+    seen = {}
+    hook = frcnn.backbone.body["13"].register_forward_hook(lambda m, i, o: seen.setdefault("a", o))
+    with torch.no_grad():
+        image_list, _ = frcnn.transform([image])
+        frcnn.backbone(image_list.tensors)
+    hook.remove()
+    cam = normalize_maps(torch.relu(seen["a"].sum(1)))
+    resized = tuple(int(v) for v in image_list.image_sizes[0])
+    expected = to_original(cam, resized, tuple(image_list.tensors.shape[-2:]), IMAGE[1:])
+    for k in range(len(result)):
+        torch.testing.assert_close(result.map(method, layer)[k], expected[0], rtol=0, atol=1e-5)
+    sheet = render_detection((image.permute(1, 2, 0) * 255).byte().numpy(), result)
+    assert sheet.shape[1] > 5 * sheet.shape[0] / (len(result) + 1)  # 1 + 2 layers x 2 methods

@@ -349,6 +349,37 @@ def test_weights_loaded_from_files_the_test_writes(frcnn, retina, tmp_path):
         d2x.build_detectron2_model(C4, pth, opts=C4_OPTS)
 
 
+def test_weights_judged_by_keys_and_shapes_not_values(frcnn, tmp_path, capsys, image):
+    """A checkpoint equal to the freshly built model (the CLI seeds the build with 0) loads;
+    weights of other shapes (another class count) or a partial checkpoint are refused, with
+    the keys named, instead of detectron2 leaving some weights random."""
+    model, _ = frcnn  # built with torch.manual_seed(0), like every build below
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    same = tmp_path / "same.pth"
+    torch.save({"model": state}, same)
+    torch.manual_seed(0)
+    loaded, _ = d2x.build_detectron2_model(C4, same, opts=C4_OPTS)
+    assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
+    path = tmp_path / "noise.png"
+    viz.save_image(path, viz.to_uint8_image(image))
+    code = detect_main([
+        "--backend", "detectron2", "--config-file", C4, "--weight-path", str(same),
+        "--image-path", str(path), "--score-threshold", "0", "--top-k", "1", "--quiet",
+        "--output-dir", str(tmp_path / "out"), "--opts", *C4_OPTS,
+    ])
+    assert code == 0, capsys.readouterr().err
+
+    key = "roi_heads.box_predictor.cls_score.weight"
+    other = dict(state, **{key: torch.zeros(7, state[key].shape[1])})
+    torch.save({"model": other}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=rf"other shapes.*{key}: \[7, 2048\].*NUM_CLASSES"):
+        d2x.build_detectron2_model(C4, tmp_path / "other.pth", opts=C4_OPTS)
+    partial = {k: v for k, v in state.items() if not k.startswith("roi_heads.")}
+    torch.save({"model": partial}, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match=r"are not in .*stay random: roi_heads\."):
+        d2x.build_detectron2_model(C4, tmp_path / "partial.pth", opts=C4_OPTS)
+
+
 def test_split_detectron2_batch(d2):
     from detectron2.structures import Boxes, Instances
 
