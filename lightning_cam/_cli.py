@@ -74,15 +74,17 @@ def add_method_argument(
     parsed (an unknown name exits with status 2 and the known names). ``what`` says what the
     tool draws per method; ``default``: the methods without ``--method``."""
     parser.add_argument(
-        "--method", nargs="+", action="extend", type=_method, default=None, metavar="NAME",
+        # SUPPRESS: no attribute without --method (and no "(default: None)" in the help)
+        "--method", nargs="+", action="extend", type=_method, default=argparse.SUPPRESS,
+        metavar="NAME",
         help=f"CAM method(s) for {what}: {', '.join(method_names())} (aliases accepted; "
         f"default: {' '.join(default)})",
     )
 
 
-def selected_methods(values: Sequence[str] | None, default: Sequence[str]) -> list[str]:
+def selected_methods(args: argparse.Namespace, default: Sequence[str]) -> list[str]:
     """The ``--method`` values in order, without duplicates; ``default`` when none."""
-    return list(dict.fromkeys(values or default))
+    return list(dict.fromkeys(getattr(args, "method", None) or default))
 
 
 def read_class_names(path: str) -> list[str]:

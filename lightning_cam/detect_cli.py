@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         if args.roi and args.model and not _resolve_detector(args.model).startswith("fasterrcnn"):
             raise CLIError(f"--roi needs a two-stage detector (Faster R-CNN); {args.model} has no "
                            "RoI heads")
-    methods = selected_methods(args.method, DEFAULT_METHODS)
+    methods = selected_methods(args, DEFAULT_METHODS)
     sources = collect_images(args.image_path if args.image_path else default_images())
     if args.backend == "detectron2":
         explainer, model, weights, extra = _detectron2_explainer(args, methods)

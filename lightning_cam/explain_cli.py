@@ -334,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{flag} must be >= {minimum}, got {value}")
     if args.class_id is not None and args.class_id < 0:
         raise CLIError(f"--class-id must be >= 0, got {args.class_id}")
-    methods = selected_methods(args.method, DEFAULT_METHODS)
+    methods = selected_methods(args, DEFAULT_METHODS)
     keys = output_keys(methods)
     plan = _plan(args)
     class_names = read_class_names(args.class_names) if args.class_names else None

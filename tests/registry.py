@@ -18,6 +18,18 @@ def channel_sum_weights(activations: torch.Tensor, gradients: torch.Tensor) -> t
 
 
 def register_test_method(monkeypatch: pytest.MonkeyPatch) -> str:
-    """Register :data:`TEST_METHOD` (undone after the test); returns its name."""
-    monkeypatch.setitem(methods.METHODS, TEST_METHOD, channel_sum_weights)
+    """Register :data:`TEST_METHOD` (a gradient-kind method, weights
+    :func:`channel_sum_weights`) for the duration of a test; returns its name."""
+    method_cls = getattr(methods, "Method", None)
+    if method_cls is None:  # a registry of bare weighting functions
+        monkeypatch.setitem(methods.METHODS, TEST_METHOD, channel_sum_weights)
+        return TEST_METHOD
+    registries = [methods.METHODS, vars(methods).get("_ALIASES", {})]
+    before = [dict(r) for r in registries]
+    methods.register(method_cls(TEST_METHOD, "TestCAM", "gradient", "a method for tests",
+                                channel_sum_weights, title="Test-CAM"))
+    for registry, old in zip(registries, before, strict=True):
+        for key in set(registry) - set(old):  # undone after the test by monkeypatch
+            value = registry.pop(key)
+            monkeypatch.setitem(registry, key, value)
     return TEST_METHOD
