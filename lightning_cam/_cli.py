@@ -68,16 +68,20 @@ def _method(value: str) -> str:
 
 
 def add_method_argument(
-    parser: argparse.ArgumentParser, what: str, default: Sequence[str]
+    parser: argparse.ArgumentParser,
+    what: str,
+    default: Sequence[str],
+    names: Sequence[str] | None = None,
 ) -> None:
     """``--method NAME [NAME ...]``: names and aliases of the method registry, checked when
     parsed (an unknown name exits with status 2 and the known names). ``what`` says what the
-    tool draws per method; ``default``: the methods without ``--method``."""
+    tool draws per method; ``default``: the methods without ``--method``; ``names``: the
+    methods the tool can use, for the help (default: every registered method)."""
     parser.add_argument(
         # SUPPRESS: no attribute without --method (and no "(default: None)" in the help)
         "--method", nargs="+", action="extend", type=_method, default=argparse.SUPPRESS,
         metavar="NAME",
-        help=f"CAM method(s) for {what}: {', '.join(method_names())} (aliases accepted; "
+        help=f"CAM method(s) for {what}: {', '.join(names or method_names())} (aliases accepted; "
         f"default: {' '.join(default)})",
     )
 

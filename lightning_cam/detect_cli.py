@@ -69,7 +69,7 @@ def heatmap_suffix(method: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``lightning-cam detect``."""
     from lightning_cam.detection.architectures import DETECTORS
-    from lightning_cam.detection.base import DEFAULT_METHODS
+    from lightning_cam.detection.base import DEFAULT_METHODS, detection_methods
 
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="layer to explain, a dotted name of the detector (repeat for several, "
                    "e.g. backbone.body.layer3, head.classification_head.conv.0); default: the "
                    "backbone's last stage")
-    add_method_argument(p, "a heatmap per detection and layer", DEFAULT_METHODS)
+    add_method_argument(p, "a heatmap per detection and layer", DEFAULT_METHODS,
+                        detection_methods())
     p.add_argument("--roi", action="store_true",
                    help="also RoI-level heatmaps (Faster R-CNN): the CAM of the proposal's RoI "
                    "features, pasted into the proposal box")

@@ -19,6 +19,7 @@ __all__ = [
     "DetectionExplainerBase",
     "check_image",
     "check_selection",
+    "detection_methods",
     "paste_roi_maps",
     "select_detections",
     "to_original",
@@ -58,15 +59,34 @@ def paste_roi_maps(maps: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int
     return out
 
 
+def detection_methods() -> list[str]:
+    """The registered methods that explain any differentiable score, hence detections: all but
+    those that explain classes only (re-scoring other inputs, or reading a classifier's
+    weights; their registry entry says ``needs_class_target``)."""
+    return [n for n, m in METHODS.items() if not getattr(m, "needs_class_target", False)]
+
+
 def check_selection(methods: str | Sequence[str], score_threshold: Any, top_k: Any) -> list[str]:
-    """The canonical, de-duplicated method names; raises on bad methods, threshold or top_k."""
+    """The canonical, de-duplicated method names; raises on bad methods, threshold or top_k.
+
+    Raises:
+        ValueError: An unknown method, one that explains classes only (not detections), no
+            method, a bad ``top_k``.
+        TypeError: A ``score_threshold`` that is not a number.
+    """
     if isinstance(methods, str):
         methods = (methods,)
     names = list(dict.fromkeys(method_name(m) for m in methods))
+    usable = detection_methods()
     if not names:
         raise ValueError(
-            f"methods is empty; give at least one of {list(METHODS)} (default: "
-            f"{list(DEFAULT_METHODS)})"
+            f"methods is empty; give at least one of {usable} (default: {list(DEFAULT_METHODS)})"
+        )
+    classes_only = [n for n in names if n not in usable]
+    if classes_only:
+        raise ValueError(
+            f"methods {classes_only} explain classes only (they re-score other inputs or read "
+            f"a classifier's weights), not detections; use any of {usable}."
         )
     if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)):
         raise TypeError(f"score_threshold must be a number, got {score_threshold!r}")
