@@ -14,6 +14,15 @@ Popular libraries swap ``nn.ReLU`` modules, which is silently wrong for models t
 The replacement ReLU's backward rule is read from a switch at *backward* time, so one forward
 pass serves both an ordinary backward (for Grad-CAM) and a guided one (for guided backprop).
 
+Activation checkpointing (``torch.utils.checkpoint``): the non-reentrant kind re-runs a segment
+during the backward, where no ``TorchFunctionMode`` is active, and checks that the re-run saves
+the same tensors. Inside such a segment the ReLUs therefore run unchanged and the guided rule is
+a hook on their output's gradient (``R_l = relu'(f_l) * clamp(R_{l+1}, min=0)``, the same rule),
+so forward and re-run match. The reentrant kind runs its segment without autograd recording and
+re-runs it in its backward out of reach: ReLUs seen there are counted
+(:attr:`GuidedReLUMode.unrecorded_relus`) so that the engine can refuse instead of returning a
+plain gradient.
+
 Example:
     >>> import torch
     >>> switch = GuidedSwitch()
@@ -33,6 +42,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+
+from lightning_cam.wrappers import in_reentrant_checkpoint
 
 
 class GuidedSwitch:
@@ -81,6 +92,29 @@ class _SwitchableClamp(torch.autograd.Function):
             # gradient that is a clamp at 0 (in place: ``grad_in`` is a fresh tensor).
             grad_in = grad_in.clamp_(min=0)
         return grad_in, None, None, None, None
+
+
+def _in_checkpoint() -> bool:
+    """Whether a non-reentrant activation checkpoint records the current ops (its saved-tensor
+    hooks are on top): its backward re-runs them and checks they save the same tensors, so ops
+    are left as they are there."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    hooks = top(False) if top is not None else None
+    if hooks is None:
+        return False
+    pack = hooks[0]
+    return bool(getattr(pack, "_checkpoint_internal", False)) or "_checkpoint_hook" in getattr(
+        pack, "__qualname__", ""
+    )
+
+
+def _guided_grad_hook(switch: GuidedSwitch) -> Callable[[torch.Tensor], torch.Tensor | None]:
+    """Hook for the gradient arriving at a ReLU's output: positive part when guided."""
+
+    def hook(grad: torch.Tensor) -> torch.Tensor | None:
+        return grad.clamp(min=0) if switch.guided else None
+
+    return hook
 
 
 class _EvalBatchNorm(torch.autograd.Function):
@@ -171,16 +205,24 @@ class GuidedReLUMode(TorchFunctionMode):
     the backward (half the guided backward's memory on ResNets), but no gradient for its weight
     and bias. Everything else runs unchanged.
 
+    Inside non-reentrant activation checkpoints the ReLUs and batch norms run unchanged and the
+    guided rule is a gradient hook on the ReLU's output (see the module docstring).
+
     Args:
         switch: Shared switch read by the recorded ReLUs at backward time.
         inputs_only: The graph is only differentiated w.r.t. activations and inputs, never
             w.r.t. parameters.
+
+    Attributes:
+        unrecorded_relus: ReLUs seen inside a reentrant activation checkpoint, whose forward
+            records no graph and whose backward re-runs them without the guided rule.
     """
 
     def __init__(self, switch: GuidedSwitch, inputs_only: bool = False) -> None:
         super().__init__()
         self.switch = switch
         self.inputs_only = inputs_only
+        self.unrecorded_relus = 0
 
     def __torch_function__(
         self,
@@ -192,12 +234,26 @@ class GuidedReLUMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is F.batch_norm and self.inputs_only:
             bn = _eval_batch_norm_args(args, kwargs)
-            if bn is not None and torch.is_grad_enabled() and bn[0].requires_grad:
+            if (
+                bn is not None
+                and torch.is_grad_enabled()
+                and bn[0].requires_grad
+                and not _in_checkpoint()
+            ):
                 return _EvalBatchNorm.apply(*bn)
             return func(*args, **kwargs)
         spec = _relu_spec(func, args, kwargs)
         if spec is not None:
             x, lo, hi, inplace = spec
-            if isinstance(x, torch.Tensor) and torch.is_grad_enabled() and x.requires_grad:
-                return _SwitchableClamp.apply(x, lo, hi, self.switch, inplace)
+            if not torch.is_grad_enabled():
+                if in_reentrant_checkpoint():
+                    self.unrecorded_relus += 1
+            elif isinstance(x, torch.Tensor) and x.requires_grad:
+                if _in_checkpoint():
+                    out = func(*args, **kwargs)
+                    if isinstance(out, torch.Tensor) and out.requires_grad:
+                        out.register_hook(_guided_grad_hook(self.switch))
+                    return out
+                else:
+                    return _SwitchableClamp.apply(x, lo, hi, self.switch, inplace)
         return func(*args, **kwargs)
