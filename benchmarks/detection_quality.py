@@ -2,8 +2,8 @@
 
 On the shapes detection data (validation split, seeded), every detection of the trained
 detector that matches a true object (IoU >= 0.5, same class) is explained with every method of
-the registry (``--methods``, default: all of :data:`lightning_cam.methods.METHODS`) at every
-layer (``--layers``; ``roi_heads.box_roi_pool`` = the RoI-level maps), all from one
+the registry that explains detections (``--methods``; those that explain classes only are left
+out) at every layer (``--layers``; ``roi_heads.box_roi_pool`` = the RoI-level maps), all from one
 :class:`~lightning_cam.detection.DetectionExplainer` call per image, and its map is scored
 against the true object:
 
@@ -51,12 +51,12 @@ from lightning_cam.detection import (  # noqa: E402
     detection_scores,
     match_detections,
 )
+from lightning_cam.detection.base import detection_methods  # noqa: E402
 from lightning_cam.detection.render import (  # noqa: E402
     detection_heatmap,
     draw_detections,
     scaled_result,
 )
-from lightning_cam.methods import METHODS  # noqa: E402
 from lightning_cam.metrics import energy_pointing_game, pointing_game  # noqa: E402
 
 DEFAULT_LAYERS = ("backbone.body.layer1", "backbone.body.layer2", "backbone.body.layer3",
@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="ShapesDetector checkpoint")
     p.add_argument("--methods", nargs="+", default=None,
-                   help="methods (default: every method of the registry)")
+                   help="methods (default: every method of the registry that explains "
+                   "detections)")
     p.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS))
     p.add_argument("--num-images", type=int, default=100, help="validation images")
     p.add_argument("--score-threshold", type=float, default=0.5)
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    methods = list(args.methods or METHODS)
+    methods = list(args.methods or detection_methods())
     detector, meta = build_detector(None, args.ckpt)
     configure_detector(detector, args.score_threshold, args.top_k)
     layers = list(args.layers)

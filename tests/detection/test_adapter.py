@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 
 import pytest
@@ -383,3 +384,18 @@ def test_registry_method_reaches_detection_maps(frcnn, image, monkeypatch):
         torch.testing.assert_close(result.map(method, layer)[k], expected[0], rtol=0, atol=1e-5)
     sheet = render_detection((image.permute(1, 2, 0) * 255).byte().numpy(), result)
     assert sheet.shape[1] > 5 * sheet.shape[0] / (len(result) + 1)  # 1 + 2 layers x 2 methods
+
+
+def test_methods_that_explain_classes_only_are_refused_up_front(frcnn):
+    """Methods whose registry entry says they explain classes only (re-scoring other inputs, or
+    reading a classifier's weights) are refused when the explainer is built, not at the first
+    image; every other registered method is accepted."""
+    from lightning_cam.detection.base import detection_methods
+    from lightning_cam.methods import METHODS
+
+    usable = detection_methods()
+    refused = [m for m in METHODS if m not in usable]
+    assert refused and "gradcam" in usable
+    with pytest.raises(ValueError, match=re.escape(f"['{refused[0]}'] explain classes only")):
+        DetectionExplainer(frcnn, methods=["gradcam", refused[0]])
+    assert DetectionExplainer(frcnn, methods=usable).methods == usable
