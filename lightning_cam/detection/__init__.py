@@ -34,7 +34,7 @@ Example:
     ...     score_thresh=0.0)
     >>> explainer = DetectionExplainer(det, layer="head.classification_head.conv.0",
     ...                                score_threshold=0.0, top_k=2)
-    >>> explainer(torch.rand(3, 96, 128)).map("gradcam++").shape
+    >>> explainer(torch.rand(3, 96, 128)).map("eigengradcam").shape
     torch.Size([2, 96, 128])
 """
 

@@ -34,7 +34,7 @@ Example:
     ...     box_score_thresh=0.0)
     >>> explainer = DetectionExplainer(det, score_threshold=0.0, top_k=3)
     >>> result = explainer(torch.rand(3, 100, 150))
-    >>> result.map("gradcam").shape
+    >>> result.map("eigengradcam").shape
     torch.Size([3, 100, 150])
 """
 

@@ -25,8 +25,11 @@ __all__ = [
     "to_original",
 ]
 
-#: Methods the detection explainers compute when none are given.
-DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
+#: Methods the detection explainers (and ``lightning-cam detect``) compute when none are given:
+#: EigenGrad-CAM, the method that localised the detections of the shapes detector best at its
+#: default layer (pointing game 0.72 against 0.40 for Grad-CAM; 0.6 % of the map on other
+#: objects against 6.7 %; ``benchmarks/detection_quality.md``).
+DEFAULT_METHODS: tuple[str, ...] = ("eigengradcam",)
 
 
 def to_original(

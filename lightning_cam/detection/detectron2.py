@@ -34,7 +34,7 @@ Example:
     ...     "COCO-Detection/retinanet_R_50_FPN_3x.yaml", "model_final.pkl")  # doctest: +SKIP
     >>> explainer = Detectron2Explainer(model, cfg, layer="head.cls_subnet.7")  # doctest: +SKIP
     >>> result = explainer(image)  # (3, H, W) in [0, 1]                       # doctest: +SKIP
-    >>> result.map("gradcam++").shape                                          # doctest: +SKIP
+    >>> result.map().shape  # the default method, EigenGrad-CAM                # doctest: +SKIP
     torch.Size([K, H, W])
 """
 

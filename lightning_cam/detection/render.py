@@ -59,7 +59,7 @@ def detection_heatmap(
     image: viz.ArrayLike,
     result: DetectionResult,
     k: int,
-    method: str = "gradcam",
+    method: str | None = None,
     layer: str | None = None,
     alpha: float = 0.5,
     colormap: str = "jet",

@@ -63,9 +63,10 @@ class DetectionResult:
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
-    def map(self, method: str = "gradcam", layer: str | None = None) -> torch.Tensor:
-        """The ``(K, H, W)`` maps of one method and layer (``None``: the first layer)."""
-        m = method_name(method)
+    def map(self, method: str | None = None, layer: str | None = None) -> torch.Tensor:
+        """The ``(K, H, W)`` maps of one method (``None``: the first computed) and layer
+        (``None``: the first layer)."""
+        m = self.methods[0] if method is None and self.methods else method_name(method or "")
         if m not in self.maps:
             raise ValueError(f"method {method!r} was not computed; have {self.methods}")
         key = self.layers[0] if layer is None else layer

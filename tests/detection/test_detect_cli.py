@@ -54,7 +54,7 @@ def test_writes_boxes_heatmaps_sheet_and_summary(tmp_path, capsys, weights, imag
         "--image-path", images[0], "--model", MODEL, "--weight-path", weights,
         "--layer-name", "backbone.body.13", "--layer-name", "backbone.body.16", "--roi",
         "--score-threshold", "0", "--top-k", "2", "--class-names", str(names),
-        "--output-dir", str(out_dir), *SMALL,
+        "--method", "gradcam", "gradcam++", "--output-dir", str(out_dir), *SMALL,
     ])
     assert code == 0, err
     summary = json.loads((out_dir / "summary.json").read_text())
@@ -160,7 +160,10 @@ def test_dispatcher_routes_detect(tmp_path, capsys, weights, images):
                      weights, "--score-threshold", "0", "--top-k", "1", "--quiet",
                      "--output-dir", str(tmp_path), *SMALL])
     assert code == 0
-    assert (tmp_path / f"shapes1-{MODEL}-backbone.body.16-0-heatmap++.jpg").is_file()
+    # the detection default: EigenGrad-CAM (benchmarks/detection_quality.md)
+    assert (tmp_path / f"shapes1-{MODEL}-backbone.body.16-0-eigengradcam-heatmap.jpg").is_file()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["methods"] == ["eigengradcam"]
 
 
 def test_bad_image_among_good_ones_exits_1(tmp_path, capsys, weights, images):

@@ -40,6 +40,8 @@ IMAGE = (3, 120, 170)  # not square, not a multiple of 32: resize and padding bo
 WEIGHTS = {"gradcam": gradcam_weights, "gradcam++": gradcampp_weights}
 CLS_SUBNET = [f"head.cls_subnet.{i}" for i in range(8)]
 
+GRAD = ("gradcam", "gradcam++")  # the methods whose maps these tests check
+
 
 @pytest.fixture(scope="module")
 def d2() -> Any:
@@ -119,7 +121,7 @@ def frcnn_run(frcnn, image):
     model, cfg = frcnn
     explainer = d2x.Detectron2Explainer(
         model, cfg, layer=["backbone.res3", "backbone.res4"], score_threshold=0.0, top_k=3,
-        roi_cams=True,
+        roi_cams=True, methods=GRAD
     )
     return _run_borrowed(model, explainer, image)
 
@@ -129,7 +131,7 @@ def retina_run(retina, image):
     model, cfg = retina
     explainer = d2x.Detectron2Explainer(
         model, cfg, layer=[*CLS_SUBNET, "backbone.bottom_up.res5"], score_threshold=0.0,
-        top_k=10,
+        top_k=10, methods=GRAD
     )
     return _run_borrowed(model, explainer, image)
 
@@ -211,7 +213,7 @@ def test_faster_rcnn_matches_own_forward_proposal_and_backbone(frcnn, frcnn_run,
     map is the plain Grad-CAM of backbone.res4."""
     model, cfg = frcnn
     result = frcnn_run[0]
-    explainer = d2x.Detectron2Explainer(model, cfg, score_threshold=0.0, top_k=3)
+    explainer = d2x.Detectron2Explainer(model, cfg, score_threshold=0.0, top_k=3, methods=GRAD)
     inst, keep, cap, inputs, resized, padded = _own_forward(
         model, explainer, image, ["backbone.res4", "roi_heads.res5"], 3,
         inputs_of="roi_heads.pooler",
@@ -252,7 +254,7 @@ def test_retinanet_levels_other_than_the_detections_contribute_zero(retina, reti
     has a non-zero gradient, and the explainer's map equals the CAM of that level alone."""
     model, cfg = retina
     result = retina_run[0]
-    explainer = d2x.Detectron2Explainer(model, cfg, score_threshold=0.0)
+    explainer = d2x.Detectron2Explainer(model, cfg, score_threshold=0.0, methods=GRAD)
     layer = "head.cls_subnet.7"
     inst, keep, cap, _, resized, padded = _own_forward(model, explainer, image, [layer], 10)
     levels = cap[layer]
@@ -275,7 +277,8 @@ def test_retinanet_levels_other_than_the_detections_contribute_zero(retina, reti
 
 def test_hygiene_after_an_exception(retina, image, monkeypatch):
     model, cfg = retina
-    explainer = d2x.Detectron2Explainer(model, cfg, layer="head.cls_subnet.0", score_threshold=0.0)
+    explainer = d2x.Detectron2Explainer(model, cfg, layer="head.cls_subnet.0", score_threshold=0.0,
+                                        methods=GRAD)
     before, code = _state(model), _code()
 
     def boom(*args, **kwargs):
@@ -293,20 +296,20 @@ def test_layers_validated(frcnn, retina):
     assert d2x.default_detectron2_layer(model) == "backbone.res4"
     assert d2x.default_detectron2_layer(retina[0]) == "backbone.bottom_up.res5"
     with pytest.raises(ValueError, match="res4"):
-        d2x.Detectron2Explainer(model, cfg, layer="backbone.res44")
+        d2x.Detectron2Explainer(model, cfg, layer="backbone.res44", methods=GRAD)
     with pytest.raises(ValueError, match="per region proposal"):
-        d2x.Detectron2Explainer(model, cfg, layer="roi_heads.res5.0")
+        d2x.Detectron2Explainer(model, cfg, layer="roi_heads.res5.0", methods=GRAD)
     with pytest.raises(ValueError, match="without gradient"):
-        d2x.Detectron2Explainer(model, cfg, layer="proposal_generator.rpn_head.conv")
+        d2x.Detectron2Explainer(model, cfg, layer="proposal_generator.rpn_head.conv", methods=GRAD)
     with pytest.raises(ValueError, match="two-stage"):
-        d2x.Detectron2Explainer(retina[0], retina[1], roi_cams=True)
-    explainer = d2x.Detectron2Explainer(model, cfg, layer="roi_heads.res5")
+        d2x.Detectron2Explainer(retina[0], retina[1], roi_cams=True, methods=GRAD)
+    explainer = d2x.Detectron2Explainer(model, cfg, layer="roi_heads.res5", methods=GRAD)
     assert explainer.roi_cams and explainer.result_layers == ["backbone.res4", "roi_heads.res5"]
     tv = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
         weights=None, weights_backbone=None, num_classes=3)
     assert not d2x.is_detectron2_model(tv)
     with pytest.raises(TypeError, match="detectron2 detector"):
-        d2x.Detectron2Explainer(tv)
+        d2x.Detectron2Explainer(tv, methods=GRAD)
 
     class Wrapper(torch.nn.Module):
         def __init__(self) -> None:
@@ -405,7 +408,7 @@ def test_cli_writes_boxes_heatmaps_sheet_and_summary(d2, tmp_path, capsys, image
         "--backend", "detectron2", "--config-file", C4, "--random-weights",
         "--image-path", str(path), "--layer-name", "backbone.res4", "--roi",
         "--score-threshold", "0", "--top-k", "2", "--output-dir", str(out_dir),
-        "--opts", *C4_OPTS,
+        "--method", "gradcam", "gradcam++", "--opts", *C4_OPTS,
     ])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -465,7 +468,7 @@ def test_clear_message_without_detectron2(monkeypatch, tmp_path, capsys):
     with pytest.raises(ImportError, match="pip install"):
         d2x.build_detectron2_model(RETINA)
     with pytest.raises(ImportError, match="detectron2"):
-        d2x.Detectron2Explainer(torch.nn.Conv2d(3, 3, 1))
+        d2x.Detectron2Explainer(torch.nn.Conv2d(3, 3, 1), methods=GRAD)
     code = detect_main(["--backend", "detectron2", "--config-file", RETINA,
                         "--weight-path", "x.pkl", "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err
