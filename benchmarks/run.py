@@ -770,7 +770,8 @@ def case_detection(args: argparse.Namespace) -> Section:
             det = torchvision.models.get_model(
                 name, weights=None, weights_backbone=None, **kwargs).eval()
             image = torch.rand(3, 320, 320, generator=torch.Generator().manual_seed(0))
-            ex = {k: DetectionExplainer(det, layer=layer, score_threshold=0.0, top_k=k)
+            ex = {k: DetectionExplainer(det, layer=layer, methods=("gradcam", "gradcam++"),
+                                        score_threshold=0.0, top_k=k)
                   for k in (1, 10)}
 
             def forward(det: nn.Module = det, image: torch.Tensor = image) -> Any:

@@ -1,4 +1,5 @@
-"""What the standalone command-line tools share: one-line errors, exit codes, atomic text files.
+"""What the standalone command-line tools share: one-line errors, exit codes, atomic text files,
+the ``--method`` option (read from the method registry), class-name files and the sample image.
 
 Exit status: 0 success, 1 some inputs failed (the others were written), 2 bad arguments or an
 error before any output, 130 interrupted.
@@ -11,16 +12,25 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from lightning_cam.errors import one_line
+
+__all__ = [
+    "CLIError",
+    "add_method_argument",
+    "default_images",
+    "method_names",
+    "one_line",
+    "output_folder",
+    "read_class_names",
+    "run_main",
+    "selected_methods",
+    "write_text_atomic",
+]
 
 class CLIError(Exception):
     """A bad input reported in one line (no stack trace), exit status 2."""
-
-
-def one_line(err: BaseException) -> str:
-    """The error's message on one line (its type name when it has none)."""
-    text = " ".join(str(err).split())
-    return text if text else type(err).__name__
 
 
 def output_folder(path: str) -> Path:
@@ -34,10 +44,77 @@ def output_folder(path: str) -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """``path`` either complete or untouched (:func:`lightning_cam.viz.write_atomic`)."""
-    from lightning_cam import viz
+    """``path`` either complete or untouched (:func:`lightning_cam.image_io.write_atomic`)."""
+    from lightning_cam.image_io import write_atomic
 
-    viz.write_atomic(path, text)
+    write_atomic(path, text)
+
+
+def method_names() -> list[str]:
+    """The canonical names of the registered CAM methods (:data:`lightning_cam.methods.METHODS`)."""
+    from lightning_cam.methods import METHODS
+
+    return list(METHODS)
+
+
+def _method(value: str) -> str:
+    """``--method`` values: a registered name or alias, as its canonical name."""
+    from lightning_cam.methods import method_name
+
+    try:
+        return method_name(value)
+    except (ValueError, TypeError) as err:
+        raise argparse.ArgumentTypeError(one_line(err)) from err
+
+
+def add_method_argument(
+    parser: argparse.ArgumentParser,
+    what: str,
+    default: Sequence[str],
+    names: Sequence[str] | None = None,
+) -> None:
+    """``--method NAME [NAME ...]``: names and aliases of the method registry, checked when
+    parsed (an unknown name exits with status 2 and the known names). ``what`` says what the
+    tool draws per method; ``default``: the methods without ``--method``; ``names``: the
+    methods the tool can use, for the help (default: every registered method)."""
+    parser.add_argument(
+        # SUPPRESS: no attribute without --method (and no "(default: None)" in the help)
+        "--method", nargs="+", action="extend", type=_method, default=argparse.SUPPRESS,
+        metavar="NAME",
+        help=f"CAM method(s) for {what}: {', '.join(names or method_names())} (aliases accepted; "
+        f"default: {' '.join(default)})",
+    )
+
+
+def selected_methods(args: argparse.Namespace, default: Sequence[str]) -> list[str]:
+    """The ``--method`` values in order, without duplicates; ``default`` when none."""
+    return list(dict.fromkeys(getattr(args, "method", None) or default))
+
+
+def read_class_names(path: str) -> list[str]:
+    """One class name per line (blank lines ignored).
+
+    Raises:
+        CLIError: The file is missing, unreadable or empty.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CLIError(f"class names file not found: {str(p)!r}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CLIError(f"cannot read class names file {str(p)!r}: {err}") from err
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise CLIError(f"class names file {str(p)!r} is empty; expected one name per line")
+    return names
+
+
+def default_images() -> dict[str, Any]:
+    """The tools' sample image when no ``--image-path`` is given: ``skimage.data.chelsea()``."""
+    import skimage.data
+
+    return {"chelsea": skimage.data.chelsea()}
 
 
 def run_main(

@@ -1,10 +1,12 @@
-"""``lightning-cam detect``: boxes and per-detection Grad-CAM / Grad-CAM++ heatmaps from the shell.
+"""``lightning-cam detect``: boxes and per-detection CAM heatmaps from the shell.
 
 For every image: ``{stem}-{model}-predict_box.jpg`` (all boxes with class names and scores);
-per detection ``k`` and layer, ``{stem}-{model}-{layer}-{k}-heatmap.jpg`` (Grad-CAM) and
-``-heatmap++.jpg`` (Grad-CAM++), with the detection's box drawn; ``{stem}-{model}-sheet.jpg``
-(all of them, a row per detection); and for the run, ``summary.json`` (boxes, labels, scores and
-files). Every file is written atomically.
+per detection ``k``, layer and method, ``{stem}-{model}-{layer}-{k}-heatmap.jpg`` (Grad-CAM),
+``-heatmap++.jpg`` (Grad-CAM++) or ``-{method}-heatmap.jpg`` (any other method of the registry,
+``--method``), with the detection's box drawn; ``{stem}-{model}-sheet.jpg`` (all of them, a row
+per detection, a column per layer and method); and for the run, ``summary.json`` (boxes,
+labels, scores, and the files of each detection by method and layer). An image's files are
+written all or none; every file is written atomically.
 
 Exit status: 0 when every image was processed (an image without detections above the threshold
 is reported, not an error); 1 when some images failed (each is named, the others are done);
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,22 +41,40 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_cam._cli import CLIError, one_line, output_folder, run_main, write_text_atomic
+from lightning_cam._cli import (
+    CLIError,
+    add_method_argument,
+    default_images,
+    one_line,
+    output_folder,
+    read_class_names,
+    run_main,
+    selected_methods,
+    write_text_atomic,
+)
 
 PROG = "lightning-cam detect"
 SUMMARY_FILE = "summary.json"
 DEFAULT_MODEL = "fasterrcnn_resnet50_fpn"
-_SUFFIX = {"gradcam": "heatmap", "gradcam++": "heatmap++"}
+#: The original tool's file suffixes; any other method ``m`` writes ``{m}-heatmap``.
+_ORIGINAL_SUFFIX = {"gradcam": "heatmap", "gradcam++": "heatmap++"}
+
+
+def heatmap_suffix(method: str) -> str:
+    """The file suffix of a method's per-detection heatmaps: ``heatmap`` (Grad-CAM),
+    ``heatmap++`` (Grad-CAM++), ``{method}-heatmap`` for every other method."""
+    return _ORIGINAL_SUFFIX.get(method, f"{method}-heatmap")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``lightning-cam detect``."""
-    from lightning_cam.detection.zoo import DETECTORS
+    from lightning_cam.detection.architectures import DETECTORS
+    from lightning_cam.detection.base import DEFAULT_METHODS, detection_methods
 
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Explain the detections of a torchvision or detectron2 detector: predicted "
-        "boxes and a Grad-CAM / Grad-CAM++ heatmap per detection (and per layer).",
+        "boxes and a CAM heatmap per detection, layer and method.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--image-path", nargs="+", action="extend", default=None, metavar="PATH",
@@ -81,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="layer to explain, a dotted name of the detector (repeat for several, "
                    "e.g. backbone.body.layer3, head.classification_head.conv.0); default: the "
                    "backbone's last stage")
+    add_method_argument(p, "a heatmap per detection and layer", DEFAULT_METHODS,
+                        detection_methods())
     p.add_argument("--roi", action="store_true",
                    help="also RoI-level heatmaps (Faster R-CNN): the CAM of the proposal's RoI "
                    "features, pasted into the proposal box")
@@ -110,13 +133,7 @@ def _class_names(
 ) -> list[str] | None:
     if path is None:
         return meta_names
-    from lightning_cam.explain_cli import CLIError as ExplainError
-    from lightning_cam.explain_cli import read_class_names
-
-    try:
-        names = read_class_names(path)
-    except ExplainError as err:
-        raise CLIError(str(err)) from err
+    names = read_class_names(path)
     if len(names) == num_classes - 1:
         names = ["__background__", *names]
     return names
@@ -126,19 +143,15 @@ def _file_tag(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._+-" else "_" for c in text)
 
 
-def _default_images() -> dict[str, np.ndarray]:
-    import skimage.data
-
-    return {"chelsea": skimage.data.chelsea()}
-
-
 def _resolve_detector(name: str) -> str:
-    from lightning_cam.detection.zoo import resolve_detector
+    from lightning_cam.detection.architectures import resolve_detector
 
     return resolve_detector(name)
 
 
-def _torchvision_explainer(args: argparse.Namespace) -> tuple[Any, str, str, dict[str, Any]]:
+def _torchvision_explainer(
+    args: argparse.Namespace, methods: list[str]
+) -> tuple[Any, str, str, dict[str, Any]]:
     """The torchvision detector's explainer, its name, where its weights came from."""
     from lightning_cam.detection.adapter import DetectionExplainer
     from lightning_cam.detection.zoo import build_detector, configure_detector
@@ -151,7 +164,7 @@ def _torchvision_explainer(args: argparse.Namespace) -> tuple[Any, str, str, dic
     configure_detector(detector, args.score_threshold, args.top_k)
     class_names = _class_names(args.class_names, meta.categories, meta.num_classes)
     explainer = DetectionExplainer(
-        detector, layer=args.layer_name, methods=("gradcam", "gradcam++"),
+        detector, layer=args.layer_name, methods=methods,
         score_threshold=args.score_threshold, top_k=args.top_k, roi_cams=args.roi,
         class_names=class_names,
     )
@@ -183,16 +196,15 @@ def _check_detectron2_args(args: argparse.Namespace) -> None:
         raise CLIError(str(err)) from err
 
 
-def _detectron2_explainer(args: argparse.Namespace) -> tuple[Any, str, str, dict[str, Any]]:
+def _detectron2_explainer(
+    args: argparse.Namespace, methods: list[str]
+) -> tuple[Any, str, str, dict[str, Any]]:
     """The detectron2 model's explainer, its name (the config's), where its weights came from."""
     from lightning_cam.detection.detectron2 import (
         Detectron2Explainer,
         build_detectron2_model,
         detectron2_class_names,
     )
-    from lightning_cam.explain_cli import CLIError as ExplainError
-    from lightning_cam.explain_cli import read_class_names
-
     opts: list[Any] = list(args.opts or [])
     if args.min_size is not None:
         opts += ["INPUT.MIN_SIZE_TEST", args.min_size]
@@ -205,14 +217,11 @@ def _detectron2_explainer(args: argparse.Namespace) -> tuple[Any, str, str, dict
             score_threshold=args.score_threshold, top_k=args.top_k,
         )
     if args.class_names is not None:
-        try:
-            class_names: list[str] | None = read_class_names(args.class_names)
-        except ExplainError as err:
-            raise CLIError(str(err)) from err
+        class_names: list[str] | None = read_class_names(args.class_names)
     else:
         class_names = detectron2_class_names(cfg)
     explainer = Detectron2Explainer(
-        model, cfg, layer=args.layer_name, methods=("gradcam", "gradcam++"),
+        model, cfg, layer=args.layer_name, methods=methods,
         score_threshold=args.score_threshold, top_k=args.top_k, roi_cams=args.roi,
         class_names=class_names,
     )
@@ -228,9 +237,9 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         CLIError, ValueError, OSError, RuntimeError: Bad input (reported by :func:`main`).
     """
-    from lightning_cam import viz
+    from lightning_cam.detection.base import DEFAULT_METHODS
     from lightning_cam.detection.render import detection_heatmap, draw_detections, render_detection
-    from lightning_cam.explainers import collect_images
+    from lightning_cam.image_io import collect_images, save_images
 
     if not 0.0 <= args.score_threshold <= 1.0:
         raise CLIError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
@@ -249,11 +258,12 @@ def run(args: argparse.Namespace) -> int:
         if args.roi and args.model and not _resolve_detector(args.model).startswith("fasterrcnn"):
             raise CLIError(f"--roi needs a two-stage detector (Faster R-CNN); {args.model} has no "
                            "RoI heads")
-    sources = collect_images(args.image_path if args.image_path else _default_images())
+    methods = selected_methods(args, DEFAULT_METHODS)
+    sources = collect_images(args.image_path if args.image_path else default_images())
     if args.backend == "detectron2":
-        explainer, model, weights, extra = _detectron2_explainer(args)
+        explainer, model, weights, extra = _detectron2_explainer(args, methods)
     else:
-        explainer, model, weights, extra = _torchvision_explainer(args)
+        explainer, model, weights, extra = _torchvision_explainer(args, methods)
     out_dir = output_folder(args.output_dir)
 
     records: list[dict[str, Any]] = []
@@ -263,29 +273,28 @@ def run(args: argparse.Namespace) -> int:
             image = src.load()
             tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
             result = explainer(tensor)
+            stem = src.name
+            record: dict[str, Any] = {"image": src.label, "stem": stem, **result.to_dict()}
+            pictures: dict[str | os.PathLike[str], np.ndarray] = {}
+            files = {"predict_box": f"{stem}-{model}-predict_box.jpg",
+                     "sheet": f"{stem}-{model}-sheet.jpg"}
+            pictures[out_dir / files["predict_box"]] = draw_detections(image, result)
+            for det in record["detections"]:
+                k = det["index"]
+                det["files"] = {method: {} for method in result.methods}
+                for method in result.methods:
+                    suffix = heatmap_suffix(method)
+                    for layer in result.layers:
+                        name = f"{stem}-{model}-{_file_tag(layer)}-{k}-{suffix}.jpg"
+                        pictures[out_dir / name] = detection_heatmap(image, result, k, method,
+                                                                     layer)
+                        det["files"][method][layer] = name
+            pictures[out_dir / files["sheet"]] = render_detection(image, result)
+            save_images(pictures)  # all of the image's files, or none
         except (ValueError, OSError, RuntimeError, TypeError) as err:
             failures.append({"image": src.label, "error": one_line(err)})
             print(f"{PROG}: failed on {src.label}: {one_line(err)}", file=sys.stderr)
             continue
-        stem = src.name
-        record: dict[str, Any] = {"image": src.label, "stem": stem, **result.to_dict()}
-        files: dict[str, str] = {}
-        boxes_file = f"{stem}-{model}-predict_box.jpg"
-        viz.save_image(out_dir / boxes_file, draw_detections(image, result))
-        files["predict_box"] = boxes_file
-        for det in record["detections"]:
-            k = det["index"]
-            det["files"] = {}
-            for layer in result.layers:
-                det["files"][layer] = {}
-                for method in result.methods:
-                    fname = f"{stem}-{model}-{_file_tag(layer)}-{k}-{_SUFFIX[method]}.jpg"
-                    picture = detection_heatmap(image, result, k, method, layer)
-                    viz.save_image(out_dir / fname, picture)
-                    det["files"][layer][method] = fname
-        sheet_file = f"{stem}-{model}-sheet.jpg"
-        viz.save_image(out_dir / sheet_file, render_detection(image, result))
-        files["sheet"] = sheet_file
         record["files"] = files
         if len(result) == 0:
             record["message"] = f"no detection above the threshold {args.score_threshold:g}"

@@ -3,8 +3,12 @@
 For every image and network, six pictures named like the original tool's
 (``{stem}-{network}-heatmap.jpg``, ``-cam.jpg``, ``-heatmap++.jpg``, ``-cam++.jpg``,
 ``-gb.jpg``, ``-cam_gb.jpg``), a ``summary.json`` of the run and, with several networks, one
-comparison sheet per image (``{stem}-comparison.jpg``: rows = networks, columns = the six
-pictures) and ``comparison.md`` (markdown tables of the files). Every file is written atomically.
+comparison sheet per image (``{stem}-comparison.jpg``: rows = networks, columns = the
+pictures) and ``comparison.md`` (markdown tables of the files). ``--method`` picks the CAM
+methods of the registry (:data:`lightning_cam.methods.METHODS`; default Grad-CAM and
+Grad-CAM++): every other method ``m`` writes ``{stem}-{network}-{m}-heatmap.jpg`` and
+``-{m}-cam.jpg``, and gets its columns in the sheets. An image's pictures are written all or
+none; every file is written atomically.
 
 Exit status: 0 when every image was explained; 1 when some images failed (each is reported by
 name, the others are still explained); 2 on bad input (unknown network, unusable weights, an
@@ -33,7 +37,27 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 
-from lightning_cam._cli import CLIError, one_line, output_folder, run_main, write_text_atomic
+from lightning_cam._cli import (
+    CLIError,
+    add_method_argument,
+    default_images,
+    one_line,
+    output_folder,
+    read_class_names,
+    run_main,
+    selected_methods,
+    write_text_atomic,
+)
+
+__all__ = [
+    "build_parser",
+    "comparison_markdown",
+    "main",
+    "read_class_names",
+    "resolve_networks",
+    "run",
+    "write_comparison_sheet",
+]
 
 PROG = "lightning-cam explain"
 SUMMARY_FILE = "summary.json"
@@ -74,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "convolutional stage)")
     p.add_argument("--class-id", type=int, default=None, metavar="N",
                    help="class to explain (default: the predicted class of each image)")
+    from lightning_cam.explainers import DEFAULT_METHODS
+
+    add_method_argument(p, "a heatmap and an overlay each", DEFAULT_METHODS)
     p.add_argument("--output-dir", default="results", metavar="DIR",
                    help="output folder (default: results)")
     p.add_argument("--device", default="cpu", help="device, e.g. cpu, cuda, cuda:1 (default: cpu)")
@@ -119,21 +146,6 @@ def resolve_networks(values: Sequence[str] | None) -> list[str]:
             zoo.resolve_network(n)  # UnknownNetworkError lists the valid names
             if n not in names:
                 names.append(n)
-    return names
-
-
-def read_class_names(path: str) -> list[str]:
-    """One class name per line (blank lines ignored)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise CLIError(f"class names file not found: {str(p)!r}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise CLIError(f"cannot read class names file {str(p)!r}: {err}") from err
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-        raise CLIError(f"class names file {str(p)!r} is empty; expected one name per line")
     return names
 
 
@@ -233,27 +245,30 @@ def write_comparison_sheet(
     networks: Sequence[str],
     files: dict[str, dict[str, str]],
     shape: tuple[int, ...],
+    keys: Sequence[str] | None = None,
 ) -> str:
-    """``{stem}-comparison.jpg``: rows = networks, columns = the six pictures, labelled.
+    """``{stem}-comparison.jpg``: rows = networks, columns = the pictures (``keys``, default the
+    six of the default methods; :func:`lightning_cam.explainers.output_keys`), labelled.
 
     Pictures are read back from ``files[network][key]`` (names in ``output_dir``); a network
     that failed on the image gets a blank row.
     """
-    from lightning_cam import viz
+    from lightning_cam import image_io, viz
     from lightning_cam.explainers import OUTPUT_KEYS
 
+    columns = list(keys) if keys is not None else list(OUTPUT_KEYS)
     size = _tile_size(shape)
     blank = np.full((*size, 3), 255, np.uint8)
     rows = []
     for net in networks:
         row = []
-        for key in OUTPUT_KEYS:
+        for key in columns:
             name = files.get(net, {}).get(key)
-            row.append(_tile(viz.load_image(output_dir / name), size) if name else blank)
+            row.append(_tile(image_io.load_image(output_dir / name), size) if name else blank)
         rows.append(row)
-    sheet = viz.annotate_sheet(rows, row_labels=list(networks), col_labels=list(OUTPUT_KEYS))
+    sheet = viz.annotate_sheet(rows, row_labels=list(networks), col_labels=columns)
     name = f"{stem}-comparison.jpg"
-    viz.save_image(output_dir / name, sheet)
+    image_io.save_image(output_dir / name, sheet)
     return name
 
 
@@ -262,22 +277,24 @@ def comparison_markdown(
     networks: Sequence[str],
     files: dict[str, dict[str, dict[str, str]]],
     sheets: dict[str, str],
+    keys: Sequence[str] | None = None,
 ) -> str:
-    """Markdown tables of the pictures (one per image; rows = networks), as in the original
-    project's README."""
+    """Markdown tables of the pictures (one per image; rows = networks, columns = ``keys``,
+    default the six of the default methods), as in the original project's README."""
     from lightning_cam.explainers import OUTPUT_KEYS
 
+    columns = list(keys) if keys is not None else list(OUTPUT_KEYS)
     lines = ["# lightning-cam explain: comparison", ""]
     for stem, label in stems:
         lines += [f"## {stem}", "", f"Image: `{label}`", ""]
         if stem in sheets:
             lines += [f"![{stem} comparison]({quote(sheets[stem])})", ""]
-        lines.append("| network | " + " | ".join(OUTPUT_KEYS) + " |")
-        lines.append("|---" * (len(OUTPUT_KEYS) + 1) + "|")
+        lines.append("| network | " + " | ".join(columns) + " |")
+        lines.append("|---" * (len(columns) + 1) + "|")
         for net in networks:
             got = files.get(stem, {}).get(net, {})
             cells = [
-                f"![{key}]({quote(got[key])})" if key in got else "failed" for key in OUTPUT_KEYS
+                f"![{key}]({quote(got[key])})" if key in got else "failed" for key in columns
             ]
             lines.append(f"| {net} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -296,12 +313,6 @@ def _run_error(explainer: Any, err: BaseException) -> str:
     return f"{explainer.network}: {one_line(err)}{hint}"
 
 
-def _default_images() -> dict[str, np.ndarray]:
-    import skimage.data
-
-    return {"chelsea": skimage.data.chelsea()}
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``lightning-cam explain`` with parsed arguments; returns the exit status.
 
@@ -309,11 +320,13 @@ def run(args: argparse.Namespace) -> int:
         CLIError, ValueError, OSError, RuntimeError: Bad input (reported by :func:`main`).
     """
     from lightning_cam.explainers import (
+        DEFAULT_METHODS,
         ClassifierExplainer,
         ClassifierExplanation,
         ImageFailure,
-        collect_images,
+        output_keys,
     )
+    from lightning_cam.image_io import collect_images
 
     for flag, value, minimum in (("--batch-size", args.batch_size, 1),
                                  ("--image-size", args.image_size, 8)):
@@ -321,9 +334,11 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{flag} must be >= {minimum}, got {value}")
     if args.class_id is not None and args.class_id < 0:
         raise CLIError(f"--class-id must be >= 0, got {args.class_id}")
+    methods = selected_methods(args, DEFAULT_METHODS)
+    keys = output_keys(methods)
     plan = _plan(args)
     class_names = read_class_names(args.class_names) if args.class_names else None
-    sources = collect_images(args.image_path if args.image_path else _default_images())
+    sources = collect_images(args.image_path if args.image_path else default_images())
     # Build and check every network on a blank image before writing anything.
     explainers = []
     for network, weight_path in plan:
@@ -337,6 +352,7 @@ def run(args: argparse.Namespace) -> int:
                 image_size=args.image_size,
                 device=args.device,
                 class_names=class_names,
+                methods=methods,
             )
             explainer.check()
         except (ValueError, RuntimeError, TypeError) as err:
@@ -385,18 +401,19 @@ def run(args: argparse.Namespace) -> int:
             if src.name in files:
                 try:
                     sheets[src.name] = write_comparison_sheet(
-                        out_dir, src.name, networks, files[src.name], shapes[src.name]
+                        out_dir, src.name, networks, files[src.name], shapes[src.name], keys
                     )
                 except (OSError, ValueError) as err:
                     print(f"{PROG}: cannot write the comparison sheet of {src.label}: "
                           f"{one_line(err)}", file=sys.stderr)
         stems = [(s.name, s.label) for s in sources if s.name in files]
-        markdown = comparison_markdown(stems, networks, files, sheets)
+        markdown = comparison_markdown(stems, networks, files, sheets, keys)
         write_text_atomic(out_dir / MARKDOWN_FILE, markdown)
 
     summary = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "output_dir": str(out_dir),
+        "methods": methods,
         "networks": [
             {"network": e.network, "arch": e.meta.arch, "weights": e.meta.weights,
              "layer": e.layer, "image_size": e.image_size}

@@ -1,12 +1,13 @@
-"""Explain a classifier on image files: the original Grad-CAM.pytorch tool's six pictures.
+"""Explain a classifier on image files: the original Grad-CAM.pytorch tool's six pictures, and
+the same for any method of the registry (:data:`lightning_cam.methods.METHODS`).
 
-For every image, one forward pass gives Grad-CAM, Grad-CAM++ and guided backprop (the engine's
-``explain``); guided Grad-CAM is guided backprop times the Grad-CAM map. The image is resized to
-the network's input size for the model, and every map is brought back to the *original* image
-size (one bilinear upsampling from the layer's resolution), so the pictures align with the image
-the user gave.
+For every image, one forward pass gives the maps of the chosen methods (default: Grad-CAM and
+Grad-CAM++) and guided backprop (the engine's ``explain``); guided Grad-CAM is guided backprop
+times the Grad-CAM map. The image is resized to the network's input size for the model, and
+every map is brought back to the *original* image size (one bilinear upsampling from the layer's
+resolution), so the pictures align with the image the user gave.
 
-The six pictures per image, with the original tool's file names
+With the default methods, the six pictures per image, with the original tool's file names
 (``{stem}-{network}-{key}.jpg``, see :data:`OUTPUT_KEYS`):
 
 ===============  ===========================================================
@@ -17,6 +18,9 @@ The six pictures per image, with the original tool's file names
 ``gb``           guided backpropagation (gradients rendered as an image)
 ``cam_gb``       guided Grad-CAM (guided backprop times the Grad-CAM map)
 ===============  ===========================================================
+
+Any other method ``m`` adds ``{m}-heatmap`` and ``{m}-cam`` (:func:`picture_keys`); ``gb`` and
+``cam_gb`` come with every run.
 
 Example:
     >>> import numpy as np, torch, torchvision
@@ -29,13 +33,11 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import glob
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -44,9 +46,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_cam import viz
-from lightning_cam._cli import one_line
 from lightning_cam.cam import explain
+from lightning_cam.errors import one_line
+from lightning_cam.image_io import (
+    IMAGE_EXTENSIONS,
+    ImagesArg,
+    ImageSource,
+    collect_images,
+    save_images,
+)
 from lightning_cam.layers import get_layer
+from lightning_cam.methods import METHODS, method_name
 from lightning_cam.zoo import (
     ClassifierMeta,
     build_classifier,
@@ -54,6 +64,7 @@ from lightning_cam.zoo import (
 )
 
 __all__ = [
+    "DEFAULT_METHODS",
     "IMAGE_EXTENSIONS",
     "OUTPUT_KEYS",
     "ClassifierExplainer",
@@ -63,172 +74,42 @@ __all__ = [
     "collect_images",
     "explain_classifier",
     "output_filename",
+    "output_keys",
+    "picture_keys",
 ]
 
+#: Methods computed when none are given: the original tool's Grad-CAM and Grad-CAM++.
+DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
+
+#: What the original tool called its two pictures per method (every other method ``m`` has
+#: ``{m}-heatmap`` and ``{m}-cam``).
+_ORIGINAL_KEYS = {"gradcam": ("heatmap", "cam"), "gradcam++": ("heatmap++", "cam++")}
+
+#: Pictures of every run besides the methods' own: guided backprop and guided Grad-CAM.
+GUIDED_KEYS: tuple[str, ...] = ("gb", "cam_gb")
+
+
+def picture_keys(method: str) -> tuple[str, str]:
+    """The output keys of a method's heatmap and overlay: ``("heatmap", "cam")`` for Grad-CAM,
+    ``("heatmap++", "cam++")`` for Grad-CAM++ (the original tool's names), else
+    ``("{method}-heatmap", "{method}-cam")``."""
+    m = method_name(method)
+    return _ORIGINAL_KEYS.get(m, (f"{m}-heatmap", f"{m}-cam"))
+
+
+def output_keys(methods: Sequence[str] = DEFAULT_METHODS) -> tuple[str, ...]:
+    """Every picture of a run with ``methods``: each method's heatmap and overlay, then ``gb``
+    and ``cam_gb``. The default methods give :data:`OUTPUT_KEYS`."""
+    return (*(k for m in methods for k in picture_keys(m)), *GUIDED_KEYS)
+
+
 #: The six pictures per image and network, in the original tool's order and naming.
-OUTPUT_KEYS: tuple[str, ...] = ("heatmap", "cam", "heatmap++", "cam++", "gb", "cam_gb")
-
-#: File name extensions taken from folders and globs (explicit file names are always tried).
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"}
-)
-
-ImageLike = Union[str, "os.PathLike[str]", np.ndarray, torch.Tensor, "ImageSource"]
-ImagesArg = Union[ImageLike, Sequence[ImageLike], Mapping[str, ImageLike]]
+OUTPUT_KEYS: tuple[str, ...] = output_keys(DEFAULT_METHODS)
 
 
 def output_filename(stem: str, network: str, key: str) -> str:
     """The original tool's file name: ``{stem}-{network}-{key}.jpg``."""
     return f"{stem}-{network}-{key}.jpg"
-
-
-# ----------------------------------------------------------------------------- image sources
-
-
-@dataclass
-class ImageSource:
-    """One input image: a file (read on demand) or an in-memory array.
-
-    Attributes:
-        name: Unique stem used in output file names.
-        path: The file, or ``None`` for an in-memory image.
-        array: The in-memory image, or ``None`` for a file.
-    """
-
-    name: str
-    path: Path | None = None
-    array: Any = None
-
-    @property
-    def label(self) -> str:
-        """How the image is reported: its path, or its name."""
-        return str(self.path) if self.path is not None else self.name
-
-    def load(self) -> np.ndarray:
-        """The image as ``(H, W, 3)`` uint8 RGB.
-
-        Raises:
-            FileNotFoundError: The file does not exist.
-            ValueError: Not an image (the message names the file), or an unusable array.
-        """
-        if self.path is not None:
-            return viz.load_image(self.path)
-        return _as_rgb_uint8(self.array, self.name)
-
-
-def _as_rgb_uint8(image: Any, name: str) -> np.ndarray:
-    """``(H, W)``, ``(H, W, 1|3|4)`` or ``(C, H, W)`` tensor/array, uint8 or float in [0, 1]."""
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu()
-        if image.dim() == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
-            image = image.permute(1, 2, 0)
-        image = image.numpy()
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(
-            f"Image {name!r} has shape {arr.shape}; expected (H, W), (H, W, 3), (H, W, 4) "
-            "or a (3, H, W) tensor."
-        )
-    if arr.dtype != np.uint8:
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(
-                f"Image {name!r} has dtype {arr.dtype}; expected uint8, or floats in [0, 1]."
-            )
-        arr = np.clip(np.nan_to_num(arr.astype(np.float32)) * 255.0 + 0.5, 0, 255)
-        arr = arr.astype(np.uint8)
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    elif arr.shape[-1] == 4:
-        arr = arr[..., :3]
-    return np.ascontiguousarray(arr)
-
-
-def _has_magic(pattern: str) -> bool:
-    return any(c in pattern for c in "*?[")
-
-
-def _folder_images(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-
-
-def collect_images(images: ImagesArg) -> list[ImageSource]:
-    """Expand files, folders, globs and arrays into :class:`ImageSource` objects.
-
-    Folders contribute their image files (by extension, not recursive, sorted); globs
-    (``"photos/*.jpg"``, ``"**"`` recursive) their matching image files; a file named explicitly
-    is always taken (and fails later if it is not an image). Arrays are named ``image0``,
-    ``image1``... unless given as a mapping ``{name: array}``; :class:`ImageSource` objects pass
-    through (as copies). Names are made unique by adding ``_2``, ``_3``... (``a/cat.jpg`` and
-    ``b/cat.png`` become ``cat`` and ``cat_2``).
-
-    Raises:
-        FileNotFoundError: A path that is neither a file nor a folder and matches no file as a
-            glob, or a folder / glob without images; the message names it.
-        TypeError: An entry that is not a path, array or tensor.
-    """
-    items: list[tuple[str | None, Any]]
-    if isinstance(images, Mapping):
-        items = [(str(k), v) for k, v in images.items()]
-    elif isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor, ImageSource)):
-        items = [(None, images)]
-    elif isinstance(images, Sequence):
-        items = [(None, v) for v in images]
-    else:
-        raise TypeError(
-            "images must be a path, a folder, a glob, an array/tensor, or a list or dict of "
-            f"them; got {type(images).__name__}"
-        )
-    sources: list[ImageSource] = []
-    for index, (key, item) in enumerate(items):
-        if isinstance(item, ImageSource):
-            sources.append(dataclasses.replace(item, name=key or item.name))
-            continue
-        if isinstance(item, (np.ndarray, torch.Tensor)):
-            sources.append(ImageSource(key or f"image{index}", array=item))
-            continue
-        if not isinstance(item, (str, os.PathLike)):
-            raise TypeError(
-                f"Each image must be a path, an array or a tensor; got {type(item).__name__}"
-            )
-        path = Path(item).expanduser()
-        if path.is_dir():
-            found = _folder_images(path)
-            if not found:
-                raise FileNotFoundError(
-                    f"No image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder "
-                    f"{str(path)!r}."
-                )
-            sources.extend(ImageSource(p.stem, path=p) for p in found)
-        elif path.exists():
-            sources.append(ImageSource(key or path.stem, path=path))
-        elif _has_magic(str(item)):
-            matches = sorted(
-                Path(m) for m in glob.glob(os.path.expanduser(str(item)), recursive=True)
-            )
-            found = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-            if not found:
-                raise FileNotFoundError(f"No image files match {str(item)!r}.")
-            sources.extend(ImageSource(p.stem, path=p) for p in found)
-        else:
-            raise FileNotFoundError(f"Image not found: {str(path)!r}.")
-    seen: dict[str, int] = {}
-    for src in sources:
-        base = src.name
-        if base in seen:
-            seen[base] += 1
-            candidate = f"{base}_{seen[base]}"
-            while candidate in seen:
-                seen[base] += 1
-                candidate = f"{base}_{seen[base]}"
-            src.name = candidate
-            seen[candidate] = 1
-        else:
-            seen[base] = 1
-    return sources
 
 
 # ----------------------------------------------------------------------------- results
@@ -248,11 +129,14 @@ class ClassifierExplanation:
         score: The class's logit (the differentiated score).
         probability: Its softmax probability.
         original: The image, ``(H, W, 3)`` uint8 RGB.
-        gradcam: Grad-CAM map ``(H, W)`` float32 in [0, 1].
-        gradcam_pp: Grad-CAM++ map ``(H, W)`` float32 in [0, 1].
+        maps: ``maps[method]``: the method's map ``(H, W)`` float32 in [0, 1], for every
+            computed method (canonical names of :data:`lightning_cam.methods.METHODS`), in order.
         guided_backprop: Guided backprop gradients ``(H, W, 3)`` float32 (RGB).
-        guided_gradcam: Guided Grad-CAM ``(H, W, 3)`` float32: ``guided_backprop * gradcam``.
-        files: Written files by output key (:data:`OUTPUT_KEYS`), empty when nothing was written.
+        guided_gradcam: Guided Grad-CAM ``(H, W, 3)`` float32: ``guided_backprop`` times the
+            Grad-CAM map.
+        files: Written files by output key (:func:`output_keys`), empty when nothing was written.
+
+    ``gradcam`` and ``gradcam_pp`` are ``maps["gradcam"]`` and ``maps["gradcam++"]``.
     """
 
     image: str
@@ -264,25 +148,65 @@ class ClassifierExplanation:
     score: float
     probability: float
     original: np.ndarray
-    gradcam: np.ndarray
-    gradcam_pp: np.ndarray
+    maps: dict[str, np.ndarray]
     guided_backprop: np.ndarray
     guided_gradcam: np.ndarray
     files: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def methods(self) -> list[str]:
+        """The computed methods, in order."""
+        return list(self.maps)
+
+    def map(self, method: str) -> np.ndarray:
+        """The ``(H, W)`` map of ``method`` (a name or alias of the registry).
+
+        Raises:
+            ValueError: An unknown method, or one that was not computed.
+        """
+        m = method_name(method)
+        if m not in self.maps:
+            raise ValueError(
+                f"method {method!r} was not computed for {self.image!r}; computed: "
+                f"{self.methods} (pass methods=[..., {m!r}])"
+            )
+        return self.maps[m]
+
+    def _alias(self, method: str) -> np.ndarray:
+        try:
+            return self.map(method)
+        except ValueError as err:  # an attribute: hasattr() says False
+            raise AttributeError(str(err)) from None
+
+    @property
+    def gradcam(self) -> np.ndarray:
+        """Grad-CAM map ``(H, W)``: ``maps["gradcam"]``."""
+        return self._alias("gradcam")
+
+    @property
+    def gradcam_pp(self) -> np.ndarray:
+        """Grad-CAM++ map ``(H, W)``: ``maps["gradcam++"]``."""
+        return self._alias("gradcam++")
+
     def pictures(self, alpha: float = 0.5, colormap: str = "jet") -> dict[str, np.ndarray]:
-        """The six pictures as ``(H, W, 3)`` uint8 RGB images, keyed by :data:`OUTPUT_KEYS`."""
-        return {
-            "heatmap": viz.colorize(self.gradcam, colormap=colormap),
-            "cam": viz.overlay(self.original, self.gradcam, alpha=alpha, colormap=colormap),
-            "heatmap++": viz.colorize(self.gradcam_pp, colormap=colormap),
-            "cam++": viz.overlay(self.original, self.gradcam_pp, alpha=alpha, colormap=colormap),
-            "gb": viz.gradients_to_image(_unit_scale(self.guided_backprop)),
-            "cam_gb": viz.gradients_to_image(_unit_scale(self.guided_gradcam)),
-        }
+        """Every picture as ``(H, W, 3)`` uint8 RGB, keyed by :func:`output_keys`: a heatmap and
+        an overlay per method, guided backprop and guided Grad-CAM."""
+        out: dict[str, np.ndarray] = {}
+        for method, cam in self.maps.items():
+            heatmap, overlay = picture_keys(method)
+            out[heatmap] = viz.colorize(cam, colormap=colormap)
+            out[overlay] = viz.overlay(self.original, cam, alpha=alpha, colormap=colormap)
+        out["gb"] = viz.gradients_to_image(_unit_scale(self.guided_backprop))
+        out["cam_gb"] = viz.gradients_to_image(_unit_scale(self.guided_gradcam))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (no arrays): image, network, layer, class, score, files."""
+        """JSON-ready summary (no arrays): image, network, layer, class, score, the files by
+        output key, and ``methods``: each method's files (``{"heatmap": ..., "cam": ...}``)."""
+        by_method = {}
+        for method in self.maps:
+            keys = dict(zip(("heatmap", "cam"), picture_keys(method), strict=True))
+            by_method[method] = {k: self.files[v] for k, v in keys.items() if v in self.files}
         return {
             "image": self.source if self.source is not None else self.image,
             "name": self.image,
@@ -294,6 +218,7 @@ class ClassifierExplanation:
             "probability": self.probability,
             "size": [int(self.original.shape[0]), int(self.original.shape[1])],
             "files": dict(self.files),
+            "methods": by_method,
         }
 
 
@@ -332,6 +257,19 @@ class ImageFailure:
 # ----------------------------------------------------------------------------- the explainer
 
 
+def _check_methods(methods: str | Sequence[str]) -> list[str]:
+    """Canonical method names, in order, without duplicates; at least one."""
+    if isinstance(methods, str):
+        methods = (methods,)
+    names = list(dict.fromkeys(method_name(m) for m in methods))
+    if not names:
+        raise ValueError(
+            f"methods is empty; give at least one of {list(METHODS)} (default: "
+            f"{list(DEFAULT_METHODS)})"
+        )
+    return names
+
+
 def _positive_int(value: Any, what: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
@@ -360,10 +298,14 @@ class ClassifierExplainer:
         mean: Normalisation mean (RGB, images in [0, 1]); default: the network's (ImageNet).
         std: Normalisation std; default: the network's (ImageNet).
         num_classes: Head size for a named network (``None``: read from the weights).
+        methods: CAM methods, names or aliases of :data:`lightning_cam.methods.METHODS`
+            (default: Grad-CAM and Grad-CAM++). Guided Grad-CAM always uses the Grad-CAM map
+            (computed from the same pass when ``"gradcam"`` is not among them).
 
     Raises:
-        ValueError: Unknown layer (with close names), class id out of range, class names whose
-            count does not match the head, bad sizes or device; and everything
+        ValueError: Unknown layer (with close names) or method (with the known ones), class id
+            out of range, class names whose count does not match the head, bad sizes or
+            device; and everything
             :func:`~lightning_cam.zoo.build_classifier` raises for a named network.
     """
 
@@ -380,7 +322,9 @@ class ClassifierExplainer:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         num_classes: int | None = None,
+        methods: str | Sequence[str] = DEFAULT_METHODS,
     ) -> None:
+        self.methods = _check_methods(methods)
         if isinstance(model_or_name, nn.Module):
             # The model is borrowed: it stays where it is, and the work happens there.
             own = _module_device(model_or_name)
@@ -506,7 +450,8 @@ class ClassifierExplainer:
             images: Files, folders, globs, arrays/tensors, or a list / ``{name: image}`` of them
                 (see :func:`collect_images`).
             batch_size: Images per forward pass.
-            output_dir: Write the six pictures per image there (atomically), else nothing.
+            output_dir: Write the pictures of each image there (all of an image's pictures or
+                none), else nothing.
             errors: ``"raise"``: an unreadable image or a failed write raises. ``"report"``:
                 yield an :class:`ImageFailure` for it and go on with the others.
 
@@ -577,11 +522,12 @@ class ClassifierExplainer:
         self, loaded: list[tuple[ImageSource, np.ndarray]]
     ) -> list[ClassifierExplanation]:
         x = torch.stack([self.preprocess(img) for _, img in loaded]).to(self.device)
+        computed = list(dict.fromkeys([*self.methods, "gradcam"]))  # guided Grad-CAM needs it
         out = explain(
             self.model,
             x,
             layer=self.layer,
-            methods=("gradcam", "gradcam++"),
+            methods=computed,
             target=self.class_id,
             guided_backprop=True,
             upsample=False,
@@ -597,8 +543,11 @@ class ClassifierExplainer:
         results = []
         for i, (src, image) in enumerate(loaded):
             size = image.shape[:2]
-            cam = _resize(out.cams["gradcam"][layer][i][None], size)[0]
-            cam_pp = _resize(out.cams["gradcam++"][layer][i][None], size)[0]
+            maps = {
+                m: _resize(out.cams[m][layer][i][None], size)[0].clamp_(0, 1)
+                for m in computed
+            }
+            cam = maps["gradcam"]
             gb = _resize(out.guided[i], size)
             cid = int(out.class_ids[i])
             results.append(
@@ -612,8 +561,7 @@ class ClassifierExplainer:
                     score=float(out.scores[i]),
                     probability=float(probs[i]),
                     original=image,
-                    gradcam=cam.clamp_(0, 1).numpy(),
-                    gradcam_pp=cam_pp.clamp_(0, 1).numpy(),
+                    maps={m: maps[m].numpy() for m in self.methods},
                     guided_backprop=gb.permute(1, 2, 0).contiguous().numpy(),
                     guided_gradcam=(gb * cam[None]).permute(1, 2, 0).contiguous().numpy(),
                 )
@@ -623,17 +571,19 @@ class ClassifierExplainer:
     def write(self, result: ClassifierExplanation, output_dir: str | os.PathLike[str]) -> dict[
         str, str
     ]:
-        """Write the six pictures of ``result`` into ``output_dir`` (each atomically).
+        """Write the pictures of ``result`` into ``output_dir``: all of them or none (each to a
+        temporary name first, then moved into place; on a failure, none is left).
 
         Returns:
             File names (relative to ``output_dir``) by output key.
+
+        Raises:
+            OSError, ValueError: A picture cannot be encoded or written (nothing is left).
         """
         out = Path(output_dir)
-        files = {}
-        for key, picture in result.pictures().items():
-            name = output_filename(result.image, result.network, key)
-            viz.save_image(out / name, picture)
-            files[key] = name
+        pictures = result.pictures()
+        files = {key: output_filename(result.image, result.network, key) for key in pictures}
+        save_images({out / files[key]: picture for key, picture in pictures.items()})
         return files
 
 
@@ -666,8 +616,10 @@ def explain_classifier(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     errors: Literal["raise", "report"] = "raise",
+    methods: str | Sequence[str] = DEFAULT_METHODS,
 ) -> list[ClassifierExplanation | ImageFailure]:
-    """Explain a classifier on images: Grad-CAM, Grad-CAM++, guided backprop, guided Grad-CAM.
+    """Explain a classifier on images: CAM maps (default: Grad-CAM and Grad-CAM++), guided
+    backprop, guided Grad-CAM.
 
     A shortcut for ``ClassifierExplainer(...).explain(images, ...)``; see
     :class:`ClassifierExplainer` for the arguments.
@@ -682,14 +634,17 @@ def explain_classifier(
         image_size: Model input side (``None``: the network's own).
         batch_size: Images per forward pass.
         device: Device.
-        output_dir: When given, write the six pictures per image there
-            (``{stem}-{network}-heatmap.jpg``, ``-cam.jpg``, ``-heatmap++.jpg``,
+        output_dir: When given, write the pictures of each image there, all or none (default
+            methods: ``{stem}-{network}-heatmap.jpg``, ``-cam.jpg``, ``-heatmap++.jpg``,
             ``-cam++.jpg``, ``-gb.jpg``, ``-cam_gb.jpg``).
         class_names: Names by class id.
         network: Name used in file names.
         mean: Normalisation mean (default: the network's).
         std: Normalisation std (default: the network's).
         errors: ``"raise"`` or ``"report"`` (failed images become :class:`ImageFailure`).
+        methods: CAM methods of :data:`lightning_cam.methods.METHODS` (names or aliases); each
+            method other than Grad-CAM / Grad-CAM++ writes ``{stem}-{network}-{method}-heatmap.jpg``
+            and ``-{method}-cam.jpg``.
 
     Returns:
         One :class:`ClassifierExplanation` per image (maps at the image's own size), in input
@@ -714,6 +669,7 @@ def explain_classifier(
         network=network,
         mean=mean,
         std=std,
+        methods=methods,
     )
     return explainer.explain(images, batch_size=batch_size, output_dir=output_dir, errors=errors)
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 import difflib
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from typing import Literal, TypeAlias
 
 import cv2
 import numpy as np
 import torch
+
+from lightning_cam import image_io
+from lightning_cam.image_io import load_image, write_atomic
 
 ArrayLike: TypeAlias = np.ndarray | torch.Tensor
 Color: TypeAlias = tuple[int, int, int]
@@ -45,6 +47,7 @@ __all__ = [
     "to_chw_tensor",
     "to_hwc",
     "to_uint8_image",
+    "write_atomic",
 ]
 
 _COLORMAP_NAMES = (
@@ -66,7 +69,6 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _MIN_FONT_SCALE = 0.3  # below this Hershey text is no longer legible
 # OpenCV 5 draws unicode text; the Hershey fonts of OpenCV 4 draw ASCII only.
 _ELLIPSIS = "\u2026" if int(cv2.__version__.split(".")[0]) >= 5 else "..."
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # Sasha Trubetskoy's 20 distinct colours (RGB), most distinct first.
 _PALETTE: tuple[Color, ...] = (
@@ -895,9 +897,11 @@ def _check_labels(labels: Sequence[str] | None, n: int, name: str, what: str) ->
 def save_image(path: str | os.PathLike[str], image_uint8: ArrayLike, quality: int = 95) -> None:
     """Write an RGB image to ``.jpg``/``.png`` (also ``.jpeg``, ``.bmp``, ``.tif(f)``, ``.webp``).
 
-    The write is atomic: the image is encoded in memory, written to a temporary file in the same
-    directory and moved into place with ``os.replace``; on any failure the temporary file is
-    deleted, so ``path`` is either the complete new image or untouched. The directory must exist.
+    The image is converted with :func:`to_uint8_image` and written by
+    :func:`lightning_cam.image_io.save_image`: atomically (encoded in memory, written to a
+    temporary file in the same directory, moved into place with ``os.replace``; on any failure
+    the temporary file is deleted), so ``path`` is either the complete new image or untouched.
+    The directory must exist.
 
     Args:
         path: destination file; its extension picks the format.
@@ -913,93 +917,4 @@ def save_image(path: str | os.PathLike[str], image_uint8: ArrayLike, quality: in
         >>> import numpy as np, tempfile, os
         >>> save_image(os.path.join(tempfile.mkdtemp(), "x.png"), np.zeros((4, 4, 3), np.uint8))
     """
-    path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in _IMAGE_EXTENSIONS:
-        raise ValueError(
-            f"cannot save image to {path!r}: unknown extension {ext or '(none)'!r}; "
-            f"expected one of {', '.join(_IMAGE_EXTENSIONS)}"
-        )
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
-        raise TypeError(f"quality must be an int in [0, 100], got {quality!r}")
-    if not 0 <= quality <= 100:
-        raise ValueError(f"quality must be in [0, 100], got {quality!r}")
-    params: list[int] = []
-    if ext in (".jpg", ".jpeg"):
-        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
-    elif ext == ".webp":  # OpenCV: 1..100 lossy, above 100 lossless
-        params = [cv2.IMWRITE_WEBP_QUALITY, 101 if quality == 100 else max(1, int(quality))]
-    bgr = cv2.cvtColor(to_uint8_image(image_uint8), cv2.COLOR_RGB2BGR)
-    try:
-        ok, buf = cv2.imencode(ext, bgr, params)
-    except cv2.error as e:
-        raise OSError(f"could not encode the image as {ext} for {path!r}: {e}") from e
-    if not ok:
-        raise OSError(f"could not encode the image as {ext} for {path!r}")
-    if os.path.isdir(path):
-        raise IsADirectoryError(21, "cannot save image: the path is a directory", path)
-    try:
-        write_atomic(path, buf.tobytes())
-    except OSError as e:
-        raise OSError(e.errno, f"could not write image: {e.strerror or e}", path) from e
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
-    """Write ``data`` (text is UTF-8 encoded) to ``path`` through a temporary file in the same
-    folder moved into place with ``os.replace``: ``path`` is either complete or untouched, also
-    after an error or Ctrl-C (the temporary file is removed)."""
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        with open(tmp, "xb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as RGB.
-
-    Grey images are repeated to 3 channels, an alpha channel is dropped, 16-bit images are
-    reduced to 8 bits. The format is found from the content (jpg, png, bmp, tiff, webp, ...).
-
-    Args:
-        path: the image file.
-
-    Returns:
-        ``(H, W, 3)`` ``uint8`` RGB array.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        IsADirectoryError: ``path`` is a directory.
-        ValueError: the file is not a readable image.
-
-    Example:
-        >>> import numpy as np, tempfile, os
-        >>> p = os.path.join(tempfile.mkdtemp(), "x.png")
-        >>> save_image(p, np.zeros((4, 5, 3), np.uint8)); load_image(p).shape
-        (4, 5, 3)
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(2, "image file not found", path)
-    if os.path.isdir(path):
-        raise IsADirectoryError(21, "expected an image file, got a directory", path)
-    data = np.fromfile(path, dtype=np.uint8)
-    img = None
-    if data.size:
-        try:
-            img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        except cv2.error:
-            img = None
-    if img is None:
-        raise ValueError(
-            f"{path!r} is not a readable image (supported formats: jpg, png, bmp, tiff, webp)"
-        )
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    image_io.save_image(path, to_uint8_image(image_uint8), quality)

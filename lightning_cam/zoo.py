@@ -18,8 +18,8 @@ Weights come from, in this order:
   a weight file instead. The loader is :data:`load_pretrained`, replaceable (tests simulate an
   offline machine by swapping it, or ``torch.hub.download_url_to_file``).
 
-Files are read with ``torch.load(weights_only=True)``: tensors and plain containers only, never
-arbitrary pickled objects.
+Files are read by :mod:`lightning_cam.weights` with ``torch.load(weights_only=True)``: tensors
+and plain containers only, never arbitrary pickled objects.
 
 Example:
     >>> import torch, torchvision
@@ -34,7 +34,6 @@ from __future__ import annotations
 import difflib
 import http.client
 import os
-import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,26 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from lightning_cam.weights import (
+    PretrainedWeightsUnavailableError,
+    StateDictMismatchError,
+    WeightFileError,
+    WeightFileNotFoundError,
+    check_fit,
+    extract_state_dict,
+    is_lightning_checkpoint,
+    read_weight_file,
+    state_shapes,
+    strip_prefixes,
+)
+
+# The names these had before weight files moved to lightning_cam.weights.
+_extract_state_dict = extract_state_dict
+_strip_prefixes = strip_prefixes
+_shapes = state_shapes
+_check_fit = check_fit
+_is_lightning_checkpoint = is_lightning_checkpoint
 
 __all__ = [
     "ALIASES",
@@ -97,48 +116,10 @@ _TORCHVISION_NUM_CLASSES = 1000
 _INIT_WEIGHTS_ARG = {"inception_v3", "googlenet"}
 # Auxiliary classifiers: built only when the weight file has them.
 _AUX_PREFIXES = {"inception_v3": ("AuxLogits.",), "googlenet": ("aux1.", "aux2.")}
-# Prefixes added by wrappers around a model: DataParallel/DDP and torch.compile.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# Keys under which training scripts commonly nest the state_dict.
-_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
 
 
 class UnknownNetworkError(ValueError):
     """The network name is neither a seed network, an alias nor a torchvision classifier."""
-
-
-class WeightFileError(ValueError):
-    """A weight file that cannot be used: unreadable, not a torch file, no state_dict in it."""
-
-
-class WeightFileNotFoundError(WeightFileError, FileNotFoundError):
-    """The weight file does not exist."""
-
-
-class StateDictMismatchError(WeightFileError):
-    """A state_dict that does not fit the network.
-
-    Attributes:
-        missing: Keys the network needs that the file lacks.
-        unexpected: Keys in the file the network does not have.
-        mismatched: ``(key, file shape, network shape)`` for keys whose shapes differ.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        missing: list[str],
-        unexpected: list[str],
-        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
-    ) -> None:
-        super().__init__(message)
-        self.missing = missing
-        self.unexpected = unexpected
-        self.mismatched = mismatched
-
-
-class PretrainedWeightsUnavailableError(RuntimeError):
-    """torchvision's DEFAULT weights are neither cached locally nor downloadable (offline)."""
 
 
 @dataclass
@@ -248,49 +229,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 # ----------------------------------------------------------------------------- weight files
-
-
-def read_weight_file(path: str | os.PathLike[str]) -> Any:
-    """Load a weight file with ``torch.load(weights_only=True)`` on the CPU.
-
-    Raises:
-        WeightFileNotFoundError: No such file.
-        WeightFileError: A directory, not a PyTorch file, or a file holding pickled Python
-            objects other than tensors and plain containers.
-    """
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise WeightFileNotFoundError(f"Weight file not found: {str(p)!r}.")
-    if p.is_dir():
-        raise WeightFileError(f"Weight path {str(p)!r} is a directory; pass the file itself.")
-    try:
-        try:
-            # Memory-mapped: tensors are read when used (a second look at a file is free).
-            return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise
-            return torch.load(p, map_location="cpu", weights_only=True)  # legacy format
-    except pickle.UnpicklingError as err:
-        if "weights only load failed" in str(err).lower():
-            raise WeightFileError(
-                f"Weight file {str(p)!r} holds pickled Python objects besides tensors (e.g. a "
-                "whole model saved with torch.save(model)); weights are loaded with "
-                "torch.load(weights_only=True) for safety. Save the weights with "
-                "torch.save(model.state_dict(), path) instead."
-            ) from err
-        raise WeightFileError(_unreadable(p, err)) from err
-    except Exception as err:  # noqa: BLE001 - any failure to parse means "not a torch file"
-        raise WeightFileError(_unreadable(p, err)) from err
-
-
-def _unreadable(p: Path, err: BaseException) -> str:
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    reason = f"{type(err).__name__}: {reason}" if reason else type(err).__name__
-    return (
-        f"Cannot read weight file {str(p)!r}: not a PyTorch file saved with torch.save "
-        f"({reason[:200]})."
-    )
+# Reading and checking weight files is lightning_cam.weights' job (one loader for every zoo).
 
 
 def checkpoint_backbone(path: str | os.PathLike[str]) -> str | None:
@@ -300,110 +239,11 @@ def checkpoint_backbone(path: str | os.PathLike[str]) -> str | None:
         WeightFileNotFoundError, WeightFileError: As :func:`read_weight_file`.
     """
     obj = read_weight_file(path)
-    if isinstance(obj, Mapping) and _is_lightning_checkpoint(obj):
+    if isinstance(obj, Mapping) and is_lightning_checkpoint(obj):
         hparams = obj.get("hyper_parameters") or {}
         if isinstance(hparams, Mapping) and "backbone" in hparams and "num_classes" in hparams:
             return str(hparams["backbone"])
     return None
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return (
-        isinstance(obj, Mapping)
-        and len(obj) > 0
-        and all(isinstance(k, str) for k in obj)
-        and all(isinstance(v, torch.Tensor) for v in obj.values())
-    )
-
-
-def _is_lightning_checkpoint(obj: Mapping[str, Any]) -> bool:
-    return "state_dict" in obj and (
-        "pytorch-lightning_version" in obj or "hyper_parameters" in obj
-    )
-
-
-def _extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
-    if _is_state_dict(obj):
-        return dict(obj)
-    if isinstance(obj, Mapping):
-        for key in _NESTED_KEYS:
-            if _is_state_dict(obj.get(key)):
-                return dict(obj[key])
-        keys = ", ".join(repr(k) for k in list(obj)[:8])
-        raise WeightFileError(
-            f"No state_dict found in {path!r}: expected a dict of tensors, or one nested under "
-            f"{', '.join(repr(k) for k in _NESTED_KEYS[:3])}; top-level keys: {keys}."
-        )
-    raise WeightFileError(
-        f"No state_dict found in {path!r}: it holds a {type(obj).__name__}, expected a dict of "
-        "tensors (torch.save(model.state_dict(), path))."
-    )
-
-
-def _strip_prefixes(sd: dict[str, torch.Tensor], wanted: set[str]) -> dict[str, torch.Tensor]:
-    """Remove wrapper prefixes, then a common leading component if that makes keys fit."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
-                changed = True
-
-    def overlap(keys: Any) -> int:
-        return len(wanted.intersection(keys))
-
-    # A LightningModule that holds the network as ``self.model`` / ``self.net`` saves
-    # ``model.layer4...``: strip the first component when it makes (more) keys fit.
-    firsts = {k.split(".", 1)[0] for k in sd if "." in k}
-    best, best_overlap = sd, overlap(sd)
-    for first in firsts:
-        prefix = first + "."
-        candidate = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-        if overlap(candidate) > best_overlap:
-            best, best_overlap = candidate, overlap(candidate)
-    return best
-
-
-def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def _check_fit(
-    sd: Mapping[str, torch.Tensor], wanted: Mapping[str, tuple[int, ...]], what: str, path: str
-) -> None:
-    """Raise :class:`StateDictMismatchError` unless ``sd`` has exactly the keys and shapes."""
-    missing = [k for k in wanted if k not in sd and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in wanted]
-    mismatched = [
-        (k, tuple(v.shape), wanted[k])
-        for k, v in sd.items()
-        if k in wanted and tuple(v.shape) != wanted[k]
-    ]
-    if not (missing or unexpected or mismatched):
-        return
-
-    def first(items: list[str], n: int = 4) -> str:
-        more = f", ... (+{len(items) - n})" if len(items) > n else ""
-        return ", ".join(items[:n]) + more
-
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing key(s): {first(missing)}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s): {first(unexpected)}")
-    if mismatched:
-        shapes = [
-            f"{k} (file {list(a)} vs network {list(b)})" for k, a, b in mismatched
-        ]
-        parts.append(f"{len(mismatched)} shape mismatch(es): {first(shapes, 3)}")
-    raise StateDictMismatchError(
-        f"The weights in {path!r} do not fit {what}: {'; '.join(parts)}. "
-        "Check --network (and --weight-path), or that the file was saved from this architecture.",
-        missing,
-        unexpected,
-        mismatched,
-    )
 
 
 def _infer_num_classes(
@@ -529,15 +369,15 @@ def _build_from_state_dict(
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     skeleton = _construct(arch, meta_device=True, **kwargs)
-    wanted = _shapes(skeleton)
-    sd = _strip_prefixes(sd, set(wanted))
+    wanted = state_shapes(skeleton)
+    sd = strip_prefixes(sd, set(wanted))
     if num_classes is None:
         inferred = _infer_num_classes(sd, wanted, _TORCHVISION_NUM_CLASSES)
         if inferred is not None:
             kwargs["num_classes"] = inferred
             skeleton = _construct(arch, meta_device=True, **kwargs)
-            wanted = _shapes(skeleton)
-    _check_fit(sd, wanted, name if name == arch else f"{name} ({arch})", path)
+            wanted = state_shapes(skeleton)
+    check_fit(sd, wanted, name if name == arch else f"{name} ({arch})", path)
     model = _materialize(skeleton, arch, device, **kwargs)
     model.load_state_dict(sd, strict=False)
     with torch.no_grad():
@@ -595,8 +435,8 @@ def _build_from_lightning(
             f"Cannot rebuild the ShapesClassifier of {path!r} from its hyper-parameters "
             f"({type(err).__name__}: {err})."
         ) from err
-    sd = _extract_state_dict(ckpt, path)
-    _check_fit(sd, _shapes(model), f"ShapesClassifier(backbone={backbone!r})", path)
+    sd = extract_state_dict(ckpt, path)
+    check_fit(sd, state_shapes(model), f"ShapesClassifier(backbone={backbone!r})", path)
     model.load_state_dict(sd, strict=False)
     class_names = hparams.get("class_names")
     # The images it was trained on: the datamodule's size when the checkpoint records it, else
@@ -669,7 +509,7 @@ def build_classifier(
 
     path = str(Path(weight_path).expanduser())
     obj = read_weight_file(path)  # memory-mapped: cheap even for a large file
-    if isinstance(obj, Mapping) and _is_lightning_checkpoint(obj):
+    if isinstance(obj, Mapping) and is_lightning_checkpoint(obj):
         built = _build_from_lightning(name, obj, path, dev)
         if built is not None:
             return built
@@ -679,5 +519,5 @@ def build_classifier(
             "from (--network)."
         )
     arch = resolve_network(name)
-    sd = _extract_state_dict(obj, path)
+    sd = extract_state_dict(obj, path)
     return _build_from_state_dict(name, arch, sd, path, num_classes, dev)

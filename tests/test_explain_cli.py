@@ -28,6 +28,7 @@ from lightning_cam.explainers import (
     explain_classifier,
 )
 from lightning_cam.zoo import SEED_NETWORKS
+from tests.registry import register_test_method
 
 SIZE = "80"
 # Original image sizes (H, W): not square, not the input size, so alignment is tested.
@@ -378,7 +379,110 @@ def test_console_entry_point_reports_without_traceback(tmp_path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_method_option_reads_the_registry(images, tmp_path, capsys, monkeypatch) -> None:
+    """A method registered in METHODS (here for the test only) is a --method choice with no
+    edit of the tool: its own file names, summary entries, sheet and markdown columns."""
+    method = register_test_method(monkeypatch)
+    nets = ["mobilenet_v2", "resnet18"]
+    weights = [save_weights(tmp_path, n) for n in nets]
+    out_dir = tmp_path / "out"
+    code, _, err = run_cli(
+        ["--image-path", str(images["cat"]), "--network", ",".join(nets), "--weight-path",
+         *weights, "--image-size", "64", "--output-dir", str(out_dir),
+         "--method", method, "grad-cam", "gradcam"],  # an alias and a duplicate
+        capsys,
+    )
+    assert code == 0, err
+    keys = [f"{method}-heatmap", f"{method}-cam", "heatmap", "cam", "gb", "cam_gb"]
+    for net in nets:
+        assert sorted(p.name for p in out_dir.glob(f"cat-{net}-*")) == sorted(
+            f"cat-{net}-{k}.jpg" for k in keys)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["methods"] == [method, "gradcam"]
+    record = summary["results"][1]
+    assert record["network"] == "resnet18"
+    assert record["methods"] == {
+        method: {"heatmap": f"cat-resnet18-{method}-heatmap.jpg",
+                 "cam": f"cat-resnet18-{method}-cam.jpg"},
+        "gradcam": {"heatmap": "cat-resnet18-heatmap.jpg", "cam": "cat-resnet18-cam.jpg"},
+    }
+    markdown = (out_dir / "comparison.md").read_text()
+    assert "| network | " + " | ".join(keys) + " |" in markdown
+    sheet = cv2.imread(str(out_dir / "cat-comparison.jpg"))
+    h, w = SHAPES["cat"]
+    assert 6 * w < sheet.shape[1] < 7 * w + 140 and 2 * h < sheet.shape[0] < 3 * h + 60
+    assert no_temp_files(out_dir)
+
+
+def test_unknown_method_is_refused_with_the_registry(images, capsys, tmp_path) -> None:
+    with pytest.raises(SystemExit) as info:
+        explain_cli.main(["--image-path", str(images["cat"]), "--method", "gradcan",
+                          "--output-dir", str(tmp_path / "out")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--method" in err and "'gradcan'" in err and "gradcam++" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_whose_picture_cannot_be_written_leaves_none(images, tmp_path, capsys,
+                                                              monkeypatch) -> None:
+    """All of an image's pictures or none: a failed write removes the ones written before."""
+    import os
+
+    weights = save_weights(tmp_path, "mobilenet_v2")
+    replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst).endswith("dog-mobilenet_v2-cam++.jpg"):
+            raise OSError(28, "No space left on device")
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    out_dir = tmp_path / "out"
+    code, _, err = run_cli(
+        ["--image-path", str(images["cat"]), str(images["dog"]), "--network", "mobilenet_v2",
+         "--weight-path", weights, "--image-size", "64", "--output-dir", str(out_dir)],
+        capsys,
+    )
+    assert code == 1
+    assert "dog" in err and "No space left on device" in err and "cam++.jpg" in err
+    check_outputs(out_dir, "cat", "mobilenet_v2", SHAPES["cat"])
+    assert not list(out_dir.glob("dog-*"))
+    assert no_temp_files(out_dir)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert [r["name"] for r in summary["results"]] == ["cat"]
+    assert summary["failures"][0]["image"] == str(images["dog"])
+
+
 # ----------------------------------------------------------------------------- Python API
+
+
+def test_registry_method_maps_match_an_independent_computation(monkeypatch) -> None:
+    """``maps[method]`` of a registered method: ReLU(sum_k A^k) of ``layer4``, normalised at the
+    layer's resolution and brought to the image's size, computed here with a plain hook."""
+    method = register_test_method(monkeypatch)
+    net = torchvision.models.resnet18(weights=None).eval()
+    img = np.random.default_rng(2).integers(0, 255, (45, 70, 3), dtype=np.uint8)
+    [r] = explain_classifier(net, [img], image_size=64, methods=[method, "gradcam"])
+    assert r.methods == [method, "gradcam"]
+    seen = {}
+    handle = net.layer4.register_forward_hook(lambda m, i, o: seen.setdefault("a", o))
+    with torch.no_grad():
+        net(ClassifierExplainer(net, image_size=64).preprocess(img)[None])
+    handle.remove()
+    cam = torch.relu(seen["a"].sum(1))
+    cam = (cam - cam.min()) / (cam.max() - cam.min())
+    expected = torch.nn.functional.interpolate(cam[None], size=(45, 70), mode="bilinear",
+                                               align_corners=False)[0, 0]
+    np.testing.assert_allclose(r.maps[method], expected.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(r.map("grad-cam"), r.gradcam)
+    assert not hasattr(r, "gradcam_pp")
+    with pytest.raises(ValueError, match=r"'gradcam\+\+' was not computed.*methods="):
+        r.map("gradcam++")
+    with pytest.raises(ValueError, match="Unknown method"):
+        explain_classifier(net, [img], image_size=64, methods=["nope"])
+
+
 
 
 def test_explain_classifier_maps_at_original_size(tmp_path) -> None:

@@ -1,15 +1,30 @@
-"""Detection explanations: Grad-CAM / Grad-CAM++ per detection for torchvision detectors.
+"""Detection explanations: a CAM map per detection (any method of the registry) for torchvision
+and detectron2 detectors.
 
-* :class:`DetectionExplainer` / :func:`explain_detection_batch`: maps ``(K, H, W)`` per layer and
-  method for the ``K`` detections of an image, from one forward and one batched backward, with
+Where things are:
+
+* :mod:`~lightning_cam.detection.adapter`: :class:`DetectionExplainer` /
+  :func:`explain_detection_batch` for torchvision detectors: maps ``(K, H, W)`` per method and
+  layer for the ``K`` detections of an image, from one forward and one batched backward, with
   the detector as installed (no patching); RoI-level maps for Faster R-CNN.
-* :func:`render_detection`, :func:`draw_detections`, :func:`detection_heatmap`: pictures.
-* :func:`detection_pointing_game`, :func:`detection_scores`: explanation and detection quality.
-* :func:`build_detector`: torchvision detectors by name, weights from a file or torchvision.
-* :class:`Detectron2Explainer` / :func:`build_detectron2_model`: the same for detectron2 models
-  (Faster R-CNN, RetinaNet) when detectron2 is installed (importing this package never imports it).
-* :class:`~lightning_cam.detection.module.ShapesDetector`: a detector as a LightningModule for
-  the synthetic shapes detection data (import it from :mod:`lightning_cam.detection.module`).
+* :mod:`~lightning_cam.detection.rescoring`: the torchvision detector as the engine sees it, and
+  the fast path that rescores the kept detections.
+* :mod:`~lightning_cam.detection.detectron2`: :class:`Detectron2Explainer` /
+  :func:`build_detectron2_model`, the same for detectron2 models (Faster R-CNN, RetinaNet) when
+  detectron2 is installed (importing this package never imports it).
+* :mod:`~lightning_cam.detection.base`: what both explainers share (selection, alignment, RoI
+  pasting, the base class); :mod:`~lightning_cam.detection.result`: :class:`DetectionResult`.
+* :mod:`~lightning_cam.detection.discovery`: finding a detector in a wrapper, a batch's images
+  and targets, the default layer.
+* :mod:`~lightning_cam.detection.render`: pictures (:func:`render_detection`,
+  :func:`draw_detections`, :func:`detection_heatmap`); :mod:`~lightning_cam.detection.metrics`:
+  :func:`detection_pointing_game`, :func:`detection_scores`.
+* :mod:`~lightning_cam.detection.architectures`: detectors by name and :func:`make_detector`;
+  :mod:`~lightning_cam.detection.zoo`: :func:`build_detector`, with weights from a file
+  (:mod:`lightning_cam.weights`) or torchvision.
+* :mod:`~lightning_cam.detection.module`: :class:`~lightning_cam.detection.module.ShapesDetector`,
+  a detector as a LightningModule for the synthetic shapes detection data (import it from there:
+  it needs Lightning).
 
 Example:
     >>> import torch, torchvision
@@ -19,24 +34,21 @@ Example:
     ...     score_thresh=0.0)
     >>> explainer = DetectionExplainer(det, layer="head.classification_head.conv.0",
     ...                                score_threshold=0.0, top_k=2)
-    >>> explainer(torch.rand(3, 96, 128)).map("gradcam++").shape
+    >>> explainer(torch.rand(3, 96, 128)).map("eigengradcam").shape
     torch.Size([2, 96, 128])
 """
 
-from lightning_cam.detection.adapter import (
-    ROI_LAYER,
-    DetectionExplainer,
-    DetectionResult,
-    default_detection_layer,
-    explain_detection_batch,
-    find_detector,
-    is_torchvision_detector,
-    split_detection_batch,
-)
+from lightning_cam.detection.adapter import DetectionExplainer, explain_detection_batch
 from lightning_cam.detection.detectron2 import (
     Detectron2Explainer,
     build_detectron2_model,
     explain_detectron2_batch,
+)
+from lightning_cam.detection.discovery import (
+    default_detection_layer,
+    find_detector,
+    is_torchvision_detector,
+    split_detection_batch,
 )
 from lightning_cam.detection.metrics import (
     detection_pointing_game,
@@ -49,6 +61,7 @@ from lightning_cam.detection.render import (
     layer_label,
     render_detection,
 )
+from lightning_cam.detection.result import ROI_LAYER, DetectionResult
 from lightning_cam.detection.zoo import (
     CUSTOM_DETECTORS,
     DETECTORS,

@@ -34,7 +34,7 @@ Example:
     ...     "COCO-Detection/retinanet_R_50_FPN_3x.yaml", "model_final.pkl")  # doctest: +SKIP
     >>> explainer = Detectron2Explainer(model, cfg, layer="head.cls_subnet.7")  # doctest: +SKIP
     >>> result = explainer(image)  # (3, H, W) in [0, 1]                       # doctest: +SKIP
-    >>> result.map("gradcam++").shape                                          # doctest: +SKIP
+    >>> result.map().shape  # the default method, EigenGrad-CAM                # doctest: +SKIP
     torch.Size([K, H, W])
 """
 
@@ -52,14 +52,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_cam.detection.adapter import (
-    DetectionResult,
-    _check_image,
-    _ExplainerBase,
-    _select,
+from lightning_cam.detection.base import (
+    DEFAULT_METHODS,
+    DetectionExplainerBase,
+    check_image,
     check_selection,
-    find_wrapped,
+    select_detections,
 )
+from lightning_cam.detection.discovery import find_wrapped
+from lightning_cam.detection.result import D2_ROI_LAYERS, DetectionResult
 from lightning_cam.engine import Explainer, borrowed
 from lightning_cam.layers import get_layer
 
@@ -83,11 +84,6 @@ INSTALL_HINT = (
     "install it from source: pip install 'git+https://github.com/facebookresearch/detectron2.git'"
     " (needs torch first; see https://detectron2.readthedocs.io/en/latest/tutorials/install.html)"
 )
-
-#: Keys of RoI-level maps in :attr:`DetectionResult.maps` for detectron2 models: the module whose
-#: output is explained, ``roi_heads.res5`` (C4 heads, ``Res5ROIHeads``) or
-#: ``roi_heads.box_pooler`` (FPN heads, ``StandardROIHeads``: the pooled features).
-D2_ROI_LAYERS = ("roi_heads.res5", "roi_heads.box_pooler")
 
 _PREFIX = "model."
 
@@ -276,11 +272,12 @@ def build_detectron2_model(
 
     Raises:
         ImportError: detectron2 is not installed.
-        ValueError: Unknown config or option; weights that do not fit the model.
+        ValueError: Unknown config or option; weights that do not fit the model (decided from
+            the keys and shapes detectron2's checkpointer matched: none matched, some with
+            other shapes, or some of the model's missing).
         FileNotFoundError: ``weight_path`` does not exist.
     """
     require_detectron2()
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
     cfg = _config(config_file, opts, device)
@@ -295,23 +292,72 @@ def build_detectron2_model(
     model = build_model(cfg)
     model.eval()
     if weight_path is not None:
-        # parameters only: loading any file rewrites some buffers (FrozenBatchNorm's
-        # running_var of an old-version state), which proves nothing
-        before = {k: v.detach().flatten()[:64].clone() for k, v in model.named_parameters()}
-        try:
-            DetectionCheckpointer(model).load(str(Path(weight_path).expanduser()))
-        except (OSError, RuntimeError, ValueError, KeyError, AssertionError, EOFError,
-                TypeError, AttributeError, ImportError) as err:
-            raise ValueError(
-                f"cannot load weights from {os.fspath(weight_path)!r}: {err}"
-            ) from err
-        after = dict(model.named_parameters())
-        if all(torch.equal(v, after[k].detach().flatten()[:64]) for k, v in before.items()):
-            raise ValueError(
-                f"no weight of {os.fspath(weight_path)!r} fits the model of "
-                f"{os.fspath(config_file)!r} (wrong config for these weights?)"
-            )
+        _load_weights(model, weight_path, config_file)
     return model, cfg
+
+
+def _load_weights(
+    model: nn.Module, weight_path: str | os.PathLike[str], config_file: str | os.PathLike[str]
+) -> None:
+    """Load a checkpoint with detectron2's ``DetectionCheckpointer`` and decide from its report of
+    incompatible keys (keys and shapes, not values) whether the weights fit the model.
+
+    Raises:
+        ValueError: The file cannot be read; no weight of it fits the model; some weights have
+            other shapes than the model's (skipped by detectron2: wrong config for the file); or
+            some of the model's weights are not in the file (they would stay random).
+    """
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    report: list[Any] = []
+
+    class _Reporting(DetectionCheckpointer):  # type: ignore[misc]
+        def _log_incompatible_keys(self, incompatible: Any) -> None:
+            report.append(incompatible)
+            super()._log_incompatible_keys(incompatible)
+
+    path, config = os.fspath(weight_path), os.fspath(config_file)
+    try:
+        _Reporting(model).load(str(Path(path).expanduser()))
+    except (OSError, RuntimeError, ValueError, KeyError, AssertionError, EOFError,
+            TypeError, AttributeError, ImportError) as err:
+        raise ValueError(f"cannot load weights from {path!r}: {err}") from err
+    if not report:  # pragma: no cover - every fvcore checkpointer reports
+        return
+    incompatible = report[0]
+    wanted = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
+    missing = set(incompatible.missing_keys)
+    shapes = list(incompatible.incorrect_shapes)
+    skipped = {k for k, _, _ in shapes}
+    # parameters only: detectron2 drops pixel_mean / pixel_std from the missing keys whatever
+    # the file holds (they come from the config)
+    loaded = [k for k, _ in model.named_parameters() if k not in missing and k not in skipped]
+
+    def some(keys: Sequence[str], n: int = 3) -> str:
+        keys = list(keys)
+        return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n})" if len(keys) > n else "")
+
+    if not loaded:
+        raise ValueError(
+            f"no weight of {path!r} fits the model of {config!r} (none of its parameters is in "
+            "the file with the model's shape; wrong config for these weights?)"
+        )
+    if shapes:
+        k, file_shape, model_shape = shapes[0]
+        raise ValueError(
+            f"{len(shapes)} weight(s) of {path!r} have other shapes than the model of "
+            f"{config!r}, e.g. {k}: {list(file_shape)} in the file, {list(model_shape)} in the "
+            "model; detectron2 would leave them random. Use the config the weights were "
+            "trained with (e.g. MODEL.ROI_HEADS.NUM_CLASSES / MODEL.RETINANET.NUM_CLASSES in "
+            "--opts)."
+        )
+    absent = [k for k in wanted if k in missing]
+    if absent:
+        raise ValueError(
+            f"{len(absent)} weight(s) of the model of {config!r} are not in {path!r} and would "
+            f"stay random: {some(absent)}. Give the checkpoint of the whole trained model "
+            "(e.g. model_final.pkl), not a backbone's."
+        )
 
 
 def detectron2_class_names(cfg: Any) -> list[str] | None:
@@ -454,7 +500,7 @@ def _resized_size(height: int, width: int, short: int, longest: int) -> tuple[in
     return int(newh + 0.5), int(neww + 0.5)
 
 
-class Detectron2Explainer(_ExplainerBase):
+class Detectron2Explainer(DetectionExplainerBase):
     """Grad-CAM / Grad-CAM++ maps for the detections of a detectron2 detector.
 
     The same interface as :class:`~lightning_cam.detection.DetectionExplainer`: ``explainer(image)``
@@ -474,7 +520,8 @@ class Detectron2Explainer(_ExplainerBase):
             ``"head.cls_subnet.7"``), or ``None`` for the backbone's last stage
             (:func:`default_detectron2_layer`). A name of :data:`D2_ROI_LAYERS` means
             ``roi_cams=True``.
-        methods: CAM methods (``"gradcam"``, ``"gradcam++"``).
+        methods: CAM methods: names or aliases of :data:`lightning_cam.methods.METHODS`
+            (default: :data:`~lightning_cam.detection.base.DEFAULT_METHODS`).
         score_threshold: Explain detections with a score at least this.
         top_k: Explain at most this many detections (the highest scores).
         roi_cams: Also compute RoI-level maps (Faster R-CNN), keyed by the RoI layer
@@ -498,7 +545,7 @@ class Detectron2Explainer(_ExplainerBase):
         model: nn.Module,
         cfg: Any = None,
         layer: str | Sequence[str] | None = None,
-        methods: Sequence[str] = ("gradcam", "gradcam++"),
+        methods: str | Sequence[str] = DEFAULT_METHODS,
         score_threshold: float = 0.5,
         top_k: int = 10,
         roi_cams: bool = False,
@@ -613,7 +660,7 @@ class Detectron2Explainer(_ExplainerBase):
         Raises:
             TypeError, ValueError: Bad image.
         """
-        image = _check_image(image, 3)
+        image = check_image(image, 3)
         size = (int(image.shape[-2]), int(image.shape[-1]))
         x = self.preprocess(image)
         resized = (int(x.shape[-2]), int(x.shape[-1]))
@@ -622,7 +669,7 @@ class Detectron2Explainer(_ExplainerBase):
 
         def score_fn(output: list[dict[str, Any]]) -> torch.Tensor:
             scores = output[0]["instances"].scores
-            keep = _select(scores.detach(), self.score_threshold, self.top_k)
+            keep = select_detections(scores.detach(), self.score_threshold, self.top_k)
             chosen["keep"] = keep
             return scores[keep]
 
@@ -673,7 +720,7 @@ def explain_detectron2_batch(
     images: Sequence[torch.Tensor],
     cfg: Any = None,
     layers: str | Sequence[str] | None = None,
-    methods: Sequence[str] = ("gradcam", "gradcam++"),
+    methods: str | Sequence[str] = DEFAULT_METHODS,
     top_k: int = 5,
     score_threshold: float = 0.5,
     roi_cams: bool = False,

@@ -30,7 +30,7 @@ from torchvision.ops import box_iou
 from lightning_cam.metrics import pointing_game
 
 if TYPE_CHECKING:
-    from lightning_cam.detection.adapter import DetectionResult
+    from lightning_cam.detection.result import DetectionResult
 
 
 def _boxes(x: object, name: str) -> torch.Tensor:
@@ -174,7 +174,7 @@ def detection_pointing_game(
     result: DetectionResult,
     gt_boxes: torch.Tensor,
     gt_labels: torch.Tensor | None = None,
-    method: str = "gradcam",
+    method: str | None = None,
     layer: str | None = None,
     iou_threshold: float = 0.5,
 ) -> torch.Tensor:
@@ -189,7 +189,7 @@ def detection_pointing_game(
         result: A :class:`~lightning_cam.detection.DetectionResult` of the image.
         gt_boxes: ``(G, 4)`` ground-truth boxes, in the coordinates of the explained image.
         gt_labels: ``(G,)`` labels, or ``None`` for class-agnostic matching.
-        method: The CAM method whose maps are scored.
+        method: The CAM method whose maps are scored (``None``: the first computed).
         layer: The layer; ``None``: the result's first layer.
         iou_threshold: IoU of a match.
 

@@ -9,169 +9,23 @@ Example:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torchvision
-from torch import nn
 
+from lightning_cam.detection.architectures import (
+    SimpleDetectionBackbone,
+    make_detector,
+    resolve_detector,
+)
 from lightning_cam.detection.metrics import detection_scores
-from lightning_cam.detection.zoo import resolve_detector
 from lightning_cam.models import decay_groups
 
+__all__ = ["ShapesDetector", "SimpleDetectionBackbone", "make_detector"]
+
 Batch = tuple[Sequence[torch.Tensor], Sequence[dict[str, torch.Tensor]]]
-
-
-def make_detector(
-    arch: str = "fasterrcnn_simple",
-    num_classes: int = 5,
-    min_size: int = 128,
-    max_size: int = 128,
-    anchor_sizes: Sequence[int] | None = None,
-    score_threshold: float = 0.05,
-    detections_per_img: int = 20,
-    box_head_size: int | None = None,
-    detector_kwargs: dict[str, Any] | None = None,
-) -> nn.Module:
-    """A torchvision detector with random weights (``weights=None, weights_backbone=None``).
-
-    Args:
-        arch: ``"fasterrcnn_simple"`` (torchvision's ``FasterRCNN`` on a compact CNN,
-            :class:`SimpleDetectionBackbone`: learns the shapes on a CPU in minutes) or a name in
-            :data:`~lightning_cam.detection.zoo.DETECTORS`.
-        num_classes: Number of labels, background included.
-        min_size: The detector's input resize (shorter side).
-        max_size: Limit of the longer side.
-        anchor_sizes: Anchor sizes in pixels (Faster R-CNN: the RPN's; RetinaNet: one per FPN
-            level); ``None`` keeps torchvision's, which are made for 800-pixel COCO images.
-        score_threshold: The detector's own score threshold.
-        detections_per_img: The most detections per image.
-        box_head_size: Faster R-CNN: width of the box head's two hidden layers (torchvision:
-            1024), smaller for speed.
-        detector_kwargs: More keyword arguments of the torchvision builder (e.g.
-            ``box_batch_size_per_image``, ``rpn_post_nms_top_n_train``).
-    """
-    arch = resolve_detector(arch)
-    if arch == "fasterrcnn_simple":
-        return _simple_faster_rcnn(
-            num_classes, min_size, max_size, anchor_sizes, score_threshold, detections_per_img,
-            box_head_size or 256, detector_kwargs,
-        )
-    kwargs: dict[str, Any] = {"min_size": min_size, "max_size": max_size}
-    if arch.startswith("fasterrcnn"):
-        kwargs.update(box_score_thresh=score_threshold, box_detections_per_img=detections_per_img)
-    else:
-        kwargs.update(score_thresh=score_threshold, detections_per_img=detections_per_img)
-    if box_head_size is not None and not arch.startswith("fasterrcnn"):
-        raise ValueError(f"box_head_size is for Faster R-CNN, not {arch}")
-    kwargs.update(detector_kwargs or {})
-    model = torchvision.models.get_model(
-        arch, weights=None, weights_backbone=None, num_classes=num_classes, **kwargs
-    )
-    if box_head_size is not None:
-        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-
-        res = model.roi_heads.box_roi_pool.output_size
-        res = res[0] * res[1] if isinstance(res, (tuple, list)) else res * res
-        model.roi_heads.box_head = TwoMLPHead(model.backbone.out_channels * res, box_head_size)
-        model.roi_heads.box_predictor = FastRCNNPredictor(box_head_size, num_classes)
-    if anchor_sizes is not None:
-        _set_anchors(model, arch, tuple(int(s) for s in anchor_sizes))
-    return model
-
-
-def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
-
-
-class SimpleDetectionBackbone(nn.Module):
-    """A compact CNN for Faster R-CNN: ``body`` = stem and three stages, one stride-8 map.
-
-    ``body.layer3`` (the default explained layer) gives ``(B, 128, H / 8, W / 8)``.
-    """
-
-    def __init__(self, widths: tuple[int, int, int, int] = (32, 64, 128, 128)) -> None:
-        super().__init__()
-        w0, w1, w2, w3 = widths
-        self.body = nn.Sequential(OrderedDict(
-            stem=_block(3, w0, 2),
-            layer1=nn.Sequential(_block(w0, w1, 2), _block(w1, w1, 1)),
-            layer2=nn.Sequential(_block(w1, w2, 2), _block(w2, w2, 1)),
-            layer3=nn.Sequential(_block(w2, w3, 1), _block(w3, w3, 1)),
-        ))
-        self.out_channels = w3
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-def _simple_faster_rcnn(
-    num_classes: int,
-    min_size: int,
-    max_size: int,
-    anchor_sizes: Sequence[int] | None,
-    score_threshold: float,
-    detections_per_img: int,
-    box_head_size: int,
-    detector_kwargs: dict[str, Any] | None,
-) -> nn.Module:
-    from torchvision.models.detection import FasterRCNN
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.ops import MultiScaleRoIAlign
-
-    backbone = SimpleDetectionBackbone()
-    sizes = tuple(int(s) for s in (anchor_sizes or (16, 32, 64)))
-    kwargs: dict[str, Any] = dict(
-        min_size=min_size, max_size=max_size,
-        rpn_anchor_generator=AnchorGenerator((sizes,), ((0.5, 1.0, 2.0),)),
-        box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
-        box_head=TwoMLPHead(backbone.out_channels * 49, box_head_size),
-        box_predictor=FastRCNNPredictor(box_head_size, num_classes),
-        box_score_thresh=score_threshold, box_detections_per_img=detections_per_img,
-        rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=300,
-        rpn_pre_nms_top_n_test=150, rpn_post_nms_top_n_test=150,
-        box_batch_size_per_image=64,
-    )
-    kwargs.update(detector_kwargs or {})
-    return FasterRCNN(backbone, num_classes=None, **kwargs)
-
-
-def _set_anchors(model: Any, arch: str, sizes: tuple[int, ...]) -> None:
-    """Replace the anchor generator (and the RPN head when the anchor count changes)."""
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.rpn import RPNHead
-
-    if arch.startswith("fasterrcnn"):
-        levels = len(model.rpn.anchor_generator.sizes)
-        if arch.startswith("fasterrcnn_mobilenet"):  # every size on every level
-            generator = AnchorGenerator((sizes,) * levels, ((0.5, 1.0, 2.0),) * levels)
-        else:  # one size per level
-            if len(sizes) != levels:
-                raise ValueError(f"anchor_sizes for {arch} needs {levels} sizes (one per FPN "
-                                 f"level), got {list(sizes)}")
-            generator = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * levels)
-        before = model.rpn.anchor_generator.num_anchors_per_location()[0]
-        model.rpn.anchor_generator = generator
-        count = generator.num_anchors_per_location()[0]
-        if count != before:
-            model.rpn.head = RPNHead(model.backbone.out_channels, count)
-    elif arch.startswith("retinanet"):
-        levels = len(model.anchor_generator.sizes)
-        if len(sizes) != levels:
-            raise ValueError(f"anchor_sizes for {arch} needs {levels} sizes (one per FPN level), "
-                             f"got {list(sizes)}")
-        per = tuple((s, round(s * 2 ** (1 / 3)), round(s * 2 ** (2 / 3))) for s in sizes)
-        model.anchor_generator = AnchorGenerator(per, ((0.5, 1.0, 2.0),) * levels)
-    else:
-        raise ValueError(f"anchor_sizes is not supported for {arch} (anchor-free)")
 
 
 class ShapesDetector(pl.LightningModule):

@@ -16,19 +16,22 @@ import cv2
 import numpy as np
 
 from lightning_cam import viz
-from lightning_cam.detection.adapter import ROI_LAYER, DetectionResult
-from lightning_cam.detection.detectron2 import D2_ROI_LAYERS
+from lightning_cam.detection.result import ROI_KEYS, DetectionResult
 from lightning_cam.methods import method_name
 
-__all__ = ["detection_heatmap", "draw_detections", "layer_label", "render_detection"]
-
-#: Keys of RoI-level maps (torchvision's and detectron2's): drawn with their proposal box.
-_ROI_KEYS = (ROI_LAYER, *D2_ROI_LAYERS)
+__all__ = [
+    "detection_heatmap",
+    "draw_detections",
+    "fit_tile",
+    "layer_label",
+    "render_detection",
+    "scaled_result",
+]
 
 
 def layer_label(layer: str) -> str:
     """A short name of a detector layer for captions (``body.layer4``, ``cls_head.conv.0``)."""
-    if layer in _ROI_KEYS:
+    if layer in ROI_KEYS:
         return "RoI"
     for prefix, short in (("backbone.body.", "body."), ("head.classification_head.", "cls_head."),
                           ("head.regression_head.", "reg_head."), ("backbone.", "")):
@@ -56,7 +59,7 @@ def detection_heatmap(
     image: viz.ArrayLike,
     result: DetectionResult,
     k: int,
-    method: str = "gradcam",
+    method: str | None = None,
     layer: str | None = None,
     alpha: float = 0.5,
     colormap: str = "jet",
@@ -67,13 +70,15 @@ def detection_heatmap(
     out = viz.overlay(image, result.map(method, layer)[k], alpha=alpha, colormap=colormap)
     if draw_box:
         key = result.layers[0] if layer is None else layer
-        if key in _ROI_KEYS and result.proposals is not None and len(result.proposals) > k:
+        if key in ROI_KEYS and result.proposals is not None and len(result.proposals) > k:
             out = viz.draw_boxes(out, result.proposals[k : k + 1], color=(255, 255, 255))
         out = draw_detections(out, result, [k])
     return out
 
 
-def _fit(image: np.ndarray, tile_size: int | None) -> tuple[np.ndarray, float]:
+def fit_tile(image: np.ndarray, tile_size: int | None) -> tuple[np.ndarray, float]:
+    """``image`` resized so that its longest side is ``tile_size`` (``None``: unchanged), and
+    the scale factor applied."""
     if tile_size is None:
         return image, 1.0
     h, w = image.shape[:2]
@@ -85,7 +90,9 @@ def _fit(image: np.ndarray, tile_size: int | None) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=interp), scale
 
 
-def _scaled(result: DetectionResult, scale: float) -> DetectionResult:
+def scaled_result(result: DetectionResult, scale: float) -> DetectionResult:
+    """``result`` with its boxes and proposals scaled by ``scale`` (for a resized image; the maps
+    are shared, drawn at any size)."""
     if scale == 1.0:
         return result
     return DetectionResult(
@@ -140,8 +147,8 @@ def render_detection(
     for m in ms:
         for layer in ls:
             result.map(m, layer)  # raises on unknown names
-    tile, scale = _fit(img, tile_size)
-    res = _scaled(result, scale)
+    tile, scale = fit_tile(img, tile_size)
+    res = scaled_result(result, scale)
     count = len(result)
     if max_detections is not None:
         count = min(count, max(0, int(max_detections)))
@@ -158,3 +165,8 @@ def render_detection(
     labels = [f"{k}: {name} {float(result.scores[k]):.2f}"
               for k, name in enumerate(result.label_names()[:count])]
     return viz.annotate_sheet(rows, row_labels=labels, col_labels=cols)
+
+
+# The names lightning_cam.callbacks.detection imports (until it uses the public ones).
+_fit = fit_tile
+_scaled = scaled_result

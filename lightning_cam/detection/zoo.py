@@ -3,8 +3,9 @@
 ``build_detector(name, weight_path=None)`` returns a detector in eval mode and a
 :class:`DetectorMeta`. Weights come from, in this order:
 
-- ``weight_path``: a ``state_dict`` file (also nested under ``"state_dict"`` / ``"model"``, with
-  ``module.`` / ``_orig_mod.`` / ``detector.`` prefixes stripped), or a Lightning checkpoint of
+- ``weight_path``: a ``state_dict`` file, read by :mod:`lightning_cam.weights` like the
+  classifiers' (nested under ``"state_dict"`` / ``"model"`` / ..., ``module.`` / ``_orig_mod.``
+  and a LightningModule's ``detector.`` prefixes stripped), or a Lightning checkpoint of
   :class:`~lightning_cam.detection.module.ShapesDetector` (rebuilt from its hyper-parameters).
   The number of classes is read from the file.
 - Neither: torchvision's ``DEFAULT`` (COCO) weights, from the local torch hub cache or
@@ -24,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import http.client
 import os
 from collections.abc import Callable, Mapping
@@ -34,13 +34,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_cam.zoo import (
+from lightning_cam.detection.architectures import (
+    CUSTOM_DETECTORS,
+    DETECTORS,
+    make_detector,
+    resolve_detector,
+)
+from lightning_cam.weights import (
     PretrainedWeightsUnavailableError,
     StateDictMismatchError,
-    WeightFileError,
+    check_fit,
+    extract_state_dict,
+    is_lightning_checkpoint,
     read_weight_file,
-    resolve_device,
+    state_shapes,
+    strip_prefixes,
+    strip_wrapper_prefixes,
 )
+from lightning_cam.zoo import resolve_device
 
 __all__ = [
     "CUSTOM_DETECTORS",
@@ -50,31 +61,14 @@ __all__ = [
     "configure_detector",
     "coco_categories",
     "load_pretrained",
+    "resolve_detector",
 ]
-
-#: Detectors the adapter supports (the issue's list, plus FCOS).
-DETECTORS: tuple[str, ...] = (
-    "fasterrcnn_resnet50_fpn",
-    "fasterrcnn_resnet50_fpn_v2",
-    "fasterrcnn_mobilenet_v3_large_fpn",
-    "fasterrcnn_mobilenet_v3_large_320_fpn",
-    "retinanet_resnet50_fpn",
-    "retinanet_resnet50_fpn_v2",
-    "fcos_resnet50_fpn",
-)
-
-#: Small detectors of :func:`lightning_cam.detection.module.make_detector` (no pretrained
-#: weights): ``fasterrcnn_simple`` is Faster R-CNN on a compact CNN, trainable from scratch on a
-#: CPU in minutes.
-CUSTOM_DETECTORS: tuple[str, ...] = ("fasterrcnn_simple",)
 
 # Key of the classification weights in each family's state_dict, and output channels per class.
 _CLS_KEYS = (
     ("roi_heads.box_predictor.cls_score.weight", 1),
     ("head.classification_head.cls_logits.weight", None),  # RetinaNet: A anchors; FCOS: 1
 )
-_PREFIXES = ("module.", "_orig_mod.", "detector.")
-_NESTED = ("state_dict", "model_state_dict", "model")
 
 
 @dataclass
@@ -99,23 +93,6 @@ class DetectorMeta:
         if self.categories is not None and 0 <= label < len(self.categories):
             return self.categories[label]
         return f"class {label}"
-
-
-def resolve_detector(name: str) -> str:
-    """Check a detector name (case-insensitive, ``-`` = ``_``); return the builder name.
-
-    Raises:
-        ValueError: Unknown name; the message lists the supported ones and near matches.
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"detector name must be a str, got {type(name).__name__}")
-    key = name.strip().lower().replace("-", "_")
-    if key in DETECTORS or key in CUSTOM_DETECTORS:
-        return key
-    near = difflib.get_close_matches(key, (*DETECTORS, *CUSTOM_DETECTORS), n=2, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(map(repr, near))}?" if near else ""
-    known = ", ".join((*DETECTORS, *CUSTOM_DETECTORS))
-    raise ValueError(f"Unknown detector {name!r}.{hint} Supported: {known}.")
 
 
 def coco_categories(name: str) -> list[str] | None:
@@ -144,63 +121,17 @@ def _pretrained_from_torchvision(name: str, weights: Any, **kwargs: Any) -> nn.M
 load_pretrained: Callable[..., nn.Module] = _pretrained_from_torchvision
 
 
-def _state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
-    def is_sd(x: Any) -> bool:
-        return (
-            isinstance(x, Mapping)
-            and len(x) > 0
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in x.items())
-        )
-
-    if not is_sd(obj) and isinstance(obj, Mapping):
-        obj = next((obj[k] for k in _NESTED if is_sd(obj.get(k))), obj)
-    if not is_sd(obj):
-        raise WeightFileError(
-            f"No state_dict found in {path!r}: expected a dict of tensors "
-            "(torch.save(detector.state_dict(), path)) or a Lightning checkpoint."
-        )
-    sd = dict(obj)
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _PREFIXES:
-            if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
-                changed = True
-    return sd
-
-
 def _num_classes(name: str, sd: Mapping[str, torch.Tensor]) -> int | None:
+    """The class count from the classification weights (under any leading prefix, such as a
+    LightningModule's ``detector.``)."""
     for key, per in _CLS_KEYS:
-        if key in sd:
-            rows = int(sd[key].shape[0])
+        found = [k for k in sd if k == key or k.endswith("." + key)]
+        if found:
+            rows = int(sd[min(found, key=len)].shape[0])
             if per is None:
                 per = 9 if name.startswith("retinanet") else 1
             return rows // per
     return None
-
-
-def _check_fit(model: nn.Module, sd: Mapping[str, torch.Tensor], name: str, path: str) -> None:
-    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in wanted if k not in sd and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in wanted]
-    mismatched = [(k, tuple(v.shape), wanted[k]) for k, v in sd.items()
-                  if k in wanted and tuple(v.shape) != wanted[k]]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
-        if mismatched:
-            k, a, b = mismatched[0]
-            parts.append(f"{len(mismatched)} shape mismatch(es), e.g. {k} "
-                         f"(file {list(a)} vs model {list(b)})")
-        raise StateDictMismatchError(
-            f"The weights in {path!r} do not fit {name}: {'; '.join(parts)}. Check --model, or "
-            "that the file was saved from this architecture.",
-            missing, unexpected, mismatched,
-        )
 
 
 def configure_detector(
@@ -286,7 +217,7 @@ def build_detector(
     path = os.fspath(weight_path)
     obj = read_weight_file(path)
     hparams: Mapping[str, Any] = {}
-    if isinstance(obj, Mapping) and "state_dict" in obj and "hyper_parameters" in obj:
+    if isinstance(obj, Mapping) and is_lightning_checkpoint(obj):
         hparams = obj.get("hyper_parameters") or {}
     ckpt_arch = hparams.get("arch") if isinstance(hparams, Mapping) else None
     if arch is None:
@@ -299,7 +230,7 @@ def build_detector(
         raise ValueError(
             f"{path!r} is a checkpoint of {ckpt_arch}, not {arch}; drop --model or fix it."
         )
-    sd = _state_dict(obj, path)
+    sd = strip_wrapper_prefixes(extract_state_dict(obj, path))
     num_classes = _num_classes(arch, sd)
     if num_classes is None:
         raise StateDictMismatchError(
@@ -309,8 +240,6 @@ def build_detector(
     if ckpt_arch or arch in CUSTOM_DETECTORS:  # rebuilt as trained (anchors, box head...)
         import inspect
 
-        from lightning_cam.detection.module import make_detector
-
         params = inspect.signature(make_detector).parameters
         kwargs: dict[str, Any] = {k: v for k, v in hparams.items() if k in params}
         kwargs.update(arch=arch, num_classes=num_classes, **sizes)
@@ -319,8 +248,10 @@ def build_detector(
         model = torchvision.models.get_model(
             arch, weights=None, weights_backbone=None, num_classes=num_classes, **sizes
         )
-    _check_fit(model, sd, arch, path)
-    model.load_state_dict(sd)
+    wanted = state_shapes(model)
+    sd = strip_prefixes(sd, set(wanted))
+    check_fit(sd, wanted, arch, path, hint="Check --model")
+    model.load_state_dict(sd, strict=False)  # checked: only num_batches_tracked may be absent
     categories: list[str] | None = None
     names = hparams.get("class_names")
     if names and len(names) == num_classes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 
 import pytest
@@ -23,6 +24,8 @@ from lightning_cam.detection.adapter import DetectionResult
 from lightning_cam.methods import combine, gradcam_weights, normalize_maps
 
 IMAGE = (3, 100, 150)  # not square, not a multiple of 32: resize and padding both matter
+
+GRAD = ("gradcam", "gradcam++")  # the methods whose maps these tests check
 
 
 def _seeded(fn, **kwargs):
@@ -71,7 +74,8 @@ def image() -> torch.Tensor:
 )
 def test_maps_one_per_detection_aligned_with_original_image(request, name, layer, image):
     detector = request.getfixturevalue(name)
-    explainer = DetectionExplainer(detector, layer=layer, score_threshold=0.0, top_k=4)
+    explainer = DetectionExplainer(detector, layer=layer, score_threshold=0.0, top_k=4,
+                                   methods=GRAD)
     result = explainer(image)
     k = len(result)
     assert 1 <= k <= 4
@@ -96,7 +100,7 @@ def test_default_layers(frcnn, retina):
 
 
 def test_detections_in_different_places_give_different_maps(frcnn, image):
-    result = DetectionExplainer(frcnn, score_threshold=0.0, top_k=6)(image)
+    result = DetectionExplainer(frcnn, score_threshold=0.0, top_k=6, methods=GRAD)(image)
     maps = result.map("gradcam")
     far = [(i, j) for i in range(len(result)) for j in range(i)
            if torchvision.ops.box_iou(result.boxes[i : i + 1], result.boxes[j : j + 1]) < 0.3]
@@ -146,7 +150,8 @@ def test_constructed_detector_maps_point_at_each_object_after_resize_and_padding
     image = torch.zeros(3, 100, 130)
     for c, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
         image[c, y1:y2, x1:x2] = 1.0 - 0.1 * c  # different scores, so a fixed order
-    result = DetectionExplainer(ColourDetector(boxes), score_threshold=0.0, top_k=5)(image)
+    result = DetectionExplainer(ColourDetector(boxes), score_threshold=0.0, top_k=5,
+                                methods=GRAD)(image)
     assert len(result) == 2
     assert torch.equal(result.labels, torch.tensor([1, 2]))
     for method in ("gradcam", "gradcam++"):
@@ -212,7 +217,8 @@ def test_retinanet_head_levels_without_the_detection_contribute_nothing(retina, 
 
 
 def test_roi_maps_lie_in_the_proposal_of_each_detection(frcnn, image):
-    result = DetectionExplainer(frcnn, score_threshold=0.0, top_k=3, roi_cams=True)(image)
+    result = DetectionExplainer(frcnn, score_threshold=0.0, top_k=3, roi_cams=True,
+                                methods=GRAD)(image)
     k = len(result)
     assert k >= 1
     assert result.layers == ["backbone.body.16", ROI_LAYER]
@@ -251,7 +257,7 @@ def test_roi_maps_lie_in_the_proposal_of_each_detection(frcnn, image):
 
 
 def test_roi_layer_name_means_roi_cams(frcnn):
-    explainer = DetectionExplainer(frcnn, layer=["backbone.body.13", ROI_LAYER])
+    explainer = DetectionExplainer(frcnn, layer=["backbone.body.13", ROI_LAYER], methods=GRAD)
     assert explainer.roi_cams and explainer.result_layers == ["backbone.body.13", ROI_LAYER]
 
 
@@ -261,7 +267,7 @@ def test_roi_layer_name_means_roi_cams(frcnn):
 def test_detector_is_borrowed(frcnn, image):
     frcnn.train()
     try:
-        DetectionExplainer(frcnn, score_threshold=0.0, top_k=2, roi_cams=True)(image)
+        DetectionExplainer(frcnn, score_threshold=0.0, top_k=2, roi_cams=True, methods=GRAD)(image)
         assert frcnn.training and all(m.training for m in frcnn.modules())
         assert all(not m._forward_hooks and not m._forward_pre_hooks for m in frcnn.modules())
         assert all(p.grad is None for p in frcnn.parameters())
@@ -271,7 +277,7 @@ def test_detector_is_borrowed(frcnn, image):
 
         frcnn.roi_heads.box_predictor.forward = boom
         with pytest.raises(RuntimeError, match="injected"):
-            DetectionExplainer(frcnn, score_threshold=0.0, top_k=2)(image)
+            DetectionExplainer(frcnn, score_threshold=0.0, top_k=2, methods=GRAD)(image)
         assert frcnn.training and all(m.training for m in frcnn.modules())
         assert all(not m._forward_hooks for m in frcnn.modules())
     finally:
@@ -280,7 +286,7 @@ def test_detector_is_borrowed(frcnn, image):
 
 
 def test_no_detection_above_threshold_gives_empty_result(frcnn, image):
-    result = DetectionExplainer(frcnn, score_threshold=0.99, roi_cams=True)(image)
+    result = DetectionExplainer(frcnn, score_threshold=0.99, roi_cams=True, methods=GRAD)(image)
     assert len(result) == 0
     assert result.map("gradcam").shape == (0, *IMAGE[1:])
     assert result.map("gradcam++", ROI_LAYER).shape == (0, *IMAGE[1:])
@@ -307,7 +313,7 @@ def test_bad_arguments(retina, frcnn, kwargs, error, match):
 
 
 def test_bad_images_and_models(frcnn):
-    explainer = DetectionExplainer(frcnn)
+    explainer = DetectionExplainer(frcnn, methods=GRAD)
     with pytest.raises(TypeError, match="floating-point"):
         explainer(torch.zeros(3, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match="channels last"):
@@ -353,3 +359,48 @@ def test_pointing_game_matches_by_iou():
     assert detection_pointing_game(result, gt).tolist() == [1.0, 0.0]
     # class-aware matching: the second detection's label matches no ground truth
     assert detection_pointing_game(result, gt, torch.tensor([1, 1, 1])).tolist() == [1.0]
+
+
+def test_registry_method_reaches_detection_maps(frcnn, image, monkeypatch):
+    """A method registered in METHODS for the test gives ``maps[method][layer]`` (and RoI maps)
+    with no edit of the explainer. Its weights are 1 for every channel, so each detection's map
+    is ReLU(sum_k A^k) of the layer: computed here with a plain hook, then aligned as the
+    explainer aligns maps."""
+    from lightning_cam.detection.base import to_original
+    from tests.registry import register_test_method
+
+    method = register_test_method(monkeypatch)
+    layer = "backbone.body.13"
+    explainer = DetectionExplainer(frcnn, layer=layer, methods=[method, "gradcam"],
+                                   score_threshold=0.0, top_k=3, roi_cams=True)
+    result = explainer(image)
+    assert result.methods == [method, "gradcam"]
+    assert set(result.maps[method]) == {layer, ROI_LAYER}
+    seen = {}
+    hook = frcnn.backbone.body["13"].register_forward_hook(lambda m, i, o: seen.setdefault("a", o))
+    with torch.no_grad():
+        image_list, _ = frcnn.transform([image])
+        frcnn.backbone(image_list.tensors)
+    hook.remove()
+    cam = normalize_maps(torch.relu(seen["a"].sum(1)))
+    resized = tuple(int(v) for v in image_list.image_sizes[0])
+    expected = to_original(cam, resized, tuple(image_list.tensors.shape[-2:]), IMAGE[1:])
+    for k in range(len(result)):
+        torch.testing.assert_close(result.map(method, layer)[k], expected[0], rtol=0, atol=1e-5)
+    sheet = render_detection((image.permute(1, 2, 0) * 255).byte().numpy(), result)
+    assert sheet.shape[1] > 5 * sheet.shape[0] / (len(result) + 1)  # 1 + 2 layers x 2 methods
+
+
+def test_methods_that_explain_classes_only_are_refused_up_front(frcnn):
+    """Methods whose registry entry says they explain classes only (re-scoring other inputs, or
+    reading a classifier's weights) are refused when the explainer is built, not at the first
+    image; every other registered method is accepted."""
+    from lightning_cam.detection.base import detection_methods
+    from lightning_cam.methods import METHODS
+
+    usable = detection_methods()
+    refused = [m for m in METHODS if m not in usable]
+    assert refused and "gradcam" in usable
+    with pytest.raises(ValueError, match=re.escape(f"['{refused[0]}'] explain classes only")):
+        DetectionExplainer(frcnn, methods=["gradcam", refused[0]])
+    assert DetectionExplainer(frcnn, methods=usable).methods == usable

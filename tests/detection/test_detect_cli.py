@@ -13,6 +13,7 @@ from lightning_cam.cli import main as cli_main
 from lightning_cam.data.detection import ShapesDetectionDataset
 from lightning_cam.detect_cli import main
 from lightning_cam.detection import zoo
+from tests.registry import register_test_method
 
 MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 SMALL = ["--min-size", "128", "--max-size", "160"]
@@ -53,7 +54,7 @@ def test_writes_boxes_heatmaps_sheet_and_summary(tmp_path, capsys, weights, imag
         "--image-path", images[0], "--model", MODEL, "--weight-path", weights,
         "--layer-name", "backbone.body.13", "--layer-name", "backbone.body.16", "--roi",
         "--score-threshold", "0", "--top-k", "2", "--class-names", str(names),
-        "--output-dir", str(out_dir), *SMALL,
+        "--method", "gradcam", "gradcam++", "--output-dir", str(out_dir), *SMALL,
     ])
     assert code == 0, err
     summary = json.loads((out_dir / "summary.json").read_text())
@@ -68,7 +69,7 @@ def test_writes_boxes_heatmaps_sheet_and_summary(tmp_path, capsys, weights, imag
     for d in dets:
         for layer in summary["layers"]:
             for method, suffix in (("gradcam", "heatmap"), ("gradcam++", "heatmap++")):
-                name = d["files"][layer][method]
+                name = d["files"][method][layer]  # keyed by method, as the maps are
                 assert name == f"shapes0-{MODEL}-{layer}-{d['index']}-{suffix}.jpg"
                 written.add(name)
     written |= {record["files"]["predict_box"], record["files"]["sheet"]}
@@ -79,6 +80,67 @@ def test_writes_boxes_heatmaps_sheet_and_summary(tmp_path, capsys, weights, imag
         if "sheet" not in name:
             assert picture.shape == (128, 100, 3)
     assert "2 detection(s)" in out
+
+
+def test_method_option_reads_the_registry(tmp_path, capsys, weights, images, monkeypatch):
+    """A method registered in METHODS for the test is a --method choice: its heatmaps, its
+    column in the sheet and its entries in the summary, with no edit of the tool."""
+    method = register_test_method(monkeypatch)
+    out_dir = tmp_path / "out"
+    code, _, err = _run(capsys, [
+        "--image-path", images[0], "--model", MODEL, "--weight-path", weights,
+        "--layer-name", "backbone.body.13", "--score-threshold", "0", "--top-k", "2",
+        "--method", method, "grad-cam", "--output-dir", str(out_dir), "--quiet", *SMALL,
+    ])
+    assert code == 0, err
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["methods"] == [method, "gradcam"]
+    (record,) = summary["images"]
+    written = {record["files"]["predict_box"], record["files"]["sheet"]}
+    for d in record["detections"]:
+        assert d["files"] == {
+            method: {"backbone.body.13":
+                     f"shapes0-{MODEL}-backbone.body.13-{d['index']}-{method}-heatmap.jpg"},
+            "gradcam": {"backbone.body.13":
+                        f"shapes0-{MODEL}-backbone.body.13-{d['index']}-heatmap.jpg"},
+        }
+        written |= {f for by_layer in d["files"].values() for f in by_layer.values()}
+    assert {p.name for p in out_dir.iterdir()} == written | {"summary.json"}
+    sheet = viz.load_image(out_dir / record["files"]["sheet"])
+    one = viz.load_image(out_dir / record["files"]["predict_box"])
+    assert sheet.shape[1] > 3 * 256 * one.shape[1] / max(one.shape[:2])  # 3 columns
+
+    with pytest.raises(SystemExit) as info:
+        main(["--image-path", images[0], "--method", "gradcan", "--output-dir", str(tmp_path)])
+    assert info.value.code == 2
+    assert "'gradcan'" in capsys.readouterr().err
+
+
+def test_an_image_whose_file_cannot_be_written_leaves_none(tmp_path, capsys, weights, images,
+                                                           monkeypatch):
+    import os
+
+    replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst).endswith("-sheet.jpg") and "shapes1" in str(dst):
+            raise OSError(28, "No space left on device")
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    out_dir = tmp_path / "out"
+    code, _, err = _run(capsys, [
+        "--image-path", *images, "--model", MODEL, "--weight-path", weights,
+        "--score-threshold", "0", "--top-k", "2", "--output-dir", str(out_dir), *SMALL,
+    ])
+    assert code == 1
+    assert "shapes1" in err and "No space left on device" in err
+    names = {p.name for p in out_dir.iterdir()}
+    assert not [n for n in names if n.startswith("shapes1") or n.startswith(".")]
+    assert f"shapes0-{MODEL}-sheet.jpg" in names
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert [r["stem"] for r in summary["images"]] == ["shapes0"]
+    assert summary["failures"][0]["image"].endswith("shapes1.png")
 
 
 def test_no_detection_is_a_message(tmp_path, capsys, weights, images):
@@ -98,7 +160,10 @@ def test_dispatcher_routes_detect(tmp_path, capsys, weights, images):
                      weights, "--score-threshold", "0", "--top-k", "1", "--quiet",
                      "--output-dir", str(tmp_path), *SMALL])
     assert code == 0
-    assert (tmp_path / f"shapes1-{MODEL}-backbone.body.16-0-heatmap++.jpg").is_file()
+    # the detection default: EigenGrad-CAM (benchmarks/detection_quality.md)
+    assert (tmp_path / f"shapes1-{MODEL}-backbone.body.16-0-eigengradcam-heatmap.jpg").is_file()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["methods"] == ["eigengradcam"]
 
 
 def test_bad_image_among_good_ones_exits_1(tmp_path, capsys, weights, images):

@@ -21,7 +21,9 @@ import torchvision
 from lightning_cam import viz
 from lightning_cam.detect_cli import main as detect_main
 from lightning_cam.detection import detectron2 as d2x
-from lightning_cam.detection.adapter import _paste, _select, _to_original
+from lightning_cam.detection.base import paste_roi_maps as _paste
+from lightning_cam.detection.base import select_detections as _select
+from lightning_cam.detection.base import to_original as _to_original
 from lightning_cam.methods import combine, gradcam_weights, gradcampp_weights, normalize_maps
 from lightning_cam.methods import upsample as upsample_maps
 from tests.optional import require
@@ -37,6 +39,8 @@ RETINA_OPTS = [*SMALL, "MODEL.RETINANET.SCORE_THRESH_TEST", "0",
 IMAGE = (3, 120, 170)  # not square, not a multiple of 32: resize and padding both matter
 WEIGHTS = {"gradcam": gradcam_weights, "gradcam++": gradcampp_weights}
 CLS_SUBNET = [f"head.cls_subnet.{i}" for i in range(8)]
+
+GRAD = ("gradcam", "gradcam++")  # the methods whose maps these tests check
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +121,7 @@ def frcnn_run(frcnn, image):
     model, cfg = frcnn
     explainer = d2x.Detectron2Explainer(
         model, cfg, layer=["backbone.res3", "backbone.res4"], score_threshold=0.0, top_k=3,
-        roi_cams=True,
+        roi_cams=True, methods=GRAD
     )
     return _run_borrowed(model, explainer, image)
 
@@ -127,7 +131,7 @@ def retina_run(retina, image):
     model, cfg = retina
     explainer = d2x.Detectron2Explainer(
         model, cfg, layer=[*CLS_SUBNET, "backbone.bottom_up.res5"], score_threshold=0.0,
-        top_k=10,
+        top_k=10, methods=GRAD
     )
     return _run_borrowed(model, explainer, image)
 
@@ -209,7 +213,7 @@ def test_faster_rcnn_matches_own_forward_proposal_and_backbone(frcnn, frcnn_run,
     map is the plain Grad-CAM of backbone.res4."""
     model, cfg = frcnn
     result = frcnn_run[0]
-    explainer = d2x.Detectron2Explainer(model, cfg, score_threshold=0.0, top_k=3)
+    explainer = d2x.Detectron2Explainer(model, cfg, score_threshold=0.0, top_k=3, methods=GRAD)
     inst, keep, cap, inputs, resized, padded = _own_forward(
         model, explainer, image, ["backbone.res4", "roi_heads.res5"], 3,
         inputs_of="roi_heads.pooler",
@@ -250,7 +254,7 @@ def test_retinanet_levels_other_than_the_detections_contribute_zero(retina, reti
     has a non-zero gradient, and the explainer's map equals the CAM of that level alone."""
     model, cfg = retina
     result = retina_run[0]
-    explainer = d2x.Detectron2Explainer(model, cfg, score_threshold=0.0)
+    explainer = d2x.Detectron2Explainer(model, cfg, score_threshold=0.0, methods=GRAD)
     layer = "head.cls_subnet.7"
     inst, keep, cap, _, resized, padded = _own_forward(model, explainer, image, [layer], 10)
     levels = cap[layer]
@@ -273,13 +277,14 @@ def test_retinanet_levels_other_than_the_detections_contribute_zero(retina, reti
 
 def test_hygiene_after_an_exception(retina, image, monkeypatch):
     model, cfg = retina
-    explainer = d2x.Detectron2Explainer(model, cfg, layer="head.cls_subnet.0", score_threshold=0.0)
+    explainer = d2x.Detectron2Explainer(model, cfg, layer="head.cls_subnet.0", score_threshold=0.0,
+                                        methods=GRAD)
     before, code = _state(model), _code()
 
     def boom(*args, **kwargs):
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(d2x, "_select", boom)
+    monkeypatch.setattr(d2x, "select_detections", boom)
     with pytest.raises(RuntimeError, match="injected"):
         explainer(image)
     assert _state(model) == before
@@ -291,20 +296,20 @@ def test_layers_validated(frcnn, retina):
     assert d2x.default_detectron2_layer(model) == "backbone.res4"
     assert d2x.default_detectron2_layer(retina[0]) == "backbone.bottom_up.res5"
     with pytest.raises(ValueError, match="res4"):
-        d2x.Detectron2Explainer(model, cfg, layer="backbone.res44")
+        d2x.Detectron2Explainer(model, cfg, layer="backbone.res44", methods=GRAD)
     with pytest.raises(ValueError, match="per region proposal"):
-        d2x.Detectron2Explainer(model, cfg, layer="roi_heads.res5.0")
+        d2x.Detectron2Explainer(model, cfg, layer="roi_heads.res5.0", methods=GRAD)
     with pytest.raises(ValueError, match="without gradient"):
-        d2x.Detectron2Explainer(model, cfg, layer="proposal_generator.rpn_head.conv")
+        d2x.Detectron2Explainer(model, cfg, layer="proposal_generator.rpn_head.conv", methods=GRAD)
     with pytest.raises(ValueError, match="two-stage"):
-        d2x.Detectron2Explainer(retina[0], retina[1], roi_cams=True)
-    explainer = d2x.Detectron2Explainer(model, cfg, layer="roi_heads.res5")
+        d2x.Detectron2Explainer(retina[0], retina[1], roi_cams=True, methods=GRAD)
+    explainer = d2x.Detectron2Explainer(model, cfg, layer="roi_heads.res5", methods=GRAD)
     assert explainer.roi_cams and explainer.result_layers == ["backbone.res4", "roi_heads.res5"]
     tv = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
         weights=None, weights_backbone=None, num_classes=3)
     assert not d2x.is_detectron2_model(tv)
     with pytest.raises(TypeError, match="detectron2 detector"):
-        d2x.Detectron2Explainer(tv)
+        d2x.Detectron2Explainer(tv, methods=GRAD)
 
     class Wrapper(torch.nn.Module):
         def __init__(self) -> None:
@@ -347,6 +352,37 @@ def test_weights_loaded_from_files_the_test_writes(frcnn, retina, tmp_path):
         d2x.build_detectron2_model(C4, pth, opts=C4_OPTS)
 
 
+def test_weights_judged_by_keys_and_shapes_not_values(frcnn, tmp_path, capsys, image):
+    """A checkpoint equal to the freshly built model (the CLI seeds the build with 0) loads;
+    weights of other shapes (another class count) or a partial checkpoint are refused, with
+    the keys named, instead of detectron2 leaving some weights random."""
+    model, _ = frcnn  # built with torch.manual_seed(0), like every build below
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    same = tmp_path / "same.pth"
+    torch.save({"model": state}, same)
+    torch.manual_seed(0)
+    loaded, _ = d2x.build_detectron2_model(C4, same, opts=C4_OPTS)
+    assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
+    path = tmp_path / "noise.png"
+    viz.save_image(path, viz.to_uint8_image(image))
+    code = detect_main([
+        "--backend", "detectron2", "--config-file", C4, "--weight-path", str(same),
+        "--image-path", str(path), "--score-threshold", "0", "--top-k", "1", "--quiet",
+        "--output-dir", str(tmp_path / "out"), "--opts", *C4_OPTS,
+    ])
+    assert code == 0, capsys.readouterr().err
+
+    key = "roi_heads.box_predictor.cls_score.weight"
+    other = dict(state, **{key: torch.zeros(7, state[key].shape[1])})
+    torch.save({"model": other}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=rf"other shapes.*{key}: \[7, 2048\].*NUM_CLASSES"):
+        d2x.build_detectron2_model(C4, tmp_path / "other.pth", opts=C4_OPTS)
+    partial = {k: v for k, v in state.items() if not k.startswith("roi_heads.")}
+    torch.save({"model": partial}, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match=r"are not in .*stay random: roi_heads\."):
+        d2x.build_detectron2_model(C4, tmp_path / "partial.pth", opts=C4_OPTS)
+
+
 def test_split_detectron2_batch(d2):
     from detectron2.structures import Boxes, Instances
 
@@ -372,7 +408,7 @@ def test_cli_writes_boxes_heatmaps_sheet_and_summary(d2, tmp_path, capsys, image
         "--backend", "detectron2", "--config-file", C4, "--random-weights",
         "--image-path", str(path), "--layer-name", "backbone.res4", "--roi",
         "--score-threshold", "0", "--top-k", "2", "--output-dir", str(out_dir),
-        "--opts", *C4_OPTS,
+        "--method", "gradcam", "gradcam++", "--opts", *C4_OPTS,
     ])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -388,7 +424,7 @@ def test_cli_writes_boxes_heatmaps_sheet_and_summary(d2, tmp_path, capsys, image
         assert not det["class_name"].startswith("class ")  # a name from VOC's metadata
         for layer in summary["layers"]:
             for method, suffix in (("gradcam", "heatmap"), ("gradcam++", "heatmap++")):
-                name = det["files"][layer][method]
+                name = det["files"][method][layer]
                 assert name == f"noise-faster_rcnn_R_50_C4-{layer}-{det['index']}-{suffix}.jpg"
                 written.add(name)
     assert {p.name for p in out_dir.iterdir()} == written | {"summary.json"}
@@ -432,7 +468,7 @@ def test_clear_message_without_detectron2(monkeypatch, tmp_path, capsys):
     with pytest.raises(ImportError, match="pip install"):
         d2x.build_detectron2_model(RETINA)
     with pytest.raises(ImportError, match="detectron2"):
-        d2x.Detectron2Explainer(torch.nn.Conv2d(3, 3, 1))
+        d2x.Detectron2Explainer(torch.nn.Conv2d(3, 3, 1), methods=GRAD)
     code = detect_main(["--backend", "detectron2", "--config-file", RETINA,
                         "--weight-path", "x.pkl", "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err

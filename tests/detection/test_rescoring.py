@@ -9,7 +9,9 @@ import torchvision
 from torch import nn
 
 from lightning_cam.detection import ROI_LAYER, DetectionExplainer
-from lightning_cam.detection.adapter import _FastPathMismatch
+from lightning_cam.detection.rescoring import FastPathMismatch
+
+GRAD = ("gradcam", "gradcam++")  # the methods whose maps these tests check
 
 
 def _seeded(fn, **kwargs) -> nn.Module:
@@ -40,8 +42,8 @@ def image() -> torch.Tensor:
 
 
 def _both(detector: nn.Module, image: torch.Tensor, **kwargs):
-    fast = DetectionExplainer(detector, score_threshold=0.0, top_k=6, **kwargs)
-    generic = DetectionExplainer(detector, score_threshold=0.0, top_k=6, **kwargs)
+    fast = DetectionExplainer(detector, score_threshold=0.0, top_k=6, **kwargs, methods=GRAD)
+    generic = DetectionExplainer(detector, score_threshold=0.0, top_k=6, **kwargs, methods=GRAD)
     generic._adapter.fast = None  # the reference: differentiate the detector's outputs
     return fast, fast(image), generic(image)
 
@@ -81,7 +83,7 @@ def test_fast_path_equals_generic_path(request, name, kwargs, kind, image) -> No
 def test_fast_path_hygiene(frcnn, image) -> None:
     frcnn.train()
     flags = {n: m.training for n, m in frcnn.named_modules()}
-    explainer = DetectionExplainer(frcnn, score_threshold=0.0, top_k=3)
+    explainer = DetectionExplainer(frcnn, score_threshold=0.0, top_k=3, methods=GRAD)
     explainer(image)
     assert {n: m.training for n, m in frcnn.named_modules()} == flags
     assert all(p.grad is None for p in frcnn.parameters())
@@ -91,11 +93,11 @@ def test_fast_path_hygiene(frcnn, image) -> None:
 
 def test_mismatch_falls_back_to_generic_path(retina, image, monkeypatch) -> None:
     explainer = DetectionExplainer(retina, layer="head.classification_head.conv.0",
-                                   score_threshold=0.0, top_k=4)
+                                   score_threshold=0.0, top_k=4, methods=GRAD)
     reference = explainer(image)
 
     def broken(keep):
-        raise _FastPathMismatch("test")
+        raise FastPathMismatch("test")
 
     monkeypatch.setattr(explainer._adapter, "rescore", broken)
     result = explainer(image)
@@ -111,7 +113,8 @@ def test_overridden_detector_takes_generic_path(retina) -> None:
 
     custom = Custom.__new__(Custom)
     custom.__dict__.update(retina.__dict__)
-    assert DetectionExplainer(custom)._adapter.fast is None
-    assert DetectionExplainer(retina)._adapter.fast == "retinanet"
+    assert DetectionExplainer(custom, methods=GRAD)._adapter.fast is None
+    assert DetectionExplainer(retina, methods=GRAD)._adapter.fast == "retinanet"
     # the written-out forward bypasses the head modules: explaining them is generic
-    assert DetectionExplainer(retina, layer="head.classification_head")._adapter.fast is None
+    explainer = DetectionExplainer(retina, layer="head.classification_head", methods=GRAD)
+    assert explainer._adapter.fast is None
