@@ -119,7 +119,10 @@ def localisation_error(
     """
     found = localisation_boxes(maps, threshold)
     true = boxes.detach().float().cpu().tolist()
-    errors = [1.0 if f is None or box_iou(f, t) < iou else 0.0 for f, t in zip(found, true, strict=True)]
+    errors = [
+        1.0 if f is None or box_iou(f, t) < iou else 0.0
+        for f, t in zip(found, true, strict=True)
+    ]
     return torch.tensor(errors, dtype=torch.float32)
 
 

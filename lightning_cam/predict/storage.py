@@ -230,7 +230,9 @@ def remove_stale(output_dir: Path, rank: int | None = None) -> int:
     for p in folder.iterdir():
         parsed = parse_shard_name(p.stem)
         stale_tmp = p.name.startswith(".") and ".tmp" in p.name
-        orphan = p.suffix == ".npz" and parsed is not None and not p.with_suffix(".parquet").exists()
+        orphan = (
+            p.suffix == ".npz" and parsed is not None and not p.with_suffix(".parquet").exists()
+        )
         if rank is not None:
             mine = (parsed is not None and parsed[0] == rank) or p.name.startswith(
                 (f".r{rank:05d}-", f".probe-r{rank:05d}")
@@ -316,7 +318,7 @@ class ShardWriter:
         ]
         table = pa.Table.from_pylist(rows)
         table = table.replace_schema_metadata({FINGERPRINT_KEY: self.fingerprint.encode()})
-        write_bytes_atomic(folder / f"{name}.npz", lambda f: np.savez(f, **arrays))
+        write_bytes_atomic(folder / f"{name}.npz", lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
         write_bytes_atomic(folder / f"{name}.parquet", lambda f: pq.write_table(table, f))
         self.bytes_written += sum(a.nbytes for a in arrays.values())
         self.seq += 1

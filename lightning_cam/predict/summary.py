@@ -99,10 +99,11 @@ def write_summary(
     per: dict[str, Any] = {}
     for m in methods:
         for n in layers:
-            per.setdefault(m, {})[n] = {
-                k: dict(zip(("mean", "count"), quality.get(f"{m}/{n}/{k}", (math.nan, 0)), strict=True))
-                for k in metrics
-            }
+            cells = {}
+            for k in metrics:
+                mean, count = quality.get(f"{m}/{n}/{k}", (math.nan, 0))
+                cells[k] = {"mean": mean, "count": count}
+            per.setdefault(m, {})[n] = cells
     summary: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "images": rows,

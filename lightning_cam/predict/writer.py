@@ -93,6 +93,13 @@ def _model_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def _device(module: nn.Module) -> torch.device:
+    dev = getattr(module, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    return next(iter(module.parameters()), torch.zeros(0)).device
+
+
 class CAMWriter(PredictionWriterBase):
     """Explains every batch of ``trainer.predict`` and writes maps, a manifest and a summary.
 
@@ -363,7 +370,7 @@ class CAMWriter(PredictionWriterBase):
 
     def _init_states(self, pl_module: nn.Module) -> None:
         """Once the layers are known (first batch): the synced metric states."""
-        self._quality = DatasetMeans(self._metric_names()).to(pl_module.device)
+        self._quality = DatasetMeans(self._metric_names()).to(_device(pl_module))
         prior_sum, prior_count = self._prior
         self._quality.add_sums(
             {k: v for k, v in prior_sum.items() if k in self._quality.names},
@@ -379,7 +386,7 @@ class CAMWriter(PredictionWriterBase):
                 for s in range(len(stages))
                 for sim in SIMILARITIES
             ]
-            self._sanity = DatasetMeans(names).to(pl_module.device)
+            self._sanity = DatasetMeans(names).to(_device(pl_module))
 
     # ------------------------------------------------------------------ batches
 
@@ -717,15 +724,12 @@ class CAMWriter(PredictionWriterBase):
         assert self._sanity is not None
         if not self._sanity_buffer:
             return
-        images = torch.cat([b[0] for b in self._sanity_buffer]).to(pl_module.device)
-        labels = (
-            torch.cat([b[1] for b in self._sanity_buffer])
-            if all(b[1] is not None for b in self._sanity_buffer)
-            else None
-        )
+        images = torch.cat([b[0] for b in self._sanity_buffer]).to(_device(pl_module))
+        got = [b[1] for b in self._sanity_buffer if b[1] is not None]
+        labels = torch.cat(got) if len(got) == len(self._sanity_buffer) else None
         self._sanity_buffer = []
         if self.target == "label" and labels is not None:
-            class_ids = labels.to(pl_module.device)
+            class_ids = labels.to(_device(pl_module))
         else:
             with torch.inference_mode(False), torch.no_grad():
                 class_ids = pl_module(images.clone()).argmax(dim=1)
