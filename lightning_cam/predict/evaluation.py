@@ -236,6 +236,7 @@ class DatasetMeans(Metric):
             i = self._pos[name]
             self.total[i] += float(t)
             self.count[i] += float(counts[name])
+        self.update({})  # counts as an update: compute() on a rank without images is expected
 
     def compute(self) -> dict[str, tuple[float, int]]:  # type: ignore[override]
         """``{name: (mean, count)}`` over every process (mean NaN for a name without values)."""

@@ -278,6 +278,13 @@ class CAMWriter(PredictionWriterBase):
         self.summary: dict[str, Any] | None = None
 
     @property
+    def summary_path(self) -> Path:
+        """``summary.md`` in the output folder."""
+        from lightning_cam.predict.summary import SUMMARY_MD
+
+        return self.output_dir / SUMMARY_MD
+
+    @property
     def state_key(self) -> str:
         return f"CAMWriter{{output_dir={str(self.output_dir)!r}}}"
 
@@ -387,6 +394,7 @@ class CAMWriter(PredictionWriterBase):
                 for sim in SIMILARITIES
             ]
             self._sanity = DatasetMeans(names).to(_device(pl_module))
+            self._sanity.update({})
 
     # ------------------------------------------------------------------ batches
 
@@ -497,7 +505,8 @@ class CAMWriter(PredictionWriterBase):
                 f"target='label' but the batch has no labels (label_key={self.label_key!r}); "
                 "give the labels or use target='predicted'."
             )
-        return parts["label"]
+        with torch.inference_mode(False):  # a normal tensor: autograd may save it
+            return parts["label"].clone()
 
     def _tolerance(self, size: tuple[int, int]) -> float:
         if self.pointing_game_tolerance is not None:
