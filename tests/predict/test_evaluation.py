@@ -32,7 +32,8 @@ def test_localisation_box_is_the_largest_region_above_15_percent() -> None:
     assert localisation_error(m, torch.tensor([[4.0, 5.0, 9.0, 9.0]])).tolist() == [0.0]
     assert localisation_error(m, torch.tensor([[1.0, 1.0, 3.0, 3.0]])).tolist() == [1.0]
     # an all-zero map localises nothing: an error
-    assert localisation_error(torch.zeros(1, 4, 4), torch.tensor([[0.0, 0, 4, 4]])).tolist() == [1.0]
+    zero = localisation_error(torch.zeros(1, 4, 4), torch.tensor([[0.0, 0, 4, 4]]))
+    assert zero.tolist() == [1.0]
 
 
 def test_iou_threshold_is_one_half() -> None:
