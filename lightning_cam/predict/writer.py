@@ -93,6 +93,73 @@ def _model_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def _version(t: torch.Tensor) -> int | None:
+    """The in-place version counter (inference tensors have none: ``None``)."""
+    return None if t.is_inference() else int(t._version)
+
+
+class _ForwardReuse:
+    """Lets ``predict_step``'s forward return the logits the explanation already computed.
+
+    The explanation runs one forward of the module on the batch's images (to get the gradients
+    it needs); ``predict_step`` would run a second, identical one. For one batch at a time, the
+    module's ``forward`` is replaced by a function that, called once with the very same image
+    tensor (same object, not modified in place since; inference tensors, which have no version
+    counter, are compared by identity), returns a copy of those logits, and calls
+    the real forward for anything else. On the first batch it calls the real forward and compares:
+    only when the outputs agree (a plain tensor, ``allclose``) is the shortcut used afterwards;
+    otherwise it is never used again. The module's own forward is put back after every batch and
+    on exceptions.
+    """
+
+    def __init__(self) -> None:
+        self.verified: bool | None = None
+        self._installed = False
+        self._previous: Any = None
+
+    def install(self, module: nn.Module, images: torch.Tensor, logits: torch.Tensor | None) -> None:
+        if self.verified is False or logits is None or self._installed:
+            return
+        original = module.forward
+        version = _version(images)
+        used = [False]
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if (
+                not used[0]
+                and len(args) == 1
+                and not kwargs
+                and args[0] is images
+                and _version(images) == version
+            ):
+                used[0] = True
+                if self.verified:
+                    return logits.clone()
+                real = original(*args)
+                self.verified = (
+                    isinstance(real, torch.Tensor)
+                    and real.shape == logits.shape
+                    and real.dtype == logits.dtype
+                    and torch.allclose(real.float(), logits.float(), rtol=1e-4, atol=1e-5)
+                )
+                return real
+            return original(*args, **kwargs)
+
+        self._previous = module.__dict__.get("forward")
+        module.forward = forward  # type: ignore[method-assign]
+        self._installed = True
+
+    def remove(self, module: nn.Module) -> None:
+        if not self._installed:
+            return
+        if self._previous is None:
+            module.__dict__.pop("forward", None)
+        else:
+            module.__dict__["forward"] = self._previous
+        self._previous = None
+        self._installed = False
+
+
 def _device(module: nn.Module) -> torch.device:
     dev = getattr(module, "device", None)
     if isinstance(dev, torch.device):
@@ -155,6 +222,10 @@ class CAMWriter(PredictionWriterBase):
         id_key: Key of the image ids (strings or ints); default id: the dataset index.
         max_batch: Images per explanation pass (bounds memory; ``None``: the whole batch).
         seed: Seed of the sanity check's re-initialisations.
+        reuse_forward: Let ``predict_step``'s forward reuse the explanation's forward (one
+            forward per batch instead of two) when it calls the module on the batch's image
+            tensor itself, checked equal on the first batch; full precision only (under mixed
+            precision ``predict_step`` runs in autocast and keeps its own forward).
 
     Raises:
         MisconfigurationException: A bad argument (named, with what is allowed).
@@ -188,6 +259,7 @@ class CAMWriter(PredictionWriterBase):
         id_key: str = "id",
         max_batch: int | None = None,
         seed: int = 0,
+        reuse_forward: bool = True,
     ) -> None:
         super().__init__(write_interval="batch")
         if isinstance(methods, str):
@@ -256,6 +328,7 @@ class CAMWriter(PredictionWriterBase):
         self.mask_key, self.box_key, self.id_key = mask_key, box_key, id_key
         self.max_batch = max_batch
         self.seed = seed
+        self.reuse_forward = bool(reuse_forward)
         self._reset()
 
     def _reset(self) -> None:
@@ -274,6 +347,8 @@ class CAMWriter(PredictionWriterBase):
         self._warned: set[str] = set()
         self._world = 1
         self._prior: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        self._pending: tuple[dict[str, Any], np.ndarray, list[str], Explanation] | None = None
+        self._reuse: _ForwardReuse | None = None
         #: After a run: the summary written (``summary.json``'s content) on rank zero.
         self.summary: dict[str, Any] | None = None
 
@@ -295,7 +370,8 @@ class CAMWriter(PredictionWriterBase):
         super().setup(trainer, pl_module, stage)
         if stage != "predict":
             return
-        storage.require_pyarrow()
+        # pyarrow loads pandas on first use (a second): at setup, not in the middle of the loop.
+        storage.require_pyarrow().array([0])
         try:
             resolve_layers(pl_module, self.layer)
         except (TypeError, ValueError) as err:
@@ -351,6 +427,10 @@ class CAMWriter(PredictionWriterBase):
         self._shards = storage.ShardWriter(
             self.output_dir, rank, fingerprint, shard_size=self.shard_size
         )
+        full_precision = str(getattr(trainer, "precision", "32-true")) in (
+            "32-true", "64-true", "32", "64"
+        )
+        self._reuse = _ForwardReuse() if self.reuse_forward and full_precision else None
         # Shards of an earlier attempt: skip their images; their metric sums count once
         # (rank zero adds them all; the sync sums over ranks).
         done: list[np.ndarray] = []
@@ -440,20 +520,16 @@ class CAMWriter(PredictionWriterBase):
 
             rank_zero_warn(message)
 
-    def write_on_batch_end(
-        self,
-        trainer: Any,
-        pl_module: Any,
-        prediction: Any,
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
+    def on_predict_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        """Explain the batch's images not written yet and add them to this rank's shard."""
+        """Explain the batch's images not written yet (before ``predict_step``, so that its
+        forward can reuse the explanation's: see ``reuse_forward``)."""
+        self._pending = None
         parts = self.extract(batch)
         images: torch.Tensor = parts["image"]
         b = images.shape[0]
+        batch_indices = getattr(trainer.predict_loop, "current_batch_indices", None)
         if batch_indices is not None and len(batch_indices) == b:
             index = np.asarray(list(batch_indices), np.int64)
         else:
@@ -472,8 +548,33 @@ class CAMWriter(PredictionWriterBase):
             k: (v.index_select(0, keep.to(v.device)) if isinstance(v, torch.Tensor) else v)
             for k, v in parts.items()
         }
-        ids = self._ids(parts["id"], index, todo)
-        self._write(trainer, pl_module, sub, index[todo], ids)
+        out = self._explain(sub)
+        self._pending = (sub, index[todo], self._ids(parts["id"], index, todo), out)
+        if todo.all() and self._reuse is not None:
+            self._reuse.install(pl_module, images, out.logits)
+
+    def write_on_batch_end(
+        self,
+        trainer: Any,
+        pl_module: Any,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Write the batch's explanations: metrics, shard rows and maps, overlays."""
+        if self._reuse is not None:
+            self._reuse.remove(pl_module)
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            sub, index, ids, out = pending
+            self._write(trainer, pl_module, sub, index, ids, out)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Give the module its own forward back."""
+        if self._reuse is not None:
+            self._reuse.remove(pl_module)
 
     def _ids(self, raw: Any, index: np.ndarray, todo: np.ndarray) -> list[str]:
         if raw is None:
@@ -513,6 +614,13 @@ class CAMWriter(PredictionWriterBase):
             return float(self.pointing_game_tolerance)
         return 15.0 * min(size) / 224.0
 
+    def _explain(self, parts: dict[str, Any]) -> Explanation:
+        assert self._explainer is not None
+        try:
+            return self._explainer(parts["image"], target=self._target(parts), upsample=False)
+        except (ValueError, TypeError) as err:
+            raise MisconfigurationException(f"CAMWriter cannot explain the batch: {err}") from err
+
     def _write(
         self,
         trainer: Any,
@@ -520,14 +628,11 @@ class CAMWriter(PredictionWriterBase):
         parts: dict[str, Any],
         index: np.ndarray,
         ids: list[str],
+        out: Explanation,
     ) -> None:
-        assert self._explainer is not None and self._shards is not None
+        assert self._shards is not None
         images: torch.Tensor = parts["image"]
         size = (int(images.shape[2]), int(images.shape[3]))
-        try:
-            out = self._explainer(images, target=self._target(parts), upsample=False)
-        except (ValueError, TypeError) as err:
-            raise MisconfigurationException(f"CAMWriter cannot explain the batch: {err}") from err
         if not self._layers:
             self._layers = list(out.layers)
             self._init_states(pl_module)

@@ -49,7 +49,7 @@ def _same_outputs(a: Path, b: Path, n: int) -> None:
             np.testing.assert_allclose(load_maps(a, ra.shard, ra.row, key),
                                        load_maps(b, rb.shard, rb.row, key), atol=1e-3)
     sa = (a / "summary.json").read_text()
-    assert '"images": %d' % n in sa
+    assert f'"images": {n}' in sa
 
 
 def test_two_ddp_processes_equal_one(tmp_path: Path) -> None:

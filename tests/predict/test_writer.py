@@ -118,9 +118,9 @@ def test_a_rerun_skips_what_an_interrupted_run_completed(tmp_path: Path) -> None
     explained: list[int] = []
     original = writer._write
 
-    def spy(tr, pm, parts, index, ids):  # type: ignore[no-untyped-def]
+    def spy(tr, pm, parts, index, ids, out):  # type: ignore[no-untyped-def]
         explained.extend(index.tolist())
-        return original(tr, pm, parts, index, ids)
+        return original(tr, pm, parts, index, ids, out)
 
     writer._write = spy  # type: ignore[method-assign]
     trainer([writer]).predict(tiny_model(), loader(batch_size=2), return_predictions=False)
