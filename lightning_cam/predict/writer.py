@@ -406,6 +406,13 @@ class CAMWriter(PredictionWriterBase):
         """Check the folder's run file on every rank, write it on rank zero, and read what an
         earlier attempt completed (to skip it)."""
         self._reset()
+        loaders = getattr(trainer, "predict_dataloaders", None)
+        if isinstance(loaders, (list, tuple)) and len(loaders) > 1:
+            raise MisconfigurationException(
+                f"CAMWriter explains one predict dataloader, got {len(loaders)} (their dataset "
+                "indices would collide): run trainer.predict once per dataset, each with its own "
+                "output_dir."
+            )
         config = self._resolved_config(trainer, pl_module)
         fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
         run = {"fingerprint": fingerprint, "config": config, "format": 1}

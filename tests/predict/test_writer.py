@@ -265,3 +265,14 @@ def test_both_lightning_namespaces_accept_the_writer(tmp_path: Path) -> None:
     assert isinstance(writer, pl.callbacks.BasePredictionWriter)
     assert isinstance(writer, L.callbacks.BasePredictionWriter)
     assert lc.CAMWriter is CAMWriter
+
+
+def test_several_predict_dataloaders_are_refused(tmp_path: Path) -> None:
+    from lightning_cam.models import ShapesClassifier
+
+    class Two(ShapesClassifier):
+        def predict_step(self, batch, batch_idx, dataloader_idx=0):  # type: ignore[no-untyped-def, override]
+            return super().predict_step(batch, batch_idx)
+
+    with pytest.raises(MisconfigurationException, match="one predict dataloader"):
+        _run(tmp_path, Two(), data=[loader(4), loader(4)])
