@@ -33,6 +33,38 @@ class SlowShapes(Dataset):
         return self.data[i]
 
 
+def run(
+    out: str,
+    num: int = 10,
+    devices: int = 1,
+    strategy: str = "auto",
+    sleep: float = 0.0,
+    shard_size: int = 3,
+) -> None:
+    """One predict run with the writer (also called in-process by the tests)."""
+    torch.manual_seed(0)  # the same weights in every process
+    model = ShapesClassifier(num_classes=4)
+    writer = CAMWriter(
+        out,
+        layer="backbone",
+        metrics=["pointing_game", "localisation_error", "average_drop"],
+        shard_size=shard_size,
+        sanity_samples=4,
+        sanity_stages=2,
+    )
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy=strategy,
+        callbacks=[writer],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = DataLoader(SlowShapes(num, sleep), batch_size=2)
+    trainer.predict(model, loader, return_predictions=False)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -43,27 +75,7 @@ def main() -> None:
     p.add_argument("--shard-size", type=int, default=3)
     args = p.parse_args()
     torch.set_num_threads(1)
-    torch.manual_seed(0)  # the same weights in every process
-    model = ShapesClassifier(num_classes=4)
-    writer = CAMWriter(
-        args.out,
-        layer="backbone",
-        metrics=["pointing_game", "localisation_error", "average_drop"],
-        shard_size=args.shard_size,
-        sanity_samples=4,
-        sanity_stages=2,
-    )
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=args.devices,
-        strategy=args.strategy,
-        callbacks=[writer],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    loader = DataLoader(SlowShapes(args.num, args.sleep), batch_size=2)
-    trainer.predict(model, loader, return_predictions=False)
+    run(args.out, args.num, args.devices, args.strategy, args.sleep, args.shard_size)
 
 
 if __name__ == "__main__":

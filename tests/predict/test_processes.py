@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_cam.predict import load_maps
+from tests.predict.run_writer import run as run_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "predict" / "run_writer.py"
@@ -53,7 +54,7 @@ def _same_outputs(a: Path, b: Path, n: int) -> None:
 
 
 def test_two_ddp_processes_equal_one(tmp_path: Path) -> None:
-    _run(tmp_path / "single", "--num", "9")
+    run_in_process(str(tmp_path / "single"), num=9)
     _run(tmp_path / "ddp", "--num", "9", "--devices", "2", "--strategy", "ddp")
     shards = sorted(p.name for p in (tmp_path / "ddp" / "shards").glob("*.parquet"))
     assert {s[:6] for s in shards} == {"r00000", "r00001"}  # one shard set per rank
@@ -101,5 +102,5 @@ def test_a_killed_run_resumes_without_duplicates(tmp_path: Path) -> None:
     # no orphan maps or temporary files are left
     files = {p.stem for p in (out / "shards").iterdir()}
     assert files == set(after)
-    _run(tmp_path / "clean", "--num", "24", "--shard-size", "2")
+    run_in_process(str(tmp_path / "clean"), num=24, shard_size=2)
     _same_outputs(out, tmp_path / "clean", 24)
