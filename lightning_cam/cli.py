@@ -35,7 +35,8 @@ class CAMLightningCLI:
         class _CLI(LightningCLI):
             def after_predict(self) -> None:
                 """Print the summary of every CAMWriter (rank zero holds it)."""
-                for callback in self.trainer.callbacks:
+                trainer: Any = self.trainer
+                for callback in trainer.callbacks:
                     path = getattr(callback, "summary_path", None)
                     if getattr(callback, "summary", None) is not None and path is not None:
                         print(path.read_text(encoding="utf-8"))
