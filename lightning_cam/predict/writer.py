@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
+from typing_extensions import override
 
 from lightning_cam._compat import MisconfigurationException
 from lightning_cam.engine import Explainer, Explanation
@@ -360,11 +361,13 @@ class CAMWriter(PredictionWriterBase):
         return self.output_dir / SUMMARY_MD
 
     @property
+    @override
     def state_key(self) -> str:
         return f"CAMWriter{{output_dir={str(self.output_dir)!r}}}"
 
     # ------------------------------------------------------------------ set-up
 
+    @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         """Check the layers and that every rank can write to the output folder."""
         super().setup(trainer, pl_module, stage)
@@ -402,6 +405,7 @@ class CAMWriter(PredictionWriterBase):
             "dataset_len": dataset_len,
         }
 
+    @override
     def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
         """Check the folder's run file on every rank, write it on rank zero, and read what an
         earlier attempt completed (to skip it)."""
@@ -527,6 +531,7 @@ class CAMWriter(PredictionWriterBase):
 
             rank_zero_warn(message)
 
+    @override
     def on_predict_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
@@ -560,6 +565,7 @@ class CAMWriter(PredictionWriterBase):
         if todo.all() and self._reuse is not None:
             self._reuse.install(pl_module, images, out.logits)
 
+    @override
     def write_on_batch_end(
         self,
         trainer: Any,
@@ -578,6 +584,7 @@ class CAMWriter(PredictionWriterBase):
             sub, index, ids, out = pending
             self._write(trainer, pl_module, sub, index, ids, out)
 
+    @override
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         """Give the module its own forward back."""
         if self._reuse is not None:
@@ -790,6 +797,7 @@ class CAMWriter(PredictionWriterBase):
 
     # ------------------------------------------------------------------ the end
 
+    @override
     def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
         """Flush this rank's shard, sync the metrics, run the sanity check; rank zero writes
         the manifest and the summary."""
@@ -865,8 +873,10 @@ class CAMWriter(PredictionWriterBase):
         )
         self._sanity.update(values)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"output_dir": str(self.output_dir)}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         return None
