@@ -31,6 +31,6 @@ def test_worker_and_report(capsys: pytest.CaptureFixture[str]) -> None:
                "ddp": {"one": [5.0], "two": [9.0], "images": 8},
                "memory": {"10": 100.0, "100": 101.0}}
         text = bench.render(res, "load 0")
-        assert "0.90 x" in text and "1.80 x" in text and "1.01 x" in text
+        assert "0.90 x [0.90-0.90]" in text and "1.80 x" in text and "1.01 x" in text
     finally:
         sys.modules.pop(spec.name, None)
