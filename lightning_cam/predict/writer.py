@@ -421,11 +421,31 @@ class CAMWriter(PredictionWriterBase):
         fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
         run = {"fingerprint": fingerprint, "config": config, "format": 1}
         must_write = storage.check_run_file(self.output_dir, run)  # every rank: same answer
+        rank, world = trainer.global_rank, trainer.world_size
+        storage.remove_stale(self.output_dir, rank)
+        # Shards of an earlier attempt, read before the barrier (no rank writes before it):
+        # skip their images; their metric sums count once (rank zero adds them all; the sync
+        # sums over ranks).
+        done: list[np.ndarray] = []
+        prior_sum: dict[str, float] = {}
+        prior_count: dict[str, float] = {}
+        for _name, path in storage.complete_shards(self.output_dir):
+            table = storage.read_index(path, fingerprint)
+            done.append(table.column("index").to_numpy())
+            if rank == 0:
+                for col in table.column_names:
+                    if col.count("/") >= 2 and col.rsplit("/", 1)[1] in METRIC_NAMES:
+                        values = table.column(col).to_numpy(zero_copy_only=False).astype(float)
+                        ok = np.isfinite(values)
+                        prior_sum[col] = prior_sum.get(col, 0.0) + float(values[ok].sum())
+                        prior_count[col] = prior_count.get(col, 0.0) + float(ok.sum())
         trainer.strategy.barrier("cam_writer_check")
         if must_write and trainer.is_global_zero:
             storage.write_run_file(self.output_dir, run)
-        rank, world = trainer.global_rank, trainer.world_size
-        storage.remove_stale(self.output_dir, rank)
+        self._done = np.unique(np.concatenate(done)) if done else np.zeros(0, np.int64)
+        self._done = self._done[self._done >= 0]
+        self._world = world
+        self._prior = (prior_sum, prior_count)
         self._fingerprint, self._config = fingerprint, config
         self._explainer = Explainer(
             pl_module,
@@ -442,25 +462,6 @@ class CAMWriter(PredictionWriterBase):
             "32-true", "64-true", "32", "64"
         )
         self._reuse = _ForwardReuse() if self.reuse_forward and full_precision else None
-        # Shards of an earlier attempt: skip their images; their metric sums count once
-        # (rank zero adds them all; the sync sums over ranks).
-        done: list[np.ndarray] = []
-        prior_sum: dict[str, float] = {}
-        prior_count: dict[str, float] = {}
-        for _name, path in storage.complete_shards(self.output_dir):
-            table = storage.read_index(path, fingerprint)
-            done.append(table.column("index").to_numpy())
-            if rank == 0:
-                for col in table.column_names:
-                    if col.count("/") >= 2 and col.rsplit("/", 1)[1] in METRIC_NAMES:
-                        values = table.column(col).to_numpy(zero_copy_only=False).astype(float)
-                        ok = np.isfinite(values)
-                        prior_sum[col] = prior_sum.get(col, 0.0) + float(values[ok].sum())
-                        prior_count[col] = prior_count.get(col, 0.0) + float(ok.sum())
-        self._done = np.unique(np.concatenate(done)) if done else np.zeros(0, np.int64)
-        self._done = self._done[self._done >= 0]
-        self._world = world
-        self._prior = (prior_sum, prior_count)
 
     def _metric_names(self) -> list[str]:
         assert self._layers
