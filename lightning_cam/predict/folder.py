@@ -35,7 +35,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class ImageFolderDataset(Dataset):
-    """Every image below ``root`` as ``{"image", "label", "id"}`` (resized, normalised).
+    """Every image below ``root`` as ``{"image", "id"}`` (resized, normalised), with
+    ``"label"`` for an ImageFolder tree; ``id`` is the path relative to ``root``.
 
     Args:
         root: A folder of images, or an ImageFolder tree (one sub-folder per class).
@@ -89,12 +90,10 @@ class ImageFolderDataset(Dataset):
         x = torch.from_numpy(np.ascontiguousarray(cv2.resize(image, (s, s), interpolation=interp)))
         x = x.permute(2, 0, 1).float().div(255.0)
         rel = path.relative_to(self.root)
-        label = self.classes.index(rel.parts[0]) if self.classes is not None else -1
-        return {
-            "image": (x - self.mean) / self.std,
-            "label": torch.tensor(label, dtype=torch.long),
-            "id": rel.as_posix(),
-        }
+        sample: dict[str, Any] = {"image": (x - self.mean) / self.std, "id": rel.as_posix()}
+        if self.classes is not None:  # an ImageFolder tree: the class folder is the label
+            sample["label"] = torch.tensor(self.classes.index(rel.parts[0]), dtype=torch.long)
+        return sample
 
 
 class ZooClassifier(pl.LightningModule):

@@ -116,3 +116,7 @@ def test_explain_data_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     (tmp_path / "file").write_text("x")
     assert _explain("--data", str(data), "--output-dir", str(tmp_path / "file"), *base) == 2
     assert "is a file" in capsys.readouterr().err
+    assert _explain("--data", str(data), "--output-dir", str(tmp_path / "flat_out"), *base,
+                    "--image-size", "64", "--metrics") == 0
+    df = pd.read_parquet(tmp_path / "flat_out" / "manifest.parquet")
+    assert df["label"].isna().all() and sorted(df["id"]) == [f"im{i}.png" for i in range(6)]
