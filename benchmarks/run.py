@@ -1454,6 +1454,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-callback", action="store_true", help="skip the callback overhead case")
     p.add_argument("--no-perturbation", action="store_true",
                    help="skip the perturbation methods' section (Ablation-CAM, Score-CAM ...)")
+    p.add_argument("--no-writer", action="store_true",
+                   help="skip the CAMWriter case (benchmarks/writer.py)")
     p.add_argument("--detectors", default=None,
                    help="comma-separated detectors for the K=1 vs K=10 case, '' to skip "
                    f"(default: all of {', '.join(DETECTORS)}; quick: the first)")
@@ -1554,6 +1556,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         sections.append(case_callback_overhead(args))
         print(f"[callback] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    if not args.no_writer:  # CAMWriter on trainer.predict: benchmarks/writer.py
+        t0 = time.perf_counter()
+        spec = importlib.util.spec_from_file_location(
+            "lightning_cam_benchmarks_writer", Path(__file__).with_name("writer.py"))
+        assert spec is not None and spec.loader is not None
+        writer_bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(writer_bench)
+        case_writer = writer_bench.case_writer
+        sections.append(Section(*case_writer(quick=args.quick, rounds=1 if args.quick else 3)))
+        print(f"[writer] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     raw["sections"] = [{"title": s.title, "body": s.body, "data": s.data} for s in sections]
     header["load_end"] = _load()
     header["wall_s"] = time.perf_counter() - start

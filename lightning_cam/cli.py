@@ -3,10 +3,13 @@
 ``lightning-cam fit|validate|test|predict --config configs/shapes.yaml`` are LightningCLI's
 subcommands (model, data, trainer and callbacks from YAML). ``lightning-cam explain`` explains
 pretrained or trained classifiers from the shell (see :mod:`lightning_cam.explain_cli`).
+``lightning-cam predict`` with a :class:`~lightning_cam.predict.CAMWriter` among the callbacks
+explains a whole dataset and prints the summary table at the end.
 
 Example:
     $ lightning-cam fit --config configs/shapes.yaml
     $ lightning-cam fit --config configs/shapes.yaml --trainer.max_epochs 3
+    $ lightning-cam predict --config configs/shapes_explain.yaml --ckpt_path model.ckpt
 """
 
 from __future__ import annotations
@@ -29,7 +32,17 @@ class CAMLightningCLI:
         from pytorch_lightning import LightningDataModule, LightningModule
         from pytorch_lightning.cli import LightningCLI
 
-        return LightningCLI(
+        class _CLI(LightningCLI):
+            def after_predict(self) -> None:
+                """Print the summary of every CAMWriter (rank zero holds it)."""
+                trainer: Any = self.trainer
+                for callback in trainer.callbacks:
+                    path = getattr(callback, "summary_path", None)
+                    if getattr(callback, "summary", None) is not None and path is not None:
+                        print(path.read_text(encoding="utf-8"))
+                        print(f"Written to {callback.output_dir}")
+
+        return _CLI(
             LightningModule,
             LightningDataModule,
             subclass_mode_model=True,

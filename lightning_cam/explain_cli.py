@@ -436,6 +436,13 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lightning-cam explain``; returns the exit status."""
+    # --- `explain --data DIR`: a whole dataset on Lightning's predict loop (issue 16) ---
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--data" or a.startswith("--data=") for a in args):
+        from lightning_cam.predict.folder import main as explain_dataset
+
+        return explain_dataset(args)
+    # ---
     return run_main(PROG, build_parser(), run, argv)
 
 

@@ -346,7 +346,7 @@ class _SplitsDataModule(pl.LightningDataModule):
             "fit": ("train", "val"),
             "validate": ("val",),
             "test": ("test",),
-            "predict": ("test",),
+            "predict": (getattr(self, "predict_split", "test"),),
         }.get(stage or "", self.SPLITS)
         for split in needs:
             self.dataset(split)
@@ -374,8 +374,8 @@ class _SplitsDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader[Any]:
-        """The test split, in index order."""
-        return self._loader("test", shuffle=False)
+        """The ``predict_split`` split (default: test), in index order."""
+        return self._loader(getattr(self, "predict_split", "test"), shuffle=False)
 
 
 class ShapesDataModule(_SplitsDataModule):
@@ -393,9 +393,12 @@ class ShapesDataModule(_SplitsDataModule):
         num_workers: DataLoader worker processes (0: load in the main process).
         seed: Base seed of the three splits.
         clutter: Draw distractors (see :class:`ShapesDataset`).
+        predict_split: The split ``predict_dataloader`` serves (``"train"``, ``"val"`` or
+            ``"test"``), e.g. ``"val"`` to explain the validation set with ``trainer.predict``.
 
     Raises:
-        ValueError: On a non-positive size or batch size or a negative ``num_workers``.
+        ValueError: On a non-positive size or batch size, a negative ``num_workers`` or an
+            unknown ``predict_split``.
 
     Example:
         >>> dm = ShapesDataModule(num_train=64, num_val=16, num_test=16, batch_size=8)
@@ -415,9 +418,13 @@ class ShapesDataModule(_SplitsDataModule):
         num_workers: int = 0,
         seed: int = 0,
         clutter: bool = True,
+        predict_split: str = "test",
     ) -> None:
         super().__init__()
         self._check_sizes(num_train, num_val, num_test, batch_size, num_workers)
+        if predict_split not in self.SPLITS:
+            raise ValueError(f"predict_split must be one of {self.SPLITS}, got {predict_split!r}")
+        self.predict_split = predict_split
         self.save_hyperparameters()
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.image_size = image_size

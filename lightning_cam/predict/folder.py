@@ -1,0 +1,241 @@
+"""``lightning-cam explain --data DIR``: a folder of images through Lightning's predict loop.
+
+``DIR`` is a folder of images (every image file below it, recursively) or an ImageFolder tree
+(``DIR/<class>/<image>``: the sorted class folder names give the labels, as
+``torchvision.datasets.ImageFolder``). A zoo classifier (torchvision name + weights, or a
+lightning-cam checkpoint) explains every image with :class:`~lightning_cam.predict.CAMWriter`
+on ``trainer.predict``: ``--devices`` / ``--strategy`` / ``--accelerator`` go to the Trainer
+(e.g. ``--strategy ddp --devices 2``), and a rerun with the same arguments resumes.
+
+Example:
+    $ lightning-cam explain --data photos/ --output-dir audit --network resnet50
+    $ lightning-cam explain --data val/ --output-dir audit --weight-path model.ckpt \\
+          --strategy ddp --devices 4 --accelerator gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from lightning_cam._cli import CLIError, one_line, run_main
+
+PROG = "lightning-cam explain --data"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class ImageFolderDataset(Dataset):
+    """Every image below ``root`` as ``{"image", "id"}`` (resized, normalised), with
+    ``"label"`` for an ImageFolder tree; ``id`` is the path relative to ``root``.
+
+    Args:
+        root: A folder of images, or an ImageFolder tree (one sub-folder per class).
+        image_size: Square side the images are resized to (the whole image, no crop).
+        mean: Per-channel normalisation mean (RGB, images in [0, 1]).
+        std: Per-channel normalisation std.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder or holds no image.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"--data {str(self.root)!r} is not a folder")
+        self.files = sorted(
+            p
+            for p in self.root.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not self.files:
+            raise FileNotFoundError(
+                f"No image files ({', '.join(sorted(IMAGE_SUFFIXES))}) below {str(self.root)!r}"
+            )
+        classes = sorted(
+            {p.relative_to(self.root).parts[0] for p in self.files if p.parent != self.root}
+        )
+        tree = bool(classes) and all(p.parent != self.root for p in self.files)
+        self.classes: list[str] | None = classes if tree else None
+        self.image_size = int(image_size)
+        self.mean = torch.tensor(list(mean), dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(list(std), dtype=torch.float32)[:, None, None]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from lightning_cam import viz
+
+        path = self.files[index]
+        image = viz.load_image(path)
+        s = self.image_size
+        h, w = image.shape[:2]
+        interp = cv2.INTER_AREA if (h > s and w > s) else cv2.INTER_LINEAR
+        x = torch.from_numpy(np.ascontiguousarray(cv2.resize(image, (s, s), interpolation=interp)))
+        x = x.permute(2, 0, 1).float().div(255.0)
+        rel = path.relative_to(self.root)
+        sample: dict[str, Any] = {"image": (x - self.mean) / self.std, "id": rel.as_posix()}
+        if self.classes is not None:  # an ImageFolder tree: the class folder is the label
+            sample["label"] = torch.tensor(self.classes.index(rel.parts[0]), dtype=torch.long)
+        return sample
+
+
+class ZooClassifier(pl.LightningModule):
+    """A classifier as a LightningModule: ``predict_step`` gives class probabilities.
+
+    Args:
+        model: ``(B, 3, H, W) -> (B, num_classes)`` logits.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The logits of ``images``."""
+        return self.model(images)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Class probabilities of a batch ``{"image": (B, 3, H, W), ...}``."""
+        return self(batch["image"]).softmax(dim=-1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of ``lightning-cam explain --data``."""
+    from lightning_cam.predict.evaluation import METRIC_NAMES
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Explain and evaluate every image of a folder (or ImageFolder tree) with a "
+        "classifier, on Lightning's predict loop: shards of maps, a Parquet manifest and a "
+        "summary; resumable; --devices/--strategy for several processes.",
+    )
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="folder of images, or an ImageFolder tree (DIR/<class>/<image>)")
+    p.add_argument("--output-dir", required=True, metavar="OUT", help="output folder")
+    p.add_argument("--network", default=None, metavar="NAME",
+                   help="torchvision classifier name (default: resnet50, or the backbone of a "
+                   "lightning-cam checkpoint given with --weight-path)")
+    p.add_argument("--weight-path", default=None, metavar="FILE",
+                   help="state_dict file or lightning-cam checkpoint (default: torchvision's "
+                   "DEFAULT weights, from the local cache)")
+    p.add_argument("--layer-name", nargs="+", default=None, metavar="NAME",
+                   help="layer(s) of the network to explain (default: the last spatial map)")
+    p.add_argument("--methods", nargs="+", default=["gradcam", "gradcam++"], metavar="NAME",
+                   help="CAM methods of the registry (default: gradcam gradcam++)")
+    p.add_argument("--metrics", nargs="*", default=None, metavar="NAME",
+                   help=f"per-image metrics among {', '.join(METRIC_NAMES)} (default: "
+                   "average_drop increase_in_confidence; the localisation metrics need masks "
+                   "or boxes, which folders do not have)")
+    p.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="model input side (default: the network's own)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="default: 16")
+    p.add_argument("--num-workers", type=int, default=0, metavar="N",
+                   help="DataLoader worker processes (default: 0)")
+    p.add_argument("--accelerator", default="cpu", help="Trainer accelerator (default: cpu)")
+    p.add_argument("--devices", default="1", help="Trainer devices (default: 1)")
+    p.add_argument("--strategy", default="auto", help="Trainer strategy, e.g. ddp")
+    p.add_argument("--precision", default=None, help="Trainer precision, e.g. bf16-mixed")
+    p.add_argument("--map-size", choices=("layer", "input"), default="layer")
+    p.add_argument("--map-dtype", choices=("float16", "uint8"), default="float16")
+    p.add_argument("--shard-size", type=int, default=1024, metavar="N")
+    p.add_argument("--overlays", type=int, default=0, metavar="N",
+                   help="overlay pictures of the first N images")
+    p.add_argument("--sanity-samples", type=int, default=0, metavar="N",
+                   help="images for the cascading randomisation sanity check (default: off)")
+    p.add_argument("--guided-gradcam", action="store_true",
+                   help="also store guided backprop and guided Grad-CAM")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    p.add_argument("--debug", action="store_true", help="full traceback of an error")
+    return p
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lightning-cam explain --data``; returns the exit status."""
+    from lightning_cam import zoo
+    from lightning_cam.predict.summary import SUMMARY_MD
+    from lightning_cam.predict.writer import CAMWriter
+
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--shard-size",
+                             args.shard_size, 1), ("--num-workers", args.num_workers, 0)):
+        if value < low:
+            raise CLIError(f"{flag} must be >= {low}, got {value}")
+    network = args.network
+    if network is None and (args.weight_path is None or zoo.checkpoint_backbone(args.weight_path)
+                            is None):
+        network = "resnet50"
+    model, meta = zoo.build_classifier(network, args.weight_path, device="cpu")
+    size = args.image_size or meta.input_size
+    try:
+        dataset = ImageFolderDataset(args.data, size, meta.mean, meta.std)
+    except FileNotFoundError as err:
+        raise CLIError(one_line(err)) from err
+    metrics = args.metrics if args.metrics is not None else [
+        "average_drop", "increase_in_confidence"
+    ]
+    layers = [f"model.{n}" for n in args.layer_name] if args.layer_name else None
+    writer = CAMWriter(
+        args.output_dir,
+        methods=args.methods,
+        layer=layers,
+        metrics=metrics,
+        map_size=args.map_size,
+        map_dtype=args.map_dtype,
+        shard_size=args.shard_size,
+        overlays=args.overlays,
+        sanity_samples=args.sanity_samples,
+        guided_gradcam=args.guided_gradcam,
+        mean=list(meta.mean),
+        std=list(meta.std),
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers
+    )
+    kwargs: dict[str, Any] = {}
+    if args.precision:
+        kwargs["precision"] = args.precision
+    trainer = pl.Trainer(
+        accelerator=args.accelerator,
+        devices=_devices(str(args.devices)),
+        strategy=args.strategy,
+        callbacks=[writer],
+        logger=False,
+        enable_progress_bar=not args.quiet,
+        enable_model_summary=False,
+        **kwargs,
+    )
+    trainer.predict(ZooClassifier(model), loader, return_predictions=False)
+    if trainer.is_global_zero and not args.quiet:
+        out = Path(args.output_dir)
+        print((out / SUMMARY_MD).read_text(encoding="utf-8"))
+        print(f"{len(dataset)} images explained; manifest: {out / 'manifest.parquet'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lightning-cam explain --data``."""
+    return run_main(PROG, build_parser(), run, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

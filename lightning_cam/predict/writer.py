@@ -1,0 +1,883 @@
+"""``CAMWriter``: explain and evaluate a whole dataset on Lightning's predict loop.
+
+A prediction writer (``BasePredictionWriter``): during ``trainer.predict(model, datamodule)`` it
+explains every batch with the registry's methods at the chosen layers and writes the results as
+they come (see :mod:`lightning_cam.predict.storage` for the files). Distribution, precision and
+sampling are Lightning's: under ``strategy="ddp"`` each rank explains the images its sampler
+gives it and writes its own shards; rank zero joins the shard indexes into the manifest after a
+barrier. Dataset means of the explanation-quality metrics are torchmetrics states reduced across
+ranks. A rerun with the same arguments and output folder skips the images already written.
+
+Example:
+    >>> import tempfile, torch
+    >>> from pytorch_lightning import Trainer
+    >>> from lightning_cam.data import ShapesDataModule
+    >>> from lightning_cam.models import ShapesClassifier
+    >>> out = tempfile.mkdtemp()
+    >>> writer = CAMWriter(out, layer="backbone", metrics=["pointing_game"])
+    >>> trainer = Trainer(accelerator="cpu", callbacks=[writer], logger=False,
+    ...                   enable_progress_bar=False, enable_model_summary=False)
+    >>> dm = ShapesDataModule(num_train=8, num_val=8, num_test=8, batch_size=4)
+    >>> _ = trainer.predict(ShapesClassifier(), dm, return_predictions=False)
+    >>> import pandas as pd
+    >>> len(pd.read_parquet(f"{out}/manifest.parquet"))
+    8
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from typing_extensions import override
+
+from lightning_cam._compat import MisconfigurationException
+from lightning_cam.engine import Explainer, Explanation
+from lightning_cam.layers import resolve_layers
+from lightning_cam.methods import method_name, normalize_maps, upsample
+from lightning_cam.predict import storage
+from lightning_cam.predict.evaluation import METRIC_NAMES, DatasetMeans, image_metrics
+from lightning_cam.predict.sanity import SIMILARITIES, cascade_stages, randomisation_test
+from lightning_cam.predict.summary import write_summary
+
+
+def _writer_bases() -> tuple[type, ...]:
+    """``BasePredictionWriter`` of every installed Lightning namespace: the predict loop finds
+    writers by ``isinstance`` against its own class."""
+    bases: list[type] = []
+    for ns in ("pytorch_lightning", "lightning.pytorch"):
+        try:
+            mod = importlib.import_module(f"{ns}.callbacks")
+        except ImportError:  # pragma: no cover - depends on what is installed
+            continue
+        bases.append(mod.BasePredictionWriter)
+    return tuple(bases)
+
+
+PredictionWriterBase: Any = type(
+    "PredictionWriterBase", _writer_bases(), {"__module__": __name__}
+)
+
+DEFAULT_METHODS = ("gradcam", "gradcam++")
+DEFAULT_METRICS = (
+    "pointing_game",
+    "energy_pointing_game",
+    "localisation_error",
+    "average_drop",
+    "increase_in_confidence",
+)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def _misconf(arg: str, value: Any, allowed: str) -> MisconfigurationException:
+    return MisconfigurationException(f"{arg}={value!r} is invalid: expected {allowed}.")
+
+
+def _model_digest(model: nn.Module) -> str:
+    """A hash of the model's parameters and buffers (another checkpoint, another digest)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        if isinstance(t, torch.Tensor):
+            data = t.detach().cpu().contiguous()
+            h.update(str(data.dtype).encode())
+            h.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return h.hexdigest()
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """The in-place version counter (inference tensors have none: ``None``)."""
+    return None if t.is_inference() else int(t._version)
+
+
+class _ForwardReuse:
+    """Lets ``predict_step``'s forward return the logits the explanation already computed.
+
+    The explanation runs one forward of the module on the batch's images (to get the gradients
+    it needs); ``predict_step`` would run a second, identical one. For one batch at a time, the
+    module's ``forward`` is replaced by a function that, called once with the very same image
+    tensor (same object, not modified in place since; inference tensors, which have no version
+    counter, are compared by identity), returns a copy of those logits, and calls
+    the real forward for anything else. On the first batch it calls the real forward and compares:
+    only when the outputs agree (a plain tensor, ``allclose``) is the shortcut used afterwards;
+    otherwise it is never used again. The module's own forward is put back after every batch and
+    on exceptions.
+    """
+
+    def __init__(self) -> None:
+        self.verified: bool | None = None
+        self._installed = False
+        self._previous: Any = None
+
+    def install(self, module: nn.Module, images: torch.Tensor, logits: torch.Tensor | None) -> None:
+        if self.verified is False or logits is None or self._installed:
+            return
+        original = module.forward
+        version = _version(images)
+        used = [False]
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if (
+                not used[0]
+                and len(args) == 1
+                and not kwargs
+                and args[0] is images
+                and _version(images) == version
+            ):
+                used[0] = True
+                if self.verified:
+                    return logits.clone()
+                real = original(*args)
+                self.verified = (
+                    isinstance(real, torch.Tensor)
+                    and real.shape == logits.shape
+                    and real.dtype == logits.dtype
+                    and torch.allclose(real.float(), logits.float(), rtol=1e-4, atol=1e-5)
+                )
+                return real
+            return original(*args, **kwargs)
+
+        self._previous = module.__dict__.get("forward")
+        module.forward = forward  # type: ignore[method-assign]
+        self._installed = True
+
+    def remove(self, module: nn.Module) -> None:
+        if not self._installed:
+            return
+        if self._previous is None:
+            module.__dict__.pop("forward", None)
+        else:
+            module.__dict__["forward"] = self._previous
+        self._previous = None
+        self._installed = False
+
+
+def _device(module: nn.Module) -> torch.device:
+    dev = getattr(module, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    return next(iter(module.parameters()), torch.zeros(0)).device
+
+
+class CAMWriter(PredictionWriterBase):
+    """Explains every batch of ``trainer.predict`` and writes maps, a manifest and a summary.
+
+    Storage (the choice, documented): CAMs are stored at the **layer's resolution in float16**
+    by default (``map_size="layer"``, ``map_dtype="float16"``): 128 bytes per map for an 8 x 8
+    layer, exact to 1e-3, and resampling to the image (``lightning_cam.methods.upsample`` then
+    ``normalize_maps``) gives back the engine's full-size map. ``map_size="input"`` stores the
+    map at the image size; ``map_dtype="uint8"`` stores ``round(255 * map)``. Guided backprop and
+    guided Grad-CAM (off by default: ``3 x H x W`` values each) are float16 at the image size.
+
+    Per image the manifest (``manifest.parquet``) holds: ``index`` (dataset index, -1 when the
+    loader does not tell), ``id``, ``rank``, ``label`` (when the batch has labels),
+    ``explained_class``, ``score`` (the differentiated logit), ``predicted_class``,
+    ``predicted_prob``, one column per ``{method}/{layer}/{metric}``, and ``shard`` / ``row``:
+    where its maps are. ``summary.json`` and ``summary.md`` hold the dataset means (synced across
+    ranks) and the sanity check; the means are also logged to the trainer's logger as
+    ``explain/{method}/{layer}/{metric}``.
+
+    Memory is bounded: a rank buffers at most ``shard_size`` images before writing a shard; the
+    sanity sample (``sanity_samples`` images) is the only other per-image state.
+
+    Args:
+        output_dir: Output folder (created). A folder holding another configuration's results is
+            refused, never mixed.
+        methods: CAM methods of :data:`lightning_cam.methods.METHODS` (default: Grad-CAM and
+            Grad-CAM++).
+        layer: Layer name(s) of the LightningModule, or ``None`` for the default layer.
+        target: Class explained: ``"predicted"`` (the model's prediction) or ``"label"`` (the
+            batch's labels).
+        guided_backprop: Also store guided backprop ``(3, H, W)`` per image.
+        guided_gradcam: Also store guided Grad-CAM per method and layer.
+        map_size: ``"layer"`` or ``"input"`` resolution of the stored CAMs.
+        map_dtype: ``"float16"`` or ``"uint8"``.
+        shard_size: Images per shard file.
+        metrics: Per-image metrics (``pointing_game``, ``energy_pointing_game``,
+            ``localisation_error`` need a mask or box in the batch; ``average_drop``,
+            ``increase_in_confidence``, ``deletion_auc``, ``insertion_auc`` query the model:
+            2 and ``2 * (deletion_steps + 1)`` extra forwards per image and map).
+        pointing_game_tolerance: Hit radius in pixels; ``None``: 15 px at 224 px, scaled.
+        deletion_steps: Steps of the deletion/insertion curves.
+        metrics_batch_size: Images per forward of the faithfulness metrics (``None``: all).
+        sanity_samples: Images (those of dataset index ``< sanity_samples``) for the cascading
+            model-parameter randomisation test; 0 turns it off.
+        sanity_stages: Points of the cascade at which the similarity is measured.
+        overlays: Write overlay pictures of the images of dataset index ``< overlays``.
+        overlay_ids: Also write overlays of these image ids.
+        mean: Per-channel mean used to normalise the images (to draw overlays).
+        std: Per-channel std used to normalise the images.
+        image_key: Key of the images in dict batches.
+        label_key: Key of the labels.
+        mask_key: Key of the object masks ``(B, H, W)``.
+        box_key: Key of the object boxes ``(B, 4)``.
+        id_key: Key of the image ids (strings or ints); default id: the dataset index.
+        max_batch: Images per explanation pass (bounds memory; ``None``: the whole batch).
+        seed: Seed of the sanity check's re-initialisations.
+        reuse_forward: Let ``predict_step``'s forward reuse the explanation's forward (one
+            forward per batch instead of two) when it calls the module on the batch's image
+            tensor itself, checked equal on the first batch; full precision only (under mixed
+            precision ``predict_step`` runs in autocast and keeps its own forward).
+
+    Raises:
+        MisconfigurationException: A bad argument (named, with what is allowed).
+    """
+
+    def __init__(
+        self,
+        output_dir: str = "cam_predictions",
+        methods: Sequence[str] = DEFAULT_METHODS,
+        layer: str | list[str] | None = None,
+        target: Literal["predicted", "label"] = "predicted",
+        guided_backprop: bool = False,
+        guided_gradcam: bool = False,
+        map_size: Literal["layer", "input"] = "layer",
+        map_dtype: Literal["float16", "uint8"] = "float16",
+        shard_size: int = 1024,
+        metrics: Sequence[str] = DEFAULT_METRICS,
+        pointing_game_tolerance: float | None = None,
+        deletion_steps: int = 16,
+        metrics_batch_size: int | None = None,
+        sanity_samples: int = 0,
+        sanity_stages: int = 5,
+        overlays: int = 0,
+        overlay_ids: list[str] | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        image_key: str = "image",
+        label_key: str = "label",
+        mask_key: str = "mask",
+        box_key: str = "box",
+        id_key: str = "id",
+        max_batch: int | None = None,
+        seed: int = 0,
+        reuse_forward: bool = True,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        if isinstance(methods, str):
+            methods = [methods]
+        try:
+            self.methods = list(dict.fromkeys(method_name(m) for m in methods))
+        except (TypeError, ValueError) as err:
+            raise MisconfigurationException(f"methods={list(methods)!r} is invalid: {err}") from err
+        if not self.methods:
+            raise _misconf("methods", methods, "at least one method of the registry")
+        if target not in ("predicted", "label"):
+            raise _misconf("target", target, "'predicted' or 'label'")
+        if map_size not in ("layer", "input"):
+            raise _misconf("map_size", map_size, "'layer' or 'input'")
+        if map_dtype not in ("float16", "uint8"):
+            raise _misconf("map_dtype", map_dtype, "'float16' or 'uint8'")
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        unknown = [m for m in metrics if m not in METRIC_NAMES]
+        if unknown:
+            raise _misconf("metrics", list(metrics), f"names among {list(METRIC_NAMES)}")
+        for name, value, low in (
+            ("shard_size", shard_size, 1),
+            ("deletion_steps", deletion_steps, 1),
+            ("sanity_samples", sanity_samples, 0),
+            ("sanity_stages", sanity_stages, 1),
+            ("overlays", overlays, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise _misconf(name, value, f"an int >= {low}")
+        for name, opt in (("metrics_batch_size", metrics_batch_size), ("max_batch", max_batch)):
+            if opt is not None and (isinstance(opt, bool) or not isinstance(opt, int) or opt < 1):
+                raise _misconf(name, opt, "None or an int >= 1")
+        if pointing_game_tolerance is not None and (
+            isinstance(pointing_game_tolerance, bool)
+            or not isinstance(pointing_game_tolerance, (int, float))
+            or not math.isfinite(pointing_game_tolerance)
+            or pointing_game_tolerance < 0
+        ):
+            raise _misconf(
+                "pointing_game_tolerance", pointing_game_tolerance, "None or pixels >= 0"
+            )
+        for name, stat in (("mean", mean), ("std", std)):
+            if stat is not None and len(stat) not in (1, 3):
+                raise _misconf(name, stat, "None or 1 or 3 numbers")
+        if not isinstance(output_dir, (str, Path)) or not str(output_dir).strip():
+            raise _misconf("output_dir", output_dir, "a folder path")
+        self.output_dir = Path(output_dir).expanduser()
+        self.layer = layer
+        self.target = target
+        self.guided_backprop = bool(guided_backprop or guided_gradcam)
+        self.guided_gradcam = bool(guided_gradcam)
+        self.map_size = map_size
+        self.map_dtype = map_dtype
+        self.shard_size = shard_size
+        self.metrics = list(dict.fromkeys(metrics))
+        self.pointing_game_tolerance = pointing_game_tolerance
+        self.deletion_steps = deletion_steps
+        self.metrics_batch_size = metrics_batch_size
+        self.sanity_samples = sanity_samples
+        self.sanity_stages = sanity_stages
+        self.overlays = overlays
+        self.overlay_ids = {str(i) for i in (overlay_ids or [])}
+        self.mean, self.std = mean, std
+        self.image_key, self.label_key = image_key, label_key
+        self.mask_key, self.box_key, self.id_key = mask_key, box_key, id_key
+        self.max_batch = max_batch
+        self.seed = seed
+        self.reuse_forward = bool(reuse_forward)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._explainer: Explainer | None = None
+        self._shards: storage.ShardWriter | None = None
+        self._done = np.zeros(0, np.int64)
+        self._quality: DatasetMeans | None = None
+        self._sanity: DatasetMeans | None = None
+        self._sanity_stage_names: list[str] = []
+        self._sanity_buffer: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        self._sanity_count = 0
+        self._fingerprint = ""
+        self._config: dict[str, Any] = {}
+        self._layers: list[str] = []
+        self._checked_space = False
+        self._warned: set[str] = set()
+        self._world = 1
+        self._prior: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        self._pending: tuple[dict[str, Any], np.ndarray, list[str], Explanation] | None = None
+        self._reuse: _ForwardReuse | None = None
+        #: After a run: the summary written (``summary.json``'s content) on rank zero.
+        self.summary: dict[str, Any] | None = None
+
+    @property
+    def summary_path(self) -> Path:
+        """``summary.md`` in the output folder."""
+        from lightning_cam.predict.summary import SUMMARY_MD
+
+        return self.output_dir / SUMMARY_MD
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return f"CAMWriter{{output_dir={str(self.output_dir)!r}}}"
+
+    # ------------------------------------------------------------------ set-up
+
+    @override
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Check the layers and that every rank can write to the output folder."""
+        super().setup(trainer, pl_module, stage)
+        if stage != "predict":
+            return
+        # pyarrow loads pandas on first use (a second): at setup, not in the middle of the loop.
+        storage.require_pyarrow().array([0])
+        try:
+            resolve_layers(pl_module, self.layer)
+        except (TypeError, ValueError) as err:
+            raise MisconfigurationException(f"layer={self.layer!r} is invalid: {err}") from err
+        storage.prepare_folder(self.output_dir, trainer.global_rank)
+
+    def _resolved_config(self, trainer: Any, pl_module: nn.Module) -> dict[str, Any]:
+        dataset_len = None
+        try:
+            loaders = trainer.predict_dataloaders
+            loaders = loaders if isinstance(loaders, Sequence) else [loaders]
+            dataset_len = [len(dl.dataset) for dl in loaders]
+        except (AttributeError, TypeError):
+            pass
+        return {
+            "methods": self.methods,
+            "layer": self.layer,
+            "target": self.target,
+            "guided_backprop": self.guided_backprop,
+            "guided_gradcam": self.guided_gradcam,
+            "map_size": self.map_size,
+            "map_dtype": self.map_dtype,
+            "metrics": self.metrics,
+            "pointing_game_tolerance": self.pointing_game_tolerance,
+            "deletion_steps": self.deletion_steps,
+            "model": type(pl_module).__name__,
+            "model_digest": _model_digest(pl_module),
+            "dataset_len": dataset_len,
+        }
+
+    @override
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        """Check the folder's run file on every rank, write it on rank zero, and read what an
+        earlier attempt completed (to skip it)."""
+        self._reset()
+        loaders = getattr(trainer, "predict_dataloaders", None)
+        if isinstance(loaders, (list, tuple)) and len(loaders) > 1:
+            raise MisconfigurationException(
+                f"CAMWriter explains one predict dataloader, got {len(loaders)} (their dataset "
+                "indices would collide): run trainer.predict once per dataset, each with its own "
+                "output_dir."
+            )
+        config = self._resolved_config(trainer, pl_module)
+        fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+        run = {"fingerprint": fingerprint, "config": config, "format": 1}
+        must_write = storage.check_run_file(self.output_dir, run)  # every rank: same answer
+        rank, world = trainer.global_rank, trainer.world_size
+        storage.remove_stale(self.output_dir, rank)
+        # Shards of an earlier attempt, read before the barrier (no rank writes before it):
+        # skip their images; their metric sums count once (rank zero adds them all; the sync
+        # sums over ranks).
+        done: list[np.ndarray] = []
+        prior_sum: dict[str, float] = {}
+        prior_count: dict[str, float] = {}
+        for _name, path in storage.complete_shards(self.output_dir):
+            table = storage.read_index(path, fingerprint)
+            done.append(table.column("index").to_numpy())
+            if rank == 0:
+                for col in table.column_names:
+                    if col.count("/") >= 2 and col.rsplit("/", 1)[1] in METRIC_NAMES:
+                        values = table.column(col).to_numpy(zero_copy_only=False).astype(float)
+                        ok = np.isfinite(values)
+                        prior_sum[col] = prior_sum.get(col, 0.0) + float(values[ok].sum())
+                        prior_count[col] = prior_count.get(col, 0.0) + float(ok.sum())
+        trainer.strategy.barrier("cam_writer_check")
+        if must_write and trainer.is_global_zero:
+            storage.write_run_file(self.output_dir, run)
+        self._done = np.unique(np.concatenate(done)) if done else np.zeros(0, np.int64)
+        self._done = self._done[self._done >= 0]
+        self._world = world
+        self._prior = (prior_sum, prior_count)
+        self._fingerprint, self._config = fingerprint, config
+        self._explainer = Explainer(
+            pl_module,
+            self.layer,
+            methods=self.methods,
+            guided_backprop=self.guided_backprop,
+            guided_gradcam=self.guided_gradcam,
+            max_batch=self.max_batch,
+        )
+        self._shards = storage.ShardWriter(
+            self.output_dir, rank, fingerprint, shard_size=self.shard_size
+        )
+        full_precision = str(getattr(trainer, "precision", "32-true")) in (
+            "32-true", "64-true", "32", "64"
+        )
+        self._reuse = _ForwardReuse() if self.reuse_forward and full_precision else None
+
+    def _metric_names(self) -> list[str]:
+        assert self._layers
+        return [f"{m}/{n}/{k}" for m in self.methods for n in self._layers for k in self.metrics]
+
+    def _init_states(self, pl_module: nn.Module) -> None:
+        """Once the layers are known (first batch): the synced metric states."""
+        self._quality = DatasetMeans(self._metric_names()).to(_device(pl_module))
+        prior_sum, prior_count = self._prior
+        self._quality.add_sums(
+            {k: v for k, v in prior_sum.items() if k in self._quality.names},
+            {k: v for k, v in prior_count.items() if k in self._quality.names},
+        )
+        if self.sanity_samples:
+            stages = cascade_stages(pl_module, self.sanity_stages)
+            self._sanity_stage_names = [name for name, _ in stages]
+            names = [
+                f"{m}/{n}/{s}/{sim}"
+                for m in self.methods
+                for n in self._layers
+                for s in range(len(stages))
+                for sim in SIMILARITIES
+            ]
+            self._sanity = DatasetMeans(names).to(_device(pl_module))
+            self._sanity.update({})
+
+    # ------------------------------------------------------------------ batches
+
+    def extract(self, batch: Any) -> dict[str, Any]:
+        """``image``, ``label``, ``mask``, ``box``, ``id`` of a batch (``None`` when absent).
+
+        Handles dicts (the ``*_key`` arguments), ``(x, y, ...)`` tuples and bare tensors;
+        override for other layouts.
+        """
+        out: dict[str, Any] = {"image": None, "label": None, "mask": None, "box": None, "id": None}
+        if isinstance(batch, dict):
+            if self.image_key not in batch:
+                raise MisconfigurationException(
+                    f"image_key={self.image_key!r} is not in the batch (keys: {sorted(batch)}); "
+                    "set image_key to the key of the images."
+                )
+            out["image"] = batch[self.image_key]
+            for k, key in (
+                ("label", self.label_key),
+                ("mask", self.mask_key),
+                ("box", self.box_key),
+                ("id", self.id_key),
+            ):
+                out[k] = batch.get(key)
+        elif isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+            out["image"] = batch[0]
+            if len(batch) > 1 and isinstance(batch[1], torch.Tensor) and batch[1].dim() == 1:
+                out["label"] = batch[1]
+        elif isinstance(batch, torch.Tensor):
+            out["image"] = batch
+        if not isinstance(out["image"], torch.Tensor) or out["image"].dim() != 4:
+            raise MisconfigurationException(
+                f"CAMWriter cannot find an image batch (B, C, H, W) in a {type(batch).__name__} "
+                f"batch: use dict batches with image_key={self.image_key!r}, (images, labels) "
+                "tuples or tensors, or override CAMWriter.extract()."
+            )
+        return out
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            from pytorch_lightning.utilities import rank_zero_warn
+
+            rank_zero_warn(message)
+
+    @override
+    def on_predict_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Explain the batch's images not written yet (before ``predict_step``, so that its
+        forward can reuse the explanation's: see ``reuse_forward``)."""
+        self._pending = None
+        parts = self.extract(batch)
+        images: torch.Tensor = parts["image"]
+        b = images.shape[0]
+        batch_indices = getattr(trainer.predict_loop, "current_batch_indices", None)
+        if batch_indices is not None and len(batch_indices) == b:
+            index = np.asarray(list(batch_indices), np.int64)
+        else:
+            self._warn_once(
+                "indices",
+                "CAMWriter: the predict loader does not tell the dataset indices of its "
+                "batches (not a DataLoader?); images get index -1 and a rerun cannot skip them.",
+            )
+            index = np.full(b, -1, np.int64)
+        self._collect_sanity(images, parts["label"], index)
+        todo = ~np.isin(index, self._done) | (index < 0)
+        if not todo.any():
+            return
+        keep = torch.from_numpy(np.flatnonzero(todo)).to(images.device)
+        sub = {
+            k: (v.index_select(0, keep.to(v.device)) if isinstance(v, torch.Tensor) else v)
+            for k, v in parts.items()
+        }
+        out = self._explain(sub)
+        self._pending = (sub, index[todo], self._ids(parts["id"], index, todo), out)
+        if todo.all() and self._reuse is not None:
+            self._reuse.install(pl_module, images, out.logits)
+
+    @override
+    def write_on_batch_end(
+        self,
+        trainer: Any,
+        pl_module: Any,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Write the batch's explanations: metrics, shard rows and maps, overlays."""
+        if self._reuse is not None:
+            self._reuse.remove(pl_module)
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            sub, index, ids, out = pending
+            self._write(trainer, pl_module, sub, index, ids, out)
+
+    @override
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Give the module its own forward back."""
+        if self._reuse is not None:
+            self._reuse.remove(pl_module)
+
+    def _ids(self, raw: Any, index: np.ndarray, todo: np.ndarray) -> list[str]:
+        if raw is None:
+            return [str(i) for i in index[todo]]
+        values = raw.tolist() if isinstance(raw, torch.Tensor) else list(raw)
+        return [str(v) for v, t in zip(values, todo, strict=True) if t]
+
+    def _collect_sanity(
+        self, images: torch.Tensor, labels: torch.Tensor | None, index: np.ndarray
+    ) -> None:
+        if not self.sanity_samples:
+            return
+        if (index >= 0).all():
+            pick = np.flatnonzero(index < self.sanity_samples)
+        else:  # no indices: the first images this rank sees
+            pick = np.arange(min(len(index), self.sanity_samples - self._sanity_count))
+        if pick.size == 0:
+            return
+        sel = torch.from_numpy(pick).to(images.device)
+        lab = labels.index_select(0, sel.to(labels.device)).cpu() if labels is not None else None
+        self._sanity_buffer.append((images.index_select(0, sel).detach().cpu().clone(), lab))
+        self._sanity_count += int(pick.size)
+
+    def _target(self, parts: dict[str, Any]) -> torch.Tensor | None:
+        if self.target == "predicted":
+            return None
+        if parts["label"] is None:
+            raise MisconfigurationException(
+                f"target='label' but the batch has no labels (label_key={self.label_key!r}); "
+                "give the labels or use target='predicted'."
+            )
+        with torch.inference_mode(False):  # a normal tensor: autograd may save it
+            return parts["label"].clone()
+
+    def _tolerance(self, size: tuple[int, int]) -> float:
+        if self.pointing_game_tolerance is not None:
+            return float(self.pointing_game_tolerance)
+        return 15.0 * min(size) / 224.0
+
+    def _explain(self, parts: dict[str, Any]) -> Explanation:
+        assert self._explainer is not None
+        try:
+            return self._explainer(parts["image"], target=self._target(parts), upsample=False)
+        except (ValueError, TypeError) as err:
+            raise MisconfigurationException(f"CAMWriter cannot explain the batch: {err}") from err
+
+    def _write(
+        self,
+        trainer: Any,
+        pl_module: Any,
+        parts: dict[str, Any],
+        index: np.ndarray,
+        ids: list[str],
+        out: Explanation,
+    ) -> None:
+        assert self._shards is not None
+        images: torch.Tensor = parts["image"]
+        size = (int(images.shape[2]), int(images.shape[3]))
+        if not self._layers:
+            self._layers = list(out.layers)
+            self._init_states(pl_module)
+        assert self._quality is not None
+        full = {
+            (m, n): normalize_maps(upsample(out.cams[m][n].float(), size))
+            for m in out.cams
+            for n in out.cams[m]
+        }
+        class_ids = out.class_ids if out.class_ids is not None else self._target(parts)
+        columns = self._evaluate(pl_module, parts, full, class_ids, size)
+        self._quality.update(columns)
+        stored = self._stored_maps(out, full)
+        self._check_space(trainer, stored, len(ids))
+        self._add_rows(parts, out, index, ids, columns, stored, class_ids)
+        self._write_overlays(parts, full, index, ids)
+
+    def _evaluate(
+        self,
+        pl_module: nn.Module,
+        parts: dict[str, Any],
+        full: dict[tuple[str, str], torch.Tensor],
+        class_ids: torch.Tensor | None,
+        size: tuple[int, int],
+    ) -> dict[str, torch.Tensor]:
+        if not self.metrics:
+            return {}
+        masks, boxes = parts["mask"], parts["box"]
+        if masks is None and boxes is None and any(
+            m in ("pointing_game", "energy_pointing_game", "localisation_error")
+            for m in self.metrics
+        ):
+            self._warn_once(
+                "gt",
+                f"CAMWriter: the batches have no masks ({self.mask_key!r}) or boxes "
+                f"({self.box_key!r}): the localisation metrics are left empty (NaN).",
+            )
+        if boxes is not None:
+            boxes = boxes.float()
+        columns: dict[str, torch.Tensor] = {}
+        for (m, n), maps in full.items():
+            values = image_metrics(
+                self.metrics,
+                pl_module,
+                parts["image"],
+                maps,
+                class_ids,  # type: ignore[arg-type]
+                masks,
+                boxes,
+                tolerance=self._tolerance(size),
+                deletion_steps=self.deletion_steps,
+                batch_size=self.metrics_batch_size,
+            )
+            for k, v in values.items():
+                columns[f"{m}/{n}/{k}"] = v
+        return columns
+
+    def _stored_maps(
+        self, out: Explanation, full: dict[tuple[str, str], torch.Tensor]
+    ) -> dict[str, np.ndarray]:
+        """The arrays of the batch to store, ``{key: (B, ...)}`` (see the class docstring)."""
+        arrays: dict[str, np.ndarray] = {}
+        for (m, n), big in full.items():
+            cam = big if self.map_size == "input" else out.cams[m][n].float()
+            cam = cam.detach().cpu()
+            if self.map_dtype == "uint8":
+                arrays[f"cam/{m}/{n}"] = (cam * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+            else:
+                arrays[f"cam/{m}/{n}"] = cam.to(torch.float16).numpy()
+        if self.guided_backprop and out.guided is not None:
+            arrays["guided_backprop"] = out.guided.detach().cpu().to(torch.float16).numpy()
+        for m, per_layer in out.guided_cams.items():
+            for n, t in per_layer.items():
+                arrays[f"guided_gradcam/{m}/{n}"] = t.detach().cpu().to(torch.float16).numpy()
+        return arrays
+
+    def _check_space(self, trainer: Any, stored: dict[str, np.ndarray], batch: int) -> None:
+        """At the first batch: refuse when the rest of the dataset cannot fit on the device."""
+        if self._checked_space:
+            return
+        self._checked_space = True
+        per_image = sum(a.nbytes for a in stored.values()) / max(batch, 1) + 512
+        try:
+            loaders = trainer.predict_dataloaders
+            loaders = loaders if isinstance(loaders, Sequence) else [loaders]
+            total = sum(len(dl.dataset) for dl in loaders)
+        except (AttributeError, TypeError):
+            return
+        remaining = max(total - len(self._done), 0)
+        storage.check_free_space(self.output_dir, int(per_image * remaining / self._world))
+
+    def _add_rows(
+        self,
+        parts: dict[str, Any],
+        out: Explanation,
+        index: np.ndarray,
+        ids: list[str],
+        columns: dict[str, torch.Tensor],
+        stored: dict[str, np.ndarray],
+        class_ids: torch.Tensor | None,
+    ) -> None:
+        assert self._shards is not None
+        logits = out.logits.float() if out.logits is not None else None
+        probs = logits.softmax(dim=1).cpu() if logits is not None and logits.dim() == 2 else None
+        pred = probs.max(dim=1) if probs is not None else None
+        labels = parts["label"].cpu().tolist() if parts["label"] is not None else None
+        explained = class_ids.cpu().tolist() if class_ids is not None else None
+        scores = out.scores.cpu().tolist() if out.scores is not None else None
+        cols = {k: v.tolist() for k, v in columns.items()}
+        for i in range(len(ids)):
+            row: dict[str, Any] = {"index": int(index[i]), "id": ids[i]}
+            row["label"] = int(labels[i]) if labels is not None else None
+            row["explained_class"] = int(explained[i]) if explained is not None else None
+            row["score"] = float(scores[i]) if scores is not None else None
+            row["predicted_class"] = int(pred.indices[i]) if pred is not None else None
+            row["predicted_prob"] = float(pred.values[i]) if pred is not None else None
+            for k, v in cols.items():
+                row[k] = float(v[i])
+            self._shards.add(row, {k: a[i] for k, a in stored.items()})
+
+    def _write_overlays(
+        self,
+        parts: dict[str, Any],
+        full: dict[tuple[str, str], torch.Tensor],
+        index: np.ndarray,
+        ids: list[str],
+    ) -> None:
+        if not self.overlays and not self.overlay_ids:
+            return
+        wanted = [
+            i
+            for i in range(len(ids))
+            if 0 <= index[i] < self.overlays or ids[i] in self.overlay_ids
+        ]
+        if not wanted:
+            return
+        from lightning_cam import viz
+
+        folder = self.output_dir / "overlays"
+        folder.mkdir(exist_ok=True)
+        images = parts["image"]
+        for i in wanted:
+            picture = viz.to_uint8_image(images[i].detach().float().cpu(), self.mean, self.std)
+            stem = _UNSAFE.sub("_", ids[i])
+            for (m, n), maps in full.items():
+                path = folder / f"{stem}-{_UNSAFE.sub('_', m)}-{_UNSAFE.sub('_', n)}.jpg"
+                viz.save_image(path, viz.overlay(picture, maps[i].cpu().numpy()))
+
+    # ------------------------------------------------------------------ the end
+
+    @override
+    def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+        """Flush this rank's shard, sync the metrics, run the sanity check; rank zero writes
+        the manifest and the summary."""
+        assert self._shards is not None
+        self._shards.flush()
+        trainer.strategy.barrier("cam_writer_flushed")
+        if not self._layers:  # nothing explained on this rank (all done, or no batch)
+            self._layers = self._layers_from_run(pl_module)
+            self._init_states(pl_module)
+        assert self._quality is not None
+        quality = self._quality.compute()  # collective: every rank
+        sanity: dict[str, tuple[float, int]] = {}
+        if self._sanity is not None:
+            self._run_sanity(pl_module)
+            sanity = self._sanity.compute()  # collective
+        if not trainer.is_global_zero:
+            return
+        rows = storage.write_manifest(self.output_dir, self._fingerprint)
+        storage.remove_stale(self.output_dir)
+        self.summary = write_summary(
+            self.output_dir,
+            rows=rows,
+            methods=self.methods,
+            layers=self._layers,
+            metrics=self.metrics,
+            quality=quality,
+            sanity=sanity,
+            sanity_stages=self._sanity_stage_names,
+            config=self._config,
+        )
+        logger = trainer.logger
+        if logger is not None:
+            logged = {
+                f"explain/{k}": v for k, (v, count) in quality.items() if count and math.isfinite(v)
+            }
+            if logged:
+                logger.log_metrics(logged, step=trainer.global_step)
+                logger.save()
+
+    def _layers_from_run(self, pl_module: nn.Module) -> list[str]:
+        """The layer names when this rank explained nothing: given, or from the shards."""
+        if self._explainer is not None and self._explainer.layers:
+            return list(self._explainer.layers)
+        for _name, path in storage.complete_shards(self.output_dir):
+            cols = storage.read_index(path).column_names
+            found = [c.split("/")[1] for c in cols if c.count("/") >= 2]
+            if found:
+                return list(dict.fromkeys(found))
+        names = resolve_layers(pl_module, self.layer)
+        return names if names else ["(default)"]
+
+    def _run_sanity(self, pl_module: nn.Module) -> None:
+        assert self._sanity is not None
+        if not self._sanity_buffer:
+            return
+        images = torch.cat([b[0] for b in self._sanity_buffer]).to(_device(pl_module))
+        got = [b[1] for b in self._sanity_buffer if b[1] is not None]
+        labels = torch.cat(got) if len(got) == len(self._sanity_buffer) else None
+        self._sanity_buffer = []
+        if self.target == "label" and labels is not None:
+            class_ids = labels.to(_device(pl_module))
+        else:
+            with torch.inference_mode(False), torch.no_grad():
+                class_ids = pl_module(images.clone()).argmax(dim=1)
+        _names, values = randomisation_test(
+            pl_module,
+            images.clone(),
+            class_ids.clone(),
+            self._layers,
+            self.methods,
+            num_stages=self.sanity_stages,
+            seed=self.seed,
+        )
+        self._sanity.update(values)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"output_dir": str(self.output_dir)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        return None

@@ -1,0 +1,122 @@
+"""``lightning-cam predict --config configs/shapes_explain.yaml`` and ``explain --data``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torchvision
+import yaml
+
+from lightning_cam import cli, viz
+from lightning_cam.data import ShapesDataset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _checkpoint(path: Path) -> Path:
+    import pytorch_lightning as pl
+
+    from lightning_cam.models import ShapesClassifier
+
+    torch.manual_seed(0)
+    model = ShapesClassifier(class_names=["circle", "square", "triangle", "star"])
+    torch.save({"state_dict": model.state_dict(), "pytorch-lightning_version": pl.__version__},
+               path)
+    return path
+
+
+def test_predict_subcommand_with_the_shipped_config(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    config = yaml.safe_load((ROOT / "configs" / "shapes_explain.yaml").read_text())
+    writer = config["trainer"]["callbacks"][0]["init_args"]
+    assert writer["layer"] == "backbone" and config["data"]["init_args"]["predict_split"] == "val"
+    writer.update(output_dir=str(tmp_path / "out"), sanity_samples=2, sanity_stages=2,
+                  overlays=1, metrics=["pointing_game", "localisation_error", "deletion_auc"],
+                  deletion_steps=2)
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "logs")
+    config["trainer"]["enable_progress_bar"] = False
+    config["data"]["init_args"].update(num_val=6, batch_size=4)
+    small = tmp_path / "config.yaml"
+    small.write_text(yaml.safe_dump(config))
+    ckpt = _checkpoint(tmp_path / "model.ckpt")
+    assert cli.main(["predict", "--config", str(small), "--ckpt_path", str(ckpt)]) == 0
+    printed = capsys.readouterr().out
+    assert "| gradcam | `backbone` |" in printed and "Sanity check" in printed
+    df = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert sorted(df["index"]) == list(range(6))
+    # the validation split, not the test split
+    dm_val = ShapesDataset(6, seed=_val_seed(), image_size=64)
+    assert sorted(df["label"]) == sorted(int(dm_val[i]["label"]) for i in range(6))
+    assert len(list((tmp_path / "out" / "overlays").glob("*.jpg"))) == 2
+
+
+def _val_seed() -> int:
+    from lightning_cam.data import ShapesDataModule
+
+    return ShapesDataModule(seed=0).split_seed("val")
+
+
+def _folder(root: Path, tree: bool) -> Path:
+    data = ShapesDataset(6, image_size=48, seed=2, classes=("circle", "square"))
+    for i in range(6):
+        s = data[i]
+        sub = root / (data.class_names[int(s["label"])] if tree else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        viz.save_image(sub / f"im{i}.png", viz.to_uint8_image(s["image"]))
+    return root
+
+
+def _weights(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None, num_classes=2).state_dict(), path)
+    return path
+
+
+def _explain(*args: str) -> int:
+    return cli.main(["explain", *args])
+
+
+def test_explain_data_on_an_image_folder_tree(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    data = _folder(tmp_path / "data", tree=True)
+    w = _weights(tmp_path / "w.pth")
+    args = ["--data", str(data), "--output-dir", str(tmp_path / "out"), "--network", "resnet18",
+            "--weight-path", str(w), "--image-size", "64", "--batch-size", "4",
+            "--metrics", "average_drop", "--overlays", "1"]
+    assert _explain(*args) == 0
+    out = capsys.readouterr().out
+    assert "| gradcam | `model.layer4` |" in out and "6 images explained" in out
+    df = pd.read_parquet(tmp_path / "out" / "manifest.parquet").sort_values("index")
+    assert df["id"].tolist() == sorted(p.relative_to(data).as_posix()
+                                       for p in data.rglob("*.png"))
+    assert df["label"].tolist() == [0 if i.startswith("circle/") else 1 for i in df["id"]]
+    assert (tmp_path / "out" / "overlays" / "circle_im0.png-gradcam-model.layer4.jpg").exists()
+    # a rerun with the same arguments has nothing left to do and keeps the outputs
+    assert _explain(*args, "--quiet") == 0
+    assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 6
+    # another configuration in the same folder is refused
+    assert _explain(*args[:-4], "--methods", "gradcam", "--quiet") == 2
+    assert "another configuration" in capsys.readouterr().err
+
+
+def test_explain_data_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    w = _weights(tmp_path / "w.pth")
+    base = ["--network", "resnet18", "--weight-path", str(w), "--quiet"]
+    assert _explain("--data", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "o"),
+                    *base) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert _explain("--data", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "o"),
+                    *base) == 2
+    assert "No image files" in capsys.readouterr().err
+    data = _folder(tmp_path / "flat", tree=False)
+    (tmp_path / "file").write_text("x")
+    assert _explain("--data", str(data), "--output-dir", str(tmp_path / "file"), *base) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert _explain("--data", str(data), "--output-dir", str(tmp_path / "flat_out"), *base,
+                    "--image-size", "64", "--metrics") == 0
+    df = pd.read_parquet(tmp_path / "flat_out" / "manifest.parquet")
+    assert df["label"].isna().all() and sorted(df["id"]) == [f"im{i}.png" for i in range(6)]
