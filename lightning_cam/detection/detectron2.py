@@ -29,13 +29,14 @@ at most ``INPUT.MAX_SIZE_TEST``), scaled to ``[0, 255]`` and put in the model's 
 detectron2 is optional: importing this module does not import it; building or explaining a
 model without it raises an :class:`ImportError` that says how to install it.
 
-Example:
-    >>> model, cfg = build_detectron2_model(
-    ...     "COCO-Detection/retinanet_R_50_FPN_3x.yaml", "model_final.pkl")  # doctest: +SKIP
-    >>> explainer = Detectron2Explainer(model, cfg, layer="head.cls_subnet.7")  # doctest: +SKIP
-    >>> result = explainer(image)  # (3, H, W) in [0, 1]                       # doctest: +SKIP
-    >>> result.map().shape  # the default method, EigenGrad-CAM                # doctest: +SKIP
-    torch.Size([K, H, W])
+Example (needs detectron2's trained weights file, so it is shown, not run; the tests build the
+same models from their configs with random weights)::
+
+    model, cfg = build_detectron2_model(
+        "COCO-Detection/retinanet_R_50_FPN_3x.yaml", "model_final.pkl")
+    explainer = Detectron2Explainer(model, cfg, layer="head.cls_subnet.7")
+    result = explainer(image)  # (3, H, W) in [0, 1]
+    result.map().shape         # (K, H, W); the default method, EigenGrad-CAM
 """
 
 from __future__ import annotations
