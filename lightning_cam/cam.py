@@ -24,6 +24,7 @@ from torch import nn
 
 from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.layers import LayerSpec
+from lightning_cam.layouts import ReshapeTransform
 from lightning_cam.methods import method_name
 from lightning_cam.targets import TargetSpec
 
@@ -36,11 +37,21 @@ class _BaseCAM:
     method = "gradcam"
 
     def __init__(
-        self, model: nn.Module, layer: LayerSpec = None, max_batch: int | None = None
+        self,
+        model: nn.Module,
+        layer: LayerSpec = None,
+        max_batch: int | None = None,
+        reshape_transform: ReshapeTransform = "auto",
     ) -> None:
         self.model = model
         self._several = isinstance(layer, Sequence) and not isinstance(layer, str)
-        self._engine = Explainer(model, layer, methods=(self.method,), max_batch=max_batch)
+        self._engine = Explainer(
+            model,
+            layer,
+            methods=(self.method,),
+            max_batch=max_batch,
+            reshape_transform=reshape_transform,
+        )
 
     @property
     def layers(self) -> list[str] | None:
@@ -94,6 +105,10 @@ class GradCAM(_BaseCAM):
         layer: Dotted name, module, list of either, or ``None`` for the default layer (the last
             module whose output is a spatial feature map).
         max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
+        reshape_transform: How to read the layer's output as ``(B, C, h, w)``: ``"auto"``
+            (default: ViT tokens, Swin channels-last maps... of recognised models),
+            ``"tokens"``, ``"channels_last"``, ``"channels_first"`` or a callable; see
+            :mod:`lightning_cam.layouts`.
 
     Example:
         >>> import torch, torchvision
@@ -115,6 +130,8 @@ class GradCAMPlusPlus(_BaseCAM):
     Args:
         model: Any image model.
         layer: As for :class:`GradCAM`.
+        max_batch: As for :class:`GradCAM`.
+        reshape_transform: As for :class:`GradCAM`.
     """
 
     method = "gradcam++"
@@ -164,6 +181,7 @@ class GuidedGradCAM:
         layer: As for :class:`GradCAM`.
         method: ``"gradcam"`` or ``"gradcam++"``.
         max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
+        reshape_transform: As for :class:`GradCAM`.
 
     Example:
         >>> import torch, torchvision
@@ -178,12 +196,18 @@ class GuidedGradCAM:
         layer: LayerSpec = None,
         method: str = "gradcam",
         max_batch: int | None = None,
+        reshape_transform: ReshapeTransform = "auto",
     ) -> None:
         self.model = model
         self.method = method_name(method)
         self._several = isinstance(layer, Sequence) and not isinstance(layer, str)
         self._engine = Explainer(
-            model, layer, methods=(self.method,), guided_gradcam=True, max_batch=max_batch
+            model,
+            layer,
+            methods=(self.method,),
+            guided_gradcam=True,
+            max_batch=max_batch,
+            reshape_transform=reshape_transform,
         )
 
     def __call__(
@@ -210,6 +234,7 @@ def explain(
     guided_gradcam: bool = False,
     upsample: bool = True,
     max_batch: int | None = None,
+    reshape_transform: ReshapeTransform = "auto",
 ) -> Explanation:
     """Several explanations of the same images from one forward pass.
 
@@ -227,6 +252,7 @@ def explain(
         guided_gradcam: Also return guided Grad-CAM per method and layer.
         upsample: Maps at the image size (else the layer's).
         max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
+        reshape_transform: As for :class:`GradCAM` (see :mod:`lightning_cam.layouts`).
 
     Returns:
         An :class:`~lightning_cam.engine.Explanation` with ``cams[method][layer]``, ``guided``,
@@ -246,5 +272,6 @@ def explain(
         guided_backprop=guided_backprop,
         guided_gradcam=guided_gradcam,
         max_batch=max_batch,
+        reshape_transform=reshape_transform,
     )
     return engine(images, target=target, upsample=upsample)

@@ -34,6 +34,13 @@ from torch import nn
 
 from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
 from lightning_cam.layers import LayerSpec, default_layer, get_layer, resolve_layers
+from lightning_cam.layouts import (
+    Family,
+    ReshapeTransform,
+    check_reshape_transform,
+    layout_transform,
+    recognise,
+)
 from lightning_cam.methods import METHODS, combine, method_name, normalize_maps, upsample
 from lightning_cam.targets import ClassTarget, TargetSpec, as_target, extract_logits
 
@@ -232,6 +239,12 @@ class _Pass:
     switch: GuidedSwitch
     output: Any
     scores: torch.Tensor
+    layouts: dict[str, Callable[[torch.Tensor], torch.Tensor] | None]
+
+    def read(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        """A captured activation or gradient of layer ``name`` as ``(B, C, h, w)``."""
+        fn = self.layouts[name]
+        return t if fn is None else fn(t)
 
 
 def _grad(
@@ -318,6 +331,10 @@ class Explainer:
             whole batch at once). Peak memory then scales with ``max_batch`` instead of the
             batch: worth it for guided backprop of large batches on small machines, where the
             backward must keep every activation of the network. Results are identical.
+        reshape_transform: How to read the layers' outputs as ``(B, C, h, w)``: ``"auto"``
+            (recognised models: ViT tokens, Swin channels-last maps...), ``"tokens"``,
+            ``"channels_last"``, ``"channels_first"`` or a callable ``output -> (B, C, h, w)``;
+            see :mod:`lightning_cam.layouts`.
 
     Example:
         >>> import torch, torchvision
@@ -336,6 +353,7 @@ class Explainer:
         guided_backprop: bool = False,
         guided_gradcam: bool = False,
         max_batch: int | None = None,
+        reshape_transform: ReshapeTransform = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -346,6 +364,8 @@ class Explainer:
         self.layers = resolve_layers(model, layer)
         self.guided_backprop = bool(guided_backprop or guided_gradcam)
         self.guided_gradcam = bool(guided_gradcam)
+        self.reshape_transform = check_reshape_transform(reshape_transform)
+        self._family: Family | None | bool = False  # recognised on first use
         self._needs_layers = bool(self.methods)
         if max_batch is not None and (
             isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
@@ -411,7 +431,7 @@ class Explainer:
             grads, gb = self._backward(fwd, batched=False)
             pairs = {
                 n: [
-                    (a.detach().float(), g)
+                    (fwd.read(n, a.detach().float()), fwd.read(n, g))
                     for a, g in zip(fwd.capture.activations[n], gs, strict=True)
                 ]
                 for n, gs in grads.items()
@@ -495,7 +515,10 @@ class Explainer:
                 for a, g in zip(fwd.capture.activations[n], gs, strict=True):
                     dev = a.device
                     pairs[n].append(
-                        (a.detach().float()[index.to(dev)], g[rows.to(dev), index.to(dev)])
+                        (
+                            fwd.read(n, a.detach().float()[index.to(dev)]),
+                            fwd.read(n, g[rows.to(dev), index.to(dev)]),
+                        )
                     )
             if gb is not None:
                 gb = gb[rows.to(gb.device), index.to(gb.device)]
@@ -527,7 +550,29 @@ class Explainer:
             with torch.enable_grad():
                 scores = target_fn(output)
             self._check_capture(capture, names)
-            yield _Pass(x, names, capture, switch, output, scores)
+            layouts = self._layouts(capture, names, images)
+            yield _Pass(x, names, capture, switch, output, scores, layouts)
+
+    def _layouts(
+        self, capture: LayerCapture, names: list[str], images: torch.Tensor
+    ) -> dict[str, Callable[[torch.Tensor], torch.Tensor] | None]:
+        """How each captured layer's output reads as ``(B, C, h, w)`` (see
+        :mod:`lightning_cam.layouts`), decided before any backward."""
+        if self._family is False:
+            self._family = recognise(self.model)
+        family = self._family if isinstance(self._family, Family) else None
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        return {
+            n: layout_transform(
+                self.reshape_transform,
+                n,
+                tuple(capture.activations[n][0].shape),
+                size,
+                family,
+                batch=int(images.shape[0]),
+            )
+            for n in names
+        }
 
     def _backward(
         self, fwd: _Pass, batched: bool
