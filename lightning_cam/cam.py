@@ -142,7 +142,9 @@ class GuidedBackprop:
 
     Gradients of the class score w.r.t. the input in which every ReLU passes only positive
     gradients where its input was positive. Covers ``nn.ReLU``, ``F.relu``/``torch.relu``,
-    ``ReLU6`` and in-place variants (see :mod:`lightning_cam.guided`).
+    ``ReLU6`` and in-place variants; GELU, SiLU and Hardswish follow the positive-gradient rule
+    ``f'(x) * max(grad, 0)``; a model with none of these gates is refused (see
+    :mod:`lightning_cam.guided`).
 
     The backward to the input keeps every activation of the network: ``max_batch=n`` explains
     ``n`` images per pass to bound peak memory (same results; see :class:`Explainer`).

@@ -539,14 +539,22 @@ class Explainer:
             x = images.detach().clone() if (images.is_inference() or guided) else images.detach()
             switch = GuidedSwitch(False)
             capture = stack.enter_context(LayerCapture(model, names, detach=not guided))
+            mode: GuidedReLUMode | None = None
             if guided:
                 x.requires_grad_(True)
                 stack.enter_context(torch.enable_grad())
-                stack.enter_context(GuidedReLUMode(switch, inputs_only=True))
+                mode = stack.enter_context(GuidedReLUMode(switch, inputs_only=True))
             else:
                 stack.enter_context(torch.no_grad())
             output = model(x)
             capture.close()
+            if mode is not None and mode.gates == 0:
+                raise ValueError(
+                    f"Guided backprop needs ReLU-family, GELU, SiLU or Hardswish gates on the "
+                    f"forward path, and {type(model).__name__} has none: its guided backward "
+                    "would be the plain input gradient. Drop guided_backprop / guided_gradcam "
+                    "for this model (see lightning_cam.guided)."
+                )
             with torch.enable_grad():
                 scores = target_fn(output)
             self._check_capture(capture, names)
