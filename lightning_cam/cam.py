@@ -26,7 +26,7 @@ from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.layers import LayerSpec
 from lightning_cam.layouts import ReshapeTransform
 from lightning_cam.methods import method_name
-from lightning_cam.targets import TargetSpec
+from lightning_cam.targets import MaskSpec, TargetSpec, segmentation_scores
 
 
 def _single_or_dict(maps: dict[str, torch.Tensor], several: bool) -> Any:
@@ -277,3 +277,65 @@ def explain(
         reshape_transform=reshape_transform,
     )
     return engine(images, target=target, upsample=upsample)
+
+
+def explain_segmentation(
+    model: nn.Module,
+    images: torch.Tensor,
+    classes: Sequence[int],
+    layer: LayerSpec = None,
+    mask: MaskSpec = None,
+    methods: Sequence[str] = ("gradcam",),
+    upsample: bool = True,
+    reshape_transform: ReshapeTransform = "auto",
+) -> dict[int, Explanation]:
+    """Maps per requested class of a segmentation model, from one forward pass.
+
+    Each class ``c`` is explained by :class:`~lightning_cam.targets.SegmentationTarget`: its
+    logits summed over a region (the predicted mask of ``c`` by default, or ``mask``). All
+    classes of all images share one forward and one batched backward.
+
+    Args:
+        model: A segmentation model ``(B, 3, H, W) -> (B, K, H, W)`` logits, a dict with
+            ``"out"`` (torchvision FCN / DeepLabV3 / LRASPP) or an object with ``.logits``.
+        images: ``(B, C, H, W)``.
+        classes: Class ids to explain.
+        layer: Layer(s); ``None``: the default (the backbone's last stage for torchvision's
+            segmentation models).
+        mask: ``None`` (each class's predicted mask) or a given ``(H, W)`` / ``(B, H, W)`` mask.
+        methods: CAM methods.
+        upsample: Maps at the image size (else the layer's).
+        reshape_transform: As for :class:`GradCAM`.
+
+    Returns:
+        ``{class_id: Explanation}``, each with ``cams[method][layer]`` ``(B, H, W)`` and the
+        scores ``(B,)``; a class predicted nowhere (default region) has all-zero maps.
+
+    Example:
+        >>> import torch, torchvision
+        >>> seg = torchvision.models.segmentation.fcn_resnet50(
+        ...     weights=None, weights_backbone=None, num_classes=3)
+        >>> maps = explain_segmentation(seg, torch.rand(1, 3, 64, 64), classes=[0, 2])
+        >>> sorted(maps), maps[2].layers, maps[2].cam().shape
+        ([0, 2], ['backbone.layer4'], torch.Size([1, 64, 64]))
+    """
+    ids = [int(c) for c in classes]
+    if not ids:
+        raise ValueError("classes is empty; give at least one class id to explain.")
+    engine = Explainer(model, layer, methods=methods, reshape_transform=reshape_transform)
+    batch = images.shape[0] if isinstance(images, torch.Tensor) else 0
+    index = torch.arange(batch).repeat_interleave(len(ids))
+    result, _ = engine.explain_scores(
+        images, segmentation_scores(ids, mask), batch_index=index, upsample=upsample
+    )
+    assert result.scores is not None
+    out: dict[int, Explanation] = {}
+    for k, c in enumerate(ids):
+        rows = slice(k, None, len(ids))
+        out[c] = Explanation(
+            cams={m: {n: t[rows] for n, t in maps.items()} for m, maps in result.cams.items()},
+            scores=result.scores[rows],
+            class_ids=torch.full((batch,), c, dtype=torch.long),
+            layers=list(result.layers),
+        )
+    return out

@@ -146,7 +146,8 @@ def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[str] | None:
 # recognised module. ViT-style models: the output of the last block's first norm (what the
 # field recommends: the last block's output feeds only the class token, so its patch tokens get
 # no gradient); Swin: the last stage (channels-last maps or tokens, read by the layouts);
-# MaxViT: the last block. Families not listed (ConvNeXt) use the generic rule below.
+# MaxViT: the last block; segmentation models: the backbone's last stage. Families not listed
+# (ConvNeXt) use the generic rule below.
 
 
 def _last_named(module: nn.Module, last: str) -> str | None:
@@ -172,6 +173,9 @@ _FAMILY_DEFAULT_LAYERS: dict[str, Callable[[nn.Module], str | None]] = {
     "timm Swin": _last_child("layers"),  # layers.3
     "HF Swin": lambda m: _last_named(m, "layernorm"),  # swin.layernorm: the last stage, normed
     "torchvision MaxViT": _last_child("blocks"),  # blocks.3
+    # FCN / DeepLabV3 / LRASPP: the backbone's last stage (backbone.layer4 for ResNets); the
+    # generic rule would pick the head, whose map is the class's logits themselves.
+    "torchvision segmentation": _last_child("backbone"),
 }
 
 

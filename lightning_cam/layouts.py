@@ -128,6 +128,8 @@ def _family_of(m: nn.Module, root: str) -> Family | None:
             )
         if name == "ConvNeXt":
             return Family("torchvision ConvNeXt", "convnet", root, m)
+        if mod.startswith("torchvision.models.segmentation.") and hasattr(m, "backbone"):
+            return Family("torchvision segmentation", "convnet", root, m)
         return None
     if mod.startswith("timm."):
         if hasattr(m, "patch_embed") and hasattr(m, "num_prefix_tokens") and hasattr(m, "blocks"):
