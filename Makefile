@@ -25,12 +25,16 @@ $(TEST_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/lightning-cam fit --config configs/shapes.yaml
 
-# Every test runs for real: the script installs detectron2 (CPU, pure Python) once, and
-# LIGHTNING_CAM_REQUIRE_OPTIONAL=1 turns the skips of tests whose optional packages (detectron2,
-# the peer CAM libraries) are missing into failures.
+# The checks a careful team runs on every change: lint (ruff), types (mypy), then the tests and
+# the package's docstring examples (--doctest-modules). Every test runs for real: the script
+# installs detectron2 (CPU, pure Python) once, and LIGHTNING_CAM_REQUIRE_OPTIONAL=1 turns the
+# skips of tests whose optional packages (detectron2, the peer CAM libraries) are missing into
+# failures.
 test: $(TEST_STAMP)
 	bash scripts/install_detectron2.sh $(VENV)
-	LIGHTNING_CAM_REQUIRE_OPTIONAL=1 $(PY) -m pytest -q
+	$(VENV)/bin/ruff check lightning_cam tests examples benchmarks
+	$(PY) -m mypy lightning_cam
+	LIGHTNING_CAM_REQUIRE_OPTIONAL=1 $(PY) -m pytest -q --doctest-modules lightning_cam tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lightning_cam tests examples benchmarks

@@ -1,5 +1,9 @@
-"""lightning-cam: Grad-CAM, Grad-CAM++, guided backprop and guided Grad-CAM for PyTorch models,
-as PyTorch Lightning callbacks and standalone tools.
+"""lightning-cam: the CAM methods of the field (Grad-CAM, Grad-CAM++, HiRes-CAM, XGrad-CAM,
+Layer-CAM, Eigen-CAM, CAM, Score-CAM, Ablation-CAM, Smooth Grad-CAM++ ...), guided backprop and
+guided Grad-CAM for PyTorch models, as PyTorch Lightning callbacks and standalone tools.
+
+One class per registered method (:data:`lightning_cam.methods.METHODS`), generated from the
+registry: ``lc.LayerCAM``, ``lc.ScoreCAM`` ...
 
 Example:
     >>> import torch, torchvision
@@ -10,8 +14,7 @@ Example:
 """
 
 from lightning_cam.cam import (
-    GradCAM,
-    GradCAMPlusPlus,
+    CAM_CLASSES,
     GuidedBackprop,
     GuidedGradCAM,
     explain,
@@ -19,9 +22,13 @@ from lightning_cam.cam import (
 )
 from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.layers import default_layer, get_layer
+from lightning_cam.methods import METHODS
 from lightning_cam.targets import ClassTarget, SegmentationTarget
 
 __version__ = "0.1.0"
+
+# GradCAM, GradCAMPlusPlus, HiResCAM, ..., ScoreCAM: one class per registered method.
+globals().update(CAM_CLASSES)
 
 # Lightning-dependent parts load on first use, so that the engine imports fast on its own.
 _LAZY = {
@@ -60,13 +67,13 @@ __all__ = [
     "ClassTarget",
     "Explainer",
     "Explanation",
-    "GradCAM",
-    "GradCAMPlusPlus",
     "GuidedBackprop",
     "GuidedGradCAM",
+    "METHODS",
     "default_layer",
     "explain",
     "explain_segmentation",
     "get_layer",
     "SegmentationTarget",
+    *CAM_CLASSES,
 ]

@@ -1,9 +1,12 @@
-"""Public explainers: Grad-CAM, Grad-CAM++, guided backprop, guided Grad-CAM, and ``explain``.
+"""Public explainers: one class per registered method, guided backprop, guided Grad-CAM, and
+``explain``.
 
-Each class is a thin front of :class:`lightning_cam.engine.Explainer`; all share one engine, so
-they behave alike: eval mode during the call and every flag restored afterwards, no hook kept
-between calls, ``param.grad`` never written, usable under ``torch.no_grad()`` and
-``torch.inference_mode()``.
+The CAM classes (``GradCAM``, ``GradCAMPlusPlus``, ``HiResCAM``, ``LayerCAM``, ``ScoreCAM``
+...) are generated from :data:`lightning_cam.methods.METHODS`: a registered method gets its class
+here, with no other code. Each class is a thin front of :class:`lightning_cam.engine.Explainer`;
+all share one engine, so they behave alike: eval mode during the call and every flag restored
+afterwards, no hook kept between calls, ``param.grad`` never written, usable under
+``torch.no_grad()`` and ``torch.inference_mode()``.
 
 Example:
     >>> import torch, torchvision
@@ -16,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,8 +28,8 @@ from torch import nn
 
 from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.layers import LayerSpec
+from lightning_cam.methods import METHODS, Method, method_name
 from lightning_cam.layouts import ReshapeTransform
-from lightning_cam.methods import method_name
 from lightning_cam.targets import MaskSpec, TargetSpec, segmentation_scores
 
 
@@ -34,6 +38,12 @@ def _single_or_dict(maps: dict[str, torch.Tensor], several: bool) -> Any:
 
 
 class _BaseCAM:
+    """Base of the generated public classes: one registered method, any layers.
+
+    Subclasses are made from :data:`lightning_cam.methods.METHODS` (one per method, named by its
+    ``class_name``); they differ only in ``method``.
+    """
+
     method = "gradcam"
 
     def __init__(
@@ -41,15 +51,18 @@ class _BaseCAM:
         model: nn.Module,
         layer: LayerSpec = None,
         max_batch: int | None = None,
+        fuse: str | None = None,
         reshape_transform: ReshapeTransform = "auto",
     ) -> None:
         self.model = model
         self._several = isinstance(layer, Sequence) and not isinstance(layer, str)
+        self._fuse = fuse
         self._engine = Explainer(
             model,
             layer,
             methods=(self.method,),
             max_batch=max_batch,
+            fuse=fuse,
             reshape_transform=reshape_transform,
         )
 
@@ -65,20 +78,32 @@ class _BaseCAM:
 
         Args:
             images: ``(B, C, H, W)`` floating-point images, as the model expects them.
-            target: ``None`` (each sample's predicted class), an ``int`` class id, per-sample
-                class ids (sequence or 1-D tensor), or a callable ``output -> (B,)`` scores.
+            target: ``None`` (each sample's predicted class), an integer class id (any integer
+                type, e.g. ``numpy.int64`` or a 0-d tensor such as ``logits.argmax()``),
+                per-sample class ids (list / tuple of integers, 1-D integer numpy array or
+                tensor), or a callable ``output -> (B,)`` scores (gradient and activation
+                methods; perturbation methods and CAM need classes).
             upsample: ``True``: maps ``(B, H, W)`` at the image size (bilinear). ``False``: at
                 the layer's resolution ``(B, h, w)``.
 
         Returns:
             Float32 maps in [0, 1] (min-max per sample; an all-zero map stays zero) on the
-            images' device; a dict keyed by dotted layer name when several layers were given.
+            images' device; a dict keyed by dotted layer name when several layers were given,
+            or the fused map when ``fuse`` was given.
+
+        Samples with non-finite values get NaN maps, with one
+        :class:`~lightning_cam.engine.NonFiniteWarning` per call naming them.
 
         Raises:
             ValueError: Images not 4-D, target of the wrong length or out of range, a layer
-                that is never reached or whose output is not spatial.
+                that is never reached, whose output is not spatial or 1 x 1, or that the scores
+                do not depend on.
+            TypeError: A target of another type (e.g. ``"2"``, ``2.0``); a layer inside a
+                TorchScript module.
         """
         out = self._engine(images, target=target, upsample=upsample)
+        if self._fuse is not None:
+            return out.fused[self.method]
         return _single_or_dict(out.cams[self.method], self._several)
 
     __call__ = cam
@@ -93,48 +118,66 @@ class _BaseCAM:
         """No-op: hooks live for one call only (kept for API symmetry)."""
 
 
-class GradCAM(_BaseCAM):
-    """Grad-CAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
-    Gradient-based Localization", ICCV 2017).
-
-    ``L^c = ReLU(sum_k w^c_k A^k)`` with ``w^c_k = mean_ij dy^c / dA^k_ij``, where ``y^c`` is the
-    pre-softmax score of class ``c`` and ``A`` the layer's activations.
-
-    Args:
-        model: Any image model.
-        layer: Dotted name, module, list of either, or ``None`` for the default layer (the last
-            module whose output is a spatial feature map).
-        max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
-        reshape_transform: How to read the layer's output as ``(B, C, h, w)``: ``"auto"``
-            (default: ViT tokens, Swin channels-last maps... of recognised models),
-            ``"tokens"``, ``"channels_last"``, ``"channels_first"`` or a callable; see
-            :mod:`lightning_cam.layouts`.
-
-    Example:
-        >>> import torch, torchvision
-        >>> cam = GradCAM(torchvision.models.resnet18(weights=None), "layer4")
-        >>> cam(torch.rand(1, 3, 64, 64), target=5).shape
-        torch.Size([1, 64, 64])
-    """
-
-    method = "gradcam"
+_KIND_TEXT = {
+    "gradient": "Gradient method: one forward and one backward to the layer (shared with every "
+    "other gradient method in :func:`explain`).",
+    "activation": "Activation method: one forward, no backward at all.",
+    "perturbation": "Perturbation method: the forward, then extra forward passes, batched, "
+    "at most ``max_batch`` inputs each (``None``: a memory-bounded size).",
+}
 
 
-class GradCAMPlusPlus(_BaseCAM):
-    """Grad-CAM++ (Chattopadhyay et al., "Grad-CAM++: Improved Visual Explanations for Deep
-    Convolutional Networks", WACV 2018), closed form of its eq. 19 (exponential score).
+def _class_doc(m: Method) -> str:
+    formula = inspect.getdoc(m.compute) or ""
+    body = formula.split("\n\n", 1)[1] if "\n\n" in formula else ""
+    body = body.split("\nArgs:", 1)[0].split("\nReturns:", 1)[0].strip()
+    return f"""{m.title} ({m.paper}).
 
-    ``alpha = g^2 / (2 g^2 + sum_ab A_ab g^3)`` (0 where the denominator is 0),
-    ``w_k = sum_ij alpha_ij ReLU(g_ij)``, ``L^c = ReLU(sum_k w_k A^k)`` with ``g = dy^c / dA^k``.
+{body}
 
-    Args:
-        model: Any image model.
-        layer: As for :class:`GradCAM`.
-        max_batch: As for :class:`GradCAM`.
-        reshape_transform: As for :class:`GradCAM`.
-    """
+{_KIND_TEXT[m.kind]} Registered as ``{m.name!r}`` in
+:data:`lightning_cam.methods.METHODS`; the formula's details are in
+:func:`{m.compute.__module__}.{m.compute.__name__}`.
 
-    method = "gradcam++"
+Args:
+    model: Any image model.
+    layer: Dotted name, module, list of either, or ``None`` for the default layer (the last
+        module whose output is a spatial feature map).
+    max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
+    fuse: ``None``, or ``"mean"`` / ``"max"`` / ``"product"``: fuse the maps of several layers
+        into one.
+    reshape_transform: How to read the layer's output as ``(B, C, h, w)``: ``"auto"`` (default:
+        ViT tokens, Swin channels-last maps... of recognised models), ``"tokens"``,
+        ``"channels_last"``, ``"channels_first"`` or a callable; see
+        :mod:`lightning_cam.layouts`.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+    ...                       nn.Flatten(), nn.Linear(8, 5))
+    >>> {m.class_name}(model, layer="1")(torch.rand(2, 3, 32, 32), target=3).shape
+    torch.Size([2, 32, 32])
+"""
+
+
+def _make_class(m: Method) -> type[_BaseCAM]:
+    cls = type(m.class_name, (_BaseCAM,), {"method": m.name, "__doc__": _class_doc(m)})
+    cls.__module__ = __name__
+    return cls
+
+
+#: The public class of every registered method, by class name (``"GradCAM"``, ``"ScoreCAM"`` ...).
+CAM_CLASSES: dict[str, type[_BaseCAM]] = {
+    m.class_name: _make_class(m) for m in METHODS.values()
+}
+globals().update(CAM_CLASSES)
+
+
+def __getattr__(name: str) -> Any:
+    # Only reached for names that are not generated (the generated ones are module globals);
+    # declared so that static type checkers accept ``from lightning_cam.cam import GradCAM``.
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class GuidedBackprop:
@@ -148,6 +191,11 @@ class GuidedBackprop:
 
     The backward to the input keeps every activation of the network: ``max_batch=n`` explains
     ``n`` images per pass to bound peak memory (same results; see :class:`Explainer`).
+
+    The guided rule needs the ReLUs to run as Python calls them: a ``torch.compile`` /
+    ``DataParallel`` wrapper is looked through (its eager module runs), non-reentrant activation
+    checkpoints are supported, and TorchScript or compiled submodules and reentrant checkpoints
+    are refused with the reason, never answered with the plain gradient.
 
     Example:
         >>> import torch, torchvision
@@ -181,7 +229,7 @@ class GuidedGradCAM:
     Args:
         model: Any image model.
         layer: As for :class:`GradCAM`.
-        method: ``"gradcam"`` or ``"gradcam++"``.
+        method: Any registered method (``"gradcam"``, ``"gradcam++"``, ``"layercam"`` ...).
         max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
         reshape_transform: As for :class:`GradCAM`.
 
@@ -236,29 +284,33 @@ def explain(
     guided_gradcam: bool = False,
     upsample: bool = True,
     max_batch: int | None = None,
+    fuse: str | None = None,
     reshape_transform: ReshapeTransform = "auto",
 ) -> Explanation:
     """Several explanations of the same images from one forward pass.
 
-    Grad-CAM and Grad-CAM++ (and any registered method) for one or more layers come from the
-    same activations and gradients; guided backprop and guided Grad-CAM add one guided backward
-    over the same forward.
+    Any mix of registered methods for one or more layers: all gradient methods come from the
+    same activations and gradients (one forward, one backward); activation methods need no
+    backward; perturbation methods add their own batched forwards. Guided backprop and guided
+    Grad-CAM add one guided backward over the same forward.
 
     Args:
         model: Any image model.
         images: ``(B, C, H, W)``.
         layer: Dotted name, module, list of either, or ``None`` (default layer).
-        methods: CAM methods (``"gradcam"``, ``"gradcam++"``).
+        methods: Names from :data:`lightning_cam.methods.METHODS` (any accepted spelling).
         target: As for :meth:`GradCAM.cam`.
         guided_backprop: Also return guided backprop gradients.
         guided_gradcam: Also return guided Grad-CAM per method and layer.
         upsample: Maps at the image size (else the layer's).
         max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
+        fuse: ``None``, or ``"mean"`` / ``"max"`` / ``"product"``: also fuse each method's maps
+            of the layers into one, ``fused[method]``.
         reshape_transform: As for :class:`GradCAM` (see :mod:`lightning_cam.layouts`).
 
     Returns:
-        An :class:`~lightning_cam.engine.Explanation` with ``cams[method][layer]``, ``guided``,
-        ``guided_cams[method][layer]``, ``scores``, ``class_ids`` and ``logits``.
+        An :class:`~lightning_cam.engine.Explanation` with ``cams[method][layer]``, ``fused``,
+        ``guided``, ``guided_cams[method][layer]``, ``scores``, ``class_ids`` and ``logits``.
 
     Example:
         >>> import torch, torchvision
@@ -274,6 +326,7 @@ def explain(
         guided_backprop=guided_backprop,
         guided_gradcam=guided_gradcam,
         max_batch=max_batch,
+        fuse=fuse,
         reshape_transform=reshape_transform,
     )
     return engine(images, target=target, upsample=upsample)

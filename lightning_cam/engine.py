@@ -16,14 +16,17 @@ serves the ordinary backward (CAMs) and the guided one.
 Example:
     >>> import torch, torchvision
     >>> model = torchvision.models.resnet18(weights=None)
-    >>> result = explain(model, torch.rand(2, 3, 64, 64), methods=("gradcam", "gradcam++"),
-    ...                  guided_gradcam=True)
+    >>> explainer = Explainer(model, methods=("gradcam", "gradcam++"), guided_gradcam=True)
+    >>> result = explainer(torch.rand(2, 3, 64, 64))
     >>> result.cams["gradcam"]["layer4"].shape, result.guided.shape
     (torch.Size([2, 64, 64]), torch.Size([2, 3, 64, 64]))
 """
 
 from __future__ import annotations
 
+import threading
+import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -41,8 +44,34 @@ from lightning_cam.layouts import (
     layout_transform,
     recognise,
 )
-from lightning_cam.methods import METHODS, combine, method_name, normalize_maps, upsample
-from lightning_cam.targets import ClassTarget, TargetSpec, as_target, extract_logits
+from lightning_cam.methods import (
+    METHODS,
+    LayerPass,
+    Method,
+    check_fuse,
+    fuse_maps,
+    method_name,
+    normalize_maps,
+    upsample,
+)
+from lightning_cam.targets import (
+    ClassTarget,
+    TargetSpec,
+    as_target,
+    extract_logits,
+    normalize_target,
+)
+from lightning_cam.wrappers import (
+    eager_forward,
+    in_reentrant_checkpoint,
+    opaque_modules,
+    script_ancestor,
+    unwrap,
+)
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """Some samples had a non-finite score, activation or gradient: their maps are NaN."""
 
 
 @dataclass
@@ -59,6 +88,11 @@ class Explanation:
         class_ids: The class ids ``(B,)`` explained for class targets, else ``None``.
         logits: The class logits ``(B, num_classes)`` (detached) when the output has them.
         layers: Dotted names of the layers explained.
+        nonfinite: ``(B,)`` bool: samples whose score, layer activations or gradients (or
+            guided gradients) were not finite (NaN / inf, e.g. from a NaN pixel). Their maps,
+            guided gradients and guided Grad-CAMs are NaN — never a blank map that would read
+            as "no evidence" — and the call warned once (:class:`NonFiniteWarning`) naming them.
+        fused: ``fused[method]``: the layers' maps fused into one (``fuse=`` given), ``(B, H, W)``.
     """
 
     cams: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -68,6 +102,8 @@ class Explanation:
     class_ids: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     layers: list[str] = field(default_factory=list)
+    nonfinite: torch.Tensor | None = None
+    fused: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def cam(self, method: str = "gradcam", layer: str | None = None) -> torch.Tensor:
         """Return one map batch; ``layer=None`` means the only (or first) layer."""
@@ -105,19 +141,18 @@ def concat_explanations(parts: Sequence[Explanation]) -> Explanation:
         class_ids=cat([p.class_ids for p in parts]),
         logits=cat([p.logits for p in parts]),
         layers=list(first.layers),
+        nonfinite=cat([p.nonfinite for p in parts]),
+        fused={m: torch.cat([p.fused[m] for p in parts]) for m in first.fused},
     )
 
 
-def _per_sample_ids(target: TargetSpec, batch: int) -> torch.Tensor | None:
-    """Per-sample class ids of ``target`` (to split along the batch), checked against the batch
-    size; ``None`` for targets that apply to any chunk (``None``, an int, a callable)."""
-    if target is None or isinstance(target, (int, str)) or (
-        callable(target) and not isinstance(target, torch.Tensor)
-    ):
+def _per_sample_ids(target: Any, batch: int) -> torch.Tensor | None:
+    """Per-sample class ids of a normalised target (to split along the batch), checked against
+    the batch size; ``None`` for targets that apply to any chunk (``None``, an int, a callable).
+    """
+    if not isinstance(target, torch.Tensor):
         return None
-    ids = torch.as_tensor(target)
-    if ids.dim() != 1:
-        return None  # the chunk's ClassTarget raises the clear error
+    ids = target
     if ids.numel() != batch:
         raise ValueError(
             f"target has {ids.numel()} class ids but the batch has {batch} images; "
@@ -126,20 +161,41 @@ def _per_sample_ids(target: TargetSpec, batch: int) -> torch.Tensor | None:
     return ids
 
 
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock that serialises lightning-cam's calls on ``model`` (one per model, shared by
+    the wrappers of a module: ``torch.compile``, ``DataParallel``, DDP).
+
+    Re-entrant: a call that borrows the model again in the same thread does not wait.
+    """
+    key = unwrap(model)
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = threading.RLock()
+        return lock
+
+
 @contextmanager
 def borrowed(model: nn.Module) -> Iterator[None]:
     """Put ``model`` in eval mode for the duration; restore every module's flag afterwards.
 
-    Only modules in training mode are touched: a model already in eval mode costs one walk.
+    Calls on one model are serialised: the block holds :func:`model_lock` (threads explaining
+    the same model wait for each other; other models run in parallel). Only modules in training
+    mode are touched: a model already in eval mode costs one walk.
     """
-    training = [m for m in model.modules() if m.training]
-    try:
-        if training:
-            model.eval()
-        yield
-    finally:
-        for m in training:
-            m.training = True
+    with model_lock(model):
+        training = [m for m in model.modules() if m.training]
+        try:
+            if training:
+                model.eval()
+            yield
+        finally:
+            for m in training:
+                m.training = True
 
 
 class LayerCapture:
@@ -166,6 +222,7 @@ class LayerCapture:
         self.detach = detach
         self.activations: dict[str, list[torch.Tensor]] = {n: [] for n in self.names}
         self.bad_outputs: dict[str, str] = {}
+        self.in_reentrant_checkpoint: set[str] = set()
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _hook(self, name: str) -> Any:
@@ -180,6 +237,8 @@ class LayerCapture:
             if output.dim() < 3:
                 self.bad_outputs[name] = f"shape {tuple(output.shape)}"
                 return None
+            if not torch.is_grad_enabled() and in_reentrant_checkpoint():
+                self.in_reentrant_checkpoint.add(name)
             act = output
             if self.detach and not act.requires_grad:
                 act = act.detach().requires_grad_(True)
@@ -241,28 +300,25 @@ class _Pass:
     scores: torch.Tensor
     layouts: dict[str, Callable[[torch.Tensor], torch.Tensor] | None]
 
-    def read(self, name: str, t: torch.Tensor) -> torch.Tensor:
+    def read(self, name: str, t: torch.Tensor | None) -> Any:
         """A captured activation or gradient of layer ``name`` as ``(B, C, h, w)``."""
         fn = self.layouts[name]
-        return t if fn is None else fn(t)
+        return t if fn is None or t is None else fn(t)
 
 
 def _grad(
     scores: torch.Tensor, inputs: list[torch.Tensor], batched: bool, retain: bool
-) -> list[torch.Tensor]:
+) -> list[torch.Tensor | None]:
     """Gradients of ``scores`` w.r.t. ``inputs``; never touches ``param.grad``.
 
     Not batched: of ``scores.sum()``. Batched: of each score separately, stacked on a new first
     dimension, from one vmapped backward (``is_grads_batched``); if an op of the model's backward
-    cannot be batched, one backward per score over the retained graph.
+    cannot be batched, one backward per score over the retained graph. ``None`` for an input
+    the scores do not depend on.
     """
     if not batched:
-        summed = torch.autograd.grad(
-            scores.float().sum(), inputs, retain_graph=retain, allow_unused=True
-        )
-        return [
-            torch.zeros_like(i) if g is None else g for g, i in zip(summed, inputs, strict=True)
-        ]
+        summed = scores.float().sum()
+        return list(torch.autograd.grad(summed, inputs, retain_graph=retain, allow_unused=True))
     k = scores.shape[0]
     eye = torch.eye(k, device=scores.device, dtype=scores.dtype)
     gs: Sequence[torch.Tensor | None]
@@ -290,12 +346,12 @@ def _grad(
                     torch.stack([torch.zeros_like(inp) if r is None else r for r in rows])
                 )
         gs = stacked
-    return [i.new_zeros((k, *i.shape)) if g is None else g for g, i in zip(gs, inputs, strict=True)]
+    return list(gs)
 
 
 def _layer_map(
-    pairs: list[tuple[torch.Tensor, torch.Tensor]],
-    weight_fn: Any,
+    jobs: list[LayerPass],
+    method: Method,
     size: tuple[int, ...] | None,
 ) -> torch.Tensor:
     """Un-normalised map of one layer: one CAM per call of the layer, resized and summed.
@@ -304,15 +360,77 @@ def _layer_map(
     calls that did not influence the score have zero gradient and add nothing. Without ``size``
     the maps are summed at the first call's resolution.
     """
+    if len(jobs) > 1 and method.kind == "perturbation":
+        raise ValueError(
+            f"method {method.name!r} perturbs one layer output, but layer {jobs[0].layer!r} is "
+            f"called {len(jobs)} times per forward; choose a layer called once (or a gradient "
+            "method, which sums the calls)."
+        )
     total: torch.Tensor | None = None
-    for a, g in pairs:
-        cam = combine(a, weight_fn(a, g))
+    for job in jobs:
+        cam = method.layer_map(job)
         if total is None:
             total = upsample(cam, size) if size is not None else cam
         else:
             total = total + upsample(cam, size if size is not None else tuple(total.shape[1:]))
     assert total is not None
     return total
+
+
+def _check_guided_reachable(model: nn.Module) -> None:
+    """Refuse guided backprop where compiled code would hide the ReLUs from the guided rule."""
+    opaque = opaque_modules(model)
+    if opaque:
+        what = "; ".join(f"{name!r} is {kind}" for name, kind in opaque[:3])
+        raise TypeError(
+            f"Guided backprop needs the eager model, but {what}. Its guided ReLU rule is "
+            "applied to F.relu & co. as Python calls them; code compiled by TorchScript or "
+            "torch.compile runs them out of reach (the result would be the plain input "
+            "gradient, silently). Pass the eager module instead (the module that was traced, "
+            "scripted or compiled; for torch.compile(model), model or compiled._orig_mod). "
+            "A top-level torch.compile / DataParallel / DDP wrapper is fine: its eager module "
+            "is used."
+        )
+
+
+def _mark_nonfinite(
+    result: Explanation,
+    scores: torch.Tensor,
+    jobs: dict[str, list[LayerPass]],
+    gb: torch.Tensor | None,
+) -> None:
+    """Find the samples with a non-finite score, activation or gradient; NaN their maps."""
+    bad = ~torch.isfinite(scores.detach()).reshape(-1)
+    for layer_jobs in jobs.values():
+        for job in layer_jobs:
+            for t in (job.activations, job.gradients):
+                if t is not None:
+                    bad = bad | ~torch.isfinite(t).flatten(1).all(1).to(bad.device)
+    if gb is not None:
+        bad = bad | ~torch.isfinite(gb).flatten(1).all(1).to(bad.device)
+    result.nonfinite = bad.cpu()
+    if not bool(bad.any()):
+        return
+    nan = float("nan")
+    for maps in (*result.cams.values(), *result.guided_cams.values()):
+        for m in maps.values():
+            m[bad.to(m.device)] = nan
+    if result.guided is not None:
+        result.guided[bad.to(result.guided.device)] = nan
+
+
+def _warn_nonfinite(nonfinite: torch.Tensor | None, what: str) -> None:
+    if nonfinite is None or not bool(nonfinite.any()):
+        return
+    idx = torch.nonzero(nonfinite).flatten().tolist()
+    shown = ", ".join(map(str, idx[:20])) + (" ..." if len(idx) > 20 else "")
+    warnings.warn(
+        f"Non-finite values (NaN or inf) in the score, the layer activations or the gradients "
+        f"of {len(idx)} of {nonfinite.numel()} {what} (index {shown}): their maps are NaN, "
+        "not explanations (check the inputs for NaN / inf and the model for overflow).",
+        NonFiniteWarning,
+        stacklevel=3,
+    )
 
 
 class Explainer:
@@ -322,8 +440,10 @@ class Explainer:
         model: Any image model ``(B, C, H, W) -> output``.
         layer: Dotted name, module, list of either, or ``None`` for the default layer (see
             :func:`lightning_cam.layers.default_layer`).
-        methods: CAM methods to compute (``"gradcam"``, ``"gradcam++"``; see
-            :data:`lightning_cam.methods.METHODS`).
+        methods: CAM methods to compute, any mix of :data:`lightning_cam.methods.METHODS`
+            (``"gradcam"``, ``"layercam"``, ``"eigencam"``, ``"scorecam"`` ...). Gradient methods
+            share the one forward and the one backward; activation methods need no backward
+            (with only those, none runs); perturbation methods add their own batched forwards.
         guided_backprop: Also compute guided backprop gradients.
         guided_gradcam: Also compute guided Grad-CAM for every method and layer (implies guided
             backprop).
@@ -331,6 +451,9 @@ class Explainer:
             whole batch at once). Peak memory then scales with ``max_batch`` instead of the
             batch: worth it for guided backprop of large batches on small machines, where the
             backward must keep every activation of the network. Results are identical.
+            Perturbation methods also run at most this many inputs per extra forward.
+        fuse: ``None``, or ``"mean"`` / ``"max"`` / ``"product"``: also fuse each method's maps
+            of the given layers into one (``Explanation.fused[method]``), from the same pass.
         reshape_transform: How to read the layers' outputs as ``(B, C, h, w)``: ``"auto"``
             (recognised models: ViT tokens, Swin channels-last maps...), ``"tokens"``,
             ``"channels_last"``, ``"channels_first"`` or a callable ``output -> (B, C, h, w)``;
@@ -353,6 +476,7 @@ class Explainer:
         guided_backprop: bool = False,
         guided_gradcam: bool = False,
         max_batch: int | None = None,
+        fuse: str | None = None,
         reshape_transform: ReshapeTransform = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -361,11 +485,19 @@ class Explainer:
             methods = (methods,)
         self.model = model
         self.methods = list(dict.fromkeys(method_name(m) for m in methods))
-        self.layers = resolve_layers(model, layer)
-        self.guided_backprop = bool(guided_backprop or guided_gradcam)
-        self.guided_gradcam = bool(guided_gradcam)
+        self.fuse = check_fuse(fuse)
         self.reshape_transform = check_reshape_transform(reshape_transform)
         self._family: Family | None | bool = False  # recognised on first use
+        # Only gradient methods (and guided backprop) need the backward; see _forward.
+        self._needs_grad = any(METHODS[m].needs_backward for m in self.methods)
+        self.layers = resolve_layers(model, layer)
+        # The default layer depends on the input size (small inputs shrink the last stages to
+        # 1 x 1): found once per size; ``layers`` reports the last one used.
+        self._default_layers: dict[tuple[int, ...], str] | None = (
+            {} if self.layers is None else None
+        )
+        self.guided_backprop = bool(guided_backprop or guided_gradcam)
+        self.guided_gradcam = bool(guided_gradcam)
         self._needs_layers = bool(self.methods)
         if max_batch is not None and (
             isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
@@ -387,8 +519,15 @@ class Explainer:
         """Nothing to release: hooks live for one call only. Kept for API symmetry."""
 
     def _layer_names(self, images: torch.Tensor) -> list[str]:
-        if self.layers is None:
-            self.layers = [default_layer(self.model, images)]
+        if self._default_layers is None:
+            assert self.layers is not None
+            return self.layers
+        size = tuple(images.shape[1:])
+        name = self._default_layers.get(size)
+        if name is None:
+            name = default_layer(self.model, images, forward=eager_forward(self.model))
+            self._default_layers[size] = name
+        self.layers = [name]
         return self.layers
 
     def __call__(
@@ -405,47 +544,104 @@ class Explainer:
         Returns:
             An :class:`Explanation`.
 
+        Samples with a non-finite score, activation or gradient get NaN maps and one
+        :class:`NonFiniteWarning` per call names them (see :attr:`Explanation.nonfinite`).
+
         Raises:
-            ValueError: Bad image shape, bad target, a layer that the forward never reaches or
-                whose output is not a spatial map.
-            TypeError: Non-tensor or integer images, outputs without logits for class targets.
+            ValueError: Bad image shape, bad target, a layer that the forward never reaches,
+                whose output is not a spatial map (or is 1 x 1), or that the scores do not
+                depend on (e.g. inside a reentrant activation checkpoint).
+            TypeError: Non-tensor or integer images, a target of another type than listed,
+                outputs without logits for class targets, guided backprop through compiled or
+                TorchScript parts of the model.
         """
         _check_images(images)
+        spec = normalize_target(target)
         batch, step = images.shape[0], self.max_batch
         if step is None or batch <= step:
-            return self._explain(images, target, upsample)
-        ids = _per_sample_ids(target, batch)
-        return concat_explanations(
-            [
-                self._explain(
-                    images[i : i + step], ids[i : i + step] if ids is not None else target, upsample
-                )
-                for i in range(0, batch, step)
-            ]
-        )
+            result = self._explain(images, spec, upsample)
+        else:
+            ids = _per_sample_ids(spec, batch)
+            result = concat_explanations(
+                [
+                    self._explain(
+                        images[i : i + step],
+                        ids[i : i + step] if ids is not None else spec,
+                        upsample,
+                    )
+                    for i in range(0, batch, step)
+                ]
+            )
+        _warn_nonfinite(result.nonfinite, "images")
+        return result
 
     def _explain(self, images: torch.Tensor, target: TargetSpec, upsample: bool) -> Explanation:
         target_fn = as_target(target)
         with self._forward(images, target_fn) as fwd:
             self._check_scores(fwd.scores, images.shape[0])
             grads, gb = self._backward(fwd, batched=False)
-            pairs = {
+            ids = target_fn.last_class_ids if isinstance(target_fn, ClassTarget) else None
+            try:
+                logits: torch.Tensor | None = extract_logits(fwd.output).detach()
+            except TypeError:
+                logits = None
+            jobs = {
                 n: [
-                    (fwd.read(n, a.detach().float()), fwd.read(n, g))
+                    self._job(
+                        n, fwd.read(n, a.detach().float()), fwd.read(n, g), fwd.x.detach(), ids,
+                        logits,
+                    )
                     for a, g in zip(fwd.capture.activations[n], gs, strict=True)
                 ]
                 for n, gs in grads.items()
             }
             with torch.no_grad():
-                result = self._assemble(tuple(images.shape[2:]), pairs, gb, upsample)
+                result = self._assemble(tuple(images.shape[2:]), jobs, gb, upsample)
+                _mark_nonfinite(result, fwd.scores, jobs, gb)
             result.scores = fwd.scores.detach().float()
-            if isinstance(target_fn, ClassTarget):
-                result.class_ids = target_fn.last_class_ids
-            try:
-                result.logits = extract_logits(fwd.output).detach()
-            except TypeError:
-                result.logits = None
+            result.class_ids = ids
+            result.logits = logits
             return result
+
+    def _job(
+        self,
+        layer: str,
+        a: torch.Tensor,
+        g: torch.Tensor | None,
+        x: torch.Tensor | None,
+        ids: torch.Tensor | None,
+        logits: torch.Tensor | None,
+    ) -> LayerPass:
+        """What a method gets for one layer call; the extra-pass tools only where the methods
+        need them (perturbation methods on class targets)."""
+        job = LayerPass(a, g, layer, self.model, x, ids, logits, self.max_batch)
+        if x is not None and any(METHODS[m].kind == "perturbation" for m in self.methods):
+            from lightning_cam.replay import PassTools
+
+            tools = PassTools(
+                self.model, layer, x, a, logits, lambda xs, cs: self._layer_gradients(layer, xs, cs)
+            )
+            job.forward_logits, job.replay = tools.forward_logits, tools.replay
+            job.layer_gradients = tools.layer_gradients
+        return job
+
+    def _layer_gradients(
+        self, layer: str, x: torch.Tensor, ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activations and class-score gradients of ``layer`` for other inputs (inside a
+        borrowed forward: eval mode is set; runs one more forward + backward to the layer)."""
+        with ExitStack() as stack:
+            stack.enter_context(torch.no_grad())
+            capture = stack.enter_context(LayerCapture(self.model, [layer], detach=True))
+            output = eager_forward(self.model)(x.detach())
+            capture.close()
+            with torch.enable_grad():
+                scores = ClassTarget(ids)(output)
+            (a,) = capture.activations[layer][:1]
+            (g,) = _grad(scores, [a], batched=False, retain=False)
+        if g is None:
+            raise ValueError(f"The class scores do not depend on layer {layer!r}.")
+        return a.detach().float(), g.float()
 
     def explain_scores(
         self,
@@ -477,6 +673,14 @@ class Explainer:
         _check_images(images)
         if not callable(score_fn):
             raise TypeError(f"score_fn must be callable, got {type(score_fn).__name__}")
+        classes_only = [m for m in self.methods if METHODS[m].needs_class_target]
+        if classes_only:
+            raise ValueError(
+                f"methods {classes_only} explain classes only (they re-score other inputs or "
+                "read the classifier's weights) and cannot explain arbitrary scores such as "
+                "detections; use any of "
+                f"{sorted(n for n, m in METHODS.items() if not m.needs_class_target)}."
+            )
         with self._forward(images, score_fn) as fwd:
             scores = fwd.scores
             if not isinstance(scores, torch.Tensor) or scores.dim() != 1:
@@ -508,37 +712,53 @@ class Explainer:
                     empty.cams[m] = {n: images.new_zeros((0, *size)).float() for n in fwd.names}
                 return empty, output
             grads, gb = self._backward(fwd, batched=True)
-            pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+            jobs: dict[str, list[LayerPass]] = {}
             rows = torch.arange(k)
             for n, gs in grads.items():
-                pairs[n] = []
+                jobs[n] = []
                 for a, g in zip(fwd.capture.activations[n], gs, strict=True):
                     dev = a.device
-                    pairs[n].append(
-                        (
+                    jobs[n].append(
+                        self._job(
+                            n,
                             fwd.read(n, a.detach().float()[index.to(dev)]),
-                            fwd.read(n, g[rows.to(dev), index.to(dev)]),
+                            fwd.read(n, None if g is None else g[rows.to(dev), index.to(dev)]),
+                            None,
+                            None,
+                            None,
                         )
                     )
             if gb is not None:
                 gb = gb[rows.to(gb.device), index.to(gb.device)]
             with torch.no_grad():
-                result = self._assemble(tuple(images.shape[2:]), pairs, gb, upsample)
+                result = self._assemble(tuple(images.shape[2:]), jobs, gb, upsample)
+                _mark_nonfinite(result, scores, jobs, gb)
+            _warn_nonfinite(result.nonfinite, "scores")
             result.scores = scores.detach().float()
             return result, output
 
     @contextmanager
     def _forward(self, images: torch.Tensor, target_fn: Callable[[Any], Any]) -> Iterator[_Pass]:
-        """One forward pass with the borrowed model; hooks and modes live inside this block."""
+        """One forward pass with the borrowed model; hooks and modes live inside this block.
+
+        The block holds the model's lock (:func:`borrowed`): calls on one model from several
+        threads run one after the other. The model runs eagerly (:func:`eager_forward`: the
+        module inside ``torch.compile`` / ``DataParallel`` / DDP wrappers).
+        """
         model = self.model
         guided = self.guided_backprop
         with ExitStack() as stack:
             stack.enter_context(borrowed(model))
             stack.enter_context(torch.inference_mode(False))
+            if guided:
+                _check_guided_reachable(model)
+            run = eager_forward(model)
             names = self._layer_names(images) if self._needs_layers else []
             x = images.detach().clone() if (images.is_inference() or guided) else images.detach()
             switch = GuidedSwitch(False)
-            capture = stack.enter_context(LayerCapture(model, names, detach=not guided))
+            capture = stack.enter_context(
+                LayerCapture(model, names, detach=self._needs_grad and not guided)
+            )
             mode: GuidedReLUMode | None = None
             if guided:
                 x.requires_grad_(True)
@@ -546,18 +766,28 @@ class Explainer:
                 mode = stack.enter_context(GuidedReLUMode(switch, inputs_only=True))
             else:
                 stack.enter_context(torch.no_grad())
-            output = model(x)
+            output = run(x)
             capture.close()
+            with torch.enable_grad():
+                scores = target_fn(output)
+            self._check_capture(model, capture, names)
+            if mode is not None and mode.unrecorded_relus:
+                raise ValueError(
+                    f"Guided backprop cannot reach {mode.unrecorded_relus} ReLU(s) of "
+                    f"{type(unwrap(model)).__name__} that run without autograd recording inside "
+                    "the forward, as in a reentrant activation checkpoint "
+                    "(torch.utils.checkpoint.checkpoint(..., use_reentrant=True)): its backward "
+                    "re-runs them where the guided rule does not apply, which would give the "
+                    "plain gradient there. Checkpoint with use_reentrant=False (supported), or "
+                    "turn checkpointing off for the explanation."
+                )
             if mode is not None and mode.gates == 0:
                 raise ValueError(
                     f"Guided backprop needs ReLU-family, GELU, SiLU or Hardswish gates on the "
-                    f"forward path, and {type(model).__name__} has none: its guided backward "
-                    "would be the plain input gradient. Drop guided_backprop / guided_gradcam "
-                    "for this model (see lightning_cam.guided)."
+                    f"forward path, and {type(unwrap(model)).__name__} has none: its guided "
+                    "backward would be the plain input gradient. Drop guided_backprop / "
+                    "guided_gradcam for this model (see lightning_cam.guided)."
                 )
-            with torch.enable_grad():
-                scores = target_fn(output)
-            self._check_capture(capture, names)
             layouts = self._layouts(capture, names, images)
             yield _Pass(x, names, capture, switch, output, scores, layouts)
 
@@ -567,10 +797,10 @@ class Explainer:
         """How each captured layer's output reads as ``(B, C, h, w)`` (see
         :mod:`lightning_cam.layouts`), decided before any backward."""
         if self._family is False:
-            self._family = recognise(self.model)
+            self._family = recognise(unwrap(self.model))
         family = self._family if isinstance(self._family, Family) else None
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        return {
+        layouts = {
             n: layout_transform(
                 self.reshape_transform,
                 n,
@@ -581,10 +811,20 @@ class Explainer:
             )
             for n in names
         }
+        replayed = [m for m in self.methods if METHODS[m].kind == "perturbation"]
+        folded = [n for n, fn in layouts.items() if fn is not None]
+        if replayed and folded:
+            raise ValueError(
+                f"methods {replayed} replay the network after the layer with perturbed "
+                f"activations, which needs the layer's own layout; layers {folded} are read "
+                "through a reshape_transform (tokens or channels-last). Use gradient or "
+                "activation methods for them, or a layer whose output is (B, C, h, w)."
+            )
+        return layouts
 
     def _backward(
         self, fwd: _Pass, batched: bool
-    ) -> tuple[dict[str, list[torch.Tensor]], torch.Tensor | None]:
+    ) -> tuple[dict[str, list[torch.Tensor | None]], torch.Tensor | None]:
         """Gradients of the scores w.r.t. every captured activation (and guided, the input).
 
         Not batched: of the summed scores (samples do not interact in eval mode), shaped like
@@ -593,59 +833,139 @@ class Explainer:
         guided = self.guided_backprop
         acts = [a for n in fwd.names for a in fwd.capture.activations[n]]
         scores = fwd.scores
+        if not self._needs_grad:
+            acts = []  # activation / perturbation methods only: no backward to the layers
         if acts and not scores.requires_grad:
-            raise ValueError(
-                "The target's scores do not depend on the captured layers "
-                f"{fwd.names}: nothing to differentiate. Check the layer and the target."
-            )
+            raise ValueError(self._unused_message(fwd, fwd.names))
         if guided and not scores.requires_grad:
             raise ValueError("The target's scores do not depend on the input images.")
-        grads: list[torch.Tensor] = []
+        grads: list[torch.Tensor | None] = []
         if acts:
-            grads = list(_grad(scores, acts, batched, retain=guided))
+            with self._reentrant_checkpoint_refused(f"the layer(s) {fwd.names}"):
+                grads = _grad(scores, acts, batched, retain=guided)
         gb: torch.Tensor | None = None
         if guided:
             fwd.switch.guided = True
-            (gin,) = _grad(scores, [fwd.x], batched, retain=False)
+            with self._reentrant_checkpoint_refused("the input"):
+                (gin,) = _grad(scores, [fwd.x], batched, retain=False)
+            if gin is None:
+                raise ValueError("The target's scores do not depend on the input images.")
             gb = gin.float()
-        out: dict[str, list[torch.Tensor]] = {}
-        it = iter(grads)
+            fwd.switch.guided = False  # later passes (perturbation methods) back-propagate normally
+        out: dict[str, list[torch.Tensor | None]] = {}
+        if not acts:
+            for n in fwd.names:
+                out[n] = [None for _ in fwd.capture.activations[n]]
+            return out, gb
+        unused: list[str] = []
+        it = iter(zip(grads, acts, strict=True))
         for n in fwd.names:
-            out[n] = [next(it).float() for _ in fwd.capture.activations[n]]
+            pairs = [next(it) for _ in fwd.capture.activations[n]]
+            if all(g is None for g, _ in pairs):
+                unused.append(n)
+            out[n] = [
+                (a.new_zeros((scores.shape[0], *a.shape)) if batched else torch.zeros_like(a))
+                if g is None
+                else g.float()
+                for g, a in pairs
+            ]
+        if unused:
+            raise ValueError(self._unused_message(fwd, unused))
         return out, gb
+
+    @contextmanager
+    def _reentrant_checkpoint_refused(self, start: str) -> Iterator[None]:
+        """Turn torch's refusal to ``autograd.grad`` through a reentrant checkpoint into ours."""
+        try:
+            yield
+        except RuntimeError as err:
+            if "use_reentrant=True" not in str(err):
+                raise
+            raise ValueError(
+                f"Between {start} and the output, {type(unwrap(self.model)).__name__} runs a "
+                "reentrant activation checkpoint (torch.utils.checkpoint.checkpoint(..., "
+                "use_reentrant=True)), which torch cannot differentiate with "
+                "torch.autograd.grad (lightning-cam's backward: it never writes param.grad). "
+                "Choose a layer after the checkpointed segment, or checkpoint with "
+                "use_reentrant=False (supported, guided backprop included)."
+            ) from err
+
+    @staticmethod
+    def _unused_message(fwd: _Pass, names: list[str]) -> str:
+        inside = [n for n in names if n in fwd.capture.in_reentrant_checkpoint]
+        if inside:
+            return (
+                f"Layer(s) {inside} run inside a reentrant activation checkpoint "
+                "(torch.utils.checkpoint.checkpoint(..., use_reentrant=True)): that segment's "
+                "forward records no autograd graph and its backward re-runs it out of reach, so "
+                "the scores get no gradient through the recorded activations. Choose a layer "
+                "outside the checkpointed segment, or checkpoint with use_reentrant=False."
+            )
+        return (
+            f"The target's scores do not depend on the captured layer(s) {names}: nothing to "
+            "differentiate (a blank map would not be an explanation). Check the layer (is it "
+            "on the path to the output?) and the target."
+        )
 
     def _assemble(
         self,
         size: tuple[int, ...],
-        pairs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]],
+        jobs: dict[str, list[LayerPass]],
         gb: torch.Tensor | None,
         do_upsample: bool,
     ) -> Explanation:
-        names = list(pairs)
+        names = list(jobs)
         result = Explanation(layers=names, guided=gb)
         for m in self.methods:
-            weight_fn = METHODS[m]
+            method = METHODS[m]
             result.cams[m] = {}
             if self.guided_gradcam:
                 result.guided_cams[m] = {}
+            raws = []
             for n in names:
-                raw = _layer_map(pairs[n], weight_fn, size if do_upsample else None)
-                full = raw if do_upsample else _layer_map(pairs[n], weight_fn, size)
-                result.cams[m][n] = normalize_maps(raw)
+                raw = _layer_map(jobs[n], method, None)  # at the layer's resolution
+                raws.append(raw)
+                full = raw
+                if do_upsample or self.guided_gradcam:
+                    # One call: resize its map; several calls: sum the resized calls.
+                    single = len(jobs[n]) == 1
+                    full = upsample(raw, size) if single else _layer_map(jobs[n], method, size)
+                result.cams[m][n] = normalize_maps(full if do_upsample else raw)
                 if self.guided_gradcam:
                     assert gb is not None
                     result.guided_cams[m][n] = gb * normalize_maps(full)[:, None]
+            if self.fuse is not None:
+                common = size if do_upsample else max((tuple(r.shape[1:]) for r in raws),
+                                                      key=lambda s: torch.Size(s).numel())
+                result.fused[m] = fuse_maps(raws, self.fuse, common, method.fuse_scale)
         return result
 
     @staticmethod
-    def _check_capture(capture: LayerCapture, names: list[str]) -> None:
+    def _check_capture(model: nn.Module, capture: LayerCapture, names: list[str]) -> None:
         for n in names:
             if n in capture.bad_outputs:
                 raise ValueError(
                     f"Layer {n!r} outputs {capture.bad_outputs[n]}, not a spatial feature map "
                     "(B, C, h, w); choose a convolutional layer (or None for the default)."
                 )
-            if not capture.activations[n]:
+            acts = capture.activations[n]
+            if acts and all(a.shape[2:].numel() == 1 for a in acts):
+                raise ValueError(
+                    f"Layer {n!r} outputs shape {tuple(acts[0].shape)}: a 1 x 1 map has no "
+                    "spatial extent to explain (the layer comes after a global pooling, or the "
+                    "input is too small for it); choose an earlier convolutional layer (or None "
+                    "for the default)."
+                )
+            if not acts:
+                script = script_ancestor(model, get_layer(model, n))
+                if script is not None:
+                    where = f"{script!r} is" if script else "the model is"
+                    raise TypeError(
+                        f"Layer {n!r} cannot be captured: {where} a TorchScript module "
+                        "(torch.jit.trace / torch.jit.script), whose forward runs a compiled "
+                        "graph that never calls the Python layers, so no hook sees them. Pass "
+                        "the eager module (the one that was traced or scripted)."
+                    )
                 raise ValueError(
                     f"Layer {n!r} was never called during the forward pass, so it has no "
                     "activations to explain; choose a layer on the model's forward path."

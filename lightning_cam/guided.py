@@ -24,7 +24,8 @@ backward on the positive part of the incoming gradient::
 For a ReLU, ``f'(x) = (x > 0)`` and this is exactly the rule above; for a smooth gate it keeps
 the gate's local slope (which GELU and SiLU make slightly negative for negative inputs) instead
 of a hard mask. ``F.gelu`` (``nn.GELU``, Hugging Face's GELU), ``F.silu`` (``nn.SiLU``) and
-``F.hardswish`` are intercepted like the ReLUs; in-place variants are computed out of place.
+``F.hardswish`` are intercepted like the ReLUs; in-place variants are computed out of place
+(inside non-reentrant checkpoints: ordinary gate, positive part of its output gradient).
 
 A model with none of these gates on its forward path has no guided backward at all (the result
 would be the plain gradient, silently): the engine refuses guided backprop for it. For
@@ -32,6 +33,15 @@ attention models (ViT, DeiT, Swin, MaxViT) gradients also flow through attention
 paths that no gate guides: guided images of them are mostly the plain gradient, and
 :func:`guided_support` says so — callers with defaults (callbacks) should leave guided images
 off there.
+
+Activation checkpointing (``torch.utils.checkpoint``): the non-reentrant kind re-runs a segment
+during the backward, where no ``TorchFunctionMode`` is active, and checks that the re-run saves
+the same tensors. Inside such a segment the ReLUs therefore run unchanged and the guided rule is
+a hook on their output's gradient (``R_l = relu'(f_l) * clamp(R_{l+1}, min=0)``, the same rule),
+so forward and re-run match. The reentrant kind runs its segment without autograd recording and
+re-runs it in its backward out of reach: ReLUs seen there are counted
+(:attr:`GuidedReLUMode.unrecorded_relus`) so that the engine can refuse instead of returning a
+plain gradient.
 
 Example:
     >>> import torch
@@ -53,6 +63,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from lightning_cam.wrappers import in_reentrant_checkpoint
 
 
 class GuidedSwitch:
@@ -101,6 +113,29 @@ class _SwitchableClamp(torch.autograd.Function):
             # gradient that is a clamp at 0 (in place: ``grad_in`` is a fresh tensor).
             grad_in = grad_in.clamp_(min=0)
         return grad_in, None, None, None, None
+
+
+def _in_checkpoint() -> bool:
+    """Whether a non-reentrant activation checkpoint records the current ops (its saved-tensor
+    hooks are on top): its backward re-runs them and checks they save the same tensors, so ops
+    are left as they are there."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    hooks = top(False) if top is not None else None
+    if hooks is None:
+        return False
+    pack = hooks[0]
+    return bool(getattr(pack, "_checkpoint_internal", False)) or "_checkpoint_hook" in getattr(
+        pack, "__qualname__", ""
+    )
+
+
+def _guided_grad_hook(switch: GuidedSwitch) -> Callable[[torch.Tensor], torch.Tensor | None]:
+    """Hook for the gradient arriving at a ReLU's output: positive part when guided."""
+
+    def hook(grad: torch.Tensor) -> torch.Tensor | None:
+        return grad.clamp(min=0) if switch.guided else None
+
+    return hook
 
 
 class _SwitchableGate(torch.autograd.Function):
@@ -257,17 +292,25 @@ class GuidedReLUMode(TorchFunctionMode):
     the backward (half the guided backward's memory on ResNets), but no gradient for its weight
     and bias. Everything else runs unchanged.
 
+    Inside non-reentrant activation checkpoints the ReLUs and batch norms run unchanged and the
+    guided rule is a gradient hook on the ReLU's output (see the module docstring).
+
     Args:
         switch: Shared switch read by the recorded ReLUs at backward time.
         inputs_only: The graph is only differentiated w.r.t. activations and inputs, never
             w.r.t. parameters.
+
+    Attributes:
+        unrecorded_relus: ReLUs seen inside a reentrant activation checkpoint, whose forward
+            records no graph and whose backward re-runs them without the guided rule.
+        gates: Gates recorded with the guided rule (ReLU family and smooth gates).
     """
 
     def __init__(self, switch: GuidedSwitch, inputs_only: bool = False) -> None:
         super().__init__()
         self.switch = switch
         self.inputs_only = inputs_only
-        #: Gates recorded with a switchable backward (ReLU family and smooth gates).
+        self.unrecorded_relus = 0
         self.gates = 0
 
     def __torch_function__(
@@ -280,19 +323,41 @@ class GuidedReLUMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is F.batch_norm and self.inputs_only:
             bn = _eval_batch_norm_args(args, kwargs)
-            if bn is not None and torch.is_grad_enabled() and bn[0].requires_grad:
+            if (
+                bn is not None
+                and torch.is_grad_enabled()
+                and bn[0].requires_grad
+                and not _in_checkpoint()
+            ):
                 return _EvalBatchNorm.apply(*bn)
             return func(*args, **kwargs)
         spec = _relu_spec(func, args, kwargs)
         if spec is not None:
             x, lo, hi, inplace = spec
-            if isinstance(x, torch.Tensor) and torch.is_grad_enabled() and x.requires_grad:
+            if not torch.is_grad_enabled():
+                if in_reentrant_checkpoint():
+                    self.unrecorded_relus += 1
+            elif isinstance(x, torch.Tensor) and x.requires_grad:
                 self.gates += 1
-                return _SwitchableClamp.apply(x, lo, hi, self.switch, inplace)
+                if _in_checkpoint():
+                    out = func(*args, **kwargs)
+                    if isinstance(out, torch.Tensor) and out.requires_grad:
+                        out.register_hook(_guided_grad_hook(self.switch))
+                    return out
+                else:
+                    return _SwitchableClamp.apply(x, lo, hi, self.switch, inplace)
         gate = _gate_spec(func, args, kwargs)
         if gate is not None:
             x, kind, approximate = gate
-            if isinstance(x, torch.Tensor) and torch.is_grad_enabled() and x.requires_grad:
+            if not torch.is_grad_enabled():
+                if in_reentrant_checkpoint():
+                    self.unrecorded_relus += 1
+            elif isinstance(x, torch.Tensor) and x.requires_grad:
                 self.gates += 1
+                if _in_checkpoint():  # f'(x) * max(grad, 0): autograd's f' after the hook
+                    out = func(*args, **kwargs)
+                    if isinstance(out, torch.Tensor) and out.requires_grad:
+                        out.register_hook(_guided_grad_hook(self.switch))
+                    return out
                 return _SwitchableGate.apply(x, kind, approximate, self.switch)
         return func(*args, **kwargs)

@@ -22,6 +22,8 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from lightning_cam.wrappers import unwrap
+
 LayerSpec = Union[str, nn.Module, Sequence[Union[str, nn.Module]], None]
 
 # Modules that pass a feature map along without learning anything of their own. The default layer
@@ -44,7 +46,7 @@ def _model_name(model: nn.Module) -> str:
 
 def close_layer_names(model: nn.Module, name: str, n: int = 5) -> list[str]:
     """Return the dotted module names of ``model`` closest to ``name`` (for error messages)."""
-    names = [k for k, _ in model.named_modules() if k]
+    names = [k for k, _ in model.named_modules(remove_duplicate=False) if k]
     matches = difflib.get_close_matches(name, names, n=n, cutoff=0.4)
     if not matches:
         # Fall back to names sharing the last component, then to the top-level children.
@@ -58,6 +60,12 @@ def close_layer_names(model: nn.Module, name: str, n: int = 5) -> list[str]:
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """Return the submodule of ``model`` with dotted name ``name``.
 
+    Every name the module tree answers to is accepted, also the aliases of a submodule
+    registered under several names (``self.cam_layer = self.backbone.layer4``), which
+    ``named_modules()`` lists once. For a model wrapped by ``torch.compile``, ``DataParallel`` or
+    DDP, names inside the wrapped module work with and without the wrapper's prefix
+    (``"_orig_mod.layer4"`` or ``"layer4"``; ``"module.layer4"`` or ``"layer4"``).
+
     Args:
         model: The model.
         name: A dotted module name as listed by ``model.named_modules()``.
@@ -70,9 +78,11 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     """
     if not isinstance(name, str):
         raise TypeError(f"layer name must be a str, got {type(name).__name__}")
-    modules = dict(model.named_modules())
-    if name in modules and name != "":
-        return modules[name]
+    if name:
+        for root in (model, unwrap(model)):
+            modules = dict(root.named_modules(remove_duplicate=False))
+            if name in modules and name != "":
+                return modules[name]
     hint = close_layer_names(model, name)
     raise ValueError(
         f"Unknown layer {name!r} in {_model_name(model)}. "
@@ -197,7 +207,9 @@ def _is_spatial(out: Any) -> bool:
     return isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[2] * out.shape[3] > 1
 
 
-def default_layer(model: nn.Module, images: torch.Tensor) -> str:
+def default_layer(
+    model: nn.Module, images: torch.Tensor, forward: Callable[..., Any] | None = None
+) -> str:
     """Find the default target layer with one probe forward pass.
 
     The default is the last module (in order of completion during the forward pass) whose output
@@ -209,9 +221,14 @@ def default_layer(model: nn.Module, images: torch.Tensor) -> str:
     The probe runs without autograd on the first image only, in the model's current mode; the
     caller (the engine) puts the model in eval mode first and restores it.
 
+    The choice depends on the input size (a small input can shrink the last stages to 1 x 1);
+    the engine resolves it for every input size it meets.
+
     Args:
         model: The model.
         images: A batch ``(B, C, H, W)``; only ``images[:1]`` is used.
+        forward: What to call with the images instead of ``model`` (e.g. its eager forward,
+            see :func:`lightning_cam.wrappers.eager_forward`).
 
     Returns:
         The dotted name of the default layer.
@@ -234,7 +251,7 @@ def default_layer(model: nn.Module, images: torch.Tensor) -> str:
     handles = [m.register_forward_hook(hook) for m in names]
     try:
         with torch.no_grad():
-            model(images[:1])
+            (forward if forward is not None else model)(images[:1])
     finally:
         for h in handles:
             h.remove()

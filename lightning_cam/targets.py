@@ -13,12 +13,106 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
+import numpy as np
 import torch
 
-TargetSpec = Union[None, int, Sequence[int], torch.Tensor, Callable[[Any], torch.Tensor]]
+TargetSpec = Union[
+    None, int, Sequence[int], torch.Tensor, np.ndarray, Callable[[Any], torch.Tensor]
+]
+
+_TARGET_KINDS = (
+    "None, an int class id (any integer type: int, numpy integer, 0-d integer tensor), "
+    "per-image class ids (a list / tuple of ints, a 1-D integer numpy array or tensor), or a "
+    "callable output -> (B,) scores (None: each image's predicted class)"
+)
+
+
+def _scalar_id(value: Any) -> int | None:
+    """An integer class id from an int of any type or a 0-d integer tensor / array, else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
+        kind_ok = (
+            value.dtype.kind in "iu"
+            if isinstance(value, np.ndarray)
+            else not (value.dtype.is_floating_point or value.dtype.is_complex
+                      or value.dtype == torch.bool)
+        )
+        return int(value) if kind_ok else None
+    return None
+
+
+def normalize_target(target: Any) -> None | int | torch.Tensor | Callable[[Any], torch.Tensor]:
+    """Bring a class target to one of four canonical forms, or refuse it.
+
+    Accepts what users naturally pass: ``None``; an integer of any type (``int``,
+    ``numpy.int64``, a 0-d integer tensor such as ``logits.argmax()``, a 0-d numpy array);
+    per-image ids as a list / tuple of integers, a 1-D integer numpy array or a 1-D integer
+    tensor of any integer dtype; or a callable ``output -> (B,)`` scores.
+
+    Args:
+        target: The target as given by the user.
+
+    Returns:
+        ``None``, a Python ``int``, a 1-D ``torch.long`` tensor on the CPU, or the callable.
+
+    Raises:
+        TypeError: Anything else (strings, floats, booleans, float arrays ...), naming the value.
+        ValueError: Integer ids with more than one dimension.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> normalize_target(np.int64(2)), normalize_target(torch.tensor(3))
+        (2, 3)
+        >>> normalize_target(np.array([1, 2], dtype=np.int32))
+        tensor([1, 2])
+    """
+    if target is None:
+        return None
+    if callable(target) and not isinstance(target, (torch.Tensor, np.ndarray)):
+        return target  # type: ignore[no-any-return]
+    if isinstance(target, (bool, np.bool_)):
+        raise TypeError(f"target must be {_TARGET_KINDS}; got the bool {target!r}")
+    if isinstance(target, numbers.Integral):
+        return int(target)
+    ids: torch.Tensor
+    if isinstance(target, torch.Tensor):
+        ids = target.detach()
+    elif isinstance(target, np.ndarray):
+        if target.dtype.kind not in "iu":
+            raise TypeError(
+                f"target must be {_TARGET_KINDS}; got a numpy array of dtype {target.dtype}"
+            )
+        ids = torch.from_numpy(target.astype(np.int64))
+    elif isinstance(target, Sequence) and not isinstance(target, (str, bytes)):
+        values = [_scalar_id(v) for v in target]
+        bad = [v for v, i in zip(target, values, strict=True) if i is None]
+        if bad:
+            raise TypeError(
+                f"target must be {_TARGET_KINDS}; got a {type(target).__name__} holding "
+                f"{bad[0]!r} ({type(bad[0]).__name__})"
+            )
+        ids = torch.tensor(values, dtype=torch.long)
+    else:
+        raise TypeError(
+            f"target must be {_TARGET_KINDS}; got {target!r} ({type(target).__name__})"
+        )
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"target must be {_TARGET_KINDS}; got a tensor of dtype {ids.dtype}")
+    if ids.dim() == 0:
+        return int(ids)
+    if ids.dim() != 1:
+        raise ValueError(f"target class ids must be 1-D, got shape {tuple(ids.shape)}")
+    # An ordinary tensor even when made (or given) under ``torch.inference_mode()``, e.g. in
+    # Lightning's validate/test loops: autograd refuses inference tensors in the target's gather.
+    with torch.inference_mode(False):
+        return ids.to(device="cpu", dtype=torch.long).clone()
 
 
 def extract_logits(output: Any) -> torch.Tensor:
@@ -61,15 +155,13 @@ class ClassTarget:
         last_class_ids: The class ids used by the last call, ``(B,)`` long tensor.
     """
 
-    def __init__(self, class_ids: None | int | Sequence[int] | torch.Tensor = None) -> None:
-        if isinstance(class_ids, bool) or (
-            class_ids is not None and not isinstance(class_ids, (int, Sequence, torch.Tensor))
-        ):
-            raise TypeError(
-                "target must be None, an int class id, a sequence / 1-D tensor of class ids, "
-                f"or a callable; got {type(class_ids).__name__}"
-            )
-        self.class_ids = class_ids
+    def __init__(
+        self, class_ids: None | int | Sequence[int] | torch.Tensor | np.ndarray = None
+    ) -> None:
+        ids = normalize_target(class_ids)
+        if callable(ids) and not isinstance(ids, torch.Tensor):
+            raise TypeError(f"class_ids must be class ids, not a callable; got {ids!r}")
+        self.class_ids: None | int | torch.Tensor = ids
         self.last_class_ids: torch.Tensor | None = None
 
     def resolve(self, logits: torch.Tensor) -> torch.Tensor:
@@ -81,17 +173,12 @@ class ClassTarget:
         elif isinstance(ids, int):
             out = torch.full((batch,), ids, dtype=torch.long, device=logits.device)
         else:
-            out = torch.as_tensor(ids, device=logits.device)
-            if out.dim() != 1:
-                raise ValueError(f"target class ids must be 1-D, got shape {tuple(out.shape)}")
-            if out.dtype.is_floating_point or out.dtype == torch.bool:
-                raise TypeError(f"target class ids must be integers, got dtype {out.dtype}")
+            out = ids.to(logits.device)
             if out.numel() != batch:
                 raise ValueError(
                     f"target has {out.numel()} class ids but the batch has {batch} images; "
                     "give one id per image or a single int."
                 )
-            out = out.long()
         if out.numel() and (int(out.min()) < 0 or int(out.max()) >= num_classes):
             bad = int(out.min()) if int(out.min()) < 0 else int(out.max())
             raise ValueError(
@@ -108,10 +195,15 @@ class ClassTarget:
 
 
 def as_target(target: TargetSpec) -> Callable[[Any], torch.Tensor]:
-    """Turn a target specification into a callable ``output -> (B,)`` scores."""
-    if callable(target) and not isinstance(target, torch.Tensor):
-        return target
-    return ClassTarget(target)  # type: ignore[arg-type]
+    """Turn a target specification into a callable ``output -> (B,)`` scores.
+
+    Raises:
+        TypeError, ValueError: As :func:`normalize_target`.
+    """
+    spec = normalize_target(target)
+    if callable(spec) and not isinstance(spec, torch.Tensor):
+        return spec
+    return ClassTarget(spec)
 
 
 # ----------------------------------------------------------------------------- segmentation

@@ -64,6 +64,10 @@ def test_floors_and_ours_run_and_render(bench: ModuleType) -> None:
         assert len(r["times"]) == 1 and r["median"] > 0
     both = next(r for r in rows if r["key"] == "ours.both")
     assert both["diff"]["gradcam"]["max"] == 0.0 and both["diff"]["gradcam++"]["max"] == 0.0
+    # Every gradient method of the registry from one call: the same maps as one call each.
+    allgrad = next(r for r in rows if r["key"] == "ours.allgrad")
+    assert set(allgrad["diff"]) == set(bench.GRADIENT) and len(bench.GRADIENT) >= 7
+    assert all(d["max"] == 0.0 for d in allgrad["diff"].values()), allgrad["diff"]
     table, targets = bench.model_table(rows, None)
     assert "lightning-cam" in table and "gradcam_vs_floor" in targets
     args = bench.parse_args(["--quick", "--models", "tiny"])
@@ -74,6 +78,7 @@ def test_floors_and_ours_run_and_render(bench: ModuleType) -> None:
     text = bench.report(json.loads(json.dumps(raw, default=str)))  # what --render-json reads
     assert text.startswith("# lightning-cam benchmarks")
     assert "## tiny (layer `features`)" in text and "Grad-CAM <= 1.10 x" in text
+    assert "each gradient method <= 1.10 x" in text and "Eigen-CAM and CAM <= 1.05 x" in text
 
 
 def test_peers_agree_with_ours_on_a_relu_model(bench: ModuleType) -> None:
@@ -84,7 +89,8 @@ def test_peers_agree_with_ours_on_a_relu_model(bench: ModuleType) -> None:
     assert all("median" in r for r in rows), [r for r in rows if "median" not in r]
     # Same formula, same ReLU modules: the normalised maps agree up to interpolation rounding.
     for key in ("pgc.gradcam", "captum.gradcam", "torchcam.gradcam", "pgc.gbp", "captum.gbp",
-                "pgc.ggc"):
+                "pgc.ggc", "pgc.hirescam", "pgc.gradcam-elementwise", "pgc.xgradcam",
+                "pgc.layercam", "torchcam.xgradcam", "torchcam.layercam", "torchcam.cam"):
         for method, d in by[key]["diff"].items():
             assert d["max"] < 1e-3, (key, method, d)
 

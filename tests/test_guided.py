@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 import lightning_cam as lc
 
@@ -70,6 +71,27 @@ def test_guided_backprop_matches_reference(kind: str) -> None:
     xg = x.clone().requires_grad_(True)
     plain = torch.autograd.grad(model(xg)[:, 2].sum(), xg)[0]
     assert not torch.allclose(gb, plain)
+
+
+class CheckpointedMLP(MLP):
+    """The same MLP run inside a non-reentrant activation checkpoint."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return checkpoint(super().forward, x, use_reentrant=False)
+
+
+@pytest.mark.parametrize("kind", sorted(ACTS))
+def test_guided_backprop_inside_a_non_reentrant_checkpoint(kind: str) -> None:
+    """The segment is re-run in the backward without the guided mode: the rule is a gradient
+    hook there, and the re-run saves the same tensors as the forward."""
+    act, hi = ACTS[kind]
+    torch.manual_seed(1)
+    model = CheckpointedMLP(act)
+    with torch.no_grad():
+        model.l1.weight.mul_(8)
+    x = torch.randn(4, 3, 2, 2)
+    gb = lc.GuidedBackprop(model)(x, target=2)
+    torch.testing.assert_close(gb, reference_guided(model, x, 2, hi), rtol=1e-5, atol=1e-6)
 
 
 def test_relu6_cap_is_respected() -> None:

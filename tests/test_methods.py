@@ -131,5 +131,6 @@ def test_upsampled_map_is_bilinear_resize_then_normalised() -> None:
 def test_method_names() -> None:
     assert method_name("Grad-CAM++") == "gradcam++"
     assert method_name("GradCAM") == "gradcam"
-    with pytest.raises(ValueError, match="Unknown method 'scorecam'"):
-        method_name("scorecam")
+    assert method_name("Score-CAM") == "scorecam"  # issue 14: every method of the field
+    with pytest.raises(ValueError, match="Unknown method 'fullgrad'"):
+        method_name("fullgrad")

@@ -1,6 +1,7 @@
 """Detection support of the CAM callbacks: probes, maps, pictures and scores for detectors.
 
-A LightningModule that is or wraps a torchvision detector (see
+:class:`DetectionTask` is the task strategy; the functions are its parts. A LightningModule
+that is or wraps a torchvision detector (see
 :func:`lightning_cam.detection.find_detector`) validates on batches of torchvision's detection
 format, ``(list of (C, H, W) images, list of target dicts with "boxes" and "labels")``. The
 callbacks then keep a probe set of images and targets, explain each probe's top detections with
@@ -10,14 +11,21 @@ image) and log one picture per method and layer plus the detection pointing game
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import difflib
+import math
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from lightning_cam import viz
+from lightning_cam._compat import MisconfigurationException
+from lightning_cam.callbacks.task import TaskStrategy
+
+if TYPE_CHECKING:
+    from lightning_cam.callbacks.base import CAMCallback
 
 DetProbe = tuple[torch.Tensor, dict[str, torch.Tensor] | None]
 
@@ -145,3 +153,169 @@ def pointing_scores(
         "pointing_game": float(torch.cat(hits).mean()),
         "energy_pointing_game": float(torch.cat(energy).mean()),
     }
+
+
+class DetectionTask(TaskStrategy):
+    """Detectors: a LightningModule that is or wraps a torchvision detector (see
+    :func:`lightning_cam.detection.find_detector`) or a detectron2 ``GeneralizedRCNN`` /
+    ``RetinaNet``. Probes are ``(image, target)`` pairs; results one
+    :class:`~lightning_cam.detection.DetectionResult` per probe image."""
+
+    name = "detection"
+    state_name = "det_probes"
+
+    def __init__(self, callback: CAMCallback) -> None:
+        super().__init__(callback)
+        self.detector: Any = None
+        self.backend = "torchvision"
+        self.prefix = ""
+
+    @staticmethod
+    def _find(pl_module: Any) -> tuple[Any, str]:
+        from lightning_cam.detection import find_detector
+        from lightning_cam.detection.detectron2 import find_detectron2_model
+
+        detector = find_detector(pl_module)
+        if detector is not None:
+            return detector, "torchvision"
+        return find_detectron2_model(pl_module), "detectron2"
+
+    @classmethod
+    def applies(cls, pl_module: Any) -> bool:
+        return cls._find(pl_module)[0] is not None
+
+    def setup(self, trainer: Any, pl_module: Any) -> None:
+        self.detector, self.backend = self._find(pl_module)
+        self.prefix = detector_prefix(pl_module, self.detector)
+        if self.options.layer is None:
+            return
+        for name in self.options.layer:
+            if detector_layer(name, self.prefix, self.detector) is None:
+                names = [n for n, _ in self.detector.named_modules() if n]
+                close = difflib.get_close_matches(name, names, n=5)
+                raise MisconfigurationException(
+                    f"layer={name!r} is not a module of the detector "
+                    f"{type(self.detector).__name__} in {type(pl_module).__name__}. "
+                    f"Closest names: {', '.join(close) if close else '(none)'}. Use a dotted name "
+                    "from the detector's named_modules() (e.g. 'backbone.body.layer4'), or "
+                    "layer=None for the backbone's last stage."
+                )
+
+    def split(
+        self, batch: Any
+    ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]] | None] | None:
+        """``(images, targets)`` of a detection batch, ``None`` when it is none."""
+        from lightning_cam.detection import split_detection_batch
+        from lightning_cam.detection.detectron2 import split_detectron2_batch
+
+        if self.backend == "detectron2":
+            fmt = getattr(self.detector, "input_format", "BGR")
+            return split_detection_batch(batch) or split_detectron2_batch(batch, fmt)
+        return split_detection_batch(batch)
+
+    def capture(self, batch: Any) -> list[Any]:
+        parts = self.callback.extract_detection(batch)
+        if parts is None:
+            raise MisconfigurationException(
+                f"{type(self.callback).__name__}: the LightningModule wraps a detector "
+                f"({type(self.detector).__name__}), so validation batches must be "
+                "(list of (C, H, W) float images, list of target dicts with 'boxes' and "
+                f"'labels'); got {type(batch).__name__}. Override extract_detection() for "
+                "other layouts."
+            )
+        images, targets = parts
+        # references only: the probe set copies the samples it keeps
+        return [
+            (
+                image,
+                {k: v for k, v in targets[i].items() if isinstance(v, torch.Tensor)}
+                if targets is not None and isinstance(targets[i], dict)
+                else None,
+            )
+            for i, image in enumerate(images)
+        ]
+
+    def check(self, trainer: Any, pl_module: Any, batch: Any, validation: bool) -> None:
+        if validation:
+            self.capture(batch)
+
+    def layers(self) -> list[str]:
+        """Layer names relative to the detector (default: the backbone's last stage)."""
+        from lightning_cam.detection import default_detection_layer
+        from lightning_cam.detection.detectron2 import default_detectron2_layer
+
+        if self.options.layer is None:
+            if self.backend == "detectron2":
+                return [default_detectron2_layer(self.detector)]
+            return [default_detection_layer(self.detector)]
+        out = []
+        for name in self.options.layer:
+            rel = detector_layer(name, self.prefix, self.detector)
+            out.append(rel if rel is not None else name)
+        return out
+
+    def share_key(self) -> Hashable:
+        o = self.options
+        return (
+            o.num_samples,
+            o.metrics_num_samples,
+            o.dataloader_idx,
+            o.detection_top_k,
+            o.detection_score_threshold,
+        )
+
+    def plan(self, group: Sequence[CAMCallback], pl_module: Any, probes: Any) -> Hashable:
+        methods: list[str] = []
+        layers: list[str] = []
+        for cb in group:
+            task = cb.task
+            assert isinstance(task, DetectionTask)
+            methods += [m for m in cb.options.methods if m not in methods]
+            layers += [n for n in task.layers() if n not in layers]
+        return tuple(methods), tuple(layers)
+
+    def compute(self, trainer: Any, pl_module: Any, probes: Any, plan: Any) -> list[Any]:
+        from lightning_cam.detection import DetectionExplainer
+
+        methods, layers = plan
+        names = getattr(pl_module, "class_names", None)
+        if not isinstance(names, (list, tuple)):
+            names = self.class_names(trainer, pl_module)
+        kwargs: dict[str, Any] = {
+            "layer": list(layers),
+            "methods": list(methods),
+            "score_threshold": self.options.detection_score_threshold,
+            "top_k": self.options.detection_top_k,
+            "class_names": list(names) if names else None,
+        }
+        explainer: Any
+        if self.backend == "detectron2":
+            from lightning_cam.detection.detectron2 import Detectron2Explainer
+
+            # images from detectron2's loaders are already resized by its mapper
+            explainer = Detectron2Explainer(self.detector, min_size=0, **kwargs)
+        else:
+            explainer = DetectionExplainer(self.detector, **kwargs)
+        device = getattr(pl_module, "device", torch.device("cpu"))
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return [explainer(image) for image, _ in probes]
+
+    def present(
+        self, trainer: Any, pl_module: Any, probes: Any, result: Any
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        opts = self.options
+        n = min(opts.num_samples, len(probes))
+        pictures: dict[str, np.ndarray] = {}
+        scalars: dict[str, float] = {}
+        for method in opts.methods:
+            for layer in self.layers():
+                tag = f"{method}/{layer}"
+                if any(k in ("overlay", "heatmap") for k in opts.kinds):
+                    pictures[f"{tag}/detections"] = render_grid(
+                        probes[:n], result[:n], method, layer, opts.detection_top_k,
+                        opts.tile_size, opts.alpha, opts.colormap,
+                    )
+                for name, value in pointing_scores(probes, result, method, layer).items():
+                    if name in opts.metrics and math.isfinite(value):
+                        scalars[f"{tag}/{name}"] = value
+        return pictures, scalars

@@ -207,7 +207,7 @@ class ShapesDataset(Dataset):
         else:
             cv2.fillPoly(
                 alpha,
-                _fixed(_polygon(shape, cx, cy, r, angle)),
+                list(_fixed(_polygon(shape, cx, cy, r, angle))),  # one (N, 2) polygon
                 255,
                 lineType=cv2.LINE_AA,
                 shift=_SHIFT,

@@ -44,7 +44,7 @@ def make_module_cls(namespace: str = "pytorch_lightning") -> type:
             self.log("train_loss", loss)
             return loss
 
-        def validation_step(self, batch: Any, batch_idx: int) -> None:
+        def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
             x, y = self._split(batch)
             self.log("val_loss", nn.functional.cross_entropy(self(x), y))
 
@@ -139,3 +139,79 @@ def scalar_events(log_dir: str) -> dict[str, list[Any]]:
         for tag in acc.Tags()["scalars"]:
             out.setdefault(tag, []).extend(acc.Scalars(tag))
     return out
+
+
+def make_output_module_cls(output: str = "tuple", namespace: str = "pytorch_lightning") -> type:
+    """TinyModule whose ``forward`` returns ``(logits, features)`` (``"tuple"``), a dict without
+    ``"logits"`` (``"dict"``: ``{"scores": logits, "embedding": (B, 8)}``), or logits of images
+    it converts itself from uint8 (``"uint8"``: ``x.float() / 255``)."""
+    base = make_module_cls(namespace)
+
+    class OutputModule(base):  # type: ignore[misc, valid-type]
+        def forward(self, x: torch.Tensor) -> Any:
+            if output == "uint8":
+                x = x.float() / 255
+            feats = self.backbone(x)
+            logits = self.head(feats.mean(dim=(2, 3)))
+            if output == "tuple":
+                return logits, feats
+            if output == "dict":
+                return {"scores": logits, "embedding": feats.mean(dim=(2, 3))}
+            return logits
+
+        def logits(self, x: torch.Tensor) -> torch.Tensor:
+            out = self(x)
+            return logits_of(out)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = self._split(batch)
+            return nn.functional.cross_entropy(self.logits(x), y)
+
+        def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+            x, y = self._split(batch)
+            self.log("val_loss", nn.functional.cross_entropy(self.logits(x), y))
+
+    return OutputModule
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of the OutputModule's outputs (an ``output_transform`` by dotted path)."""
+    if isinstance(output, tuple):
+        return output[0]
+    if isinstance(output, dict):
+        return output["scores"]
+    return output
+
+
+def make_trainer(root: Any, callbacks: list[Any], **kw: Any) -> Any:
+    """A quiet CPU ``pytorch_lightning.Trainer`` logging to TensorBoard at ``{root}/tb/version_0``
+    unless ``logger`` is given."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    kw.setdefault("logger", TensorBoardLogger(str(root), name="tb", version=0))
+    kw.setdefault("max_epochs", 1)
+    kw.setdefault("enable_checkpointing", False)
+    return pl.Trainer(
+        default_root_dir=str(root),
+        callbacks=callbacks,
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        **kw,
+    )
+
+
+def tb_dir(root: Any) -> str:
+    return os.path.join(str(root), "tb", "version_0")
+
+
+def decode(event: Any) -> Any:
+    """An image event's picture as an RGB uint8 array."""
+    import cv2
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(event.encoded_image_string, np.uint8), cv2.IMREAD_COLOR)
+    return img[..., ::-1]

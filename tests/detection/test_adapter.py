@@ -293,7 +293,7 @@ def test_no_detection_above_threshold_gives_empty_result(frcnn, image):
     [
         ({"layer": "backbone.body.layer9"}, ValueError, "Closest layer names"),
         ({"layer": "roi_heads.box_head.fc6"}, ValueError, "roi_cams=True"),
-        ({"methods": ("gradcam", "scorecam")}, ValueError, "Unknown method"),
+        ({"methods": ("gradcam", "fullgrad")}, ValueError, "Unknown method"),
         ({"top_k": 0}, ValueError, "top_k"),
         ({"roi_cams": True}, ValueError, "two-stage"),
     ],

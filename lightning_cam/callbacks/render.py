@@ -1,0 +1,204 @@
+"""Rendering for the classification task: labelled grids per method, layer and kind, and the
+explanation-quality scalars. Pure presentation: every map comes from the shared computation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from lightning_cam import viz
+from lightning_cam.callbacks.options import CAMOptions
+from lightning_cam.engine import Explanation
+
+
+def display_images(images: torch.Tensor, options: CAMOptions) -> list[np.ndarray]:
+    """``uint8`` RGB pictures of probe images ``(N, C, H, W)`` (``mean``/``std`` undone)."""
+    return [
+        viz.to_uint8_image(img if img.dtype == torch.uint8 else img.float(),
+                           mean=options.mean, std=options.std)
+        for img in images
+    ]
+
+
+def resize_tile(tile: np.ndarray, size: int) -> np.ndarray:
+    """Scale ``tile`` so its shorter side is ``size`` (nearest when enlarging: crisp pixels)."""
+    import cv2
+
+    h, w = tile.shape[:2]
+    scale = size / min(h, w)
+    if abs(scale - 1) < 1e-6:
+        return tile
+    interp = cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA
+    return cv2.resize(
+        tile, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp
+    )
+
+
+def tile_labels(
+    result: Explanation,
+    labels: torch.Tensor | None,
+    n: int,
+    names: Sequence[str] | None,
+    show_cam_class: bool,
+) -> list[str]:
+    """One caption per shown probe: predicted class and probability (or the explained score
+    when the output has no logits), the true label, and the explained class when it is not the
+    prediction."""
+
+    def nm(i: int) -> str:
+        return names[i] if names is not None and 0 <= i < len(names) else str(i)
+
+    probs = result.logits.float().softmax(dim=1).cpu() if result.logits is not None else None
+    out: list[str] = []
+    for i in range(n):
+        parts = []
+        if probs is not None:
+            pred = int(probs[i].argmax())
+            parts.append(f"pred {nm(pred)} {float(probs[i, pred]):.2f}")
+        elif result.scores is not None:
+            parts.append(f"score {float(result.scores[i]):.2f}")
+        if labels is not None and labels.dim() == 1:
+            parts.append(f"true {nm(int(labels[i]))}")
+        if result.class_ids is not None and show_cam_class:
+            parts.append(f"cam {nm(int(result.class_ids[i]))}")
+        out.append(" | ".join(parts))
+    return out
+
+
+def render_grids(
+    options: CAMOptions,
+    probes: Mapping[str, torch.Tensor],
+    result: Explanation,
+    layers: Sequence[str],
+    names: Sequence[str] | None,
+) -> dict[str, np.ndarray]:
+    """The grid pictures (``uint8`` HWC) keyed by tag ``{method}/{layer}/{kind}``."""
+    n = min(options.num_samples, probes["image"].shape[0])
+    base = display_images(probes["image"][:n], options)
+    labels = tile_labels(result, probes.get("label"), n, names, options.target != "pred")
+    ncol = min(n, 4) if n > 0 else 1
+    pictures: dict[str, np.ndarray] = {}
+    for method in options.methods:
+        for layer in layers:
+            cams = result.cams[method][layer][:n].cpu()
+            for kind in options.kinds:
+                tiles = []
+                for i in range(n):
+                    if kind == "heatmap":
+                        tile = viz.colorize(cams[i], colormap=options.colormap)
+                    elif kind == "overlay":
+                        tile = viz.overlay(
+                            base[i], cams[i], alpha=options.alpha, colormap=options.colormap
+                        )
+                    elif kind == "guided_backprop":
+                        assert result.guided is not None
+                        tile = viz.gradients_to_image(result.guided[i].cpu())
+                    else:
+                        tile = viz.gradients_to_image(result.guided_cams[method][layer][i].cpu())
+                    tile = resize_tile(tile, options.tile_size)
+                    if labels[i]:
+                        tile = viz.draw_label(tile, labels[i])
+                    tiles.append(tile)
+                pictures[f"{method}/{layer}/{kind}"] = viz.make_grid(tiles, ncol=ncol)
+    return pictures
+
+
+def pointing_tolerance(options: CAMOptions, images: torch.Tensor) -> float:
+    """The pointing game's hit radius in pixels: ``pointing_game_tolerance``, or the original
+    protocol's 15 pixels at 224 x 224 scaled to the images' shorter side."""
+    if options.pointing_game_tolerance is not None:
+        return options.pointing_game_tolerance
+    return 15.0 * min(int(images.shape[-2]), int(images.shape[-1])) / 224.0
+
+
+class MetricScalars:
+    """Explanation-quality scalars of the classification task, keyed by ``{method}/{layer}/
+    {metric}``. Keeps the pointing game's dilated objects of the last probe set."""
+
+    def __init__(self) -> None:
+        self._objects: tuple[Any, torch.Tensor] | None = None
+
+    def _pointing_objects(
+        self, token: Any, gt: Mapping[str, torch.Tensor], tolerance: float, size: Any
+    ) -> torch.Tensor:
+        from lightning_cam import metrics as M
+
+        key = (token, tolerance, tuple(size))
+        if self._objects is not None and self._objects[0] == key:
+            return self._objects[1]
+        if "masks" in gt:
+            objects = gt["masks"]
+        else:
+            objects = M.boxes_to_masks(gt["boxes"], int(size[0]), int(size[1]))
+        objects = M._dilate(objects, tolerance)
+        self._objects = (key, objects)
+        return objects
+
+    def __call__(
+        self,
+        options: CAMOptions,
+        probes: Mapping[str, torch.Tensor],
+        token: Any,
+        model: Any,
+        images: torch.Tensor,
+        result: Any,
+        layers: Sequence[str],
+    ) -> dict[str, float]:
+        """Scalars for ``result``; ``model`` answers logits (faithfulness metrics) and
+        ``images`` are its inputs (on its device)."""
+        from lightning_cam import metrics as M
+
+        out: dict[str, float] = {}
+        if not options.metrics:
+            return out
+        masks = probes.get("mask")
+        boxes = probes.get("box")
+        tolerance = pointing_tolerance(options, probes["image"])
+        gt: dict[str, torch.Tensor] = {}
+        if masks is not None and masks.dim() == 3:
+            gt["masks"] = masks.bool()
+        elif boxes is not None and boxes.dim() == 2 and boxes.shape[1] == 4:
+            gt["boxes"] = boxes.float()
+        class_ids = result.class_ids
+        wanted = set(options.metrics)
+        for method in options.methods:
+            for layer in layers:
+                maps = result.cams[method][layer].float()
+                tag = f"{method}/{layer}"
+                if gt and "pointing_game" in wanted:
+                    # the probes' objects, dilated by the tolerance once per probe set
+                    objects = self._pointing_objects(token, gt, tolerance, maps.shape[-2:])
+                    out[f"{tag}/pointing_game"] = float(
+                        M.pointing_game(maps.cpu(), masks=objects).mean()
+                    )
+                if gt and "energy_pointing_game" in wanted:
+                    out[f"{tag}/energy_pointing_game"] = float(
+                        M.energy_pointing_game(
+                            maps.cpu(), masks=gt.get("masks"), boxes=gt.get("boxes")
+                        ).mean()
+                    )
+                if class_ids is None:
+                    continue
+                dev = images.device
+                if wanted & {"average_drop", "increase_in_confidence"}:
+                    drop, inc = M.average_drop_increase(
+                        model, images, maps.to(dev), class_ids.to(dev)
+                    )
+                    if "average_drop" in wanted:
+                        out[f"{tag}/average_drop"] = float(drop.mean())
+                    if "increase_in_confidence" in wanted:
+                        out[f"{tag}/increase_in_confidence"] = float(inc.float().mean() * 100)
+                if wanted & {"deletion_auc", "insertion_auc"}:
+                    dele, ins = M.deletion_insertion_auc(
+                        model, images, maps.to(dev), class_ids.to(dev)
+                    )
+                    if "deletion_auc" in wanted:
+                        out[f"{tag}/deletion_auc"] = float(dele.mean())
+                    if "insertion_auc" in wanted:
+                        out[f"{tag}/insertion_auc"] = float(ins.mean())
+        return {k: v for k, v in out.items() if math.isfinite(v)}

@@ -1,0 +1,130 @@
+"""Task strategies: what a CAM callback captures, computes and shows for one kind of model.
+
+The callback (:class:`~lightning_cam.callbacks.CAMCallback`) only schedules; a task strategy
+does the rest for its kind of model:
+
+* :meth:`TaskStrategy.applies` says whether it serves a LightningModule (detectors, ...; the
+  first class in :data:`lightning_cam.callbacks.tasks.TASKS` that applies is used);
+* :meth:`~TaskStrategy.setup` validates the options against the module;
+* :meth:`~TaskStrategy.capture` pulls per-sample probes out of a batch and
+  :meth:`~TaskStrategy.assemble` fixes the probe set;
+* :meth:`~TaskStrategy.check` is the probe forward at the first batch: it validates the output,
+  the layers and the batch layout, so a misconfiguration is refused before training time is
+  spent;
+* :meth:`~TaskStrategy.plan` / :meth:`~TaskStrategy.compute` give the shared computation (the
+  union of the methods and layers of the callbacks that share it);
+* :meth:`~TaskStrategy.present` turns a result into pictures and scalars.
+
+A new task (segmentation, say) is one subclass added to ``TASKS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from lightning_cam.callbacks.base import CAMCallback
+
+
+class TaskStrategy:
+    """Base class of the task strategies (see the module docstring).
+
+    Args:
+        callback: The callback served; its ``options`` hold the validated arguments.
+
+    Attributes:
+        name: Short name, part of the shared computation's keys.
+        state_name: Key of the probe set in the callback's ``state_dict``.
+    """
+
+    name: ClassVar[str] = "task"
+    state_name: ClassVar[str] = "probes"
+
+    def __init__(self, callback: CAMCallback) -> None:
+        self.callback = callback
+        self.options = callback.options
+
+    @classmethod
+    def applies(cls, pl_module: Any) -> bool:
+        """Whether this strategy serves ``pl_module``."""
+        raise NotImplementedError
+
+    def setup(self, trainer: Any, pl_module: Any) -> None:
+        """Validate the options against the module (layer names, class ids)."""
+
+    def capture(self, batch: Any) -> list[Any]:
+        """Per-sample probes of a validation batch (tensors; copied by the probe set).
+
+        Raises:
+            MisconfigurationException: When the batch cannot be explained, with the fix.
+        """
+        raise NotImplementedError
+
+    def assemble(self, samples: list[Any]) -> Any:
+        """The probe set from the captured samples."""
+        return samples
+
+    def check(self, trainer: Any, pl_module: Any, batch: Any, validation: bool) -> None:
+        """Probe forward on a few samples of ``batch``: refuse what cannot work (model output,
+        layers, layout; with ``validation``, the validation batch's own fields too)."""
+
+    def share_key(self) -> Hashable:
+        """What must agree for two callbacks to share one computation (probe settings)."""
+        raise NotImplementedError
+
+    def plan(self, group: Sequence[CAMCallback], pl_module: Any, probes: Any) -> Hashable:
+        """What the shared computation computes for ``group`` (methods, layers, ...)."""
+        raise NotImplementedError
+
+    def compute(self, trainer: Any, pl_module: Any, probes: Any, plan: Any) -> Any:
+        """Run the shared computation of ``plan`` on the probes with ``pl_module``."""
+        raise NotImplementedError
+
+    def present(
+        self, trainer: Any, pl_module: Any, probes: Any, result: Any
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """This callback's pictures and scalars of ``result``, keyed by tag (no prefix)."""
+        raise NotImplementedError
+
+    def on_result(self, result: Any) -> None:
+        """Called with each result this callback presents (keeps ``last_explanation``)."""
+
+    # helpers for subclasses ------------------------------------------------------------------
+
+    def class_names(self, trainer: Any, pl_module: Any) -> list[str] | None:
+        """``class_names`` of the options, the datamodule, the module or its hparams."""
+        if self.options.class_names is not None:
+            return self.options.class_names
+        for obj in (
+            getattr(trainer, "datamodule", None),
+            pl_module,
+            getattr(pl_module, "hparams", None),
+        ):
+            if obj is None:
+                continue
+            names = (
+                obj.get("class_names")
+                if isinstance(obj, Mapping)
+                else getattr(obj, "class_names", None)
+            )
+            if isinstance(names, (list, tuple)) and names:
+                return [str(n) for n in names]
+        return None
+
+    @staticmethod
+    def num_classes(trainer: Any, pl_module: Any) -> int | None:
+        """``num_classes`` of the datamodule or the module's hparams, when known."""
+        for obj in (getattr(trainer, "datamodule", None), getattr(pl_module, "hparams", None)):
+            if obj is None:
+                continue
+            val = (
+                obj.get("num_classes")
+                if isinstance(obj, Mapping)
+                else getattr(obj, "num_classes", None)
+            )
+            if isinstance(val, int) and not isinstance(val, bool):
+                return val
+        return None

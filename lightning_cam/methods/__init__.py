@@ -1,0 +1,191 @@
+"""The method registry: every CAM method of lightning-cam, in one place.
+
+:data:`METHODS` maps each canonical name to a :class:`Method` — its public class name, kind
+(``gradient``: weights from activations and gradients, one forward + one backward shared by all;
+``activation``: activations only, no backward; ``perturbation``: extra forward passes), paper,
+aliases and computation. The public classes (``lc.GradCAM`` ... ``lc.ScoreCAM``), ``explain`` /
+``Explainer``, the callbacks and the tools all read it; adding a method is one function (in
+:mod:`.gradient`, :mod:`.activation` or :mod:`.perturbation`) plus one :func:`register` call.
+
+Example:
+    >>> import torch
+    >>> A = torch.rand(2, 8, 7, 7); g = torch.randn(2, 8, 7, 7)
+    >>> cam = combine(A, gradcam_weights(A, g))
+    >>> cam.shape
+    torch.Size([2, 7, 7])
+    >>> METHODS["layercam"].kind, method_name("Score-CAM")
+    ('gradient', 'scorecam')
+"""
+
+from __future__ import annotations
+
+from lightning_cam.methods.activation import cam_weights, eigencam_map
+from lightning_cam.methods.core import (
+    KINDS,
+    Kind,
+    LayerPass,
+    Method,
+    WeightFn,
+    combine,
+    normalize_maps,
+    upsample,
+)
+from lightning_cam.methods.fusion import FUSE_MODES, check_fuse, fuse_maps
+from lightning_cam.methods.gradient import (
+    eigengradcam_map,
+    gradcam_elementwise_weights,
+    gradcam_weights,
+    gradcampp_weights,
+    hirescam_weights,
+    layercam_fuse_scale,
+    layercam_weights,
+    xgradcam_weights,
+)
+from lightning_cam.methods.perturbation import (
+    ablationcam_weights,
+    scorecam_weights,
+    smoothgradcampp_weights,
+)
+
+#: Registry of methods by canonical name. Names are what users pass as ``methods=``.
+METHODS: dict[str, Method] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("_", "-").replace(" ", "-")
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS` (its name and aliases must be new)."""
+    keys = list(dict.fromkeys(
+        [_key(method.name), *(_key(a) for a in method.aliases), _key(method.class_name)]
+    ))
+    taken = [k for k in keys if k in _ALIASES]
+    if method.name in METHODS or taken:
+        raise ValueError(f"method name(s) {taken or [method.name]} already registered")
+    METHODS[method.name] = method
+    for k in keys:
+        _ALIASES[k] = method.name
+        _ALIASES[k.replace("-", "")] = method.name
+    return method
+
+
+def method_name(method: str) -> str:
+    """Return the canonical method name for ``method`` (case and common spellings tolerated).
+
+    Raises:
+        TypeError: ``method`` is not a string.
+        ValueError: For an unknown method; the message lists the known ones.
+    """
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a str, got {type(method).__name__}")
+    key = _key(method)
+    found = _ALIASES.get(key, _ALIASES.get(key.replace("-", "")))
+    if found is None:
+        raise ValueError(f"Unknown method {method!r}; expected one of {sorted(METHODS)}.")
+    return found
+
+
+def get_method(method: str) -> Method:
+    """The :class:`Method` registered under ``method`` (any accepted spelling)."""
+    return METHODS[method_name(method)]
+
+
+# --------------------------------------------------------------------------- the registry
+register(Method(
+    "gradcam", "GradCAM", "gradient",
+    "Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via Gradient-based "
+    "Localization, ICCV 2017",
+    gradcam_weights, title="Grad-CAM", aliases=("grad-cam",),
+))
+register(Method(
+    "gradcam++", "GradCAMPlusPlus", "gradient",
+    "Chattopadhyay et al., Grad-CAM++: Improved Visual Explanations for Deep Convolutional "
+    "Networks, WACV 2018",
+    gradcampp_weights, title="Grad-CAM++",
+    aliases=("grad-cam++", "gradcampp", "gradcamplusplus", "gradcam-pp", "gradcampp-"),
+))
+register(Method(
+    "hirescam", "HiResCAM", "gradient",
+    "Draelos & Carin, Use HiResCAM instead of Grad-CAM for faithful explanations of "
+    "convolutional neural networks, arXiv 2011.08891, 2020",
+    hirescam_weights, title="HiRes-CAM", aliases=("hires-cam",),
+))
+register(Method(
+    "gradcam-elementwise", "GradCAMElementWise", "gradient",
+    "element-wise variant of Grad-CAM (Selvaraju et al., ICCV 2017), as in pytorch-grad-cam",
+    gradcam_elementwise_weights, title="Grad-CAM element-wise",
+    aliases=("grad-cam-elementwise", "gradcamelementwise"),
+))
+register(Method(
+    "xgradcam", "XGradCAM", "gradient",
+    "Fu et al., Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs, "
+    "BMVC 2020",
+    xgradcam_weights, title="XGrad-CAM", aliases=("xgrad-cam", "axiom-gradcam"),
+))
+register(Method(
+    "layercam", "LayerCAM", "gradient",
+    "Jiang et al., LayerCAM: Exploring Hierarchical Class Activation Maps for Localization, "
+    "IEEE TIP 2021",
+    layercam_weights, title="Layer-CAM", aliases=("layer-cam",), fuse_scale=layercam_fuse_scale,
+))
+register(Method(
+    "eigengradcam", "EigenGradCAM", "gradient",
+    "Eigen-CAM (Muhammad & Yeasin, IJCNN 2020) of gradient x activation, as in "
+    "pytorch-grad-cam",
+    eigengradcam_map, returns="map", title="EigenGrad-CAM", aliases=("eigen-grad-cam",),
+))
+register(Method(
+    "eigencam", "EigenCAM", "activation",
+    "Muhammad & Yeasin, Eigen-CAM: Class Activation Map using Principal Components, IJCNN 2020",
+    eigencam_map, returns="map", title="Eigen-CAM", aliases=("eigen-cam",),
+))
+register(Method(
+    "cam", "CAM", "activation",
+    "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016",
+    cam_weights, title="CAM", aliases=("class-activation-map",), relu=False,
+    needs_class_target=True,
+))
+register(Method(
+    "scorecam", "ScoreCAM", "perturbation",
+    "Wang et al., Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural "
+    "Networks, CVPR workshops 2020",
+    scorecam_weights, title="Score-CAM", aliases=("score-cam",),
+    needs_class_target=True,
+))
+register(Method(
+    "ablationcam", "AblationCAM", "perturbation",
+    "Desai & Ramaswamy, Ablation-CAM: Visual Explanations for Deep Convolutional Network via "
+    "Gradient-free Localization, WACV 2020",
+    ablationcam_weights, title="Ablation-CAM", aliases=("ablation-cam",),
+    needs_class_target=True,
+))
+register(Method(
+    "smoothgradcam++", "SmoothGradCAMPlusPlus", "perturbation",
+    "Omeiza et al., Smooth Grad-CAM++: An Enhanced Inference Level Visualization Technique for "
+    "Deep Convolutional Neural Network Models, arXiv 1908.01224, 2019",
+    smoothgradcampp_weights, title="Smooth Grad-CAM++",
+    aliases=("smooth-grad-cam++", "smoothgradcampp", "smoothgradcamplusplus"),
+    needs_class_target=True,
+))
+
+__all__ = [
+    "FUSE_MODES",
+    "KINDS",
+    "METHODS",
+    "Kind",
+    "LayerPass",
+    "Method",
+    "WeightFn",
+    "check_fuse",
+    "combine",
+    "fuse_maps",
+    "get_method",
+    "gradcam_weights",
+    "gradcampp_weights",
+    "method_name",
+    "normalize_maps",
+    "register",
+    "upsample",
+]

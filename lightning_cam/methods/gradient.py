@@ -1,0 +1,189 @@
+"""Gradient methods: weighting functions of the activations ``A`` and gradients ``g``.
+
+All of them share one forward and one backward (``g = dy^c / dA``, ``y^c`` the pre-softmax
+class score); each is a pure function of ``(A, g)``, both ``(B, K, *spatial)``, returning
+weights that broadcast against ``A`` (:func:`~lightning_cam.methods.core.combine` then forms
+``ReLU(sum_k w_k A^k)``) — or, for EigenGrad-CAM, the map itself.
+
+Example:
+    >>> import torch
+    >>> A = torch.rand(2, 8, 7, 7); g = torch.randn(2, 8, 7, 7)
+    >>> layercam_weights(A, g).shape
+    torch.Size([2, 8, 7, 7])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lightning_cam.methods.core import spatial_dims
+
+
+def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` where ``den != 0``, else 0 (no epsilon: exact where defined)."""
+    ok = den != 0
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def gradcam_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM channel weights (Selvaraju et al., ICCV 2017, eq. 1).
+
+    ``w_k = (1 / Z) * sum_ij dy^c / dA^k_ij``: the spatial mean of the gradients.
+
+    Args:
+        activations: ``(B, K, *spatial)``; unused, kept for the common signature.
+        gradients: ``(B, K, *spatial)``.
+
+    Returns:
+        ``(B, K, 1, ..., 1)`` weights.
+    """
+    del activations
+    return gradients.mean(dim=spatial_dims(gradients), keepdim=True)
+
+
+def gradcampp_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++ channel weights (Chattopadhyay et al., WACV 2018, eq. 19).
+
+    With an exponential score ``S^c = exp(y^c)`` the higher derivatives reduce to powers of the
+    first, giving the closed form::
+
+        alpha^kc_ij = g_ij^2 / (2 g_ij^2 + sum_ab A^k_ab * g_ij^3)   (0 where the denominator is 0)
+        w^c_k       = sum_ij alpha^kc_ij * ReLU(g_ij)
+
+    where ``g = dy^c / dA^k``. The common factor ``exp(y^c)`` of the paper's eq. 19 is per sample
+    and cancels in the normalised map, so it is left out.
+
+    Args:
+        activations: ``(B, K, *spatial)``.
+        gradients: ``(B, K, *spatial)``.
+
+    Returns:
+        ``(B, K, 1, ..., 1)`` weights.
+    """
+    return gradcampp_from_moments(activations, gradients, gradients.pow(2), gradients.pow(3))
+
+
+def gradcampp_from_moments(
+    activations: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor, g3: torch.Tensor
+) -> torch.Tensor:
+    """Grad-CAM++ weights from the first, second and third derivatives (eq. 19).
+
+    ``alpha = g2 / (2 g2 + sum_ab A_ab g3)`` (0 where the denominator is 0),
+    ``w_k = sum_ij alpha_ij ReLU(g1_ij)``. Grad-CAM++ uses ``g2 = g^2, g3 = g^3``; Smooth
+    Grad-CAM++ their averages over noisy inputs.
+    """
+    dims = spatial_dims(g1)
+    sum_a = activations.sum(dim=dims, keepdim=True)
+    alpha = _safe_div(g2, 2 * g2 + sum_a * g3)
+    return (alpha * F.relu(g1)).sum(dim=dims, keepdim=True)
+
+
+def hirescam_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """HiRes-CAM (Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations
+    of convolutional neural networks", arXiv 2011.08891, 2020).
+
+    ``L^c = ReLU(sum_k g^k ⊙ A^k)``: the gradient itself is the (element-wise) weight, no
+    spatial averaging — on a model whose score is linear in ``A`` the map sums exactly to the
+    score.
+
+    Returns:
+        ``(B, K, *spatial)`` element-wise weights ``g``.
+    """
+    del activations
+    return gradients
+
+
+def gradcam_elementwise_weights(
+    activations: torch.Tensor, gradients: torch.Tensor
+) -> torch.Tensor:
+    """Element-wise Grad-CAM (pytorch-grad-cam's ``GradCAMElementWise``; the element-wise
+    variant of Selvaraju et al., ICCV 2017).
+
+    ``L^c = sum_k ReLU(g^k ⊙ A^k)``: each position's contributions are clipped before the sum
+    over channels (HiRes-CAM clips after it). As a weight: ``g`` where ``g ⊙ A > 0``, else 0.
+
+    Returns:
+        ``(B, K, *spatial)`` element-wise weights.
+    """
+    return torch.where(gradients * activations > 0, gradients, torch.zeros_like(gradients))
+
+
+def xgradcam_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """XGrad-CAM channel weights (Fu et al., "Axiom-based Grad-CAM: Towards Accurate
+    Visualization and Explanation of CNNs", BMVC 2020, eq. 13).
+
+    ``w_k = sum_ij (A^k_ij / sum_ab A^k_ab) * g^k_ij`` (0 for a channel whose activations sum
+    to 0; no epsilon).
+
+    Returns:
+        ``(B, K, 1, ..., 1)`` weights.
+    """
+    dims = spatial_dims(gradients)
+    num = (gradients * activations).sum(dim=dims, keepdim=True)
+    return _safe_div(num, activations.sum(dim=dims, keepdim=True))
+
+
+def layercam_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """Layer-CAM element-wise weights (Jiang et al., "LayerCAM: Exploring Hierarchical Class
+    Activation Maps for Localization", IEEE TIP 2021, eq. 5-6).
+
+    ``w^k_ij = ReLU(g^k_ij)``, ``L^c = ReLU(sum_k w^k ⊙ A^k)``. With several layers the paper
+    fuses shallow layers after scaling each map by ``tanh(2 M / max M)`` (eq. 9): registered as
+    this method's ``fuse_scale``.
+
+    Returns:
+        ``(B, K, *spatial)`` element-wise weights.
+    """
+    del activations
+    return F.relu(gradients)
+
+
+def layercam_fuse_scale(cam: torch.Tensor) -> torch.Tensor:
+    """Layer-CAM eq. 9: ``tanh(gamma * M / max(M))`` with ``gamma = 2``, per sample."""
+    peak = cam.flatten(1).max(dim=1).values.view(-1, *([1] * (cam.dim() - 1)))
+    return torch.tanh(2.0 * _safe_div(cam, peak.expand_as(cam)))
+
+
+def first_component(x: torch.Tensor, sign_ref: torch.Tensor | None = None) -> torch.Tensor:
+    """Projection of each position on the first principal component of the channels.
+
+    ``X`` ``(B, K, *spatial)`` is read as ``N = h*w`` samples of ``K`` features, centred over
+    the positions; the map is ``(X - mean) @ v_1`` with ``v_1`` the first right singular vector.
+    The sign of a singular vector is arbitrary (LAPACK picks one); here it is chosen so that the
+    map correlates positively with ``sign_ref`` ``(B, *spatial)`` (default: ``sum_k X^k``); where
+    they do not correlate (a constant reference), so that the largest magnitude is positive.
+
+    Returns:
+        ``(B, *spatial)`` float32 projections (not ReLU'd).
+    """
+    b, k = x.shape[:2]
+    spatial = x.shape[2:]
+    m = x.float().reshape(b, k, -1).transpose(1, 2)  # (B, N, K)
+    m = m - m.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(m, full_matrices=False)
+    proj = m @ vh[:, 0, :, None]  # (B, N, 1)
+    proj = proj[..., 0]
+    ref = (x.float().sum(dim=1) if sign_ref is None else sign_ref.float()).reshape(b, -1)
+    ref = ref - ref.mean(dim=1, keepdim=True)
+    corr = (proj * ref).sum(dim=1, keepdim=True)
+    scale = proj.abs().sum(dim=1, keepdim=True) * ref.abs().amax(dim=1, keepdim=True)
+    tie = corr.abs() <= 1e-6 * scale
+    peak = proj.amax(dim=1, keepdim=True) + proj.amin(dim=1, keepdim=True)  # > 0: max wins
+    sign = torch.where(torch.where(tie, peak, corr) < 0, -1.0, 1.0)
+    return (proj * sign).reshape(b, *spatial)
+
+
+def eigengradcam_map(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """EigenGrad-CAM (pytorch-grad-cam's ``EigenGradCAM``; Eigen-CAM of Muhammad & Yeasin,
+    IJCNN 2020, applied to ``g ⊙ A``).
+
+    ``L^c = ReLU(P_1(g ⊙ A))``: the projection of ``g ⊙ A`` on its first principal component
+    (see :func:`first_component`), its sign chosen to correlate positively with
+    ``sum_k g^k ⊙ A^k`` (the HiRes-CAM map), so the map points at the class evidence.
+
+    Returns:
+        ``(B, *spatial)`` map (ReLU'd by the shared step).
+    """
+    ga = gradients * activations
+    return first_component(ga, ga.sum(dim=1))
