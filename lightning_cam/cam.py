@@ -28,8 +28,8 @@ from torch import nn
 
 from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.layers import LayerSpec
-from lightning_cam.methods import METHODS, Method, method_name
 from lightning_cam.layouts import ReshapeTransform
+from lightning_cam.methods import METHODS, Method, method_name
 from lightning_cam.targets import MaskSpec, TargetSpec, segmentation_scores
 
 
