@@ -71,7 +71,25 @@ LAYERS = {
     "mobilenet_v2": "features",
     "vgg16": "features",
     "densenet121": "features",
+    # Transformers: the layers the libraries recommend (and lightning-cam's defaults).
+    "vit_b_16": "encoder.layers.encoder_layer_11.ln_1",
+    "swin_t": "features.7",
 }
+
+
+def _pgc_reshape(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """pytorch-grad-cam's ``reshape_transform`` recipes (its ViT and Swin tutorials), for
+    torchvision's ViT (tokens: class token dropped, 16 x 16 patches) and Swin (channels-last)."""
+    if ctx.name.startswith("vit_"):
+        h, w = ctx.size[0] // 16, ctx.size[1] // 16
+
+        def vit(t: torch.Tensor) -> torch.Tensor:
+            return t[:, 1:, :].reshape(t.size(0), h, w, t.size(2)).transpose(2, 3).transpose(1, 2)
+
+        return vit
+    if ctx.name.startswith("swin_"):
+        return lambda t: t.transpose(2, 3).transpose(1, 2)
+    return None
 
 METHOD_TITLES = {
     "floor_nograd": "floor: forward, no grad",
@@ -141,6 +159,8 @@ def make_context(name: str, batch: int, size: int, layer: str | None = None) -> 
 
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None).eval()
+    if name.startswith("vit_"):  # torchvision zero-initialises ViT's head: no gradient at all
+        nn.init.normal_(model.heads.head.weight, std=0.02)
     return context_for(model, name, batch, size, layer)
 
 
@@ -284,7 +304,9 @@ def _pgc_cam(cls_name: str) -> Callable[[Context], Runner]:
         import pytorch_grad_cam
 
         model = ctx.model_for(f"pgc.{cls_name}")
-        cam = getattr(pytorch_grad_cam, cls_name)(model=model, target_layers=[_layer(ctx, model)])
+        cam = getattr(pytorch_grad_cam, cls_name)(
+            model=model, target_layers=[_layer(ctx, model)], reshape_transform=_pgc_reshape(ctx)
+        )
         ctx.cleanup.append(cam.activations_and_grads.release)
         return lambda: cam(input_tensor=ctx.x, targets=_pgc_targets(ctx))
 

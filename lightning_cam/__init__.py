@@ -13,11 +13,17 @@ Example:
     torch.Size([1, 64, 64])
 """
 
-from lightning_cam.cam import CAM_CLASSES, GuidedBackprop, GuidedGradCAM, explain
+from lightning_cam.cam import (
+    CAM_CLASSES,
+    GuidedBackprop,
+    GuidedGradCAM,
+    explain,
+    explain_segmentation,
+)
 from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.layers import default_layer, get_layer
 from lightning_cam.methods import METHODS
-from lightning_cam.targets import ClassTarget
+from lightning_cam.targets import ClassTarget, SegmentationTarget
 
 __version__ = "0.1.0"
 
@@ -68,6 +74,8 @@ __all__ = [
     "METHODS",
     "default_layer",
     "explain",
+    "explain_segmentation",
     "get_layer",
+    "SegmentationTarget",
     *CAM_CLASSES,
 ]

@@ -28,8 +28,9 @@ from torch import nn
 
 from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.layers import LayerSpec
+from lightning_cam.layouts import ReshapeTransform
 from lightning_cam.methods import METHODS, Method, method_name
-from lightning_cam.targets import TargetSpec
+from lightning_cam.targets import MaskSpec, TargetSpec, segmentation_scores
 
 
 def _single_or_dict(maps: dict[str, torch.Tensor], several: bool) -> Any:
@@ -51,12 +52,18 @@ class _BaseCAM:
         layer: LayerSpec = None,
         max_batch: int | None = None,
         fuse: str | None = None,
+        reshape_transform: ReshapeTransform = "auto",
     ) -> None:
         self.model = model
         self._several = isinstance(layer, Sequence) and not isinstance(layer, str)
         self._fuse = fuse
         self._engine = Explainer(
-            model, layer, methods=(self.method,), max_batch=max_batch, fuse=fuse
+            model,
+            layer,
+            methods=(self.method,),
+            max_batch=max_batch,
+            fuse=fuse,
+            reshape_transform=reshape_transform,
         )
 
     @property
@@ -139,6 +146,10 @@ Args:
     max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
     fuse: ``None``, or ``"mean"`` / ``"max"`` / ``"product"``: fuse the maps of several layers
         into one.
+    reshape_transform: How to read the layer's output as ``(B, C, h, w)``: ``"auto"`` (default:
+        ViT tokens, Swin channels-last maps... of recognised models), ``"tokens"``,
+        ``"channels_last"``, ``"channels_first"`` or a callable; see
+        :mod:`lightning_cam.layouts`.
 
 Example:
     >>> import torch
@@ -174,7 +185,9 @@ class GuidedBackprop:
 
     Gradients of the class score w.r.t. the input in which every ReLU passes only positive
     gradients where its input was positive. Covers ``nn.ReLU``, ``F.relu``/``torch.relu``,
-    ``ReLU6`` and in-place variants (see :mod:`lightning_cam.guided`).
+    ``ReLU6`` and in-place variants; GELU, SiLU and Hardswish follow the positive-gradient rule
+    ``f'(x) * max(grad, 0)``; a model with none of these gates is refused (see
+    :mod:`lightning_cam.guided`).
 
     The backward to the input keeps every activation of the network: ``max_batch=n`` explains
     ``n`` images per pass to bound peak memory (same results; see :class:`Explainer`).
@@ -218,6 +231,7 @@ class GuidedGradCAM:
         layer: As for :class:`GradCAM`.
         method: Any registered method (``"gradcam"``, ``"gradcam++"``, ``"layercam"`` ...).
         max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
+        reshape_transform: As for :class:`GradCAM`.
 
     Example:
         >>> import torch, torchvision
@@ -232,12 +246,18 @@ class GuidedGradCAM:
         layer: LayerSpec = None,
         method: str = "gradcam",
         max_batch: int | None = None,
+        reshape_transform: ReshapeTransform = "auto",
     ) -> None:
         self.model = model
         self.method = method_name(method)
         self._several = isinstance(layer, Sequence) and not isinstance(layer, str)
         self._engine = Explainer(
-            model, layer, methods=(self.method,), guided_gradcam=True, max_batch=max_batch
+            model,
+            layer,
+            methods=(self.method,),
+            guided_gradcam=True,
+            max_batch=max_batch,
+            reshape_transform=reshape_transform,
         )
 
     def __call__(
@@ -265,6 +285,7 @@ def explain(
     upsample: bool = True,
     max_batch: int | None = None,
     fuse: str | None = None,
+    reshape_transform: ReshapeTransform = "auto",
 ) -> Explanation:
     """Several explanations of the same images from one forward pass.
 
@@ -285,6 +306,7 @@ def explain(
         max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
         fuse: ``None``, or ``"mean"`` / ``"max"`` / ``"product"``: also fuse each method's maps
             of the layers into one, ``fused[method]``.
+        reshape_transform: As for :class:`GradCAM` (see :mod:`lightning_cam.layouts`).
 
     Returns:
         An :class:`~lightning_cam.engine.Explanation` with ``cams[method][layer]``, ``fused``,
@@ -305,5 +327,68 @@ def explain(
         guided_gradcam=guided_gradcam,
         max_batch=max_batch,
         fuse=fuse,
+        reshape_transform=reshape_transform,
     )
     return engine(images, target=target, upsample=upsample)
+
+
+def explain_segmentation(
+    model: nn.Module,
+    images: torch.Tensor,
+    classes: Sequence[int],
+    layer: LayerSpec = None,
+    mask: MaskSpec = None,
+    methods: Sequence[str] = ("gradcam",),
+    upsample: bool = True,
+    reshape_transform: ReshapeTransform = "auto",
+) -> dict[int, Explanation]:
+    """Maps per requested class of a segmentation model, from one forward pass.
+
+    Each class ``c`` is explained by :class:`~lightning_cam.targets.SegmentationTarget`: its
+    logits summed over a region (the predicted mask of ``c`` by default, or ``mask``). All
+    classes of all images share one forward and one batched backward.
+
+    Args:
+        model: A segmentation model ``(B, 3, H, W) -> (B, K, H, W)`` logits, a dict with
+            ``"out"`` (torchvision FCN / DeepLabV3 / LRASPP) or an object with ``.logits``.
+        images: ``(B, C, H, W)``.
+        classes: Class ids to explain.
+        layer: Layer(s); ``None``: the default (the backbone's last stage for torchvision's
+            segmentation models).
+        mask: ``None`` (each class's predicted mask) or a given ``(H, W)`` / ``(B, H, W)`` mask.
+        methods: CAM methods.
+        upsample: Maps at the image size (else the layer's).
+        reshape_transform: As for :class:`GradCAM`.
+
+    Returns:
+        ``{class_id: Explanation}``, each with ``cams[method][layer]`` ``(B, H, W)`` and the
+        scores ``(B,)``; a class predicted nowhere (default region) has all-zero maps.
+
+    Example:
+        >>> import torch, torchvision
+        >>> seg = torchvision.models.segmentation.fcn_resnet50(
+        ...     weights=None, weights_backbone=None, num_classes=3)
+        >>> maps = explain_segmentation(seg, torch.rand(1, 3, 64, 64), classes=[0, 2])
+        >>> sorted(maps), maps[2].layers, maps[2].cam().shape
+        ([0, 2], ['backbone.layer4'], torch.Size([1, 64, 64]))
+    """
+    ids = [int(c) for c in classes]
+    if not ids:
+        raise ValueError("classes is empty; give at least one class id to explain.")
+    engine = Explainer(model, layer, methods=methods, reshape_transform=reshape_transform)
+    batch = images.shape[0] if isinstance(images, torch.Tensor) else 0
+    index = torch.arange(batch).repeat_interleave(len(ids))
+    result, _ = engine.explain_scores(
+        images, segmentation_scores(ids, mask), batch_index=index, upsample=upsample
+    )
+    assert result.scores is not None
+    out: dict[int, Explanation] = {}
+    for k, c in enumerate(ids):
+        rows = slice(k, None, len(ids))
+        out[c] = Explanation(
+            cams={m: {n: t[rows] for n, t in maps.items()} for m, maps in result.cams.items()},
+            scores=result.scores[rows],
+            class_ids=torch.full((batch,), c, dtype=torch.long),
+            layers=list(result.layers),
+        )
+    return out

@@ -37,6 +37,13 @@ from torch import nn
 
 from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
 from lightning_cam.layers import LayerSpec, default_layer, get_layer, resolve_layers
+from lightning_cam.layouts import (
+    Family,
+    ReshapeTransform,
+    check_reshape_transform,
+    layout_transform,
+    recognise,
+)
 from lightning_cam.methods import (
     METHODS,
     LayerPass,
@@ -291,6 +298,12 @@ class _Pass:
     switch: GuidedSwitch
     output: Any
     scores: torch.Tensor
+    layouts: dict[str, Callable[[torch.Tensor], torch.Tensor] | None]
+
+    def read(self, name: str, t: torch.Tensor | None) -> Any:
+        """A captured activation or gradient of layer ``name`` as ``(B, C, h, w)``."""
+        fn = self.layouts[name]
+        return t if fn is None or t is None else fn(t)
 
 
 def _grad(
@@ -441,6 +454,10 @@ class Explainer:
             Perturbation methods also run at most this many inputs per extra forward.
         fuse: ``None``, or ``"mean"`` / ``"max"`` / ``"product"``: also fuse each method's maps
             of the given layers into one (``Explanation.fused[method]``), from the same pass.
+        reshape_transform: How to read the layers' outputs as ``(B, C, h, w)``: ``"auto"``
+            (recognised models: ViT tokens, Swin channels-last maps...), ``"tokens"``,
+            ``"channels_last"``, ``"channels_first"`` or a callable ``output -> (B, C, h, w)``;
+            see :mod:`lightning_cam.layouts`.
 
     Example:
         >>> import torch, torchvision
@@ -460,6 +477,7 @@ class Explainer:
         guided_gradcam: bool = False,
         max_batch: int | None = None,
         fuse: str | None = None,
+        reshape_transform: ReshapeTransform = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -468,6 +486,8 @@ class Explainer:
         self.model = model
         self.methods = list(dict.fromkeys(method_name(m) for m in methods))
         self.fuse = check_fuse(fuse)
+        self.reshape_transform = check_reshape_transform(reshape_transform)
+        self._family: Family | None | bool = False  # recognised on first use
         # Only gradient methods (and guided backprop) need the backward; see _forward.
         self._needs_grad = any(METHODS[m].needs_backward for m in self.methods)
         self.layers = resolve_layers(model, layer)
@@ -567,7 +587,10 @@ class Explainer:
                 logits = None
             jobs = {
                 n: [
-                    self._job(n, a.detach().float(), g, fwd.x.detach(), ids, logits)
+                    self._job(
+                        n, fwd.read(n, a.detach().float()), fwd.read(n, g), fwd.x.detach(), ids,
+                        logits,
+                    )
                     for a, g in zip(fwd.capture.activations[n], gs, strict=True)
                 ]
                 for n, gs in grads.items()
@@ -698,8 +721,8 @@ class Explainer:
                     jobs[n].append(
                         self._job(
                             n,
-                            a.detach().float()[index.to(dev)],
-                            None if g is None else g[rows.to(dev), index.to(dev)],
+                            fwd.read(n, a.detach().float()[index.to(dev)]),
+                            fwd.read(n, None if g is None else g[rows.to(dev), index.to(dev)]),
                             None,
                             None,
                             None,
@@ -758,7 +781,46 @@ class Explainer:
                     "plain gradient there. Checkpoint with use_reentrant=False (supported), or "
                     "turn checkpointing off for the explanation."
                 )
-            yield _Pass(x, names, capture, switch, output, scores)
+            if mode is not None and mode.gates == 0:
+                raise ValueError(
+                    f"Guided backprop needs ReLU-family, GELU, SiLU or Hardswish gates on the "
+                    f"forward path, and {type(unwrap(model)).__name__} has none: its guided "
+                    "backward would be the plain input gradient. Drop guided_backprop / "
+                    "guided_gradcam for this model (see lightning_cam.guided)."
+                )
+            layouts = self._layouts(capture, names, images)
+            yield _Pass(x, names, capture, switch, output, scores, layouts)
+
+    def _layouts(
+        self, capture: LayerCapture, names: list[str], images: torch.Tensor
+    ) -> dict[str, Callable[[torch.Tensor], torch.Tensor] | None]:
+        """How each captured layer's output reads as ``(B, C, h, w)`` (see
+        :mod:`lightning_cam.layouts`), decided before any backward."""
+        if self._family is False:
+            self._family = recognise(unwrap(self.model))
+        family = self._family if isinstance(self._family, Family) else None
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        layouts = {
+            n: layout_transform(
+                self.reshape_transform,
+                n,
+                tuple(capture.activations[n][0].shape),
+                size,
+                family,
+                batch=int(images.shape[0]),
+            )
+            for n in names
+        }
+        replayed = [m for m in self.methods if METHODS[m].kind == "perturbation"]
+        folded = [n for n, fn in layouts.items() if fn is not None]
+        if replayed and folded:
+            raise ValueError(
+                f"methods {replayed} replay the network after the layer with perturbed "
+                f"activations, which needs the layer's own layout; layers {folded} are read "
+                "through a reshape_transform (tokens or channels-last). Use gradient or "
+                "activation methods for them, or a layer whose output is (B, C, h, w)."
+            )
+        return layouts
 
     def _backward(
         self, fwd: _Pass, batched: bool

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--network", nargs="+", action="extend", default=None, metavar="NAME",
         help=f"network name(s), comma- or space-separated, or 'all' (the seed networks); any "
-        f"torchvision classifier name works (default: {_DEFAULT_NETWORK}, or the backbone of a "
+        f"torchvision classifier name works, and timm:<name> / hf:<save_pretrained folder> "
+        f"(default: {_DEFAULT_NETWORK}, or the backbone of a "
         "lightning-cam checkpoint given with --weight-path)",
     )
     p.add_argument(
@@ -140,6 +141,10 @@ def resolve_networks(values: Sequence[str] | None) -> list[str]:
 
     names: list[str] = []
     for name in _split_names(values):
+        if ":" in name:  # timm:<name>, hf:<folder>: kept as written, checked when built
+            if name not in names:
+                names.append(name)
+            continue
         key = name.lower().replace("-", "_")
         expanded = list(zoo.SEED_NETWORKS) if key == "all" else [key]
         for n in expanded:

@@ -14,6 +14,26 @@ Popular libraries swap ``nn.ReLU`` modules, which is silently wrong for models t
 The replacement ReLU's backward rule is read from a switch at *backward* time, so one forward
 pass serves both an ordinary backward (for Grad-CAM) and a guided one (for guided backprop).
 
+**Smooth gates (GELU, SiLU / Swish, Hardswish).** The guided rule is defined for ReLU-family
+gates. For the smooth gates of modern networks (ConvNeXt and ViTs use GELU, EfficientNet SiLU,
+MobileNet v3 Hardswish) lightning-cam applies the *positive-gradient rule*: the gate's own
+backward on the positive part of the incoming gradient::
+
+    R_l = f'(x_l) * max(R_{l+1}, 0)
+
+For a ReLU, ``f'(x) = (x > 0)`` and this is exactly the rule above; for a smooth gate it keeps
+the gate's local slope (which GELU and SiLU make slightly negative for negative inputs) instead
+of a hard mask. ``F.gelu`` (``nn.GELU``, Hugging Face's GELU), ``F.silu`` (``nn.SiLU``) and
+``F.hardswish`` are intercepted like the ReLUs; in-place variants are computed out of place
+(inside non-reentrant checkpoints: ordinary gate, positive part of its output gradient).
+
+A model with none of these gates on its forward path has no guided backward at all (the result
+would be the plain gradient, silently): the engine refuses guided backprop for it. For
+attention models (ViT, DeiT, Swin, MaxViT) gradients also flow through attention and residual
+paths that no gate guides: guided images of them are mostly the plain gradient, and
+:func:`guided_support` says so — callers with defaults (callbacks) should leave guided images
+off there.
+
 Activation checkpointing (``torch.utils.checkpoint``): the non-reentrant kind re-runs a segment
 during the backward, where no ``TorchFunctionMode`` is active, and checks that the re-run saves
 the same tensors. Inside such a segment the ReLUs therefore run unchanged and the guided rule is
@@ -41,6 +61,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from lightning_cam.wrappers import in_reentrant_checkpoint
@@ -115,6 +136,71 @@ def _guided_grad_hook(switch: GuidedSwitch) -> Callable[[torch.Tensor], torch.Te
         return grad.clamp(min=0) if switch.guided else None
 
     return hook
+
+
+class _SwitchableGate(torch.autograd.Function):
+    """A smooth gate (``gelu``, ``silu``, ``hardswish``) whose backward is ordinary or follows
+    the positive-gradient rule ``f'(x) * max(grad, 0)``, depending on a switch."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, kind: str, approximate: str, switch: GuidedSwitch
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.kind, ctx.approximate, ctx.switch = kind, approximate, switch
+        if kind == "gelu":
+            return F.gelu(x, approximate=approximate)
+        return F.silu(x) if kind == "silu" else F.hardswish(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        if ctx.switch.guided:
+            grad = grad.clamp(min=0)
+        if ctx.kind == "gelu":
+            grad_in = torch.ops.aten.gelu_backward(grad, x, approximate=ctx.approximate)
+        elif ctx.kind == "silu":
+            grad_in = torch.ops.aten.silu_backward(grad, x)
+        else:
+            grad_in = torch.ops.aten.hardswish_backward(grad, x)
+        return grad_in, None, None, None
+
+
+def _gate_spec(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[torch.Tensor, str, str] | None:
+    """Return (input, kind, approximate) when ``func`` is a smooth gate, else None."""
+    if func is F.gelu:
+        return args[0], "gelu", str(_arg(args, kwargs, 1, "approximate", "none"))
+    if func is F.silu:
+        return args[0], "silu", "none"
+    if func is F.hardswish:
+        return args[0], "hardswish", "none"
+    return None
+
+
+def guided_support(model: nn.Module) -> str | None:
+    """Whether guided backprop shows something of ``model``: ``None`` when it does, else the
+    reason it would be mostly the plain gradient (attention models, recognised by
+    :func:`lightning_cam.layouts.recognise`).
+
+    Use it for defaults (callbacks: guided images on only when this is ``None``); an explicit
+    request still runs (the smooth gates follow the positive-gradient rule).
+
+    Example:
+        >>> import torchvision
+        >>> guided_support(torchvision.models.resnet18(weights=None)) is None
+        True
+    """
+    from lightning_cam.layouts import recognise
+
+    family = recognise(model)
+    if family is not None and (family.kind in ("vit", "swin") or "MaxViT" in family.name):
+        return (
+            f"a {family.name}: gradients flow through attention and residual paths that no "
+            "gate guides, so guided backprop is mostly the plain gradient"
+        )
+    return None
 
 
 class _EvalBatchNorm(torch.autograd.Function):
@@ -196,7 +282,8 @@ def _relu_spec(
 
 
 class GuidedReLUMode(TorchFunctionMode):
-    """Records every ReLU / ReLU6 of a forward pass with a switchable backward rule.
+    """Records every ReLU / ReLU6 (and GELU / SiLU / Hardswish, see the module docstring) of a
+    forward pass with a switchable backward rule.
 
     Only ReLUs whose input takes part in autograd are replaced. With ``inputs_only`` (what the
     engine uses: it never differentiates w.r.t. parameters), eval-mode ``F.batch_norm`` (what
@@ -216,6 +303,7 @@ class GuidedReLUMode(TorchFunctionMode):
     Attributes:
         unrecorded_relus: ReLUs seen inside a reentrant activation checkpoint, whose forward
             records no graph and whose backward re-runs them without the guided rule.
+        gates: Gates recorded with the guided rule (ReLU family and smooth gates).
     """
 
     def __init__(self, switch: GuidedSwitch, inputs_only: bool = False) -> None:
@@ -223,6 +311,7 @@ class GuidedReLUMode(TorchFunctionMode):
         self.switch = switch
         self.inputs_only = inputs_only
         self.unrecorded_relus = 0
+        self.gates = 0
 
     def __torch_function__(
         self,
@@ -249,6 +338,7 @@ class GuidedReLUMode(TorchFunctionMode):
                 if in_reentrant_checkpoint():
                     self.unrecorded_relus += 1
             elif isinstance(x, torch.Tensor) and x.requires_grad:
+                self.gates += 1
                 if _in_checkpoint():
                     out = func(*args, **kwargs)
                     if isinstance(out, torch.Tensor) and out.requires_grad:
@@ -256,4 +346,18 @@ class GuidedReLUMode(TorchFunctionMode):
                     return out
                 else:
                     return _SwitchableClamp.apply(x, lo, hi, self.switch, inplace)
+        gate = _gate_spec(func, args, kwargs)
+        if gate is not None:
+            x, kind, approximate = gate
+            if not torch.is_grad_enabled():
+                if in_reentrant_checkpoint():
+                    self.unrecorded_relus += 1
+            elif isinstance(x, torch.Tensor) and x.requires_grad:
+                self.gates += 1
+                if _in_checkpoint():  # f'(x) * max(grad, 0): autograd's f' after the hook
+                    out = func(*args, **kwargs)
+                    if isinstance(out, torch.Tensor) and out.requires_grad:
+                        out.register_hook(_guided_grad_hook(self.switch))
+                    return out
+                return _SwitchableGate.apply(x, kind, approximate, self.switch)
         return func(*args, **kwargs)

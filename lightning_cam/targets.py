@@ -204,3 +204,109 @@ def as_target(target: TargetSpec) -> Callable[[Any], torch.Tensor]:
     if callable(spec) and not isinstance(spec, torch.Tensor):
         return spec
     return ClassTarget(spec)
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+MaskSpec = Union[None, torch.Tensor]
+
+
+def extract_segmentation_logits(output: Any) -> torch.Tensor:
+    """Return the per-pixel class logits ``(B, K, H, W)`` of a segmentation model's output.
+
+    Accepts a tensor, a dict with an ``"out"`` key (torchvision's FCN / DeepLabV3 / LRASPP) or a
+    ``"logits"`` key, and objects with a ``.logits`` tensor (Hugging Face).
+
+    Raises:
+        TypeError: For any other output, or logits that are not 4-D.
+    """
+    logits: Any = output
+    if isinstance(output, dict):
+        logits = output.get("out", output.get("logits"))
+    elif not isinstance(output, torch.Tensor) and hasattr(output, "logits"):
+        logits = output.logits
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(output).__name__
+        raise TypeError(
+            f"Expected segmentation logits (B, K, H, W) (a tensor, a dict with 'out', or an "
+            f"object with .logits), got {got}."
+        )
+    return logits
+
+
+def _region_masks(
+    logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``(N, H, W)`` float regions for rows ``ids`` (one class per row, rows = samples)."""
+    batch, _, h, w = logits.shape
+    if mask is None:
+        return (logits.detach().argmax(1) == ids[:, None, None]).to(logits.dtype)
+    m = torch.as_tensor(mask, device=logits.device)
+    if m.dim() == 2:
+        m = m.expand(batch, *m.shape)
+    if m.dim() != 3 or m.shape[0] != batch:
+        raise ValueError(
+            f"mask must be (H, W) or (B, H, W) with B = {batch}, got {tuple(m.shape)}"
+        )
+    m = m.to(logits.dtype)
+    if tuple(m.shape[1:]) != (h, w):  # e.g. an image-size mask for logits at 1/4 resolution
+        m = torch.nn.functional.interpolate(m[:, None], size=(h, w), mode="nearest")[:, 0]
+    return m
+
+
+class SegmentationTarget:
+    """Score of a class over a region of a segmentation output: ``sum_{ij in M} y^c_ij``, the
+    class's logits summed over the region ``M`` (as in Vinogradova et al., "Towards
+    Interpretable Semantic Segmentation via Gradient-weighted Class Activation Mapping",
+    AAAI 2020).
+
+    Args:
+        class_ids: An ``int`` for every sample, or per-sample ids (sequence / 1-D tensor).
+        mask: ``None``: the region is the predicted mask of the class (pixels whose argmax is
+            the class; empty when the class is predicted nowhere, which gives an all-zero
+            map). Else a given ``(H, W)`` or ``(B, H, W)`` mask (bool or weights; resized with
+            nearest neighbours when the logits have another size).
+
+    Example:
+        >>> import torch
+        >>> logits = torch.zeros(1, 2, 2, 2); logits[0, 1, 0] = 5.0
+        >>> SegmentationTarget(1)({"out": logits})
+        tensor([10.])
+    """
+
+    def __init__(
+        self, class_ids: int | Sequence[int] | torch.Tensor, mask: MaskSpec = None
+    ) -> None:
+        if class_ids is None or isinstance(class_ids, bool):
+            raise TypeError(
+                "SegmentationTarget needs class_ids: an int or one id per image (the class to "
+                f"explain), got {class_ids!r}"
+            )
+        self.class_ids = class_ids
+        self.mask = mask
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        logits = extract_segmentation_logits(output)
+        ids = ClassTarget(self.class_ids).resolve(logits.flatten(2).mean(2))
+        region = _region_masks(logits, ids, self.mask)
+        per_class = logits.gather(1, ids.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:]))
+        return (per_class[:, 0] * region).flatten(1).sum(1)
+
+
+def segmentation_scores(
+    class_ids: Sequence[int], mask: MaskSpec = None
+) -> Callable[[Any], torch.Tensor]:
+    """Scores of several classes per image, for one batched backward
+    (:meth:`lightning_cam.engine.Explainer.explain_scores`): ``output -> (B * K,)``, ordered
+    image-major (image 0's K classes first), each a :class:`SegmentationTarget` score."""
+    ids = [int(c) for c in class_ids]
+
+    def scores(output: Any) -> torch.Tensor:
+        logits = extract_segmentation_logits(output)
+        batch = logits.shape[0]
+        rows = [
+            SegmentationTarget(c, mask)(output) for c in ids
+        ]  # each (B,)
+        return torch.stack(rows, 1).reshape(batch * len(ids))
+
+    return scores

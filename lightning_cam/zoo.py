@@ -116,6 +116,8 @@ _TORCHVISION_NUM_CLASSES = 1000
 _INIT_WEIGHTS_ARG = {"inception_v3", "googlenet"}
 # Auxiliary classifiers: built only when the weight file has them.
 _AUX_PREFIXES = {"inception_v3": ("AuxLogits.",), "googlenet": ("aux1.", "aux2.")}
+# timm:<name> and hf:<folder> networks are built by lightning_cam.hubs.
+_EXTERNAL_PREFIXES = ("timm:", "hf:")
 
 
 class UnknownNetworkError(ValueError):
@@ -184,6 +186,8 @@ def resolve_network(name: str) -> str:
     """
     if not isinstance(name, str) or not name.strip():
         raise UnknownNetworkError(f"Network name must be a non-empty string, got {name!r}.")
+    if name.strip().lower().startswith(_EXTERNAL_PREFIXES):
+        return name.strip()  # built by lightning_cam.hubs
     key = name.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     available = torchvision_classifiers()
@@ -469,7 +473,8 @@ def build_classifier(
     Args:
         name: A seed network (``vgg16``, ``vgg19``, ``resnet50``, ``resnet101``,
             ``densenet121``, ``inception_v3``, ``mobilenet_v2``, ``shufflenet_v2``), an alias,
-            or any torchvision classifier name. May be ``None`` when ``weight_path`` is a
+            any torchvision classifier name, ``timm:<name>`` or ``hf:<folder>`` (see
+            :mod:`lightning_cam.hubs`). May be ``None`` when ``weight_path`` is a
             lightning-cam checkpoint (the checkpoint names its backbone).
         weight_path: A state_dict file or a Lightning checkpoint; ``None`` for torchvision's
             ``DEFAULT`` weights (local torch hub cache, or a download when online).
@@ -501,6 +506,10 @@ def build_classifier(
     dev = resolve_device(device)
     if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) < 1):
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if isinstance(name, str) and name.strip().lower().startswith(_EXTERNAL_PREFIXES):
+        from lightning_cam.hubs import build_external  # timm:<name>, hf:<folder>
+
+        return build_external(name, weight_path, num_classes, dev)
     if weight_path is None:
         if name is None:
             raise ValueError("Give a network name, a weight_path, or both.")

@@ -523,7 +523,11 @@ def test_maps_align_with_the_original_image() -> None:
         conv.weight.copy_(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1))
         head.weight.copy_(torch.tensor([[1.0], [-1.0]]))
         head.bias.zero_()
-    model = torch.nn.Sequential(conv, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), head)
+    # The ReLU changes nothing here (the red channel is >= 0); without any gate the tool's
+    # guided backprop would be refused (it would be the plain gradient).
+    model = torch.nn.Sequential(
+        conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), head
+    )
     image = np.zeros((90, 160, 3), np.uint8)
     cv2.circle(image, (120, 30), 15, (255, 0, 0), -1)  # red disc, top right
     disc = image[..., 0] > 0

@@ -130,6 +130,10 @@ class CAMCallback(CallbackBase):
             applied to the module's output, or its dotted path (``"mypackage.heads.logits_of"``,
             for YAML). Scores ``(B,)`` are explained as they are (``target`` must be
             ``"pred"``).
+        reshape_transform: How the layers' outputs read as ``(B, C, h, w)``: ``"auto"``
+            (ViT tokens, Swin channels-last maps of recognised models), ``"tokens"``,
+            ``"channels_last"``, ``"channels_first"``, a callable or its dotted path (see
+            :mod:`lightning_cam.layouts`).
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -167,6 +171,7 @@ class CAMCallback(CallbackBase):
         detection_top_k: int = 3,
         detection_score_threshold: float = 0.5,
         output_transform: Callable[[Any], torch.Tensor] | str | None = None,
+        reshape_transform: Callable[[torch.Tensor], torch.Tensor] | str = "auto",
     ) -> None:
         super().__init__()
         self.options = CAMOptions.from_arguments(
@@ -175,6 +180,7 @@ class CAMCallback(CallbackBase):
             image_key, label_key, mask_key, box_key, dataloader_idx, metrics,
             metrics_num_samples, tile_size, methods, pointing_game_tolerance, detection_top_k,
             detection_score_threshold, output_transform, default_methods=self.default_methods,
+            reshape_transform=reshape_transform,
         )  # fmt: skip
         self.task: TaskStrategy = ClassificationTask(self)
         self._probe_sets: dict[str, ProbeSet] = {}

@@ -304,7 +304,12 @@ class ClassificationTask(TaskStrategy):
         convert, ctx = _precision(trainer)
         try:
             with _rng(_device(pl_module)), ctx:
-                result = Explainer(pl_module, layers, methods=opts.methods[:1])(
+                # Guided too when guided pictures are asked for: a model whose guided
+                # backward cannot be right is refused here, before training time is spent.
+                result = Explainer(
+                    pl_module, layers, methods=opts.methods[:1], guided_backprop=opts.guided,
+                    reshape_transform=opts.reshape_transform,
+                )(
                     convert(xf.to(_device(pl_module))),
                     target=OutputTarget(None, read),
                     upsample=False,
@@ -423,6 +428,8 @@ class ClassificationTask(TaskStrategy):
             o.label_key,
             o.output_transform_spec if isinstance(o.output_transform_spec, str)
             else id(o.output_transform),
+            o.reshape_transform if isinstance(o.reshape_transform, str)
+            else id(o.reshape_transform),
         )
 
     def plan(self, group: Sequence[CAMCallback], pl_module: Any, probes: Any) -> Hashable:
@@ -471,9 +478,10 @@ class ClassificationTask(TaskStrategy):
                     continue
                 chunk = ids[lo:hi] if isinstance(ids, torch.Tensor) else ids
                 target = OutputTarget(chunk, read)
-                part = Explainer(pl_module, list(layers), methods=methods, guided_gradcam=g)(
-                    images[lo:hi], target=target
-                )
+                part = Explainer(
+                    pl_module, list(layers), methods=methods, guided_gradcam=g,
+                    reshape_transform=self.options.reshape_transform,
+                )(images[lo:hi], target=target)
                 part.logits = target.last_logits
                 parts.append(part)
         return concat_explanations(parts)

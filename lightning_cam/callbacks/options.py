@@ -22,6 +22,7 @@ from typing import Any
 
 from lightning_cam import viz
 from lightning_cam._compat import MisconfigurationException
+from lightning_cam.layouts import LAYOUTS, ReshapeTransform, check_reshape_transform
 from lightning_cam.methods import METHODS, method_name
 
 KINDS: tuple[str, ...] = ("heatmap", "overlay", "guided_backprop", "guided_gradcam")
@@ -79,6 +80,22 @@ def resolve_callable(arg: str, spec: Any) -> Callable[[Any], Any] | None:
     return found  # type: ignore[no-any-return]
 
 
+def _reshape_transform(spec: Any) -> ReshapeTransform:
+    """A layout name (``"auto"``, ``"tokens"``, ``"channels_last"``, ``"channels_first"``), a
+    callable, or a callable's dotted path (YAML)."""
+    if isinstance(spec, str) and "." in spec:
+        found = resolve_callable("reshape_transform", spec)
+        assert found is not None
+        return found
+    try:
+        return check_reshape_transform(spec)
+    except (TypeError, ValueError):
+        raise misconf(
+            "reshape_transform", spec,
+            f"one of {', '.join(LAYOUTS)}, a callable output -> (B, C, h, w) or its dotted path",
+        ) from None
+
+
 @dataclass
 class CAMOptions:
     """The validated options of a CAM callback (see :class:`CAMCallback` for their meaning).
@@ -113,6 +130,7 @@ class CAMOptions:
     detection_score_threshold: float
     output_transform: Callable[[Any], Any] | None
     output_transform_spec: Any
+    reshape_transform: ReshapeTransform = "auto"
 
     @property
     def guided(self) -> bool:
@@ -149,6 +167,7 @@ class CAMOptions:
         detection_score_threshold: float = 0.5,
         output_transform: Any = None,
         default_methods: Sequence[str] = ("gradcam",),
+        reshape_transform: Any = "auto",
     ) -> CAMOptions:
         """Validate the constructor arguments of a CAM callback.
 
@@ -261,4 +280,5 @@ class CAMOptions:
             detection_score_threshold=float(detection_score_threshold),
             output_transform=resolve_callable("output_transform", output_transform),
             output_transform_spec=output_transform,
+            reshape_transform=_reshape_transform(reshape_transform),
         )

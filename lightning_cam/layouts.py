@@ -1,0 +1,401 @@
+"""Layer layouts: turning a layer's output into the ``(B, C, h, w)`` map CAMs are made of.
+
+Convolutional layers give ``(B, C, h, w)``. Transformers do not: a ViT block gives a sequence of
+tokens ``(B, N, D)`` (prefix tokens — class, distillation, registers — then one token per patch),
+torchvision's and timm's Swin stages give channels-last maps ``(B, h, w, C)``. Reading either as
+``(B, C, h, w)`` gives a picture that looks like an explanation and is not, so the layout is
+explicit: a *reshape transform* says how to read a layer's output (and its gradient, the same
+way).
+
+``reshape_transform`` is one of:
+
+- a callable ``output -> (B, C, h, w)`` (applied to activations and gradients alike);
+- ``"tokens"``: ``(B, N, D)``; drop the prefix tokens and fold the patch tokens, row-major, into
+  the patch grid of the input (``(H / p, W / p)`` for patch size ``p``, or a coarser grid of a
+  hierarchical model). The prefix count and patch size come from the model when it is
+  recognised (below), else the smallest prefix (0 to 16) whose remaining tokens form a grid of
+  the input's aspect is taken;
+- ``"channels_last"``: ``(B, h, w, C)``, permuted;
+- ``"channels_first"``: ``(B, C, h, w)``, read as it is;
+- ``"auto"`` (the default): decided per layer from what the model is and the output's shape:
+
+  * **Recognised models** (:func:`recognise`): torchvision ``VisionTransformer``,
+    ``SwinTransformer`` (v1/v2), ``MaxVit``, ``ConvNeXt``; timm ``VisionTransformer`` and its
+    relatives (DeiT with its distillation token, register models: anything with ``patch_embed``,
+    ``num_prefix_tokens`` and ``blocks``), ``SwinTransformer`` (v1/v2), ``ConvNeXt``; Hugging
+    Face ``transformers`` ViT, DeiT, Swin (v1/v2) and ConvNeXt (v1/v2) models. Token outputs
+    ``(B, N, D)`` are folded with the model's own prefix count and patch size; ``N`` must match
+    the grid the input size gives, else the layer is refused. A 4-D output is ``(B, C, h, w)``
+    when its last two dimensions are the input's grid at some stride, ``(B, h, w, C)`` when its
+    middle two are; when both or neither fit (``(B, 7, 7, 7)``, MaxViT's window partitions) it
+    is refused.
+  * **Any other model**: 4-D outputs are ``(B, C, h, w)`` as before, except that one whose
+    middle two dimensions fit the input's grid while its last two do not is refused as
+    channels-last-looking; token outputs ``(B, N, D)`` are refused (pass ``"tokens"``).
+
+  Refusals are :class:`ValueError` s naming the layer, its output shape and the fix.
+
+Example:
+    >>> import torch, torchvision
+    >>> vit = torchvision.models.vit_b_16(weights=None, image_size=64)
+    >>> recognise(vit).name, recognise(vit).num_prefix_tokens, recognise(vit).patch_size
+    ('torchvision ViT', 1, (16, 16))
+    >>> fold = layout_transform("auto", "encoder.ln", (2, 17, 768), (64, 64), recognise(vit))
+    >>> fold(torch.zeros(2, 17, 768)).shape
+    torch.Size([2, 768, 4, 4])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+#: A layout: a named one or a callable ``output -> (B, C, h, w)``.
+ReshapeTransform = Union[str, Callable[[torch.Tensor], torch.Tensor]]
+
+#: The named layouts.
+LAYOUTS: tuple[str, ...] = ("auto", "tokens", "channels_last", "channels_first")
+
+_MAX_GUESSED_PREFIX = 16
+_FIX = "or a callable output -> (B, C, h, w)"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What :func:`recognise` knows about a model.
+
+    Attributes:
+        name: Human-readable family (``"torchvision ViT"``, ``"timm Swin"``, ``"HF ViT"``...).
+        kind: ``"vit"`` (class/prefix tokens then a patch grid), ``"swin"`` (hierarchical:
+            tokens or channels-last maps at strides ``patch * 2**k``) or ``"convnet"``
+            (``(B, C, h, w)`` stages, channels-last or partitioned tensors inside blocks).
+        root: Dotted name of the recognised module inside the model (``""``: the model).
+        module: The recognised module.
+        patch_size: ``(ph, pw)`` of the patch embedding, when the family has one.
+        num_prefix_tokens: Tokens before the patch tokens (class 1, DeiT's distillation +1,
+            registers).
+    """
+
+    name: str
+    kind: str
+    root: str
+    module: nn.Module = field(repr=False, compare=False)
+    patch_size: tuple[int, int] | None = None
+    num_prefix_tokens: int = 0
+    partitioned: tuple[str, ...] = ()
+
+    def partitions(self, layer: str) -> bool:
+        """Whether ``layer`` lies inside a module that works on window / grid partitions
+        (MaxViT's ``window_attention`` / ``grid_attention``, but not their re-assembled
+        output ``departition_op``)."""
+        parts = layer.split(".")
+        return parts[-1] != "departition_op" and any(p in parts[:-1] for p in self.partitioned)
+
+    def strides(self) -> list[int] | None:
+        """The strides at which the family's grids exist (``None``: any integer stride)."""
+        if self.patch_size is None or self.patch_size[0] != self.patch_size[1]:
+            return None
+        p = self.patch_size[0]
+        return [p] if self.kind == "vit" else [p * 2**k for k in range(6)]
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return int(v[0]), int(v[-1])
+    return int(v), int(v)
+
+
+def _cls(m: nn.Module) -> tuple[str, str]:
+    return type(m).__module__, type(m).__name__
+
+
+def _family_of(m: nn.Module, root: str) -> Family | None:
+    mod, name = _cls(m)
+    if mod.startswith("torchvision.models."):
+        if name == "VisionTransformer":
+            return Family("torchvision ViT", "vit", root, m, _pair(m.patch_size), 1)
+        if name == "SwinTransformer":
+            conv: Any = m.features[0][0]  # type: ignore[index]
+            return Family("torchvision Swin", "swin", root, m, _pair(conv.stride), 0)
+        if name == "MaxVit":
+            return Family(
+                "torchvision MaxViT", "convnet", root, m,
+                partitioned=("window_attention", "grid_attention"),
+            )
+        if name == "ConvNeXt":
+            return Family("torchvision ConvNeXt", "convnet", root, m)
+        if mod.startswith("torchvision.models.segmentation.") and hasattr(m, "backbone"):
+            return Family("torchvision segmentation", "convnet", root, m)
+        return None
+    if mod.startswith("timm."):
+        if hasattr(m, "patch_embed") and hasattr(m, "num_prefix_tokens") and hasattr(m, "blocks"):
+            pe = m.patch_embed
+            patch = _pair(getattr(pe, "patch_size", 16))
+            label = "timm DeiT" if "Distilled" in name else "timm ViT"
+            prefix: Any = m.num_prefix_tokens
+            return Family(label, "vit", root, m, patch, int(prefix))
+        if name in ("SwinTransformer", "SwinTransformerV2"):
+            patch = _pair(getattr(m.patch_embed, "patch_size", 4))
+            return Family("timm Swin", "swin", root, m, patch, 0)
+        if name in ("ConvNeXt",):
+            return Family("timm ConvNeXt", "convnet", root, m)
+        return None
+    if mod.startswith("transformers."):
+        config: Any = getattr(m, "config", None)
+        kind = getattr(config, "model_type", None)
+        if kind in ("vit", "deit"):
+            prefix = 2 if kind == "deit" else 1
+            label = "HF DeiT" if kind == "deit" else "HF ViT"
+            return Family(label, "vit", root, m, _pair(config.patch_size), prefix)
+        if kind in ("swin", "swinv2"):
+            return Family("HF Swin", "swin", root, m, _pair(config.patch_size), 0)
+        if kind in ("convnext", "convnextv2"):
+            return Family("HF ConvNeXt", "convnet", root, m)
+    return None
+
+
+def recognise(model: nn.Module) -> Family | None:
+    """The first (outermost) module of ``model`` that belongs to a known family, else ``None``.
+
+    A LightningModule or wrapper holding a ViT is recognised through the ViT inside it.
+    Recognition reads class names and attributes only: timm and transformers are never imported.
+    """
+    for root, m in model.named_modules():
+        fam = _family_of(m, root)
+        if fam is not None:
+            return fam
+    return None
+
+
+# ----------------------------------------------------------------------------- grids
+
+
+def _fits(n: int, size: int, stride: int) -> bool:
+    return n in (size // stride, -(-size // stride))
+
+
+def grid_fits(
+    h: int, w: int, image_size: tuple[int, int], strides: Iterable[int] | None = None
+) -> bool:
+    """Whether ``(h, w)`` is the input's grid at one stride (floor or ceil), e.g. ``(7, 7)`` for
+    224 px at stride 32. ``strides=None`` tries every integer stride."""
+    big_h, big_w = image_size
+    for s in strides if strides is not None else range(1, max(big_h, big_w) + 1):
+        if _fits(h, big_h, s) and _fits(w, big_w, s):
+            return True
+    return False
+
+
+def _grids(
+    n: int, image_size: tuple[int, int], strides: Iterable[int] | None
+) -> list[tuple[int, int]]:
+    """Grids ``(h, w)`` with ``h * w == n`` that fit the input; closest aspect first."""
+    out = [(h, n // h) for h in range(1, n + 1) if n % h == 0]
+    out = [g for g in out if grid_fits(g[0], g[1], image_size, strides)]
+    aspect = image_size[0] / image_size[1]
+    return sorted(out, key=lambda g: abs(g[0] / g[1] - aspect))
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def fold_tokens(
+    num_prefix_tokens: int, grid: tuple[int, int]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``(B, N, D) -> (B, D, h, w)``: drop the first ``num_prefix_tokens`` tokens, then fold the
+    rest (row-major) into ``grid = (h, w)``.
+
+    Example:
+        >>> fold_tokens(1, (2, 3))(torch.zeros(4, 7, 5)).shape
+        torch.Size([4, 5, 2, 3])
+    """
+    h, w = grid
+
+    def fold(t: torch.Tensor) -> torch.Tensor:
+        patches = t[:, num_prefix_tokens:, :]
+        return patches.reshape(t.shape[0], h, w, t.shape[-1]).permute(0, 3, 1, 2)
+
+    return fold
+
+
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    """``(B, h, w, C) -> (B, C, h, w)``."""
+    return t.permute(0, 3, 1, 2)
+
+
+def check_reshape_transform(value: Any, argument: str = "reshape_transform") -> ReshapeTransform:
+    """Validate a ``reshape_transform`` argument (a layout name or a callable).
+
+    Raises:
+        ValueError: An unknown name (the message lists the valid ones).
+        TypeError: Anything that is neither a string nor callable.
+    """
+    if isinstance(value, str):
+        key = value.strip().lower().replace("-", "_")
+        if key not in LAYOUTS:
+            raise ValueError(
+                f"{argument}={value!r} is not a layout; expected one of {', '.join(LAYOUTS)} "
+                f"{_FIX}."
+            )
+        return key
+    if callable(value):
+        return value  # type: ignore[no-any-return]
+    raise TypeError(
+        f"{argument} must be one of {', '.join(LAYOUTS)} or a callable output -> (B, C, h, w), "
+        f"got {type(value).__name__}"
+    )
+
+
+def _where(layer: str, shape: Sequence[int]) -> str:
+    return f"Layer {layer!r} outputs {tuple(shape)}"
+
+
+def _tokens(
+    layer: str, shape: Sequence[int], image_size: tuple[int, int], family: Family | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    n = int(shape[1])
+    hw = f"{image_size[0]}x{image_size[1]}"
+    if family is not None and family.patch_size is not None:
+        prefix = family.num_prefix_tokens
+        grids = _grids(n - prefix, image_size, family.strides()) if n > prefix else []
+        if grids:
+            return fold_tokens(prefix, grids[0])
+        ph, pw = family.patch_size
+        expected = (image_size[0] // ph) * (image_size[1] // pw)
+        raise ValueError(
+            f"{_where(layer, shape)}: {n} tokens, but a {family.name} with {prefix} prefix "
+            f"token(s) and {ph}x{pw} patches has {prefix} + {expected} tokens for a {hw} input "
+            f"(or fewer at a coarser stage). The layer does not hold one token per patch of the "
+            f"input: choose a block's output (see lightning_cam.layers.default_layer) or pass "
+            f"reshape_transform=callable output -> (B, C, h, w)."
+        )
+    for prefix in range(min(_MAX_GUESSED_PREFIX, n - 1) + 1):
+        grids = _grids(n - prefix, image_size, None)
+        if grids:
+            return fold_tokens(prefix, grids[0])
+    raise ValueError(
+        f"{_where(layer, shape)}: no prefix of 0-{_MAX_GUESSED_PREFIX} tokens leaves a grid of "
+        f"patches that fits the {hw} input; pass reshape_transform=lightning_cam.layouts."
+        f"fold_tokens(num_prefix_tokens, (h, w)) {_FIX}."
+    )
+
+
+def layout_transform(
+    spec: ReshapeTransform,
+    layer: str,
+    shape: Sequence[int],
+    image_size: tuple[int, int],
+    family: Family | None,
+    batch: int | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """How to read one layer's output as ``(B, C, h, w)``; ``None`` means "as it is".
+
+    Args:
+        spec: The ``reshape_transform`` (validated by :func:`check_reshape_transform`).
+        layer: The layer's dotted name (for messages).
+        shape: The shape of its output.
+        image_size: ``(H, W)`` of the input images.
+        family: :func:`recognise` of the model (``None``: not recognised).
+        batch: The number of images; with ``"auto"``, an output of a recognised model whose
+            first dimension differs (windows or heads folded into the batch) is refused.
+
+    Returns:
+        A function applied to activations and gradients alike, or ``None`` for the identity.
+
+    Raises:
+        ValueError: The layout does not fit the output, or ``"auto"`` cannot tell it (the
+            message names the layer, its shape and the fix).
+    """
+    dims = len(shape)
+    if callable(spec) and not isinstance(spec, str):
+        return _checked_callable(spec, layer)
+    if spec == "tokens":
+        if dims != 3:
+            raise ValueError(
+                f"{_where(layer, shape)}, not tokens (B, N, D): reshape_transform='tokens' "
+                f"does not apply; use 'auto', 'channels_last', 'channels_first' {_FIX}."
+            )
+        return _tokens(layer, shape, image_size, family)
+    if spec in ("channels_last", "channels_first"):
+        if dims != 4:
+            raise ValueError(
+                f"{_where(layer, shape)}, not a 4-D map: reshape_transform={spec!r} does not "
+                f"apply; use 'auto', 'tokens' {_FIX}."
+            )
+        return channels_last if spec == "channels_last" else None
+    # auto
+    if family is not None and (
+        family.partitions(layer) or (batch is not None and dims in (3, 4) and shape[0] != batch)
+    ):
+        raise ValueError(
+            f"{_where(layer, shape)} in a {family.name}: window or grid partitions (or heads) "
+            f"folded into the tensor, not one map per image of the batch ({batch}). Choose a "
+            f"block or stage output (the default layer is one) or pass "
+            f"reshape_transform=callable output -> (B, C, h, w)."
+        )
+    if dims == 3:
+        if family is None:
+            raise ValueError(
+                f"{_where(layer, shape)}, a sequence (B, N, D) of a model lightning-cam does "
+                f"not recognise, not a map (B, C, h, w). If these are a ViT's tokens pass "
+                f"reshape_transform='tokens' (prefix tokens dropped, patches folded into the "
+                f"input's grid) {_FIX}; or choose a convolutional layer."
+            )
+        if family.patch_size is None:
+            raise ValueError(
+                f"{_where(layer, shape)}: a sequence (B, N, D) inside a {family.name}, whose "
+                f"token layout is not known; choose a stage output (B, C, h, w) or pass "
+                f"reshape_transform='tokens' {_FIX}."
+            )
+        return _tokens(layer, shape, image_size, family)
+    if dims == 4:
+        strides = family.strides() if family is not None else None
+        first = grid_fits(int(shape[2]), int(shape[3]), image_size, strides)
+        last = grid_fits(int(shape[1]), int(shape[2]), image_size, strides)
+        hw = f"{image_size[0]}x{image_size[1]}"
+        if family is None:
+            if last and not first:
+                raise ValueError(
+                    f"{_where(layer, shape)}: its middle dimensions fit the {hw} input's grid "
+                    f"and its last two do not, so it looks channels-last (B, h, w, C). Pass "
+                    f"reshape_transform='channels_last', or 'channels_first' if it really is "
+                    f"(B, C, h, w) {_FIX}."
+                )
+            return None
+        if first and not last:
+            return None
+        if last and not first:
+            return channels_last
+        if first and last:
+            raise ValueError(
+                f"{_where(layer, shape)} in a {family.name}: both (B, C, h, w) and (B, h, w, C) "
+                f"fit the {hw} input, so the layout is ambiguous. Pass "
+                f"reshape_transform='channels_first' or 'channels_last' {_FIX}."
+            )
+        raise ValueError(
+            f"{_where(layer, shape)} in a {family.name}: neither (B, C, h, w) nor "
+            f"(B, h, w, C) fits the {hw} input's grid (window partitions, attention maps?). "
+            f"Choose a block or stage output (the default layer is one) or pass "
+            f"reshape_transform=callable output -> (B, C, h, w)."
+        )
+    return None
+
+
+def _checked_callable(
+    fn: Callable[[torch.Tensor], torch.Tensor], layer: str
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    def apply(t: torch.Tensor) -> torch.Tensor:
+        out = fn(t)
+        if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != t.shape[0]:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"reshape_transform turned the output {tuple(t.shape)} of layer {layer!r} into "
+                f"{got}; it must return (B, C, h, w) with the same B ({t.shape[0]})."
+            )
+        return out
+
+    return apply
