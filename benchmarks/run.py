@@ -286,7 +286,15 @@ def _pgc_cam(cls_name: str) -> Callable[[Context], Runner]:
         model = ctx.model_for(f"pgc.{cls_name}")
         cam = getattr(pytorch_grad_cam, cls_name)(model=model, target_layers=[_layer(ctx, model)])
         ctx.cleanup.append(cam.activations_and_grads.release)
-        return lambda: cam(input_tensor=ctx.x, targets=_pgc_targets(ctx))
+
+        def run() -> Any:
+            out = cam(input_tensor=ctx.x, targets=_pgc_targets(ctx))
+            # It keeps the last output (and, for methods without a backward, the whole
+            # forward's graph) until the next call: drop it, or ten peer objects hold GBs.
+            cam.outputs = None
+            return out
+
+        return run
 
     return setup
 
@@ -371,6 +379,8 @@ def _torchcam(cls_name: str, no_grad: bool = False) -> Callable[[Context], Runne
             with torch.no_grad() if no_grad else contextlib.nullcontext():
                 scores = model(ctx.x)  # CAM: documented under inference mode, no graph
             (cam,) = extractor(class_idx=list(ctx.ids), scores=scores)
+            # Its hooks keep the activations (and so the forward's graph) until the next call.
+            extractor.reset_hooks()
             return F.interpolate(cam[:, None], ctx.size, mode="bilinear", align_corners=False)
 
         return run
