@@ -854,6 +854,7 @@ def _perturbation_runners(
     """The timed calls of one perturbation method: floor, ours, the peers."""
     import lightning_cam as lc
     from lightning_cam.methods.core import chunk_size
+    from lightning_cam.methods.perturbation import SCORE_BATCH_MB
 
     have_pgc = importlib.util.find_spec("pytorch_grad_cam") is not None
     have_tc = importlib.util.find_spec("torchcam") is not None
@@ -886,7 +887,7 @@ def _perturbation_runners(
         a = acts[0]
         flat = a.flatten(2)
         live = int((flat.amax(2) > flat.amin(2)).sum())
-        step = chunk_size(None, x[0])
+        step = chunk_size(None, x[0], budget_mb=SCORE_BATCH_MB)
         masked = x.expand(live, *x.shape[1:]).contiguous()  # same cost as the masked inputs
         dead = live < a.shape[1]
 
