@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             out = lc.explain(model, images, args.layer, methods=(name,), target=labels,
                              max_batch=args.batch)
         except ValueError as err:
-            rows.append((m.title, m.kind, f"refused: {str(err).split('. ')[0]}", 0.0))
+            reason = str(err).split(". ")[0]
+            reason = reason.split(", but ", 1)[-1]  # the why, without the method's requirement
+            rows.append((m.title, m.kind, f"refused: {reason}", 0.0))
             continue
         secs = time.perf_counter() - t0
         maps = out.cams[name][out.layers[0]]
@@ -132,6 +134,16 @@ def main(argv: list[str] | None = None) -> int:
             else f"{res[c]:.1f}" for c in COLUMNS)
         ms = f"{1e3 * secs / args.num:.2f}" if secs else "—"
         lines.append(f"| {title} | {kind} | {vals} | {ms} |")
+    lines += [
+        "",
+        "Reading the table: the default classifier's head is global *max* pooling + linear, so "
+        "the gradient of a class score w.r.t. `backbone` is non-zero at one position per "
+        "channel (its maximum, where A > 0): there Layer-CAM's ReLU(g) A equals element-wise "
+        "Grad-CAM's ReLU(g A), and Smooth Grad-CAM++'s noise-averaged derivatives cancel in "
+        "alpha = D2 / (2 D2 + sum(A) D3) (each is W^n times the share of samples whose maximum "
+        "sits there), leaving Grad-CAM++ exactly; CAM is refused (its head check fails: not "
+        "global *average* pooling).",
+    ]
     text = "\n".join(lines) + "\n"
     if args.out:
         Path(args.out).write_text(text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import pytest
 import torch
@@ -414,3 +415,35 @@ def test_replay_split_follows_a_replaced_submodule() -> None:
     model.conv = nn.Conv2d(1, 2, 1)  # a new structure: a new split, never the stale one
     second = split_after(model, "conv")
     assert second is not None and second is not first
+
+
+class MisTraced(nn.Module):
+    """fx reads ``hasattr(proxy, "logits")`` as true: its split would be wrong for tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.features(x)
+        if not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
+            out = out.logits
+        return self.fc(out.mean(dim=(2, 3)))
+
+
+def test_a_wrong_split_is_caught_and_replaced_by_full_forwards(capfd: Any) -> None:
+    torch.manual_seed(0)
+    model = MisTraced().eval()
+    x = torch.randn(2, 3, 6, 6)
+    got = lc.AblationCAM(model, "features")(x, target=[0, 1])
+    assert capfd.readouterr().err == ""  # fx's failing trace is not printed
+    ref = Traceable().eval()  # the same network, split cleanly
+    ref.load_state_dict(model.state_dict())
+    assert split_after(ref, "features") is not None
+    torch.testing.assert_close(got, lc.AblationCAM(ref, "features")(x, target=[0, 1]))
+
+
+class Traceable(MisTraced):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))

@@ -161,9 +161,16 @@ def first_component(x: torch.Tensor, sign_ref: torch.Tensor | None = None) -> to
     spatial = x.shape[2:]
     m = x.float().reshape(b, k, -1).transpose(1, 2)  # (B, N, K)
     m = m - m.mean(dim=1, keepdim=True)
-    _, _, vh = torch.linalg.svd(m, full_matrices=False)
-    proj = m @ vh[:, 0, :, None]  # (B, N, 1)
-    proj = proj[..., 0]
+    n = m.shape[1]
+    # The projection on v_1 is sigma_1 u_1: from the top eigenvector of the smaller Gram matrix
+    # (N x N or K x K, in float64) instead of a full SVD, several times cheaper.
+    m64 = m.double()
+    if n <= k:
+        vals, vecs = torch.linalg.eigh(m64 @ m64.transpose(1, 2))  # (B, N, N), ascending
+        proj = (vecs[..., -1] * vals[:, -1:].clamp(min=0).sqrt()).float()
+    else:
+        _, vecs = torch.linalg.eigh(m64.transpose(1, 2) @ m64)  # (B, K, K)
+        proj = (m64 @ vecs[..., -1:])[..., 0].float()
     ref = (x.float().sum(dim=1) if sign_ref is None else sign_ref.float()).reshape(b, -1)
     ref = ref - ref.mean(dim=1, keepdim=True)
     corr = (proj * ref).sum(dim=1, keepdim=True)
