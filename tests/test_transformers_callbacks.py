@@ -89,15 +89,29 @@ def test_callback_on_a_swin_stage_with_guided_and_explicit_layout(tmp_path: Any)
     torch.manual_seed(0)
     module = _Module(_tiny_swin())
     cb = lc.GradCAMCallback(layer="net.features.3", num_samples=4, tile_size=16,
-                            reshape_transform="channels_last")
+                            reshape_transform="channels_last", log_guided_gradcam=True)
     _fit(tmp_path, module, cb)
     out = cb.last_explanation
-    assert out is not None and out.guided_cams  # GELU gates: guided Grad-CAM runs
+    assert out is not None and out.guided_cams  # asked for, GELU gates: guided Grad-CAM runs
     x = cb.probes["image"][:4]
     ref = reference_gradcam(module.eval(), x, "net.features.3", nhwc, out.class_ids[:4])
     assert ref.shape == (4, 2, 2)
     torch.testing.assert_close(out.cams["gradcam"]["net.features.3"][:4], _upsampled(ref),
                                atol=1e-4, rtol=1e-3)
+
+
+def test_no_guided_pictures_by_default_for_attention_models(tmp_path: Any) -> None:
+    """Guided backprop through attention is mostly the plain gradient: by default
+    (``log_guided_gradcam=None``) a ViT gets no guided Grad-CAM pictures, said once; a CNN
+    keeps them."""
+    torch.manual_seed(0)
+    cb = lc.GradCAMCallback(num_samples=4, tile_size=16)
+    with pytest.warns(UserWarning, match="no guided Grad-CAM pictures"):
+        _fit(tmp_path, _Module(_tiny_vit()), cb)
+    tags = image_events(os.path.join(str(tmp_path), "tb", "version_0"))
+    assert not [t for t in tags if t.endswith("guided_gradcam")] and tags
+    assert cb.last_explanation is not None and not cb.last_explanation.guided_cams
+    assert "guided_gradcam" in lc.GradCAMCallback().kinds  # a CNN's default
 
 
 class _NoGates(nn.Module):

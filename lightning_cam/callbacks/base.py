@@ -100,7 +100,9 @@ class CAMCallback(CallbackBase):
         log_heatmap: Log the colourised maps.
         log_overlay: Log the maps over the images.
         log_guided_backprop: Log guided backprop.
-        log_guided_gradcam: Log guided Grad-CAM.
+        log_guided_gradcam: Log guided Grad-CAM. ``None`` (default): yes, except for models
+            whose guided backprop would be mostly the plain gradient (attention models: ViT,
+            DeiT, Swin, MaxViT; :func:`lightning_cam.guided.guided_support`), said once.
         mean: Per-channel mean to undo the input normalisation for display (with ``std``);
             without them float images within [0, 1] are shown as they are, others min-max
             normalised per image.
@@ -152,7 +154,7 @@ class CAMCallback(CallbackBase):
         log_heatmap: bool = False,
         log_overlay: bool = True,
         log_guided_backprop: bool = False,
-        log_guided_gradcam: bool = True,
+        log_guided_gradcam: bool | None = None,
         mean: list[float] | None = None,
         std: list[float] | None = None,
         class_names: list[str] | None = None,
@@ -225,6 +227,13 @@ class CAMCallback(CallbackBase):
         cls = task_class(pl_module)
         if type(self.task) is not cls:
             self.task = cls(self)
+        reason = self.options.for_model(pl_module)
+        if reason:
+            self._warn_once(
+                "guided_gradcam_auto",
+                f"no guided Grad-CAM pictures for this model by default ({reason}); pass "
+                "log_guided_gradcam=True to log them anyway.",
+            )
         self.task.setup(trainer, pl_module)
         self._checked_train = self._checked_val = False
 

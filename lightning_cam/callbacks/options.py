@@ -131,6 +131,20 @@ class CAMOptions:
     output_transform: Callable[[Any], Any] | None
     output_transform_spec: Any
     reshape_transform: ReshapeTransform = "auto"
+    guided_gradcam_auto: bool = False
+    requested_kinds: list[str] | None = None
+
+    def for_model(self, pl_module: Any) -> str | None:
+        """Settle the kinds for ``pl_module``: with ``log_guided_gradcam=None`` (the default),
+        guided Grad-CAM is left out for models whose guided backprop would be mostly the plain
+        gradient (:func:`lightning_cam.guided.guided_support`). Returns that reason, else
+        ``None``."""
+        from lightning_cam.guided import guided_support
+
+        requested = self.requested_kinds if self.requested_kinds is not None else self.kinds
+        reason = guided_support(pl_module) if self.guided_gradcam_auto else None
+        self.kinds = [k for k in requested if not (reason and k == "guided_gradcam")]
+        return reason
 
     @property
     def guided(self) -> bool:
@@ -147,7 +161,7 @@ class CAMOptions:
         log_heatmap: bool = False,
         log_overlay: bool = True,
         log_guided_backprop: bool = False,
-        log_guided_gradcam: bool = True,
+        log_guided_gradcam: bool | None = None,
         mean: list[float] | None = None,
         std: list[float] | None = None,
         class_names: list[str] | None = None,
@@ -245,7 +259,9 @@ class CAMOptions:
             names = [method_name(m) for m in (methods or default_methods)]
         except (TypeError, ValueError):
             raise misconf("methods", methods, f"names from {sorted(METHODS)}") from None
-        flags = (log_heatmap, log_overlay, log_guided_backprop, log_guided_gradcam)
+        # None: guided Grad-CAM unless the model is one guided backprop says little about
+        # (attention models; decided at setup, see :meth:`for_model`)
+        flags = (log_heatmap, log_overlay, log_guided_backprop, log_guided_gradcam is not False)
         kinds = [k for k, on in zip(KINDS, flags, strict=True) if on]
         if not kinds and not metrics:
             raise MisconfigurationException(
@@ -281,4 +297,6 @@ class CAMOptions:
             output_transform=resolve_callable("output_transform", output_transform),
             output_transform_spec=output_transform,
             reshape_transform=_reshape_transform(reshape_transform),
+            guided_gradcam_auto=log_guided_gradcam is None,
+            requested_kinds=list(kinds),
         )
