@@ -8,6 +8,7 @@ error before any output, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from lightning_cam.errors import one_line
 __all__ = [
     "CLIError",
     "add_method_argument",
+    "add_reshape_transform_argument",
     "default_images",
     "method_names",
     "one_line",
@@ -83,6 +85,53 @@ def add_method_argument(
         metavar="NAME",
         help=f"CAM method(s) for {what}: {', '.join(names or method_names())} (aliases accepted; "
         f"default: {' '.join(default)})",
+    )
+
+
+def reshape_transform_value(value: str) -> Any:
+    """A ``--reshape-transform`` value: a layout name of :data:`lightning_cam.layouts.LAYOUTS`
+    (checked), or the dotted path ``package.module.function`` of a callable
+    ``output -> (B, C, h, w)``, imported.
+
+    Raises:
+        argparse.ArgumentTypeError: Neither (exit status 2 with the reason and the valid names).
+    """
+    from lightning_cam.layouts import LAYOUTS, check_reshape_transform
+
+    if "." not in value:
+        try:
+            return check_reshape_transform(value, "--reshape-transform")
+        except (ValueError, TypeError) as err:
+            raise argparse.ArgumentTypeError(one_line(err)) from None
+    module_name, _, attr = value.rpartition(".")
+    expected = (
+        f"expected one of {', '.join(LAYOUTS)} or the dotted path 'package.module.function' of "
+        "a callable output -> (B, C, h, w)"
+    )
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(
+            f"--reshape-transform={value!r} does not import ({one_line(err)}); {expected}"
+        ) from None
+    if not callable(found):
+        raise argparse.ArgumentTypeError(
+            f"--reshape-transform={value!r} is a {type(found).__name__}, not a callable; {expected}"
+        )
+    return found
+
+
+def add_reshape_transform_argument(parser: argparse.ArgumentParser) -> None:
+    """``--reshape-transform LAYOUT``: how the layer's output reads as ``(B, C, h, w)``
+    (:func:`lightning_cam.layouts.check_reshape_transform`), checked when parsed."""
+    from lightning_cam.layouts import LAYOUTS
+
+    parser.add_argument(
+        "--reshape-transform", type=reshape_transform_value, default="auto", metavar="LAYOUT",
+        help=f"how the layer's output reads as (B, C, h, w): {', '.join(LAYOUTS)} (tokens: "
+        "ViT-style (B, N, D) tokens folded into the patch grid; channels_last: (B, h, w, C)), or "
+        "the dotted path package.module.function of a callable output -> (B, C, h, w) "
+        "(default: auto, recognised from the model; ambiguous layouts are refused)",
     )
 
 

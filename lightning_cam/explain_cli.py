@@ -40,6 +40,7 @@ import numpy as np
 from lightning_cam._cli import (
     CLIError,
     add_method_argument,
+    add_reshape_transform_argument,
     default_images,
     one_line,
     output_folder,
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer-name", default=None, metavar="NAME",
                    help="layer to explain, a dotted module name (default: the last "
                    "convolutional stage)")
+    add_reshape_transform_argument(p)
     p.add_argument("--class-id", type=int, default=None, metavar="N",
                    help="class to explain (default: the predicted class of each image)")
     from lightning_cam.explainers import DEFAULT_METHODS
@@ -358,6 +360,7 @@ def run(args: argparse.Namespace) -> int:
                 device=args.device,
                 class_names=class_names,
                 methods=methods,
+                reshape_transform=args.reshape_transform,
             )
             explainer.check()
         except (ValueError, RuntimeError, TypeError) as err:
@@ -421,7 +424,8 @@ def run(args: argparse.Namespace) -> int:
         "methods": methods,
         "networks": [
             {"network": e.network, "arch": e.meta.arch, "weights": e.meta.weights,
-             "layer": e.layer, "image_size": e.image_size}
+             "layer": e.layer, "image_size": e.image_size,
+             "reshape_transform": e.reshape_transform_name}
             for e in explainers
         ],
         "results": records,

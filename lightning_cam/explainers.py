@@ -56,6 +56,7 @@ from lightning_cam.image_io import (
     save_images,
 )
 from lightning_cam.layers import get_layer
+from lightning_cam.layouts import ReshapeTransform, check_reshape_transform
 from lightning_cam.methods import METHODS, method_name
 from lightning_cam.zoo import (
     ClassifierMeta,
@@ -301,6 +302,10 @@ class ClassifierExplainer:
         methods: CAM methods, names or aliases of :data:`lightning_cam.methods.METHODS`
             (default: Grad-CAM and Grad-CAM++). Guided Grad-CAM always uses the Grad-CAM map
             (computed from the same pass when ``"gradcam"`` is not among them).
+        reshape_transform: How the layer's output reads as ``(B, C, h, w)``: ``"auto"``
+            (default: recognised from the model, ambiguous layouts refused), ``"tokens"``,
+            ``"channels_last"``, ``"channels_first"``, or a callable ``output -> (B, C, h, w)``;
+            see :mod:`lightning_cam.layouts`.
 
     Raises:
         ValueError: Unknown layer (with close names) or method (with the known ones), class id
@@ -323,8 +328,10 @@ class ClassifierExplainer:
         std: Sequence[float] | None = None,
         num_classes: int | None = None,
         methods: str | Sequence[str] = DEFAULT_METHODS,
+        reshape_transform: ReshapeTransform = "auto",
     ) -> None:
         self.methods = _check_methods(methods)
+        self.reshape_transform = check_reshape_transform(reshape_transform)
         if isinstance(model_or_name, nn.Module):
             # The model is borrowed: it stays where it is, and the work happens there.
             own = _module_device(model_or_name)
@@ -400,6 +407,15 @@ class ClassifierExplainer:
         if layer is not None:
             get_layer(self.model, layer)  # ValueError with the closest names
         self.layer = layer
+
+    @property
+    def reshape_transform_name(self) -> str:
+        """The layout as text: its name, or the callable's ``module.qualname``."""
+        rt = self.reshape_transform
+        if isinstance(rt, str):
+            return rt
+        name = getattr(rt, "__qualname__", None) or type(rt).__qualname__
+        return f"{getattr(rt, '__module__', None) or '?'}.{name}"
 
     # ------------------------------------------------------------------ preprocessing
 
@@ -531,6 +547,7 @@ class ClassifierExplainer:
             target=self.class_id,
             guided_backprop=True,
             upsample=False,
+            reshape_transform=self.reshape_transform,
         )
         layer = out.layers[0]
         if self.layer is None:
@@ -617,6 +634,7 @@ def explain_classifier(
     std: Sequence[float] | None = None,
     errors: Literal["raise", "report"] = "raise",
     methods: str | Sequence[str] = DEFAULT_METHODS,
+    reshape_transform: ReshapeTransform = "auto",
 ) -> list[ClassifierExplanation | ImageFailure]:
     """Explain a classifier on images: CAM maps (default: Grad-CAM and Grad-CAM++), guided
     backprop, guided Grad-CAM.
@@ -645,6 +663,9 @@ def explain_classifier(
         methods: CAM methods of :data:`lightning_cam.methods.METHODS` (names or aliases); each
             method other than Grad-CAM / Grad-CAM++ writes ``{stem}-{network}-{method}-heatmap.jpg``
             and ``-{method}-cam.jpg``.
+        reshape_transform: How the layer's output reads as ``(B, C, h, w)`` (``"auto"``,
+            ``"tokens"``, ``"channels_last"``, ``"channels_first"`` or a callable); see
+            :class:`ClassifierExplainer`.
 
     Returns:
         One :class:`ClassifierExplanation` per image (maps at the image's own size), in input
@@ -670,6 +691,7 @@ def explain_classifier(
         mean=mean,
         std=std,
         methods=methods,
+        reshape_transform=reshape_transform,
     )
     return explainer.explain(images, batch_size=batch_size, output_dir=output_dir, errors=errors)
 

@@ -248,3 +248,81 @@ def test_cli_external_errors(tmp_path: Path, capsys) -> None:
                              "timm:vit_tiny_patch16_224", "--weight-path", str(weights)])
     err = capsys.readouterr().err
     assert code == 2 and "do not fit timm:vit_tiny_patch16_224" in err and "mismatch" in err
+
+
+def test_cli_reshape_transform_matches_the_python_api(tmp_path: Path, capsys) -> None:
+    transformers = require("transformers", "pip install transformers")
+    config = transformers.ConvNextConfig(
+        hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], num_labels=5, image_size=64
+    )
+    torch.manual_seed(0)
+    folder = tmp_path / "cnx"
+    transformers.ConvNextForImageClassification(config).eval().save_pretrained(folder)
+    img = _image(tmp_path)
+    layer = "convnext.encoder.stages.2.layers.0.pwconv1"  # a Linear on (B, h, w, C)
+    common = ["--quiet", "--image-path", str(img), "--network", f"hf:{folder}",
+              "--layer-name", layer, "--image-size", "64"]
+
+    def cli(out: Path, layout: str) -> dict:
+        code = explain_cli.main([*common, "--output-dir", str(out), "--reshape-transform", layout])
+        assert code == 0, capsys.readouterr().err
+        return json.loads((out / "summary.json").read_text())
+
+    summary = cli(tmp_path / "cli", "channels_last")
+    [net] = summary["networks"]
+    assert (net["layer"], net["reshape_transform"]) == (layer, "channels_last")
+    [api] = lc.explain_classifier(f"hf:{folder}", [img], layer=layer, image_size=64,
+                                  reshape_transform="channels_last",
+                                  output_dir=tmp_path / "api")
+    assert [r["class_id"] for r in summary["results"]] == [api.class_id]
+    # The explicit layout through the engine, against an independent reshape.
+    model = transformers.ConvNextForImageClassification.from_pretrained(folder).eval()
+    check_against_reference(model, torch.rand(2, 3, 64, 64), layer, nhwc, 5)
+    by_path = cli(tmp_path / "path", "lightning_cam.layouts.channels_last")
+    assert by_path["networks"][0]["reshape_transform"] == "lightning_cam.layouts.channels_last"
+    for key in ("heatmap", "cam", "heatmap++", "cam_gb"):
+        name = f"disc-hf-cnx-{key}.jpg"
+        api_pixels = cv2.imread(str(tmp_path / "api" / name))
+        assert np.array_equal(cv2.imread(str(tmp_path / "cli" / name)), api_pixels), key
+        assert np.array_equal(cv2.imread(str(tmp_path / "path" / name)), api_pixels), key
+    # Read as channels-first, the same layer is another (wrong) picture: the option is used.
+    cli(tmp_path / "first", "channels_first")
+    assert not np.array_equal(cv2.imread(str(tmp_path / "first" / "disc-hf-cnx-heatmap.jpg")),
+                              cv2.imread(str(tmp_path / "api" / "disc-hf-cnx-heatmap.jpg")))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("sideways", "--reshape-transform='sideways' is not a layout; expected one of auto, "
+                     "tokens, channels_last, channels_first"),
+        ("lightning_cam.layouts.no_such", "--reshape-transform='lightning_cam.layouts.no_such' "
+                                          "does not import"),
+        ("lightning_cam.layouts.LAYOUTS", "is a tuple, not a callable"),
+    ],
+)
+def test_cli_bad_reshape_transform_exits_2(tmp_path: Path, capsys, value: str,
+                                           message: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        explain_cli.main(["--quiet", "--image-path", str(_image(tmp_path)),
+                          "--reshape-transform", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --reshape-transform" in err and message in err, err
+
+
+def test_cli_reshape_transform_that_does_not_fit_the_layer(tmp_path: Path, capsys) -> None:
+    transformers = require("transformers", "pip install transformers")
+    config = transformers.ConvNextConfig(
+        hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], num_labels=5, image_size=64
+    )
+    folder = tmp_path / "cnx"
+    transformers.ConvNextForImageClassification(config).save_pretrained(folder)
+    code = explain_cli.main([
+        "--quiet", "--image-path", str(_image(tmp_path)), "--network", f"hf:{folder}",
+        "--layer-name", "convnext.encoder.stages.3", "--reshape-transform", "tokens",
+        "--output-dir", str(tmp_path / "out"),
+    ])
+    err = capsys.readouterr().err
+    assert code == 2 and "convnext.encoder.stages.3" in err and "not tokens" in err, err
+    assert not (tmp_path / "out").exists()
