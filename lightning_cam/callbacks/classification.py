@@ -301,27 +301,10 @@ class ClassificationTask(TaskStrategy):
             raise misconf("target", opts.target, f"a class id in 0..{value.shape[1] - 1}")
         self._readers[pl_module] = (read, where)
         layers = self.layers(pl_module, xf)
-        convert, ctx = _precision(trainer)
-        try:
-            with _rng(_device(pl_module)), ctx:
-                # Guided too when guided pictures are asked for: a model whose guided
-                # backward cannot be right is refused here, before training time is spent.
-                result = Explainer(
-                    pl_module, layers, methods=opts.methods[:1], guided_backprop=opts.guided,
-                    reshape_transform=opts.reshape_transform,
-                )(
-                    convert(xf.to(_device(pl_module))),
-                    target=OutputTarget(None, read),
-                    upsample=False,
-                )
-        except (ValueError, TypeError) as err:
-            raise MisconfigurationException(
-                f"{who}: layer={opts.layer if opts.layer is not None else layers!r} cannot be "
-                f"explained: {err}"
-            ) from err
+        cams = self._check_methods(trainer, pl_module, xf, layers, read)
         height, width = int(x.shape[-2]), int(x.shape[-1])
         for name in layers:
-            cam = result.cams[opts.methods[0]][name]
+            cam = cams[opts.methods[0]][name]
             if cam.dim() != 3:
                 raise MisconfigurationException(
                     f"{who}: layer {name!r} gives maps of shape {tuple(cam.shape[1:])}, not 2-D "
@@ -336,6 +319,82 @@ class ClassificationTask(TaskStrategy):
                     "(B, C, h, w) and give a wrong picture. Choose a layer with a (B, C, h, w) "
                     "output (e.g. the block before a permute)."
                 )
+
+    def _probe_explain(
+        self, trainer: Any, pl_module: Any, xf: torch.Tensor, layers: list[str], read: Reader,
+        methods: Sequence[str], guided: bool,
+    ) -> Explanation:
+        convert, ctx = _precision(trainer)
+        with _rng(_device(pl_module)), ctx:
+            return Explainer(
+                pl_module, layers, methods=list(methods), guided_backprop=guided,
+                reshape_transform=self.options.reshape_transform,
+            )(
+                convert(xf.to(_device(pl_module))),
+                target=OutputTarget(None, read),
+                upsample=False,
+            )
+
+    def _check_methods(
+        self, trainer: Any, pl_module: Any, xf: torch.Tensor, layers: list[str], read: Reader
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """Explain the probe images with every requested method (guided too when guided
+        pictures are asked for), so that a layer, a layout or a method that cannot work on this
+        model (CAM without a GAP + linear head, ...) is refused here, before training time is
+        spent. Gradient and activation methods share one pass on the (up to two) probe images;
+        perturbation methods, whose cost grows with the layer's channels, run on one image.
+
+        Returns:
+            The maps by method and layer.
+        """
+        from lightning_cam.methods import METHODS
+
+        who, opts = self._who(), self.options
+        cheap = [m for m in opts.methods if METHODS[m].kind != "perturbation"]
+        costly = [m for m in opts.methods if METHODS[m].kind == "perturbation"]
+        passes = [(cheap, xf, opts.guided)] if cheap else []
+        if costly:
+            passes.append((costly, xf[:1], opts.guided and not cheap))
+        cams: dict[str, dict[str, torch.Tensor]] = {}
+        for methods, images, guided in passes:
+            try:
+                result = self._probe_explain(
+                    trainer, pl_module, images, layers, read, methods, guided
+                )
+            except (ValueError, TypeError) as err:
+                culprit = self._failing_method(trainer, pl_module, xf, layers, read, methods)
+                if culprit is None:
+                    raise MisconfigurationException(
+                        f"{who}: layer={opts.layer if opts.layer is not None else layers!r} "
+                        f"cannot be explained: {err}"
+                    ) from err
+                name, why = culprit
+                works = [m for m in METHODS if m != name and METHODS[m].kind == "gradient"]
+                raise MisconfigurationException(
+                    f"{who}: methods={list(opts.methods)!r} is invalid for this model: {name!r} "
+                    f"cannot explain layer(s) {layers!r}: {why}. Drop {name!r} from methods, or "
+                    f"use methods that work on any differentiable model: {', '.join(works)}."
+                ) from err
+            cams.update(result.cams)
+        return cams
+
+    def _failing_method(
+        self, trainer: Any, pl_module: Any, xf: torch.Tensor, layers: list[str], read: Reader,
+        methods: Sequence[str],
+    ) -> tuple[str, str] | None:
+        """The first of ``methods`` that fails alone on one probe image (with its error) when
+        Grad-CAM works on the layers; ``None`` when the layers themselves fail."""
+        one = xf[:1]
+        try:
+            self._probe_explain(trainer, pl_module, one, layers, read, ["gradcam"], False)
+        except (ValueError, TypeError):
+            return None
+        for m in methods:
+            try:
+                self._probe_explain(trainer, pl_module, one, layers, read, [m], False)
+            except (ValueError, TypeError) as err:
+                return m, str(err).rstrip(". ")
+        return None
 
     def _check_integer_images(
         self, trainer: Any, pl_module: Any, x: torch.Tensor, shown: str

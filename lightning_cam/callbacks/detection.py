@@ -186,6 +186,7 @@ class DetectionTask(TaskStrategy):
 
     def setup(self, trainer: Any, pl_module: Any) -> None:
         self.detector, self.backend = self._find(pl_module)
+        self._check_methods(pl_module)
         self.prefix = detector_prefix(pl_module, self.detector)
         if self.options.layer is None:
             return
@@ -238,6 +239,23 @@ class DetectionTask(TaskStrategy):
     def check(self, trainer: Any, pl_module: Any, batch: Any, validation: bool) -> None:
         if validation:
             self.capture(batch)
+
+    def _check_methods(self, pl_module: Any) -> None:
+        """Refuse the methods that explain classes only (registry flag ``needs_class_target``):
+        a detection is no class target, so they would fail at the first validation end."""
+        from lightning_cam.detection.base import detection_methods
+        from lightning_cam.methods import METHODS
+
+        methods = self.options.methods
+        refused = [m for m in methods if METHODS[m].needs_class_target]
+        if refused:
+            raise MisconfigurationException(
+                f"methods={list(methods)!r} is invalid for the detector "
+                f"{type(self.detector).__name__} in {type(pl_module).__name__}: "
+                f"{', '.join(map(repr, refused))} explain classes only (they re-score other "
+                "inputs or read a classifier's weights), not detections. Expected methods among "
+                f"{', '.join(detection_methods())}."
+            )
 
     def layers(self) -> list[str]:
         """Layer names relative to the detector (default: the backbone's last stage)."""

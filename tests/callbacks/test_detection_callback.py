@@ -212,3 +212,34 @@ def test_metric_images_get_maps_without_a_guided_pass_and_match_one_full_pass():
     assert torch.equal(got.class_ids, full.class_ids)
     assert got.guided.shape == (2, 3, 16, 16)  # only the shown probes
     assert torch.allclose(got.guided, full.guided[:2], atol=1e-6)
+
+
+class _CountingColourModule(ColourModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = 0
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.steps += 1
+        super().validation_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("methods", [["gradcam", "scorecam"], ["cam"], ["smoothgradcam++"]])
+def test_class_only_methods_are_refused_at_setup_for_a_detector(methods):
+    from lightning_cam import CAMCallback
+    from lightning_cam.detection.base import detection_methods
+    from lightning_cam.methods import METHODS
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[CAMCallback(methods=methods)])
+    module = _CountingColourModule()
+    with pytest.raises(MisconfigurationException) as info:
+        trainer.validate(module, dataloaders=_loader(2))
+    message = str(info.value)
+    refused = [m for m in methods if METHODS[m].needs_class_target]
+    assert message.startswith(f"methods={methods!r} is invalid"), message
+    assert all(repr(m) in message.split("explain classes only")[0] for m in refused)
+    allowed = detection_methods()
+    assert "gradcam" in allowed and "scorecam" not in allowed
+    assert message.endswith(f"Expected methods among {', '.join(allowed)}.")
+    assert module.steps == 0  # refused at setup, before any batch
