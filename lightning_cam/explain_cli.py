@@ -20,6 +20,8 @@ Example:
     $ lightning-cam explain --image-path cat.jpg --network all --output-dir out
     $ lightning-cam explain --image-path "data/*.png" --network resnet18 \\
           --weight-path resnet18_finetuned.pth --class-names classes.txt
+    $ lightning-cam explain --network swin_t --layer-name features.6 \\
+          --reshape-transform channels_last          # a (B, h, w, C) layer, read as such
 """
 
 from __future__ import annotations
