@@ -77,6 +77,21 @@ class SegmentationTask(TaskStrategy):
     def _who(self) -> str:
         return type(self.callback).__name__
 
+    def class_names(self, trainer: Any, pl_module: Any) -> list[str] | None:
+        """``class_names`` of the options, else of the module or its hparams: indexed by the
+        segmentation class (the datamodule's names are skipped: they may index the image
+        labels, without the background)."""
+        if self.options.class_names is not None:
+            return self.options.class_names
+        for obj in (pl_module, getattr(pl_module, "hparams", None)):
+            names = (
+                obj.get("class_names") if isinstance(obj, dict)
+                else getattr(obj, "class_names", None)
+            )
+            if isinstance(names, (list, tuple)) and names:
+                return [str(n) for n in names]
+        return None
+
     def _parts(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         parts = self.callback.extract(batch)
         images, mask = parts["image"], parts["mask"]

@@ -89,6 +89,8 @@ def test_maps_and_pointing_game_match_explain_segmentation(tmp_path: Any) -> Non
     )
     tags = image_events(log_dir)
     assert "gradcam/backbone/overlay" in tags
+    # tiles are named by segmentation class (the module's names), not the datamodule's labels
+    assert task.class_names(trainer, model) == model.class_names
 
 
 def test_boolean_masks_are_refused_with_the_fix(tmp_path: Any) -> None:
