@@ -221,3 +221,87 @@ class ShapesClassifier(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+class ShapesSegmenter(pl.LightningModule):
+    """A tiny FCN-style segmenter for the synthetic shapes: the compact CNN of
+    :func:`simple_backbone` (three blocks: 16 x 16 features at 64 x 64), a 1 x 1 convolution
+    to per-class logits and a bilinear upsampling to the input size.
+
+    Classes: ``0`` is the background, ``1 + label`` the shape (``num_classes = 1 + shapes``).
+    :meth:`on_after_batch_transfer` turns the shapes batches' bool object ``"mask"`` into this
+    integer class-index mask ``(B, H, W)`` (so the CAM callbacks, which read ``mask_key``, see
+    class indices). The background's pixels weigh ``background_weight`` in the cross-entropy
+    (they are most pixels; unweighted, a short training predicts background everywhere).
+    ``cam_task = "segmentation"`` tells the CAM callbacks to explain it as a
+    segmentation model (:class:`~lightning_cam.callbacks.segmentation.SegmentationTask`).
+
+    Example:
+        >>> import torch
+        >>> ShapesSegmenter()(torch.rand(2, 3, 64, 64)).shape
+        torch.Size([2, 5, 64, 64])
+    """
+
+    cam_task = "segmentation"
+    #: The background class: not explained by the CAM callbacks.
+    background_class = 0
+
+    def __init__(
+        self,
+        num_classes: int = 5,
+        widths: tuple[int, ...] = (16, 32, 64),
+        lr: float = 1e-2,
+        class_names: list[str] | None = None,
+        background_weight: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} names for num_classes={num_classes}; give "
+                "one name per class, the background first."
+            )
+        self.save_hyperparameters()
+        self.backbone = simple_backbone(tuple(widths))
+        self.head = nn.Conv2d(widths[-1], num_classes, 1)
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class names (``class_names`` argument, else ``"0"``, ``"1"``, ...)."""
+        names = self.hparams.get("class_names")
+        return list(names) if names else [str(i) for i in range(self.hparams["num_classes"])]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-pixel class logits ``(B, num_classes, H, W)`` of images in ``[0, 1]``."""
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        logits = self.head(self.backbone((images - mean) / std))
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Shapes dict batches: the bool object mask becomes the class-index mask."""
+        if isinstance(batch, dict) and "mask" in batch and batch["mask"].dtype == torch.bool:
+            labels = batch["label"].view(-1, 1, 1) + 1
+            batch = {**batch, "mask": torch.where(batch["mask"], labels, 0).long()}
+        return batch
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        logits = self(batch["image"])
+        weight = torch.ones(logits.shape[1], device=logits.device)
+        weight[self.background_class] = self.hparams["background_weight"]
+        loss = F.cross_entropy(logits, batch["mask"], weight=weight)
+        n = logits.shape[0]
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=n)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Per-pixel cross-entropy; logs ``train/loss``."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Logs ``val/loss``."""
+        return self._step(batch, "val")
+
+    def configure_optimizers(self) -> Any:
+        """Adam at ``lr``."""
+        return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])

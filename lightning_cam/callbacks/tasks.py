@@ -7,10 +7,11 @@ from typing import Any
 
 from lightning_cam.callbacks.classification import ClassificationTask
 from lightning_cam.callbacks.detection import DetectionTask
+from lightning_cam.callbacks.segmentation import SegmentationTask
 from lightning_cam.callbacks.task import TaskStrategy
 
 #: Task strategy classes, most specific first.
-TASKS: list[type[TaskStrategy]] = [DetectionTask, ClassificationTask]
+TASKS: list[type[TaskStrategy]] = [DetectionTask, SegmentationTask, ClassificationTask]
 
 
 def task_class(pl_module: Any) -> type[TaskStrategy]:
