@@ -6,11 +6,10 @@ import os
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 
 import lightning_cam as lc
 from tests.callbacks.helpers import image_events, loaders, make_module_cls, scalar_events
-
-pl = pytest.importorskip("pytorch_lightning")
 
 
 def test_cam_callback_logs_gradient_activation_and_perturbation_methods(tmp_path: Any) -> None:

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchvision.models.swin_transformer import SwinTransformer
@@ -15,8 +16,6 @@ import lightning_cam as lc
 from lightning_cam._compat import MisconfigurationException
 from tests.callbacks.helpers import image_events, loaders
 from tests.transformer_helpers import nhwc, reference_gradcam, vit_tokens
-
-pl = pytest.importorskip("pytorch_lightning")
 
 
 class _Module(pl.LightningModule):

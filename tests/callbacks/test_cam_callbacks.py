@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 import lightning_cam as lc
 from lightning_cam._compat import MisconfigurationException
 from tests.callbacks.helpers import image_events, loaders, make_module_cls, scalar_events
+from tests.optional import require
 from tests.ports import free_port
-
-pl = pytest.importorskip("pytorch_lightning")
 
 
 def _trainer(
@@ -204,7 +204,7 @@ def test_resume_keeps_the_probe_set(tmp_path: Any) -> None:
 
 
 def test_lightning_namespace(tmp_path: Any) -> None:
-    pytest.importorskip("lightning")
+    require("lightning", "pip install lightning (the dev extra)")
     cb = lc.GradCAMCallback(layer="backbone")
     train, val = loaders()
     trainer = _trainer(tmp_path, [cb], namespace="lightning.pytorch", max_epochs=1)
@@ -267,7 +267,9 @@ def test_misconfiguration_is_both_namespaces_exception() -> None:
 
     with pytest.raises(PLE):
         lc.GradCAMCallback(num_samples=0)
-    lexc = pytest.importorskip("lightning.pytorch.utilities.exceptions")
+    lexc = require(
+        "lightning.pytorch.utilities.exceptions", "pip install lightning (the dev extra)"
+    )
     with pytest.raises(lexc.MisconfigurationException):
         lc.GradCAMCallback(num_samples=0)
 
