@@ -66,7 +66,25 @@ def decay_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
-class ShapesClassifier(pl.LightningModule):
+class _ShapesModule(pl.LightningModule):
+    """What the shapes models share: ImageNet input normalisation inside the model (images in
+    ``[0, 1]`` go in) and the class names of the hyperparameters."""
+
+    def _register_normalisation(self) -> None:
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.get_buffer("mean")) / self.get_buffer("std")
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class names (``class_names`` argument, else ``"0"``, ``"1"``, ...)."""
+        names = self.hparams.get("class_names")
+        return list(names) if names else [str(i) for i in range(self.hparams["num_classes"])]
+
+
+class ShapesClassifier(_ShapesModule):
     """An image classifier as a LightningModule, for the shapes data (or any dict batches).
 
     ``backbone="simple"`` builds a compact CNN, ``self.backbone`` (four conv-BN-ReLU blocks of
@@ -133,8 +151,7 @@ class ShapesClassifier(pl.LightningModule):
             )
         self.save_hyperparameters()
         self.backbone, self.head = self._build(backbone, num_classes)
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+        self._register_normalisation()
 
     @staticmethod
     def _build(name: str, num_classes: int) -> tuple[nn.Module, nn.Module]:
@@ -158,16 +175,9 @@ class ShapesClassifier(pl.LightningModule):
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
         return model, nn.Identity()
 
-    @property
-    def class_names(self) -> list[str]:
-        """The class names (``class_names`` argument, else ``"0"``, ``"1"``, ...)."""
-        names = self.hparams.get("class_names")
-        return list(names) if names else [str(i) for i in range(self.hparams["num_classes"])]
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, num_classes)`` of images ``(B, 3, H, W)`` in ``[0, 1]``."""
-        mean, std = self.get_buffer("mean"), self.get_buffer("std")
-        out = self.backbone((images - mean) / std)
+        out = self.backbone(self._normalise(images))
         if not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
             out = out.logits  # torchvision's Inception/GoogLeNet named tuples
         return self.head(out)
@@ -223,7 +233,7 @@ class ShapesClassifier(pl.LightningModule):
         }
 
 
-class ShapesSegmenter(pl.LightningModule):
+class ShapesSegmenter(_ShapesModule):
     """A tiny FCN-style segmenter for the synthetic shapes: the compact CNN of
     :func:`simple_backbone` (three blocks: 16 x 16 features at 64 x 64), a 1 x 1 convolution
     to per-class logits and a bilinear upsampling to the input size.
@@ -263,19 +273,11 @@ class ShapesSegmenter(pl.LightningModule):
         self.save_hyperparameters()
         self.backbone = simple_backbone(tuple(widths))
         self.head = nn.Conv2d(widths[-1], num_classes, 1)
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
-
-    @property
-    def class_names(self) -> list[str]:
-        """The class names (``class_names`` argument, else ``"0"``, ``"1"``, ...)."""
-        names = self.hparams.get("class_names")
-        return list(names) if names else [str(i) for i in range(self.hparams["num_classes"])]
+        self._register_normalisation()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Per-pixel class logits ``(B, num_classes, H, W)`` of images in ``[0, 1]``."""
-        mean, std = self.get_buffer("mean"), self.get_buffer("std")
-        logits = self.head(self.backbone((images - mean) / std))
+        logits = self.head(self.backbone(self._normalise(images)))
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
