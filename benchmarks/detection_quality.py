@@ -41,7 +41,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from lightning_cam import image_io, viz  # noqa: E402
 from lightning_cam.data.detection import ShapesDetectionDataModule  # noqa: E402
 from lightning_cam.detection import (  # noqa: E402
     ROI_LAYER,
@@ -58,6 +57,7 @@ from lightning_cam.detection.render import (  # noqa: E402
     scaled_result,
 )
 from lightning_cam.metrics import energy_pointing_game, pointing_game  # noqa: E402
+from lightning_cam.tools import image_io, viz  # noqa: E402
 
 DEFAULT_LAYERS = ("backbone.body.layer1", "backbone.body.layer2", "backbone.body.layer3",
                   ROI_LAYER)

@@ -16,9 +16,9 @@ import os
 import torch
 
 import lightning_cam as lc
-from lightning_cam import viz
 from lightning_cam.data import ShapesDataset
 from lightning_cam.models import ShapesClassifier
+from lightning_cam.tools import viz
 
 
 def main(argv: list[str] | None = None) -> list[str]:

@@ -25,9 +25,9 @@ from torch.utils.data import DataLoader
 from torchvision.models.vision_transformer import ConvStemConfig, VisionTransformer
 
 import lightning_cam as lc
-from lightning_cam import viz
 from lightning_cam.data.shapes import ShapesDataset
 from lightning_cam.metrics import pointing_game
+from lightning_cam.tools import viz
 
 
 def tiny_vit(num_classes: int, image_size: int = 64) -> nn.Module:

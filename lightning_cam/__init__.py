@@ -13,17 +13,39 @@ Example:
     torch.Size([1, 64, 64])
 """
 
-from lightning_cam.cam import (
+from typing import TYPE_CHECKING
+
+from lightning_cam import _moved
+
+_moved.install()  # lightning_cam.viz, lightning_cam.layouts ... keep importing (see _moved.py)
+
+from lightning_cam.engine import Explainer, Explanation  # noqa: E402
+from lightning_cam.engine.cam import (  # noqa: E402
     CAM_CLASSES,
     GuidedBackprop,
     GuidedGradCAM,
     explain,
     explain_segmentation,
 )
-from lightning_cam.engine import Explainer, Explanation
-from lightning_cam.layers import default_layer, get_layer
-from lightning_cam.methods import METHODS
-from lightning_cam.targets import ClassTarget, SegmentationTarget
+from lightning_cam.engine.layers import default_layer, get_layer  # noqa: E402
+from lightning_cam.engine.targets import ClassTarget, SegmentationTarget  # noqa: E402
+from lightning_cam.methods import METHODS  # noqa: E402
+
+if TYPE_CHECKING:  # the generated classes, for IDEs and type checkers
+    from lightning_cam.engine.cam import (  # noqa: F401
+        CAM,
+        AblationCAM,
+        EigenCAM,
+        EigenGradCAM,
+        GradCAM,
+        GradCAMElementWise,
+        GradCAMPlusPlus,
+        HiResCAM,
+        LayerCAM,
+        ScoreCAM,
+        SmoothGradCAMPlusPlus,
+        XGradCAM,
+    )
 
 __version__ = "0.1.0"
 
@@ -36,10 +58,10 @@ _LAZY = {
     "GradCAMCallback": "lightning_cam.callbacks",
     "GradCAMPlusPlusCallback": "lightning_cam.callbacks",
     "CAMWriter": "lightning_cam.predict",
-    "explain_classifier": "lightning_cam.explainers",
-    "ClassifierExplainer": "lightning_cam.explainers",
-    "ClassifierExplanation": "lightning_cam.explainers",
-    "ImageFailure": "lightning_cam.explainers",
+    "explain_classifier": "lightning_cam.tools.classifier",
+    "ClassifierExplainer": "lightning_cam.tools.classifier",
+    "ClassifierExplanation": "lightning_cam.tools.classifier",
+    "ImageFailure": "lightning_cam.tools.classifier",
     "build_classifier": "lightning_cam.zoo",
     "ClassifierMeta": "lightning_cam.zoo",
     "PretrainedWeightsUnavailableError": "lightning_cam.zoo",

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_cam.engine import borrowed
-from lightning_cam.targets import extract_logits
+from lightning_cam.engine.targets import extract_logits
 
 ClassIds = int | Sequence[int] | torch.Tensor | None
 Baseline = Literal["zero", "blur"]

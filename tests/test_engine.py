@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 import lightning_cam as lc
-from lightning_cam.layers import default_layer
+from lightning_cam.engine.layers import default_layer
 
 # ---------------------------------------------------------------------------------------------
 # Default layer for the seed networks

@@ -18,8 +18,8 @@ import pytest
 import torch
 import torchvision
 
-from lightning_cam import explain_cli
-from lightning_cam.explainers import (
+from lightning_cam.cli import explain as explain_cli
+from lightning_cam.tools.classifier import (
     OUTPUT_KEYS,
     ClassifierExplainer,
     ClassifierExplanation,
@@ -27,7 +27,7 @@ from lightning_cam.explainers import (
     collect_images,
     explain_classifier,
 )
-from lightning_cam.zoo import SEED_NETWORKS
+from lightning_cam.zoo.classifiers import SEED_NETWORKS
 from tests.registry import register_test_method
 
 SIZE = "80"

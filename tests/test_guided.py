@@ -169,7 +169,7 @@ CLAMPS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], float | None]] =
 def test_switchable_backward_equals_mask_formula(kind: str, guided: bool) -> None:
     """The fused backward (threshold_backward / hardtanh_backward, then a clamp at 0 when
     guided) gives exactly the mask formula, values at the boundaries 0 and hi included."""
-    from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
+    from lightning_cam.engine.guided import GuidedReLUMode, GuidedSwitch
 
     act, hi = CLAMPS[kind]
     g = torch.Generator().manual_seed(3)
@@ -193,7 +193,7 @@ def test_switchable_backward_equals_mask_formula(kind: str, guided: bool) -> Non
 def test_eval_batch_norm_input_gradient_and_memory(affine: bool, dims: int) -> None:
     """Under the guided mode an eval-mode batch norm has autograd's input gradient, and the
     recorded graph keeps per-channel scales, not the normalised activation."""
-    from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
+    from lightning_cam.engine.guided import GuidedReLUMode, GuidedSwitch
 
     bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims](5, affine=affine)
     g = torch.Generator().manual_seed(4)
@@ -224,7 +224,7 @@ def test_eval_batch_norm_input_gradient_and_memory(affine: bool, dims: int) -> N
 
 
 def test_batch_norm_is_intercepted_in_eval_mode_with_inputs_only() -> None:
-    from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
+    from lightning_cam.engine.guided import GuidedReLUMode, GuidedSwitch
 
     bn = nn.BatchNorm2d(3).train()
     x = torch.randn(4, 3, 5, 5, requires_grad=True)

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import lightning_cam as lc
+from lightning_cam.engine.replay import PassTools
 from lightning_cam.methods import LayerPass, combine, normalize_maps
 from lightning_cam.methods.perturbation import scorecam_weights, smoothgradcampp_weights
-from lightning_cam.replay import PassTools
 from tests.optional import require
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import lightning_cam as lc
+from lightning_cam.engine.replay import PassTools, split_after
 from lightning_cam.methods import (
     FUSE_MODES,
     KINDS,
@@ -28,7 +29,6 @@ from lightning_cam.methods import (
 )
 from lightning_cam.methods.gradient import first_component, layercam_fuse_scale
 from lightning_cam.methods.perturbation import smoothgradcampp_weights
-from lightning_cam.replay import PassTools, split_after
 from tests.test_methods import GapNet, LinearScoreNet, X
 
 

@@ -10,9 +10,9 @@ import torchvision
 from torch import nn
 
 import lightning_cam as lc
-from lightning_cam.cam import explain_segmentation
-from lightning_cam.layers import default_layer
-from lightning_cam.targets import SegmentationTarget, extract_segmentation_logits
+from lightning_cam.engine.cam import explain_segmentation
+from lightning_cam.engine.layers import default_layer
+from lightning_cam.engine.targets import SegmentationTarget, extract_segmentation_logits
 
 
 def _reference(

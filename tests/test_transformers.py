@@ -12,8 +12,8 @@ import torchvision
 from torch import nn
 
 import lightning_cam as lc
-from lightning_cam.layers import default_layer
-from lightning_cam.layouts import fold_tokens, layout_transform, recognise
+from lightning_cam.engine.layers import default_layer
+from lightning_cam.engine.layouts import fold_tokens, layout_transform, recognise
 from tests.transformer_helpers import check_against_reference, nchw, nhwc, vit_tokens
 
 

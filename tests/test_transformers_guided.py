@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 
 import lightning_cam as lc
-from lightning_cam.guided import GuidedReLUMode, GuidedSwitch, guided_support
+from lightning_cam.engine.guided import GuidedReLUMode, GuidedSwitch, guided_support
 
 _GATES = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"), "silu": nn.SiLU(),
           "hardswish": nn.Hardswish()}

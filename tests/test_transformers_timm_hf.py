@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 import lightning_cam as lc
-from lightning_cam import explain_cli
-from lightning_cam.layers import default_layer
-from lightning_cam.layouts import recognise
+from lightning_cam.cli import explain as explain_cli
+from lightning_cam.engine.layers import default_layer
+from lightning_cam.engine.layouts import recognise
 from tests.optional import require
 from tests.transformer_helpers import check_against_reference, nchw, nhwc, vit_tokens
 
@@ -178,8 +178,8 @@ def test_hf_convnext() -> None:
 
 def test_import_does_not_need_timm_or_transformers() -> None:
     code = (
-        "import sys, lightning_cam, lightning_cam.layouts, lightning_cam.hubs, "
-        "lightning_cam.engine\n"
+        "import sys, lightning_cam, lightning_cam.engine.layouts, lightning_cam.zoo.hubs, "
+        "lightning_cam.engine.explainer\n"
         "assert 'timm' not in sys.modules and 'transformers' not in sys.modules, "
         "[m for m in sys.modules if m.startswith(('timm', 'transformers'))]"
     )

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_cam import viz
+from lightning_cam.tools import viz
 
 # Colormap endpoints in RGB, from the colormaps' definitions (not from OpenCV):
 # jet runs from dark blue (0, 0, 0.5) to dark red (0.5, 0, 0); viridis from #440154 to #fde725.

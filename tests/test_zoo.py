@@ -1,4 +1,4 @@
-"""Tests of lightning_cam.zoo: network names, weight files, torchvision DEFAULT weights.
+"""Tests of lightning_cam.zoo.classifiers: network names, weight files, torchvision DEFAULT weights.
 
 Nothing downloads: weights are made here (``weights=None`` models saved to tmp), and the
 DEFAULT-weights path runs against an empty or prepared torch hub cache with the download
@@ -246,14 +246,14 @@ def test_default_weights_loader_is_replaceable(monkeypatch: pytest.MonkeyPatch) 
         assert arch == "inception_v3" and "Inception_V3_Weights" in str(weights)
         return torchvision.models.inception_v3(weights=None, init_weights=False)
 
-    monkeypatch.setattr(zoo, "load_pretrained", fake)
+    monkeypatch.setattr(zoo.classifiers, "load_pretrained", fake)
     model, meta = zoo.build_classifier("inception_v3")
     assert meta.input_size == 299 and meta.num_classes == 1000 and not model.training
 
     def fails(arch, weights):
         raise ConnectionResetError("connection reset by peer")
 
-    monkeypatch.setattr(zoo, "load_pretrained", fails)
+    monkeypatch.setattr(zoo.classifiers, "load_pretrained", fails)
     with pytest.raises(zoo.PretrainedWeightsUnavailableError, match="connection reset"):
         zoo.build_classifier("resnet18")
     with pytest.raises(ValueError, match="num_classes=10 does not fit"):

@@ -2,7 +2,7 @@
 
 The reference hooks the layer with a plain forward hook, differentiates the class logits w.r.t.
 its output with ``torch.autograd.grad``, and folds activations and gradients with a reshape the
-test writes out itself (not lightning_cam.layouts).
+test writes out itself (not lightning_cam.engine.layouts).
 """
 
 from __future__ import annotations

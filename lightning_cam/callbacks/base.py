@@ -102,14 +102,15 @@ class CAMCallback(CallbackBase):
         log_guided_backprop: Log guided backprop.
         log_guided_gradcam: Log guided Grad-CAM. ``None`` (default): yes, except for models
             whose guided backprop would be mostly the plain gradient (attention models: ViT,
-            DeiT, Swin, MaxViT; :func:`lightning_cam.guided.guided_support`), said once.
+            DeiT, Swin, MaxViT; :func:`lightning_cam.engine.guided.guided_support`), said once.
         mean: Per-channel mean to undo the input normalisation for display (with ``std``);
             without them float images within [0, 1] are shown as they are, others min-max
             normalised per image.
         std: Per-channel std (see ``mean``).
         class_names: Names drawn on the tiles; default: ``class_names`` of the datamodule or of
             the module (or its hparams) when present, else class ids.
-        colormap: Colour map of heatmaps and overlays (see :data:`lightning_cam.viz.COLORMAPS`).
+        colormap: Colour map of heatmaps and overlays (see
+            :data:`lightning_cam.tools.viz.COLORMAPS`).
         alpha: Opacity of the heatmap in overlays, in [0, 1].
         image_key: Key of the images in dict batches.
         label_key: Key of the labels in dict batches.
@@ -135,7 +136,7 @@ class CAMCallback(CallbackBase):
         reshape_transform: How the layers' outputs read as ``(B, C, h, w)``: ``"auto"``
             (ViT tokens, Swin channels-last maps of recognised models), ``"tokens"``,
             ``"channels_last"``, ``"channels_first"``, a callable or its dotted path (see
-            :mod:`lightning_cam.layouts`).
+            :mod:`lightning_cam.engine.layouts`).
 
     Example:
         >>> from pytorch_lightning import Trainer

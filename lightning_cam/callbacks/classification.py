@@ -30,8 +30,8 @@ from lightning_cam.callbacks import render
 from lightning_cam.callbacks.options import misconf
 from lightning_cam.callbacks.task import TaskStrategy
 from lightning_cam.engine import Explainer, Explanation, borrowed, concat_explanations
-from lightning_cam.layers import default_layer
-from lightning_cam.targets import ClassTarget
+from lightning_cam.engine.layers import default_layer
+from lightning_cam.engine.targets import ClassTarget
 
 if TYPE_CHECKING:
     from lightning_cam.callbacks.base import CAMCallback
@@ -156,7 +156,7 @@ def _rng(device: torch.device) -> Any:
 
 class ClassificationTask(TaskStrategy):
     """Image classifiers: probes are dicts of stacked tensors (``"image"``, ``"label"``,
-    ``"mask"``, ``"box"``), results :class:`~lightning_cam.engine.Explanation` objects."""
+    ``"mask"``, ``"box"``), results :class:`~lightning_cam.engine.explainer.Explanation` objects."""
 
     name = "classification"
     state_name = "probes"

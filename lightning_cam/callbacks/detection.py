@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightning_cam import viz
 from lightning_cam._compat import MisconfigurationException
 from lightning_cam.callbacks.task import TaskStrategy
+from lightning_cam.tools import viz
 
 if TYPE_CHECKING:
     from lightning_cam.callbacks.base import CAMCallback

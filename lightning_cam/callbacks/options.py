@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lightning_cam import viz
 from lightning_cam._compat import MisconfigurationException
-from lightning_cam.layouts import LAYOUTS, ReshapeTransform, check_reshape_transform
+from lightning_cam.engine.layouts import LAYOUTS, ReshapeTransform, check_reshape_transform
 from lightning_cam.methods import METHODS, method_name
+from lightning_cam.tools import viz
 
 KINDS: tuple[str, ...] = ("heatmap", "overlay", "guided_backprop", "guided_gradcam")
 METRICS: tuple[str, ...] = (
@@ -137,9 +137,9 @@ class CAMOptions:
     def for_model(self, pl_module: Any) -> str | None:
         """Settle the kinds for ``pl_module``: with ``log_guided_gradcam=None`` (the default),
         guided Grad-CAM is left out for models whose guided backprop would be mostly the plain
-        gradient (:func:`lightning_cam.guided.guided_support`). Returns that reason, else
+        gradient (:func:`lightning_cam.engine.guided.guided_support`). Returns that reason, else
         ``None``."""
-        from lightning_cam.guided import guided_support
+        from lightning_cam.engine.guided import guided_support
 
         requested = self.requested_kinds if self.requested_kinds is not None else self.kinds
         reason = guided_support(pl_module) if self.guided_gradcam_auto else None

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_cam import viz
 from lightning_cam.callbacks.options import CAMOptions
 from lightning_cam.engine import Explanation
+from lightning_cam.tools import viz
 
 
 def display_images(images: torch.Tensor, options: CAMOptions) -> list[np.ndarray]:

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_cam import viz
 from lightning_cam._compat import MisconfigurationException
 from lightning_cam.callbacks import render
 from lightning_cam.callbacks.task import TaskStrategy
 from lightning_cam.engine import Explanation
+from lightning_cam.tools import viz
 
 IGNORE_INDEX = 255
 
@@ -172,7 +172,7 @@ class SegmentationTask(TaskStrategy):
         ]
 
     def compute(self, trainer: Any, pl_module: Any, probes: Any, plan: Any) -> Any:
-        from lightning_cam.cam import explain_segmentation
+        from lightning_cam.engine.cam import explain_segmentation
 
         methods, layers = plan
         classes = sorted({c for m in probes["mask"] for c in self.classes(pl_module, m)})

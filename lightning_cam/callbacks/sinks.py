@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lightning_cam import viz
+from lightning_cam.tools import viz
 
 
 def is_lightning_logger(logger: Any, name: str) -> bool:

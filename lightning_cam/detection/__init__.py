@@ -21,7 +21,7 @@ Where things are:
   :func:`detection_pointing_game`, :func:`detection_scores`.
 * :mod:`~lightning_cam.detection.architectures`: detectors by name and :func:`make_detector`;
   :mod:`~lightning_cam.detection.zoo`: :func:`build_detector`, with weights from a file
-  (:mod:`lightning_cam.weights`) or torchvision.
+  (:mod:`lightning_cam.zoo.weights`) or torchvision.
 * :mod:`~lightning_cam.detection.module`: :class:`~lightning_cam.detection.module.ShapesDetector`,
   a detector as a LightningModule for the synthetic shapes detection data (import it from there:
   it needs Lightning).

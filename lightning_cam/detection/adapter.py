@@ -68,7 +68,7 @@ from lightning_cam.detection.rescoring import (
 )
 from lightning_cam.detection.result import ROI_LAYER, DetectionResult
 from lightning_cam.engine import Explainer, borrowed
-from lightning_cam.layers import get_layer
+from lightning_cam.engine.layers import get_layer
 
 __all__ = [
     "ROI_LAYER",

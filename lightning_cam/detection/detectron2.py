@@ -63,7 +63,7 @@ from lightning_cam.detection.base import (
 from lightning_cam.detection.discovery import find_wrapped
 from lightning_cam.detection.result import D2_ROI_LAYERS, DetectionResult
 from lightning_cam.engine import Explainer, borrowed
-from lightning_cam.layers import get_layer
+from lightning_cam.engine.layers import get_layer
 
 __all__ = [
     "D2_ROI_LAYERS",

@@ -1,7 +1,7 @@
 """Pictures of detection explanations: predicted boxes, per-detection heatmaps, one sheet.
 
 All functions take the image as ``uint8`` ``(H, W, 3)`` (or anything
-:func:`lightning_cam.viz.to_uint8_image` accepts) and return new ``uint8`` RGB images.
+:func:`lightning_cam.tools.viz.to_uint8_image` accepts) and return new ``uint8`` RGB images.
 
 Example:
     >>> # result = DetectionExplainer(detector)(image_tensor)
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from lightning_cam import viz
 from lightning_cam.detection.result import ROI_KEYS, DetectionResult
 from lightning_cam.methods import method_name
+from lightning_cam.tools import viz
 
 __all__ = [
     "detection_heatmap",
@@ -128,7 +128,7 @@ def render_detection(
         tile_size: Longest side of every tile (small images are enlarged so that captions stay
             legible); ``None`` keeps the image size.
         alpha: Heatmap weight of the overlays.
-        colormap: A :data:`lightning_cam.viz.COLORMAPS` name.
+        colormap: A :data:`lightning_cam.tools.viz.COLORMAPS` name.
 
     Returns:
         ``uint8`` ``(H', W', 3)`` sheet.

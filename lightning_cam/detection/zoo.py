@@ -3,7 +3,7 @@
 ``build_detector(name, weight_path=None)`` returns a detector in eval mode and a
 :class:`DetectorMeta`. Weights come from, in this order:
 
-- ``weight_path``: a ``state_dict`` file, read by :mod:`lightning_cam.weights` like the
+- ``weight_path``: a ``state_dict`` file, read by :mod:`lightning_cam.zoo.weights` like the
   classifiers' (nested under ``"state_dict"`` / ``"model"`` / ..., ``module.`` / ``_orig_mod.``
   and a LightningModule's ``detector.`` prefixes stripped), or a Lightning checkpoint of
   :class:`~lightning_cam.detection.module.ShapesDetector` (rebuilt from its hyper-parameters).
@@ -40,7 +40,8 @@ from lightning_cam.detection.architectures import (
     make_detector,
     resolve_detector,
 )
-from lightning_cam.weights import (
+from lightning_cam.zoo.classifiers import resolve_device
+from lightning_cam.zoo.weights import (
     PretrainedWeightsUnavailableError,
     StateDictMismatchError,
     check_fit,
@@ -51,7 +52,6 @@ from lightning_cam.weights import (
     strip_prefixes,
     strip_wrapper_prefixes,
 )
-from lightning_cam.zoo import resolve_device
 
 __all__ = [
     "CUSTOM_DETECTORS",

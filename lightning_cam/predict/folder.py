@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from lightning_cam._cli import CLIError, one_line, run_main
+from lightning_cam.cli.common import CLIError, one_line, run_main
 
 PROG = "lightning-cam explain --data"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -80,7 +80,7 @@ class ImageFolderDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from lightning_cam import viz
+        from lightning_cam.tools import viz
 
         path = self.files[index]
         image = viz.load_image(path)

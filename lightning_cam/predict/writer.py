@@ -42,7 +42,7 @@ from typing_extensions import override
 
 from lightning_cam._compat import MisconfigurationException
 from lightning_cam.engine import Explainer, Explanation
-from lightning_cam.layers import resolve_layers
+from lightning_cam.engine.layers import resolve_layers
 from lightning_cam.methods import method_name, normalize_maps, upsample
 from lightning_cam.predict import storage
 from lightning_cam.predict.evaluation import METRIC_NAMES, DatasetMeans, image_metrics
@@ -784,7 +784,7 @@ class CAMWriter(PredictionWriterBase):
         ]
         if not wanted:
             return
-        from lightning_cam import viz
+        from lightning_cam.tools import viz
 
         folder = self.output_dir / "overlays"
         folder.mkdir(exist_ok=True)

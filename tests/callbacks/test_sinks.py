@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import lightning_cam as lc
-from lightning_cam import viz
 from lightning_cam.callbacks.sinks import mlflow_key
+from lightning_cam.tools import viz
 from tests.callbacks.helpers import loaders, make_module_cls, make_trainer
 from tests.optional import require
 

@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 
 import lightning_cam as lc
-from lightning_cam import viz
 from lightning_cam._compat import MisconfigurationException
+from lightning_cam.tools import viz
 from tests.callbacks.helpers import (
     BlobData,
     decode,

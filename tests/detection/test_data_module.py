@@ -24,7 +24,7 @@ from lightning_cam.detection import (
     split_detection_batch,
 )
 from lightning_cam.detection.module import ShapesDetector, make_detector
-from lightning_cam.zoo import StateDictMismatchError, WeightFileError
+from lightning_cam.zoo.classifiers import StateDictMismatchError, WeightFileError
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes_detection.yaml"
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torchvision
 
-from lightning_cam import viz
 from lightning_cam.cli import main as cli_main
+from lightning_cam.cli.detect import main
 from lightning_cam.data.detection import ShapesDetectionDataset
-from lightning_cam.detect_cli import main
 from lightning_cam.detection import zoo
+from lightning_cam.tools import viz
 from tests.registry import register_test_method
 
 MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"

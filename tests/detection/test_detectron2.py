@@ -18,14 +18,14 @@ import pytest
 import torch
 import torchvision
 
-from lightning_cam import viz
-from lightning_cam.detect_cli import main as detect_main
+from lightning_cam.cli.detect import main as detect_main
 from lightning_cam.detection import detectron2 as d2x
 from lightning_cam.detection.base import paste_roi_maps as _paste
 from lightning_cam.detection.base import select_detections as _select
 from lightning_cam.detection.base import to_original as _to_original
 from lightning_cam.methods import combine, gradcam_weights, gradcampp_weights, normalize_maps
 from lightning_cam.methods import upsample as upsample_maps
+from lightning_cam.tools import viz
 from tests.optional import require
 
 C4 = "PascalVOC-Detection/faster_rcnn_R_50_C4.yaml"
@@ -478,7 +478,7 @@ def test_clear_message_without_detectron2(monkeypatch, tmp_path, capsys):
 
 
 def test_importing_lightning_cam_does_not_import_detectron2():
-    code = ("import sys, lightning_cam, lightning_cam.detection, lightning_cam.detect_cli, "
+    code = ("import sys, lightning_cam, lightning_cam.detection, lightning_cam.cli.detect, "
             "lightning_cam.detection.render, lightning_cam.detection.detectron2; "
             "sys.exit('detectron2' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

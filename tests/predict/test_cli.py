@@ -10,8 +10,9 @@ import torch
 import torchvision
 import yaml
 
-from lightning_cam import cli, viz
+from lightning_cam import cli
 from lightning_cam.data import ShapesDataset
+from lightning_cam.tools import viz
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,9 +24,7 @@ Example:
 
 from __future__ import annotations
 
-import threading
 import warnings
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -35,14 +33,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_cam.guided import GuidedReLUMode, GuidedSwitch
-from lightning_cam.layers import LayerSpec, default_layer, get_layer, resolve_layers
-from lightning_cam.layouts import (
+from lightning_cam.engine.borrow import LayerCapture, borrowed
+from lightning_cam.engine.guided import GuidedReLUMode, GuidedSwitch
+from lightning_cam.engine.layers import LayerSpec, default_layer, get_layer, resolve_layers
+from lightning_cam.engine.layouts import (
     Family,
     ReshapeTransform,
     check_reshape_transform,
     layout_transform,
     recognise,
+)
+from lightning_cam.engine.targets import (
+    ClassTarget,
+    TargetSpec,
+    as_target,
+    extract_logits,
+    normalize_target,
+)
+from lightning_cam.engine.wrappers import (
+    eager_forward,
+    opaque_modules,
+    script_ancestor,
+    unwrap,
 )
 from lightning_cam.methods import (
     METHODS,
@@ -53,20 +65,6 @@ from lightning_cam.methods import (
     method_name,
     normalize_maps,
     upsample,
-)
-from lightning_cam.targets import (
-    ClassTarget,
-    TargetSpec,
-    as_target,
-    extract_logits,
-    normalize_target,
-)
-from lightning_cam.wrappers import (
-    eager_forward,
-    in_reentrant_checkpoint,
-    opaque_modules,
-    script_ancestor,
-    unwrap,
 )
 
 
@@ -159,116 +157,6 @@ def _per_sample_ids(target: Any, batch: int) -> torch.Tensor | None:
             "give one id per image or a single int."
         )
     return ids
-
-
-_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(model: nn.Module) -> threading.RLock:
-    """The lock that serialises lightning-cam's calls on ``model`` (one per model, shared by
-    the wrappers of a module: ``torch.compile``, ``DataParallel``, DDP).
-
-    Re-entrant: a call that borrows the model again in the same thread does not wait.
-    """
-    key = unwrap(model)
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(key)
-        if lock is None:
-            lock = _LOCKS[key] = threading.RLock()
-        return lock
-
-
-@contextmanager
-def borrowed(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode for the duration; restore every module's flag afterwards.
-
-    Calls on one model are serialised: the block holds :func:`model_lock` (threads explaining
-    the same model wait for each other; other models run in parallel). Only modules in training
-    mode are touched: a model already in eval mode costs one walk.
-    """
-    with model_lock(model):
-        training = [m for m in model.modules() if m.training]
-        try:
-            if training:
-                model.eval()
-            yield
-        finally:
-            for m in training:
-                m.training = True
-
-
-class LayerCapture:
-    """Hooks some layers of a model for one forward pass and records their outputs.
-
-    Every call of a hooked layer is recorded (a head shared across FPN levels is called once per
-    level). In ``detach`` mode, an output that does not take part in autograd (the forward so far
-    ran without recording) is replaced by a detached leaf that requires grad, and recording is
-    switched on for the rest of the forward: nothing before the layer needs a graph. The hook
-    returns a copy of the recorded tensor so that an in-place op after the layer (``F.relu(x,
-    inplace=True)``) cannot change what was recorded.
-
-    Use as a context manager; the hooks are removed on exit, also after an exception.
-
-    Args:
-        model: The model.
-        names: Dotted names of the layers to hook.
-        detach: Replace non-recording outputs by leaves (see above).
-    """
-
-    def __init__(self, model: nn.Module, names: Sequence[str], detach: bool) -> None:
-        self.model = model
-        self.names = list(names)
-        self.detach = detach
-        self.activations: dict[str, list[torch.Tensor]] = {n: [] for n in self.names}
-        self.bad_outputs: dict[str, str] = {}
-        self.in_reentrant_checkpoint: set[str] = set()
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-
-    def _hook(self, name: str) -> Any:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-            if not isinstance(output, torch.Tensor) or not output.is_floating_point():
-                self.bad_outputs[name] = (
-                    f"a {type(output).__name__}"
-                    if not isinstance(output, torch.Tensor)
-                    else f"a tensor of dtype {output.dtype}"
-                )
-                return None
-            if output.dim() < 3:
-                self.bad_outputs[name] = f"shape {tuple(output.shape)}"
-                return None
-            if not torch.is_grad_enabled() and in_reentrant_checkpoint():
-                self.in_reentrant_checkpoint.add(name)
-            act = output
-            if self.detach and not act.requires_grad:
-                act = act.detach().requires_grad_(True)
-                torch.set_grad_enabled(True)
-            if not act.requires_grad:
-                # Recording is on but nothing upstream requires grad (guided mode, input
-                # cloned without grad cannot happen; frozen layers after a detached branch can).
-                act = act.detach().requires_grad_(True)
-            self.activations[name].append(act)
-            return act.clone()
-
-        return hook
-
-    def __enter__(self) -> LayerCapture:
-        try:
-            for n in self.names:
-                self._handles.append(get_layer(self.model, n).register_forward_hook(self._hook(n)))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def close(self) -> None:
-        """Remove all hooks (idempotent)."""
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def _check_images(images: Any) -> None:
@@ -439,7 +327,7 @@ class Explainer:
     Args:
         model: Any image model ``(B, C, H, W) -> output``.
         layer: Dotted name, module, list of either, or ``None`` for the default layer (see
-            :func:`lightning_cam.layers.default_layer`).
+            :func:`lightning_cam.engine.layers.default_layer`).
         methods: CAM methods to compute, any mix of :data:`lightning_cam.methods.METHODS`
             (``"gradcam"``, ``"layercam"``, ``"eigencam"``, ``"scorecam"`` ...). Gradient methods
             share the one forward and the one backward; activation methods need no backward
@@ -457,7 +345,7 @@ class Explainer:
         reshape_transform: How to read the layers' outputs as ``(B, C, h, w)``: ``"auto"``
             (recognised models: ViT tokens, Swin channels-last maps...), ``"tokens"``,
             ``"channels_last"``, ``"channels_first"`` or a callable ``output -> (B, C, h, w)``;
-            see :mod:`lightning_cam.layouts`.
+            see :mod:`lightning_cam.engine.layouts`.
 
     Example:
         >>> import torch, torchvision
@@ -616,7 +504,7 @@ class Explainer:
         need them (perturbation methods on class targets)."""
         job = LayerPass(a, g, layer, self.model, x, ids, logits, self.max_batch)
         if x is not None and any(METHODS[m].kind == "perturbation" for m in self.methods):
-            from lightning_cam.replay import PassTools
+            from lightning_cam.engine.replay import PassTools
 
             tools = PassTools(
                 self.model, layer, x, a, logits, lambda xs, cs: self._layer_gradients(layer, xs, cs)
@@ -786,7 +674,7 @@ class Explainer:
                     f"Guided backprop needs ReLU-family, GELU, SiLU or Hardswish gates on the "
                     f"forward path, and {type(unwrap(model)).__name__} has none: its guided "
                     "backward would be the plain input gradient. Drop guided_backprop / "
-                    "guided_gradcam for this model (see lightning_cam.guided)."
+                    "guided_gradcam for this model (see lightning_cam.engine.guided)."
                 )
             layouts = self._layouts(capture, names, images)
             yield _Pass(x, names, capture, switch, output, scores, layouts)
@@ -795,7 +683,7 @@ class Explainer:
         self, capture: LayerCapture, names: list[str], images: torch.Tensor
     ) -> dict[str, Callable[[torch.Tensor], torch.Tensor] | None]:
         """How each captured layer's output reads as ``(B, C, h, w)`` (see
-        :mod:`lightning_cam.layouts`), decided before any backward."""
+        :mod:`lightning_cam.engine.layouts`), decided before any backward."""
         if self._family is False:
             self._family = recognise(unwrap(self.model))
         family = self._family if isinstance(self._family, Family) else None

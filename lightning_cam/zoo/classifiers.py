@@ -18,7 +18,7 @@ Weights come from, in this order:
   a weight file instead. The loader is :data:`load_pretrained`, replaceable (tests simulate an
   offline machine by swapping it, or ``torch.hub.download_url_to_file``).
 
-Files are read by :mod:`lightning_cam.weights` with ``torch.load(weights_only=True)``: tensors
+Files are read by :mod:`lightning_cam.zoo.weights` with ``torch.load(weights_only=True)``: tensors
 and plain containers only, never arbitrary pickled objects.
 
 Example:
@@ -35,14 +35,21 @@ import difflib
 import http.client
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from lightning_cam.weights import (
+from lightning_cam.zoo.meta import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TORCHVISION_NUM_CLASSES,
+    ClassifierMeta,
+    UnknownNetworkError,
+    resolve_device,
+)
+from lightning_cam.zoo.weights import (
     PretrainedWeightsUnavailableError,
     StateDictMismatchError,
     WeightFileError,
@@ -55,7 +62,7 @@ from lightning_cam.weights import (
     strip_prefixes,
 )
 
-# The names these had before weight files moved to lightning_cam.weights.
+# The names these had before weight files moved to lightning_cam.zoo.weights.
 _extract_state_dict = extract_state_dict
 _strip_prefixes = strip_prefixes
 _shapes = state_shapes
@@ -106,57 +113,16 @@ ALIASES: dict[str, str] = {
     "shufflenet": "shufflenet_v2_x1_0",
 }
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 # torchvision's classifiers have an ImageNet head by default.
-_TORCHVISION_NUM_CLASSES = 1000
+_TORCHVISION_NUM_CLASSES = TORCHVISION_NUM_CLASSES
 # Builders whose random initialisation is slow (scipy-free truncated normal over every conv)
 # and useless when weights are loaded right after.
 _INIT_WEIGHTS_ARG = {"inception_v3", "googlenet"}
 # Auxiliary classifiers: built only when the weight file has them.
 _AUX_PREFIXES = {"inception_v3": ("AuxLogits.",), "googlenet": ("aux1.", "aux2.")}
-# timm:<name> and hf:<folder> networks are built by lightning_cam.hubs.
+# timm:<name> and hf:<folder> networks are built by lightning_cam.zoo.hubs.
 _EXTERNAL_PREFIXES = ("timm:", "hf:")
-
-
-class UnknownNetworkError(ValueError):
-    """The network name is neither a seed network, an alias nor a torchvision classifier."""
-
-
-@dataclass
-class ClassifierMeta:
-    """What a model built by :func:`build_classifier` expects and knows.
-
-    Attributes:
-        name: The network name as requested (``"shufflenet_v2"``); used in output file names.
-        arch: The architecture actually built (torchvision builder name, or
-            ``"ShapesClassifier"`` for a lightning-cam checkpoint).
-        input_size: Square input side the network is meant for (299 for Inception v3, else 224;
-            a checkpoint's own size when it records one).
-        mean: Per-channel normalisation mean (RGB, images in [0, 1]).
-        std: Per-channel normalisation std.
-        num_classes: Number of classes of the head.
-        categories: Class names when the weights carry them (torchvision's ImageNet categories
-            for a 1000-class torchvision head, a checkpoint's ``class_names``), else ``None``.
-        weights: Where the weights came from (a path, or ``"torchvision:<Weights enum>"``).
-    """
-
-    name: str
-    arch: str
-    input_size: int
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    num_classes: int = _TORCHVISION_NUM_CLASSES
-    categories: list[str] | None = None
-    weights: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def class_name(self, class_id: int) -> str | None:
-        """Name of ``class_id`` when categories are known, else ``None``."""
-        if self.categories is not None and 0 <= class_id < len(self.categories):
-            return self.categories[class_id]
-        return None
 
 
 # ----------------------------------------------------------------------------- names
@@ -187,7 +153,7 @@ def resolve_network(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise UnknownNetworkError(f"Network name must be a non-empty string, got {name!r}.")
     if name.strip().lower().startswith(_EXTERNAL_PREFIXES):
-        return name.strip()  # built by lightning_cam.hubs
+        return name.strip()  # built by lightning_cam.zoo.hubs
     key = name.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     available = torchvision_classifiers()
@@ -207,33 +173,8 @@ def default_input_size(arch: str) -> int:
     return 299 if arch == "inception_v3" else 224
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Parse ``device`` and check that it is usable here.
-
-    Raises:
-        ValueError: Unparseable device string, or CUDA/MPS requested but not available.
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"Invalid device {device!r}: expected e.g. 'cpu', 'cuda', 'cuda:1' or 'mps'."
-        ) from err
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"Device {device!r} requested but CUDA is not available here.")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"Device {device!r} requested but only {torch.cuda.device_count()} CUDA "
-                "device(s) exist."
-            )
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"Device {device!r} requested but MPS is not available here.")
-    return dev
-
-
 # ----------------------------------------------------------------------------- weight files
-# Reading and checking weight files is lightning_cam.weights' job (one loader for every zoo).
+# Reading and checking weight files is lightning_cam.zoo.weights' job (one loader for every zoo).
 
 
 def checkpoint_backbone(path: str | os.PathLike[str]) -> str | None:
@@ -474,7 +415,7 @@ def build_classifier(
         name: A seed network (``vgg16``, ``vgg19``, ``resnet50``, ``resnet101``,
             ``densenet121``, ``inception_v3``, ``mobilenet_v2``, ``shufflenet_v2``), an alias,
             any torchvision classifier name, ``timm:<name>`` or ``hf:<folder>`` (see
-            :mod:`lightning_cam.hubs`). May be ``None`` when ``weight_path`` is a
+            :mod:`lightning_cam.zoo.hubs`). May be ``None`` when ``weight_path`` is a
             lightning-cam checkpoint (the checkpoint names its backbone).
         weight_path: A state_dict file or a Lightning checkpoint; ``None`` for torchvision's
             ``DEFAULT`` weights (local torch hub cache, or a download when online).
@@ -507,7 +448,7 @@ def build_classifier(
     if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) < 1):
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if isinstance(name, str) and name.strip().lower().startswith(_EXTERNAL_PREFIXES):
-        from lightning_cam.hubs import build_external  # timm:<name>, hf:<folder>
+        from lightning_cam.zoo.hubs import build_external  # timm:<name>, hf:<folder>
 
         return build_external(name, weight_path, num_classes, dev)
     if weight_path is None:

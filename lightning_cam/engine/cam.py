@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from lightning_cam.engine import Explainer, Explanation
-from lightning_cam.layers import LayerSpec
-from lightning_cam.layouts import ReshapeTransform
+from lightning_cam.engine.explainer import Explainer, Explanation
+from lightning_cam.engine.layers import LayerSpec
+from lightning_cam.engine.layouts import ReshapeTransform
+from lightning_cam.engine.targets import MaskSpec, TargetSpec, segmentation_scores
 from lightning_cam.methods import METHODS, Method, method_name
-from lightning_cam.targets import MaskSpec, TargetSpec, segmentation_scores
 
 
 def _single_or_dict(maps: dict[str, torch.Tensor], several: bool) -> Any:
@@ -92,7 +92,7 @@ class _BaseCAM:
             or the fused map when ``fuse`` was given.
 
         Samples with non-finite values get NaN maps, with one
-        :class:`~lightning_cam.engine.NonFiniteWarning` per call naming them.
+        :class:`~lightning_cam.engine.explainer.NonFiniteWarning` per call naming them.
 
         Raises:
             ValueError: Images not 4-D, target of the wrong length or out of range, a layer
@@ -149,7 +149,7 @@ Args:
     reshape_transform: How to read the layer's output as ``(B, C, h, w)``: ``"auto"`` (default:
         ViT tokens, Swin channels-last maps... of recognised models), ``"tokens"``,
         ``"channels_last"``, ``"channels_first"`` or a callable; see
-        :mod:`lightning_cam.layouts`.
+        :mod:`lightning_cam.engine.layouts`.
 
 Example:
     >>> import torch
@@ -173,10 +173,26 @@ CAM_CLASSES: dict[str, type[_BaseCAM]] = {
 }
 globals().update(CAM_CLASSES)
 
+if TYPE_CHECKING:
+    # What the generation above makes, spelt out for IDEs and type checkers (which do not run
+    # it). tests/engine/test_cam.py checks that this list is the registry's, name for name.
+    class GradCAM(_BaseCAM): ...
+    class GradCAMPlusPlus(_BaseCAM): ...
+    class HiResCAM(_BaseCAM): ...
+    class GradCAMElementWise(_BaseCAM): ...
+    class XGradCAM(_BaseCAM): ...
+    class LayerCAM(_BaseCAM): ...
+    class EigenGradCAM(_BaseCAM): ...
+    class EigenCAM(_BaseCAM): ...
+    class CAM(_BaseCAM): ...
+    class ScoreCAM(_BaseCAM): ...
+    class AblationCAM(_BaseCAM): ...
+    class SmoothGradCAMPlusPlus(_BaseCAM): ...
+
 
 def __getattr__(name: str) -> Any:
     # Only reached for names that are not generated (the generated ones are module globals);
-    # declared so that static type checkers accept ``from lightning_cam.cam import GradCAM``.
+    # declared so that static type checkers accept ``from lightning_cam.engine.cam import GradCAM``.
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -187,7 +203,7 @@ class GuidedBackprop:
     gradients where its input was positive. Covers ``nn.ReLU``, ``F.relu``/``torch.relu``,
     ``ReLU6`` and in-place variants; GELU, SiLU and Hardswish follow the positive-gradient rule
     ``f'(x) * max(grad, 0)``; a model with none of these gates is refused (see
-    :mod:`lightning_cam.guided`).
+    :mod:`lightning_cam.engine.guided`).
 
     The backward to the input keeps every activation of the network: ``max_batch=n`` explains
     ``n`` images per pass to bound peak memory (same results; see :class:`Explainer`).
@@ -306,7 +322,7 @@ def explain(
         max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
         fuse: ``None``, or ``"mean"`` / ``"max"`` / ``"product"``: also fuse each method's maps
             of the layers into one, ``fused[method]``.
-        reshape_transform: As for :class:`GradCAM` (see :mod:`lightning_cam.layouts`).
+        reshape_transform: As for :class:`GradCAM` (see :mod:`lightning_cam.engine.layouts`).
 
     Returns:
         An :class:`~lightning_cam.engine.Explanation` with ``cams[method][layer]``, ``fused``,
@@ -344,7 +360,7 @@ def explain_segmentation(
 ) -> dict[int, Explanation]:
     """Maps per requested class of a segmentation model, from one forward pass.
 
-    Each class ``c`` is explained by :class:`~lightning_cam.targets.SegmentationTarget`: its
+    Each class ``c`` is explained by :class:`~lightning_cam.engine.targets.SegmentationTarget`: its
     logits summed over a region (the predicted mask of ``c`` by default, or ``mask``). All
     classes of all images share one forward and one batched backward.
 

@@ -39,7 +39,7 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 
-from lightning_cam._cli import (
+from lightning_cam.cli.common import (
     CLIError,
     add_method_argument,
     add_reshape_transform_argument,
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reshape_transform_argument(p)
     p.add_argument("--class-id", type=int, default=None, metavar="N",
                    help="class to explain (default: the predicted class of each image)")
-    from lightning_cam.explainers import DEFAULT_METHODS
+    from lightning_cam.tools.classifier import DEFAULT_METHODS
 
     add_method_argument(p, "a heatmap and an overlay each", DEFAULT_METHODS)
     p.add_argument("--output-dir", default="results", metavar="DIR",
@@ -257,13 +257,13 @@ def write_comparison_sheet(
     keys: Sequence[str] | None = None,
 ) -> str:
     """``{stem}-comparison.jpg``: rows = networks, columns = the pictures (``keys``, default the
-    six of the default methods; :func:`lightning_cam.explainers.output_keys`), labelled.
+    six of the default methods; :func:`lightning_cam.tools.classifier.output_keys`), labelled.
 
     Pictures are read back from ``files[network][key]`` (names in ``output_dir``); a network
     that failed on the image gets a blank row.
     """
-    from lightning_cam import image_io, viz
-    from lightning_cam.explainers import OUTPUT_KEYS
+    from lightning_cam.tools import image_io, viz
+    from lightning_cam.tools.classifier import OUTPUT_KEYS
 
     columns = list(keys) if keys is not None else list(OUTPUT_KEYS)
     size = _tile_size(shape)
@@ -290,7 +290,7 @@ def comparison_markdown(
 ) -> str:
     """Markdown tables of the pictures (one per image; rows = networks, columns = ``keys``,
     default the six of the default methods), as in the original project's README."""
-    from lightning_cam.explainers import OUTPUT_KEYS
+    from lightning_cam.tools.classifier import OUTPUT_KEYS
 
     columns = list(keys) if keys is not None else list(OUTPUT_KEYS)
     lines = ["# lightning-cam explain: comparison", ""]
@@ -328,14 +328,14 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         CLIError, ValueError, OSError, RuntimeError: Bad input (reported by :func:`main`).
     """
-    from lightning_cam.explainers import (
+    from lightning_cam.tools.classifier import (
         DEFAULT_METHODS,
         ClassifierExplainer,
         ClassifierExplanation,
         ImageFailure,
         output_keys,
     )
-    from lightning_cam.image_io import collect_images
+    from lightning_cam.tools.image_io import collect_images
 
     for flag, value, minimum in (("--batch-size", args.batch_size, 1),
                                  ("--image-size", args.image_size, 8)):

@@ -287,7 +287,7 @@ def encode_image(path: str | os.PathLike[str], image: np.ndarray, quality: int =
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
         raise ValueError(
             f"cannot save image to {path!r}: expected (H, W, 3) uint8 RGB, got "
-            f"{arr.dtype} {arr.shape} (lightning_cam.viz.save_image converts other images)"
+            f"{arr.dtype} {arr.shape} (lightning_cam.tools.viz.save_image converts other images)"
         )
     params: list[int] = []
     if ext in (".jpg", ".jpeg"):

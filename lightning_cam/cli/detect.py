@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_cam._cli import (
+from lightning_cam.cli.common import (
     CLIError,
     add_method_argument,
     default_images,
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from lightning_cam.detection.base import DEFAULT_METHODS
     from lightning_cam.detection.render import detection_heatmap, draw_detections, render_detection
-    from lightning_cam.image_io import collect_images, save_images
+    from lightning_cam.tools.image_io import collect_images, save_images
 
     if not 0.0 <= args.score_threshold <= 1.0:
         raise CLIError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")

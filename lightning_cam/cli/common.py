@@ -46,8 +46,8 @@ def output_folder(path: str) -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """``path`` either complete or untouched (:func:`lightning_cam.image_io.write_atomic`)."""
-    from lightning_cam.image_io import write_atomic
+    """``path`` either complete or untouched (:func:`lightning_cam.tools.image_io.write_atomic`)."""
+    from lightning_cam.tools.image_io import write_atomic
 
     write_atomic(path, text)
 
@@ -89,14 +89,15 @@ def add_method_argument(
 
 
 def reshape_transform_value(value: str) -> Any:
-    """A ``--reshape-transform`` value: a layout name of :data:`lightning_cam.layouts.LAYOUTS`
+    """A ``--reshape-transform`` value: a layout name of
+    :data:`lightning_cam.engine.layouts.LAYOUTS`
     (checked), or the dotted path ``package.module.function`` of a callable
     ``output -> (B, C, h, w)``, imported.
 
     Raises:
         argparse.ArgumentTypeError: Neither (exit status 2 with the reason and the valid names).
     """
-    from lightning_cam.layouts import LAYOUTS, check_reshape_transform
+    from lightning_cam.engine.layouts import LAYOUTS, check_reshape_transform
 
     if "." not in value:
         try:
@@ -123,8 +124,8 @@ def reshape_transform_value(value: str) -> Any:
 
 def add_reshape_transform_argument(parser: argparse.ArgumentParser) -> None:
     """``--reshape-transform LAYOUT``: how the layer's output reads as ``(B, C, h, w)``
-    (:func:`lightning_cam.layouts.check_reshape_transform`), checked when parsed."""
-    from lightning_cam.layouts import LAYOUTS
+    (:func:`lightning_cam.engine.layouts.check_reshape_transform`), checked when parsed."""
+    from lightning_cam.engine.layouts import LAYOUTS
 
     parser.add_argument(
         "--reshape-transform", type=reshape_transform_value, default="auto", metavar="LAYOUT",

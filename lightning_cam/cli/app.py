@@ -2,7 +2,7 @@
 
 ``lightning-cam fit|validate|test|predict --config configs/shapes.yaml`` are LightningCLI's
 subcommands (model, data, trainer and callbacks from YAML). ``lightning-cam explain`` explains
-pretrained or trained classifiers from the shell (see :mod:`lightning_cam.explain_cli`).
+pretrained or trained classifiers from the shell (see :mod:`lightning_cam.cli.explain`).
 ``lightning-cam predict`` with a :class:`~lightning_cam.predict.CAMWriter` among the callbacks
 explains a whole dataset and prints the summary table at the end.
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 _TOOLS = {
-    "explain": "lightning_cam.explain_cli",
-    "detect": "lightning_cam.detect_cli",
+    "explain": "lightning_cam.cli.explain",
+    "detect": "lightning_cam.cli.detect",
 }
 
 

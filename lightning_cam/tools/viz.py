@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 import torch
 
-from lightning_cam import image_io
-from lightning_cam.image_io import load_image, write_atomic
+from lightning_cam.tools import image_io
+from lightning_cam.tools.image_io import load_image, write_atomic
 
 ArrayLike: TypeAlias = np.ndarray | torch.Tensor
 Color: TypeAlias = tuple[int, int, int]
@@ -898,7 +898,7 @@ def save_image(path: str | os.PathLike[str], image_uint8: ArrayLike, quality: in
     """Write an RGB image to ``.jpg``/``.png`` (also ``.jpeg``, ``.bmp``, ``.tif(f)``, ``.webp``).
 
     The image is converted with :func:`to_uint8_image` and written by
-    :func:`lightning_cam.image_io.save_image`: atomically (encoded in memory, written to a
+    :func:`lightning_cam.tools.image_io.save_image`: atomically (encoded in memory, written to a
     temporary file in the same directory, moved into place with ``os.replace``; on any failure
     the temporary file is deleted), so ``path`` is either the complete new image or untouched.
     The directory must exist.

@@ -270,7 +270,8 @@ def _tokens(
             f"{_where(layer, shape)}: {n} tokens, but a {family.name} with {prefix} prefix "
             f"token(s) and {ph}x{pw} patches has {prefix} + {expected} tokens for a {hw} input "
             f"(or fewer at a coarser stage). The layer does not hold one token per patch of the "
-            f"input: choose a block's output (see lightning_cam.layers.default_layer) or pass "
+            f"input: choose a block's output "
+            "(see lightning_cam.engine.layers.default_layer) or pass "
             f"reshape_transform=callable output -> (B, C, h, w)."
         )
     for prefix in range(min(_MAX_GUESSED_PREFIX, n - 1) + 1):
@@ -279,7 +280,7 @@ def _tokens(
             return fold_tokens(prefix, grids[0])
     raise ValueError(
         f"{_where(layer, shape)}: no prefix of 0-{_MAX_GUESSED_PREFIX} tokens leaves a grid of "
-        f"patches that fits the {hw} input; pass reshape_transform=lightning_cam.layouts."
+        f"patches that fits the {hw} input; pass reshape_transform=lightning_cam.engine.layouts."
         f"fold_tokens(num_prefix_tokens, (h, w)) {_FIX}."
     )
 

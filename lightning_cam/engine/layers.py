@@ -22,7 +22,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from lightning_cam.wrappers import unwrap
+from lightning_cam.engine.wrappers import unwrap
 
 LayerSpec = Union[str, nn.Module, Sequence[Union[str, nn.Module]], None]
 
@@ -152,7 +152,7 @@ def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[str] | None:
 
 
 # ----------------------------------------------------------------------------- families
-# Default layers of the model families lightning_cam.layouts.recognise knows, relative to the
+# Default layers of the model families lightning_cam.engine.layouts.recognise knows, relative to the
 # recognised module. ViT-style models: the output of the last block's first norm (what the
 # field recommends: the last block's output feeds only the class token, so its patch tokens get
 # no gradient); Swin: the last stage (channels-last maps or tokens, read by the layouts);
@@ -191,7 +191,7 @@ _FAMILY_DEFAULT_LAYERS: dict[str, Callable[[nn.Module], str | None]] = {
 
 def family_default_layer(model: nn.Module) -> str | None:
     """The default layer of a recognised model family (see the table above), else ``None``."""
-    from lightning_cam.layouts import recognise
+    from lightning_cam.engine.layouts import recognise
 
     family = recognise(model)
     rule = _FAMILY_DEFAULT_LAYERS.get(family.name) if family is not None else None
@@ -228,7 +228,7 @@ def default_layer(
         model: The model.
         images: A batch ``(B, C, H, W)``; only ``images[:1]`` is used.
         forward: What to call with the images instead of ``model`` (e.g. its eager forward,
-            see :func:`lightning_cam.wrappers.eager_forward`).
+            see :func:`lightning_cam.engine.wrappers.eager_forward`).
 
     Returns:
         The dotted name of the default layer.

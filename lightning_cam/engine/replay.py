@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from lightning_cam.layers import get_layer
-from lightning_cam.targets import extract_logits
+from lightning_cam.engine.layers import get_layer
+from lightning_cam.engine.targets import extract_logits
 
 _TAILS: weakref.WeakKeyDictionary[nn.Module, dict[Any, Any]] = weakref.WeakKeyDictionary()
 

@@ -1,7 +1,7 @@
 """Classifiers from timm and Hugging Face ``transformers``: ``timm:<name>`` and ``hf:<folder>``.
 
 Network names with these prefixes are built here (through
-:func:`lightning_cam.zoo.build_classifier` and ``lightning-cam explain --network``):
+:func:`lightning_cam.zoo.classifiers.build_classifier` and ``lightning-cam explain --network``):
 
 - ``timm:<name>``: ``timm.create_model(name, pretrained=False)``; weights from ``weight_path``
   (a state_dict file, also nested under ``"state_dict"`` / ``"state_dict_ema"`` / ``"model"``,
@@ -38,12 +38,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_cam.zoo import (
+from lightning_cam.zoo.meta import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ClassifierMeta,
-    PretrainedWeightsUnavailableError,
     UnknownNetworkError,
+    resolve_device,
+)
+from lightning_cam.zoo.weights import (
+    PretrainedWeightsUnavailableError,
     WeightFileError,
     read_weight_file,
 )
@@ -87,7 +90,7 @@ def _timm_pretrained(name: str, num_classes: int | None) -> nn.Module:
 
 #: Loads timm's pretrained weights: ``(name, num_classes) -> model``. Replace it to use another
 #: source or to simulate an offline machine; ``OSError`` and hub errors it raises become
-#: :class:`~lightning_cam.zoo.PretrainedWeightsUnavailableError`.
+#: :class:`~lightning_cam.zoo.classifiers.PretrainedWeightsUnavailableError`.
 load_pretrained_timm: Callable[[str, int | None], nn.Module] = _timm_pretrained
 
 
@@ -238,8 +241,6 @@ def build_external(
         PretrainedWeightsUnavailableError: timm without a weight file, offline.
         ImportError: timm / transformers not installed.
     """
-    from lightning_cam.zoo import resolve_device
-
     dev = resolve_device(device)
     prefix, _, rest = name.strip().partition(":")
     rest = rest.strip()

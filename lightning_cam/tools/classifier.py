@@ -45,20 +45,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_cam import viz
-from lightning_cam.cam import explain
+from lightning_cam.engine.cam import explain
+from lightning_cam.engine.layers import get_layer
+from lightning_cam.engine.layouts import ReshapeTransform, check_reshape_transform
 from lightning_cam.errors import one_line
-from lightning_cam.image_io import (
+from lightning_cam.methods import METHODS, method_name
+from lightning_cam.tools import viz
+from lightning_cam.tools.image_io import (
     IMAGE_EXTENSIONS,
     ImagesArg,
     ImageSource,
     collect_images,
     save_images,
 )
-from lightning_cam.layers import get_layer
-from lightning_cam.layouts import ReshapeTransform, check_reshape_transform
-from lightning_cam.methods import METHODS, method_name
-from lightning_cam.zoo import (
+from lightning_cam.zoo.classifiers import (
     ClassifierMeta,
     build_classifier,
     resolve_device,
@@ -305,7 +305,7 @@ class ClassifierExplainer:
         reshape_transform: How the layer's output reads as ``(B, C, h, w)``: ``"auto"``
             (default: recognised from the model, ambiguous layouts refused), ``"tokens"``,
             ``"channels_last"``, ``"channels_first"``, or a callable ``output -> (B, C, h, w)``;
-            see :mod:`lightning_cam.layouts`.
+            see :mod:`lightning_cam.engine.layouts`.
 
     Raises:
         ValueError: Unknown layer (with close names) or method (with the known ones), class id
