@@ -4,10 +4,12 @@
 (``DIR/<class>/<image>``: a class folder's label is the model's class id of that name when the
 model has class names; without them, the index of the folder in sorted order, as
 ``torchvision.datasets.ImageFolder``). A file that cannot be read (macOS ``._*.jpg`` junk, a
-truncated download) is skipped: its manifest row says ``status = "unreadable: <reason>"``. A zoo classifier (torchvision name + weights, or a
-lightning-cam checkpoint) explains every image with :class:`~lightning_cam.predict.CAMWriter`
-on ``trainer.predict``: ``--devices`` / ``--strategy`` / ``--accelerator`` go to the Trainer
-(e.g. ``--strategy ddp --devices 2``), and a rerun with the same arguments resumes.
+truncated download) is skipped: its manifest row says ``status = "unreadable: <reason>"``.
+A zoo classifier (torchvision name + weights, or a lightning-cam checkpoint) explains every
+image with :class:`~lightning_cam.predict.CAMWriter` on ``trainer.predict``: ``--devices`` /
+``--strategy`` / ``--accelerator`` go to the Trainer (e.g. ``--strategy ddp --devices 2``), and
+a rerun with the same arguments resumes (the same data only: another folder, other files or
+another ``--image-size`` in the same output folder is refused).
 
 Example:
     $ lightning-cam explain --data photos/ --output-dir audit --network resnet50
@@ -270,7 +272,8 @@ def run(args: argparse.Namespace) -> int:
         print((out / SUMMARY_MD).read_text(encoding="utf-8"))
         skipped = (writer.summary or {}).get("status", {})
         bad = sum(n for s, n in skipped.items() if s != "ok")
-        done = f"{len(dataset) - bad} images explained" + (f", {bad} not (see status)" if bad else "")
+        done = f"{len(dataset) - bad} images explained"
+        done += f", {bad} not (see the manifest's status)" if bad else ""
         print(f"{done}; manifest: {out / 'manifest.parquet'}")
     return 0
 

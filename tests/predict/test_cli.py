@@ -138,7 +138,7 @@ def test_explain_data_skips_an_unreadable_file_and_records_it(
             "--weight-path", str(_weights(tmp_path / "w.pth")), "--image-size", "64",
             "--metrics", "average_drop"]
     assert _explain(*args) == 0
-    assert "6 images explained, 1 not" in capsys.readouterr().out
+    assert "6 images explained, 1 not " in capsys.readouterr().out
     df = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("id")
     assert df.loc["._im0.png", "status"].startswith("unreadable: ")
     assert (df.drop(index="._im0.png")["status"] == "ok").all()

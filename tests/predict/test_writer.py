@@ -368,6 +368,10 @@ def test_non_finite_samples_are_nan_marked_and_left_out_of_the_means(tmp_path: P
     assert writer.summary["status"] == {"ok": 5, "nonfinite": 1}
     drawn = {p.name.split("-")[0] for p in (out / "overlays").iterdir()}
     assert drawn == {f"img{i:03d}" for i in range(6) if i != 1}
+    # a shard whose only image is non-finite (null classes) joins the others in the manifest
+    _run(tmp_path / "first", data=DataLoader(_WithNaN(0), batch_size=2), shard_size=1,
+         metrics=["average_drop"])
+    assert _manifest(tmp_path / "first")["nonfinite"].tolist() == [i == 0 for i in range(6)]
 
 
 class _Named(Dataset):
