@@ -216,9 +216,15 @@ class CAMWriter(PredictionWriterBase):
     Per image the manifest (``manifest.parquet``) holds: ``index`` (dataset index, -1 when the
     loader does not tell), ``id``, ``rank``, ``label`` (when the batch has labels),
     ``explained_class``, ``score`` (the differentiated logit), ``predicted_class``,
-    ``predicted_prob``, one column per ``{method}/{layer}/{metric}``, and ``shard`` / ``row``:
-    where its maps are. ``summary.json`` and ``summary.md`` hold the dataset means (synced across
-    ranks) and the sanity check; the means are also logged to the trainer's logger as
+    ``predicted_prob``, one column per ``{method}/{layer}/{metric}``, ``status`` (``"ok"``, or
+    the dataset's reason for an image it could not read: see :meth:`extract`), ``nonfinite``
+    (a NaN / inf input, logit or map), ``input_hash`` / ``input_shape`` (the model input's
+    content hash and shape: a rerun with other data at the same indices is refused), and
+    ``shard`` / ``row``: where its maps are. An unreadable or non-finite image gets NaN maps
+    (0 in uint8), NaN metrics left out of the means, no predicted class and no overlay.
+    ``summary.json`` and ``summary.md`` hold the dataset means (synced across ranks), the count
+    of each ``status`` when some images were not explained, and the sanity check (or why it
+    failed); the means are also logged to the trainer's logger as
     ``explain/{method}/{layer}/{metric}``.
 
     Memory is bounded: a rank buffers at most ``shard_size`` images before writing a shard; the
