@@ -38,3 +38,20 @@ def test_faces_keep_their_names() -> None:
     assert engine.Explainer is lightning_cam.Explainer
     assert callable(cli.main) and callable(zoo.build_classifier)
     assert zoo.ClassifierMeta is lightning_cam.ClassifierMeta
+
+
+def test_the_package_uses_the_new_paths() -> None:
+    """The aliases are for users' code; the package itself imports modules where they live."""
+    import re
+    from pathlib import Path
+
+    root = Path(lightning_cam.__file__).parent
+    old = "|".join(MOVED)
+    pattern = re.compile(rf"^\s*(from|import) lightning_cam\.({old})\b", re.M)
+    found = [
+        f"{p.relative_to(root)}: {m.group(0).strip()}"
+        for p in root.rglob("*.py")
+        if p.name != "_moved.py"
+        for m in pattern.finditer(p.read_text(encoding="utf-8"))
+    ]
+    assert found == []

@@ -1,11 +1,15 @@
 """``lightning-cam explain --data DIR``: a folder of images through Lightning's predict loop.
 
 ``DIR`` is a folder of images (every image file below it, recursively) or an ImageFolder tree
-(``DIR/<class>/<image>``: the sorted class folder names give the labels, as
-``torchvision.datasets.ImageFolder``). A zoo classifier (torchvision name + weights, or a
-lightning-cam checkpoint) explains every image with :class:`~lightning_cam.predict.CAMWriter`
-on ``trainer.predict``: ``--devices`` / ``--strategy`` / ``--accelerator`` go to the Trainer
-(e.g. ``--strategy ddp --devices 2``), and a rerun with the same arguments resumes.
+(``DIR/<class>/<image>``: a class folder's label is the model's class id of that name when the
+model has class names; without them, the index of the folder in sorted order, as
+``torchvision.datasets.ImageFolder``). A file that cannot be read (macOS ``._*.jpg`` junk, a
+truncated download) is skipped: its manifest row says ``status = "unreadable: <reason>"``.
+A zoo classifier (torchvision name + weights, or a lightning-cam checkpoint) explains every
+image with :class:`~lightning_cam.predict.CAMWriter` on ``trainer.predict``: ``--devices`` /
+``--strategy`` / ``--accelerator`` go to the Trainer (e.g. ``--strategy ddp --devices 2``), and
+a rerun with the same arguments resumes (the same data only: another folder, other files or
+another ``--image-size`` in the same output folder is refused).
 
 Example:
     $ lightning-cam explain --data photos/ --output-dir audit --network resnet50
@@ -43,9 +47,15 @@ class ImageFolderDataset(Dataset):
         image_size: Square side the images are resized to (the whole image, no crop).
         mean: Per-channel normalisation mean (RGB, images in [0, 1]).
         std: Per-channel normalisation std.
+        class_names: The model's class names (index = class id): the class folders of a tree
+            are mapped to these ids by name. ``None``: the sorted folder index.
+
+    Every sample has a ``"status"``: ``"ok"``, or ``"unreadable: <reason>"`` for a file that
+    cannot be decoded (its image is then zeros, which the writer records and does not explain).
 
     Raises:
         FileNotFoundError: ``root`` is not a folder or holds no image.
+        ValueError: Class folders whose names are not among ``class_names`` (when some are).
     """
 
     def __init__(
@@ -54,6 +64,7 @@ class ImageFolderDataset(Dataset):
         image_size: int,
         mean: Sequence[float],
         std: Sequence[float],
+        class_names: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
@@ -72,6 +83,27 @@ class ImageFolderDataset(Dataset):
         )
         tree = bool(classes) and all(p.parent != self.root for p in self.files)
         self.classes: list[str] | None = classes if tree else None
+        #: Label of each class folder.
+        self.class_ids: dict[str, int] = {c: i for i, c in enumerate(classes)}
+        if self.classes is not None and class_names:
+            names = [str(n) for n in class_names]
+            unknown = [c for c in self.classes if c not in names]
+            if len(unknown) < len(self.classes):
+                if unknown:
+                    import difflib
+
+                    hints = [
+                        f"{c!r} (close: {', '.join(close)})" if close else repr(c)
+                        for c in unknown[:5]
+                        for close in [difflib.get_close_matches(c, names, 3)]
+                    ]
+                    raise ValueError(
+                        f"--data {str(self.root)!r}: class folder(s) {', '.join(hints)} are not "
+                        f"among the model's {len(names)} class names: rename the folders to "
+                        "the model's class names, or use a flat folder (no labels)."
+                    )
+                self.class_ids = {c: names.index(c) for c in self.classes}
+            # no folder name is a class name (e.g. ImageNet's wnids): the sorted folder index
         self.image_size = int(image_size)
         self.mean = torch.tensor(list(mean), dtype=torch.float32)[:, None, None]
         self.std = torch.tensor(list(std), dtype=torch.float32)[:, None, None]
@@ -83,16 +115,23 @@ class ImageFolderDataset(Dataset):
         from lightning_cam.tools import viz
 
         path = self.files[index]
-        image = viz.load_image(path)
         s = self.image_size
+        rel = path.relative_to(self.root)
+        try:
+            image = viz.load_image(path)
+        except (OSError, ValueError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            return self._sample(torch.zeros(3, s, s), rel, f"unreadable: {reason}")
         h, w = image.shape[:2]
         interp = cv2.INTER_AREA if (h > s and w > s) else cv2.INTER_LINEAR
         x = torch.from_numpy(np.ascontiguousarray(cv2.resize(image, (s, s), interpolation=interp)))
         x = x.permute(2, 0, 1).float().div(255.0)
-        rel = path.relative_to(self.root)
-        sample: dict[str, Any] = {"image": (x - self.mean) / self.std, "id": rel.as_posix()}
+        return self._sample((x - self.mean) / self.std, rel, "ok")
+
+    def _sample(self, image: torch.Tensor, rel: Path, status: str) -> dict[str, Any]:
+        sample: dict[str, Any] = {"image": image, "id": rel.as_posix(), "status": status}
         if self.classes is not None:  # an ImageFolder tree: the class folder is the label
-            sample["label"] = torch.tensor(self.classes.index(rel.parts[0]), dtype=torch.long)
+            sample["label"] = torch.tensor(self.class_ids[rel.parts[0]], dtype=torch.long)
         return sample
 
 
@@ -112,8 +151,11 @@ class ZooClassifier(pl.LightningModule):
         return self.model(images)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        """Class probabilities of a batch ``{"image": (B, 3, H, W), ...}``."""
-        return self(batch["image"]).softmax(dim=-1)
+        """Class probabilities of a batch ``{"image": (B, 3, H, W), ...}`` (the logits read from
+        tensors, Hugging Face outputs and dicts alike)."""
+        from lightning_cam.engine.targets import extract_logits
+
+        return extract_logits(self(batch["image"])).softmax(dim=-1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,8 +229,8 @@ def run(args: argparse.Namespace) -> int:
     model, meta = zoo.build_classifier(network, args.weight_path, device="cpu")
     size = args.image_size or meta.input_size
     try:
-        dataset = ImageFolderDataset(args.data, size, meta.mean, meta.std)
-    except FileNotFoundError as err:
+        dataset = ImageFolderDataset(args.data, size, meta.mean, meta.std, meta.categories)
+    except (FileNotFoundError, ValueError) as err:
         raise CLIError(one_line(err)) from err
     metrics = args.metrics if args.metrics is not None else [
         "average_drop", "increase_in_confidence"
@@ -228,7 +270,11 @@ def run(args: argparse.Namespace) -> int:
     if trainer.is_global_zero and not args.quiet:
         out = Path(args.output_dir)
         print((out / SUMMARY_MD).read_text(encoding="utf-8"))
-        print(f"{len(dataset)} images explained; manifest: {out / 'manifest.parquet'}")
+        skipped = (writer.summary or {}).get("status", {})
+        bad = sum(n for s, n in skipped.items() if s != "ok")
+        done = f"{len(dataset) - bad} images explained"
+        done += f", {bad} not (see the manifest's status)" if bad else ""
+        print(f"{done}; manifest: {out / 'manifest.parquet'}")
     return 0
 
 

@@ -342,14 +342,29 @@ def write_manifest(output_dir: Path, fingerprint: str) -> int:
     writer = None
     total = 0
     seen: list[np.ndarray] = []
+    # One schema for all: a column that is all null in one shard (the classes of a shard of
+    # non-finite images) takes its type from the others.
+    paths = [p for _name, p in complete_shards(output_dir)]
+    schema = pa.unify_schemas([pq.read_schema(p) for p in paths]) if paths else None
     try:
-        for _name, index_path in complete_shards(output_dir):
+        for index_path in paths:
             table = read_index(index_path, fingerprint)
             seen.append(table.column("index").to_numpy())
+            assert schema is not None
             if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            elif table.schema != writer.schema:
-                table = table.cast(writer.schema)
+                writer = pq.ParquetWriter(tmp, schema)
+            if table.schema != schema:
+                table = pa.table(
+                    {
+                        f.name: (
+                            table.column(f.name).cast(f.type)
+                            if f.name in table.column_names
+                            else pa.nulls(table.num_rows, f.type)
+                        )
+                        for f in schema
+                    },
+                    schema=schema,
+                )
             writer.write_table(table)
             total += table.num_rows
         if writer is None:

@@ -84,6 +84,28 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _statuses(output_dir: Path) -> dict[str, int]:
+    """``{status: count}`` of the manifest's images when some were not explained (unreadable
+    or non-finite), else ``{}``."""
+    path = output_dir / storage.MANIFEST_FILE
+    if not path.exists():
+        return {}
+    pq = storage.require_pyarrow().parquet
+    names = set(pq.read_schema(path).names)
+    cols = [c for c in ("status", "nonfinite") if c in names]
+    if not cols:
+        return {}
+    table = pq.read_table(path, columns=cols).to_pydict()
+    n = len(table[cols[0]])
+    status = [str(s) if s is not None else "ok" for s in table.get("status", ["ok"] * n)]
+    nonfinite = [bool(v) for v in table.get("nonfinite", [False] * n)]
+    counts: dict[str, int] = {}
+    for s, bad in zip(status, nonfinite, strict=True):
+        key = "nonfinite" if bad and s == "ok" else s
+        counts[key] = counts.get(key, 0) + 1
+    return counts if set(counts) != {"ok"} else {}
+
+
 def write_summary(
     output_dir: Path,
     rows: int,
@@ -94,8 +116,10 @@ def write_summary(
     sanity: dict[str, tuple[float, int]],
     sanity_stages: Sequence[str],
     config: dict[str, Any],
+    sanity_error: str | None = None,
 ) -> dict[str, Any]:
-    """Write ``summary.json`` and ``summary.md``; return the JSON content."""
+    """Write ``summary.json`` and ``summary.md``; return the JSON content (``sanity_error``:
+    why the sanity check failed, recorded instead of its table)."""
     per: dict[str, Any] = {}
     for m in methods:
         for n in layers:
@@ -120,7 +144,19 @@ def write_summary(
         "",
         markdown_table(methods, layers, metrics, quality) if metrics else "(no metrics)",
     ]
-    if sanity:
+    statuses = _statuses(output_dir)
+    if statuses:
+        summary["status"] = statuses
+        md += [
+            "",
+            "Images not explained: "
+            + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()) if s != "ok")
+            + " (see the manifest's `status` and `nonfinite` columns).",
+        ]
+    if sanity_error is not None:
+        summary["sanity"] = {"error": sanity_error}
+        md += ["", "## Sanity check: cascading randomisation", "", f"Failed: {sanity_error}"]
+    elif sanity:
         count = max((c for _v, c in sanity.values()), default=0)
         summary["sanity"] = {
             "test": "cascading model-parameter randomisation (Adebayo et al., NeurIPS 2018)",

@@ -43,6 +43,7 @@ from typing_extensions import override
 from lightning_cam._compat import MisconfigurationException
 from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.engine.layers import resolve_layers
+from lightning_cam.engine.targets import extract_logits
 from lightning_cam.methods import method_name, normalize_maps, upsample
 from lightning_cam.predict import storage
 from lightning_cam.predict.evaluation import METRIC_NAMES, DatasetMeans, image_metrics
@@ -75,7 +76,41 @@ DEFAULT_METRICS = (
     "average_drop",
     "increase_in_confidence",
 )
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+_UNSAFE = re.compile(r"[^\w.+-]+")
+_SAFE_PART = re.compile(r"[^A-Za-z0-9._+-]+")
+#: The ``status`` of an image that was read and explained.
+STATUS_OK = "ok"
+
+
+def overlay_stem(image_id: str) -> str:
+    """A file-name stem for ``image_id``: unique per id and readable.
+
+    Letters of any script are kept (``猫.png`` stays ``猫.png``); other unsafe characters become
+    ``_`` and then a short hash of the id is appended, so that ids which differ only in those
+    characters (``a/b.png`` and ``a_b.png``) never share a file.
+
+    Example:
+        >>> overlay_stem("im0.png"), overlay_stem("cat/im0.png")
+        ('im0.png', 'cat_im0.png~821abc3c')
+    """
+    stem = _UNSAFE.sub("_", image_id)
+    if stem != image_id or not stem:
+        stem += "~" + hashlib.blake2b(image_id.encode(), digest_size=4).hexdigest()
+    return stem
+
+
+def input_hashes(images: torch.Tensor) -> list[str]:
+    """One hash per image of ``(B, C, H, W)``: the model input's bytes, dtype and shape (the
+    file's content after every transform: another file, image size or normalisation, another
+    hash)."""
+    data = images.detach().contiguous().cpu()
+    out = []
+    for x in data:
+        h = hashlib.blake2b(digest_size=8)
+        h.update(f"{x.dtype}{tuple(x.shape)}".encode())
+        h.update(x.reshape(-1).view(torch.uint8).numpy().tobytes() if x.numel() else b"")
+        out.append(h.hexdigest())
+    return out
 
 
 def _misconf(arg: str, value: Any, allowed: str) -> MisconfigurationException:
@@ -181,9 +216,15 @@ class CAMWriter(PredictionWriterBase):
     Per image the manifest (``manifest.parquet``) holds: ``index`` (dataset index, -1 when the
     loader does not tell), ``id``, ``rank``, ``label`` (when the batch has labels),
     ``explained_class``, ``score`` (the differentiated logit), ``predicted_class``,
-    ``predicted_prob``, one column per ``{method}/{layer}/{metric}``, and ``shard`` / ``row``:
-    where its maps are. ``summary.json`` and ``summary.md`` hold the dataset means (synced across
-    ranks) and the sanity check; the means are also logged to the trainer's logger as
+    ``predicted_prob``, one column per ``{method}/{layer}/{metric}``, ``status`` (``"ok"``, or
+    the dataset's reason for an image it could not read: see :meth:`extract`), ``nonfinite``
+    (a NaN / inf input, logit or map), ``input_hash`` / ``input_shape`` (the model input's
+    content hash and shape: a rerun with other data at the same indices is refused), and
+    ``shard`` / ``row``: where its maps are. An unreadable or non-finite image gets NaN maps
+    (0 in uint8), NaN metrics left out of the means, no predicted class and no overlay.
+    ``summary.json`` and ``summary.md`` hold the dataset means (synced across ranks), the count
+    of each ``status`` when some images were not explained, and the sanity check (or why it
+    failed); the means are also logged to the trainer's logger as
     ``explain/{method}/{layer}/{metric}``.
 
     Memory is bounded: a rank buffers at most ``shard_size`` images before writing a shard; the
@@ -344,6 +385,7 @@ class CAMWriter(PredictionWriterBase):
         self._fingerprint = ""
         self._config: dict[str, Any] = {}
         self._layers: list[str] = []
+        self._seen: dict[int, tuple[str, str | None, str | None]] = {}
         self._checked_space = False
         self._warned: set[str] = set()
         self._world = 1
@@ -432,6 +474,18 @@ class CAMWriter(PredictionWriterBase):
         for _name, path in storage.complete_shards(self.output_dir):
             table = storage.read_index(path, fingerprint)
             done.append(table.column("index").to_numpy())
+            cols = {
+                c: table.column(c).to_pylist()
+                for c in ("index", "id", "input_hash", "input_shape")
+                if c in table.column_names
+            }
+            for i, idx in enumerate(cols["index"]):
+                if idx is not None and idx >= 0:
+                    self._seen[int(idx)] = (
+                        str(cols["id"][i]) if "id" in cols else "",
+                        cols["input_hash"][i] if "input_hash" in cols else None,
+                        cols["input_shape"][i] if "input_shape" in cols else None,
+                    )
             if rank == 0:
                 for col in table.column_names:
                     if col.count("/") >= 2 and col.rsplit("/", 1)[1] in METRIC_NAMES:
@@ -491,12 +545,16 @@ class CAMWriter(PredictionWriterBase):
     # ------------------------------------------------------------------ batches
 
     def extract(self, batch: Any) -> dict[str, Any]:
-        """``image``, ``label``, ``mask``, ``box``, ``id`` of a batch (``None`` when absent).
+        """``image``, ``label``, ``mask``, ``box``, ``id``, ``status`` of a batch (``None`` when
+        absent).
 
-        Handles dicts (the ``*_key`` arguments), ``(x, y, ...)`` tuples and bare tensors;
-        override for other layouts.
+        Handles dicts (the ``*_key`` arguments; ``"status"``: one string per image, anything but
+        ``"ok"`` marks an image the dataset could not read, which is recorded, not explained),
+        ``(x, y, ...)`` tuples and bare tensors; override for other layouts.
         """
-        out: dict[str, Any] = {"image": None, "label": None, "mask": None, "box": None, "id": None}
+        out: dict[str, Any] = {
+            "image": None, "label": None, "mask": None, "box": None, "id": None, "status": None
+        }
         if isinstance(batch, dict):
             if self.image_key not in batch:
                 raise MisconfigurationException(
@@ -509,6 +567,7 @@ class CAMWriter(PredictionWriterBase):
                 ("mask", self.mask_key),
                 ("box", self.box_key),
                 ("id", self.id_key),
+                ("status", "status"),
             ):
                 out[k] = batch.get(key)
         elif isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
@@ -554,13 +613,19 @@ class CAMWriter(PredictionWriterBase):
             index = np.full(b, -1, np.int64)
         self._collect_sanity(images, parts["label"], index)
         todo = ~np.isin(index, self._done) | (index < 0)
+        hashes = input_hashes(images)
+        self._check_same_data(index, todo, self._ids(parts["id"], index, ~todo), images, hashes)
         if not todo.any():
             return
-        keep = torch.from_numpy(np.flatnonzero(todo)).to(images.device)
+        picked = np.flatnonzero(todo)
+        keep = torch.from_numpy(picked).to(images.device)
         sub = {
             k: (v.index_select(0, keep.to(v.device)) if isinstance(v, torch.Tensor) else v)
             for k, v in parts.items()
         }
+        sub["input_hash"] = [hashes[i] for i in picked]
+        if parts["status"] is not None:
+            sub["status"] = [str(parts["status"][i]) for i in picked]
         out = self._explain(sub)
         self._pending = (sub, index[todo], self._ids(parts["id"], index, todo), out)
         if todo.all() and self._reuse is not None:
@@ -590,6 +655,30 @@ class CAMWriter(PredictionWriterBase):
         """Give the module its own forward back."""
         if self._reuse is not None:
             self._reuse.remove(pl_module)
+
+    def _check_same_data(
+        self, index: np.ndarray, todo: np.ndarray, ids: list[str], images: torch.Tensor,
+        hashes: list[str],
+    ) -> None:
+        """Refuse a rerun whose images already written are not the same data: another id, or
+        another input (file content, image size, transforms) at the same dataset index."""
+        shape = "x".join(str(int(d)) for d in images.shape[1:])
+        for j, i in enumerate(np.flatnonzero(~todo)):
+            idx = int(index[i])
+            old_id, old_hash, old_shape = self._seen.get(idx, (ids[j], None, None))
+            if old_id != ids[j]:
+                what = f"id {old_id!r} then, {ids[j]!r} now (other files or another order)"
+            elif old_shape is not None and old_shape != shape:
+                what = f"id {ids[j]!r}, input {old_shape} then, {shape} now (another image size)"
+            elif old_hash is not None and old_hash != hashes[i]:
+                what = f"id {ids[j]!r}, other input content (the file or the transforms changed)"
+            else:
+                continue
+            raise storage.OutputFolderError(
+                f"output_dir={str(self.output_dir)!r} holds the maps of other data: dataset "
+                f"index {idx}: {what}. Refusing to mix them: choose another output_dir, or "
+                "delete this one to start over."
+            )
 
     def _ids(self, raw: Any, index: np.ndarray, todo: np.ndarray) -> list[str]:
         if raw is None:
@@ -649,9 +738,13 @@ class CAMWriter(PredictionWriterBase):
         images: torch.Tensor = parts["image"]
         size = (int(images.shape[2]), int(images.shape[3]))
         if not self._layers:
+            self._check_end(out)
             self._layers = list(out.layers)
             self._init_states(pl_module)
         assert self._quality is not None
+        unread = self._unreadable(parts, len(ids))
+        nonfinite = self._nonfinite(images, out) & ~unread
+        bad = unread | nonfinite
         full = {
             (m, n): normalize_maps(upsample(out.cams[m][n].float(), size))
             for m in out.cams
@@ -659,11 +752,46 @@ class CAMWriter(PredictionWriterBase):
         }
         class_ids = out.class_ids if out.class_ids is not None else self._target(parts)
         columns = self._evaluate(pl_module, parts, full, class_ids, size)
+        if bad.any():  # NaN-marked: never scored into the means, never drawn
+            mask = torch.from_numpy(bad)
+            for k, v in columns.items():
+                columns[k] = v.float().masked_fill(mask.to(v.device), math.nan)
+            for key, maps in full.items():
+                full[key] = maps.masked_fill(mask.to(maps.device).view(-1, 1, 1), math.nan)
         self._quality.update(columns)
-        stored = self._stored_maps(out, full)
+        stored = self._stored_maps(out, full, bad)
         self._check_space(trainer, stored, len(ids))
-        self._add_rows(parts, out, index, ids, columns, stored, class_ids)
-        self._write_overlays(parts, full, index, ids)
+        flags = {"unread": unread, "nonfinite": nonfinite}
+        self._add_rows(parts, out, index, ids, columns, stored, class_ids, flags)
+        self._write_overlays(parts, full, index, ids, bad)
+
+    def _check_end(self, out: Explanation) -> None:
+        """At the first batch: what the end of the run needs (the sanity check's classes)."""
+        if self.sanity_samples and self.target == "predicted" and out.logits is None:
+            raise MisconfigurationException(
+                f"sanity_samples={self.sanity_samples} needs the class logits of the module's "
+                "output (a (B, num_classes) tensor, an object with .logits or a dict with "
+                "'logits'), to pick the classes it explains: return them, use "
+                "target='label', or set sanity_samples=0."
+            )
+
+    @staticmethod
+    def _unreadable(parts: dict[str, Any], b: int) -> np.ndarray:
+        status = parts.get("status")
+        if status is None:
+            return np.zeros(b, bool)
+        return np.asarray([str(v) != STATUS_OK for v in status], bool)
+
+    @staticmethod
+    def _nonfinite(images: torch.Tensor, out: Explanation) -> np.ndarray:
+        """Per image: a non-finite input, logit or map (``(B,)`` bool)."""
+        bad = ~torch.isfinite(images.detach()).flatten(1).all(dim=1).cpu()
+        if out.logits is not None:
+            bad |= ~torch.isfinite(out.logits.detach().float()).flatten(1).all(dim=1).cpu()
+        for per_layer in out.cams.values():
+            for cam in per_layer.values():
+                bad |= ~torch.isfinite(cam.detach().float()).flatten(1).all(dim=1).cpu()
+        return bad.numpy()
 
     def _evaluate(
         self,
@@ -706,15 +834,19 @@ class CAMWriter(PredictionWriterBase):
         return columns
 
     def _stored_maps(
-        self, out: Explanation, full: dict[tuple[str, str], torch.Tensor]
+        self, out: Explanation, full: dict[tuple[str, str], torch.Tensor], bad: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """The arrays of the batch to store, ``{key: (B, ...)}`` (see the class docstring)."""
+        """The arrays of the batch to store, ``{key: (B, ...)}`` (see the class docstring);
+        the maps of ``bad`` images are NaN (0 in uint8: see the ``nonfinite`` and ``status``
+        columns)."""
         arrays: dict[str, np.ndarray] = {}
+        mask = torch.from_numpy(bad).view(-1, 1, 1)
         for (m, n), big in full.items():
             cam = big if self.map_size == "input" else out.cams[m][n].float()
-            cam = cam.detach().cpu()
+            cam = cam.detach().cpu().masked_fill(mask, math.nan)
             if self.map_dtype == "uint8":
-                arrays[f"cam/{m}/{n}"] = (cam * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+                cam = (cam * 255.0).round().clamp(0, 255).nan_to_num(0.0)
+                arrays[f"cam/{m}/{n}"] = cam.to(torch.uint8).numpy()
             else:
                 arrays[f"cam/{m}/{n}"] = cam.to(torch.float16).numpy()
         if self.guided_backprop and out.guided is not None:
@@ -748,8 +880,13 @@ class CAMWriter(PredictionWriterBase):
         columns: dict[str, torch.Tensor],
         stored: dict[str, np.ndarray],
         class_ids: torch.Tensor | None,
+        flags: dict[str, np.ndarray],
     ) -> None:
         assert self._shards is not None
+        unread, nonfinite = flags["unread"], flags["nonfinite"]
+        status = parts.get("status")
+        hashes = parts["input_hash"]
+        shape = "x".join(str(int(d)) for d in parts["image"].shape[1:])
         logits = out.logits.float() if out.logits is not None else None
         probs = logits.softmax(dim=1).cpu() if logits is not None and logits.dim() == 2 else None
         pred = probs.max(dim=1) if probs is not None else None
@@ -758,12 +895,17 @@ class CAMWriter(PredictionWriterBase):
         scores = out.scores.cpu().tolist() if out.scores is not None else None
         cols = {k: v.tolist() for k, v in columns.items()}
         for i in range(len(ids)):
+            bad = bool(unread[i] or nonfinite[i])
             row: dict[str, Any] = {"index": int(index[i]), "id": ids[i]}
+            row["status"] = str(status[i]) if status is not None else STATUS_OK
+            row["nonfinite"] = bool(nonfinite[i])
+            row["input_hash"], row["input_shape"] = hashes[i], shape
             row["label"] = int(labels[i]) if labels is not None else None
-            row["explained_class"] = int(explained[i]) if explained is not None else None
-            row["score"] = float(scores[i]) if scores is not None else None
-            row["predicted_class"] = int(pred.indices[i]) if pred is not None else None
-            row["predicted_prob"] = float(pred.values[i]) if pred is not None else None
+            known = explained is not None and not (bad and self.target == "predicted")
+            row["explained_class"] = int(explained[i]) if known else None  # type: ignore[index]
+            row["score"] = None if scores is None else math.nan if bad else float(scores[i])
+            row["predicted_class"] = int(pred.indices[i]) if pred is not None and not bad else None
+            row["predicted_prob"] = float(pred.values[i]) if pred is not None and not bad else None
             for k, v in cols.items():
                 row[k] = float(v[i])
             self._shards.add(row, {k: a[i] for k, a in stored.items()})
@@ -774,13 +916,14 @@ class CAMWriter(PredictionWriterBase):
         full: dict[tuple[str, str], torch.Tensor],
         index: np.ndarray,
         ids: list[str],
+        bad: np.ndarray,
     ) -> None:
         if not self.overlays and not self.overlay_ids:
             return
         wanted = [
             i
             for i in range(len(ids))
-            if 0 <= index[i] < self.overlays or ids[i] in self.overlay_ids
+            if (0 <= index[i] < self.overlays or ids[i] in self.overlay_ids) and not bad[i]
         ]
         if not wanted:
             return
@@ -791,9 +934,9 @@ class CAMWriter(PredictionWriterBase):
         images = parts["image"]
         for i in wanted:
             picture = viz.to_uint8_image(images[i].detach().float().cpu(), self.mean, self.std)
-            stem = _UNSAFE.sub("_", ids[i])
+            stem = overlay_stem(ids[i])
             for (m, n), maps in full.items():
-                path = folder / f"{stem}-{_UNSAFE.sub('_', m)}-{_UNSAFE.sub('_', n)}.jpg"
+                path = folder / f"{stem}-{_SAFE_PART.sub('_', m)}-{_SAFE_PART.sub('_', n)}.jpg"
                 viz.save_image(path, viz.overlay(picture, maps[i].cpu().numpy()))
 
     # ------------------------------------------------------------------ the end
@@ -811,10 +954,16 @@ class CAMWriter(PredictionWriterBase):
         assert self._quality is not None
         quality = self._quality.compute()  # collective: every rank
         sanity: dict[str, tuple[float, int]] = {}
+        failure: Exception | None = None
         if self._sanity is not None:
-            self._run_sanity(pl_module)
-            sanity = self._sanity.compute()  # collective
+            try:
+                self._run_sanity(pl_module)
+            except Exception as err:  # noqa: BLE001 - reported after the manifest is written
+                failure = err
+            sanity = self._sanity.compute()  # collective: also after a failure on this rank
         if not trainer.is_global_zero:
+            if failure is not None:
+                raise self._sanity_failed(failure) from failure
             return
         rows = storage.write_manifest(self.output_dir, self._fingerprint)
         storage.remove_stale(self.output_dir)
@@ -828,6 +977,7 @@ class CAMWriter(PredictionWriterBase):
             sanity=sanity,
             sanity_stages=self._sanity_stage_names,
             config=self._config,
+            sanity_error=None if failure is None else self._failure_text(failure),
         )
         logger = trainer.logger
         if logger is not None:
@@ -837,14 +987,29 @@ class CAMWriter(PredictionWriterBase):
             if logged:
                 logger.log_metrics(logged, step=trainer.global_step)
                 logger.save()
+        if failure is not None:
+            raise self._sanity_failed(failure) from failure
+
+    @staticmethod
+    def _failure_text(err: BaseException) -> str:
+        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+
+    def _sanity_failed(self, err: BaseException) -> RuntimeError:
+        return RuntimeError(
+            f"CAMWriter: the sanity check failed ({self._failure_text(err)}). Every map, the "
+            f"manifest and the summary are written in {str(self.output_dir)!r}; rerun with "
+            "sanity_samples=0 to finish without it."
+        )
 
     def _layers_from_run(self, pl_module: nn.Module) -> list[str]:
         """The layer names when this rank explained nothing: given, or from the shards."""
         if self._explainer is not None and self._explainer.layers:
             return list(self._explainer.layers)
         for _name, path in storage.complete_shards(self.output_dir):
-            cols = storage.read_index(path).column_names
-            found = [c.split("/")[1] for c in cols if c.count("/") >= 2]
+            with np.load(path.with_suffix(".npz")) as data:
+                keys = list(data.files)
+            # "cam/{method}/{layer}": layer names are dotted module names (no "/")
+            found = [k.split("/", 2)[2] for k in keys if k.startswith("cam/") and k.count("/") >= 2]
             if found:
                 return list(dict.fromkeys(found))
         names = resolve_layers(pl_module, self.layer)
@@ -861,8 +1026,8 @@ class CAMWriter(PredictionWriterBase):
         if self.target == "label" and labels is not None:
             class_ids = labels.to(_device(pl_module))
         else:
-            with torch.inference_mode(False), torch.no_grad():
-                class_ids = pl_module(images.clone()).argmax(dim=1)
+            with torch.inference_mode(False), torch.no_grad():  # read as the batches are
+                class_ids = extract_logits(pl_module(images.clone())).argmax(dim=1)
         _names, values = randomisation_test(
             pl_module,
             images.clone(),

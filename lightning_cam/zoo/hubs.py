@@ -194,11 +194,20 @@ def _build_hf(
             "config.json in it). Save the model with model.save_pretrained(folder)."
         )
     try:
-        model = transformers.AutoModelForImageClassification.from_pretrained(
-            str(path), local_files_only=True
+        model, info = transformers.AutoModelForImageClassification.from_pretrained(
+            str(path), local_files_only=True, output_loading_info=True
         )
     except (OSError, ValueError) as err:
         raise WeightFileError(f"Cannot load hf:{folder}: {str(err).splitlines()[0]}") from err
+    missing = list(info.get("missing_keys") or [])
+    if missing:  # e.g. a bare ViTModel saved: its classification head would be random
+        saved = ", ".join(getattr(model.config, "architectures", None) or []) or "unknown"
+        raise WeightFileError(
+            f"hf:{folder} has no trained weights for {len(missing)} parameter(s) of "
+            f"{type(model).__name__} ({', '.join(missing[:3])}): the folder holds a {saved} "
+            "without a classification head, which would be explained with a random head. Save "
+            "an image classifier (e.g. ViTForImageClassification.save_pretrained(folder))."
+        )
     config = model.config
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     proc = path / "preprocessor_config.json"

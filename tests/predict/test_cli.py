@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -12,7 +14,9 @@ import yaml
 
 from lightning_cam import cli
 from lightning_cam.data import ShapesDataset
+from lightning_cam.predict.writer import overlay_stem
 from lightning_cam.tools import viz
+from tests.optional import require
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,7 +98,8 @@ def test_explain_data_on_an_image_folder_tree(tmp_path: Path,
     assert df["id"].tolist() == sorted(p.relative_to(data).as_posix()
                                        for p in data.rglob("*.png"))
     assert df["label"].tolist() == [0 if i.startswith("circle/") else 1 for i in df["id"]]
-    assert (tmp_path / "out" / "overlays" / "circle_im0.png-gradcam-model.layer4.jpg").exists()
+    stem = overlay_stem("circle/im0.png")
+    assert (tmp_path / "out" / "overlays" / f"{stem}-gradcam-model.layer4.jpg").exists()
     # a rerun with the same arguments has nothing left to do and keeps the outputs
     assert _explain(*args, "--quiet") == 0
     assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 6
@@ -121,3 +126,83 @@ def test_explain_data_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
                     "--image-size", "64", "--metrics") == 0
     df = pd.read_parquet(tmp_path / "flat_out" / "manifest.parquet")
     assert df["label"].isna().all() and sorted(df["id"]) == [f"im{i}.png" for i in range(6)]
+
+
+# ----------------------------------------------------------------------------- issue 19
+
+
+def test_explain_data_skips_an_unreadable_file_and_records_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _folder(tmp_path / "data", tree=False)
+    (data / "._im0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble junk")  # macOS metadata
+    args = ["--data", str(data), "--output-dir", str(tmp_path / "out"), "--network", "resnet18",
+            "--weight-path", str(_weights(tmp_path / "w.pth")), "--image-size", "64",
+            "--metrics", "average_drop"]
+    assert _explain(*args) == 0
+    assert "6 images explained, 1 not " in capsys.readouterr().out
+    df = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("id")
+    assert df.loc["._im0.png", "status"].startswith("unreadable: ")
+    assert (df.drop(index="._im0.png")["status"] == "ok").all()
+    assert np.isnan(df.loc["._im0.png", "gradcam/model.layer4/average_drop"])
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["metrics"]["gradcam"]["model.layer4"]["average_drop"]["count"] == 6
+    assert sum(n for s, n in summary["status"].items() if s != "ok") == 1
+    assert _explain(*args, "--quiet") == 0  # a rerun goes past it too
+
+
+def test_explain_data_refuses_other_data_in_the_same_folder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    w = str(_weights(tmp_path / "w.pth"))
+    first = _folder(tmp_path / "a", tree=False)
+    other = tmp_path / "b"
+    other.mkdir()
+    for p in sorted(first.iterdir()):  # the same pictures under other names
+        (other / f"x{p.name}").write_bytes(p.read_bytes())
+    base = ["--output-dir", str(tmp_path / "out"), "--network", "resnet18", "--weight-path", w,
+            "--metrics", "--quiet"]
+    assert _explain("--data", str(first), *base, "--image-size", "64") == 0
+    assert _explain("--data", str(first), *base, "--image-size", "48") == 2
+    assert "another image size" in capsys.readouterr().err
+    assert _explain("--data", str(other), *base, "--image-size", "64") == 2
+    assert "'im0.png' then, 'xim0.png' now" in capsys.readouterr().err
+    assert _explain("--data", str(first), *base, "--image-size", "64") == 0
+
+
+def _hf_folder(folder: Path, head: bool = True) -> Path:
+    transformers = require("transformers", "pip install transformers")
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=2, id2label={0: "square", 1: "circle"},
+        label2id={"square": 0, "circle": 1},
+    )
+    cls = transformers.ViTForImageClassification if head else transformers.ViTModel
+    cls(config).eval().save_pretrained(folder)
+    return folder
+
+
+def test_explain_data_hf_network_with_labels_by_class_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _folder(tmp_path / "data", tree=True)
+    hf = _hf_folder(tmp_path / "vit")
+    assert _explain("--data", str(data), "--output-dir", str(tmp_path / "out"), "--network",
+                    f"hf:{hf}", "--metrics", "average_drop", "--quiet") == 0
+    df = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    # the model's ids (square = 0, circle = 1), not the sorted folder index (circle = 0)
+    assert df["label"].tolist() == [1 if i.startswith("circle/") else 0 for i in df["id"]]
+    assert df["predicted_prob"].between(0, 1).all()
+    (data / "triangle").mkdir()
+    (data / "circle" / "im0.png").rename(data / "triangle" / "im0.png")
+    assert _explain("--data", str(data), "--output-dir", str(tmp_path / "o2"), "--network",
+                    f"hf:{hf}", "--quiet") == 2
+    assert "'triangle'" in capsys.readouterr().err
+
+
+def test_explain_an_hf_folder_without_a_classification_head_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _folder(tmp_path / "data", tree=False)
+    hf = _hf_folder(tmp_path / "bare", head=False)
+    assert _explain("--data", str(data), "--output-dir", str(tmp_path / "out"), "--network",
+                    f"hf:{hf}", "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "without a classification head" in err and "ViTModel" in err

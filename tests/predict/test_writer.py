@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pytorch_lightning import LightningModule
 from torch.utils.data import DataLoader, Dataset
 
 import lightning_cam as lc
@@ -276,3 +277,150 @@ def test_several_predict_dataloaders_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(MisconfigurationException, match="one predict dataloader"):
         _run(tmp_path, Two(), data=[loader(4), loader(4)])
+
+
+# ----------------------------------------------------------------------------- issue 19
+
+
+class _DictOutput(LightningModule):
+    """A module returning ``{"logits": ...}`` (HF-style), as many real modules do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny_model()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.net(x)}
+
+    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self(batch["image"])["logits"]
+
+
+def test_sanity_check_on_a_dict_output_module(tmp_path: Path) -> None:
+    _run(tmp_path / "out", model=_DictOutput(), layer="net.backbone", metrics=["average_drop"],
+         sanity_samples=2, sanity_stages=2)
+    assert len(_manifest(tmp_path / "out")) == 10
+    sanity = json.loads((tmp_path / "out" / "summary.json").read_text())["sanity"]
+    assert sanity["samples"] == 2
+
+
+def test_a_failing_sanity_check_still_writes_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_cam.predict import writer as W
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("boom")
+
+    monkeypatch.setattr(W, "randomisation_test", broken)
+    with pytest.raises(RuntimeError, match="sanity check failed.*boom.*manifest"):
+        _run(tmp_path / "out", metrics=["pointing_game"], sanity_samples=2, sanity_stages=2)
+    assert len(_manifest(tmp_path / "out")) == 10
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "boom" in summary["sanity"]["error"]
+
+
+def test_resume_with_the_default_layer_after_the_last_shard(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _run(out, layer=None, metrics=[], sanity_samples=2, sanity_stages=2)
+    (out / "manifest.parquet").unlink()  # killed after the last shard, before the manifest
+    (out / "summary.json").unlink()
+    writer = _run(out, layer=None, metrics=[], sanity_samples=2, sanity_stages=2)
+    assert writer.summary is not None and writer.summary["layers"] == ["backbone"]
+    assert len(_manifest(out)) == 10
+
+
+class _WithNaN(Dataset):
+    """TinyShapes whose image ``bad`` is NaN."""
+
+    def __init__(self, bad: int = 1) -> None:
+        self.data, self.bad = TinyShapes(6, with_id=True), bad
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        s = dict(self.data[i])
+        if i == self.bad:
+            s["image"] = torch.full_like(s["image"], float("nan"))  # type: ignore[arg-type]
+        return s
+
+
+def test_non_finite_samples_are_nan_marked_and_left_out_of_the_means(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    writer = _run(out, data=DataLoader(_WithNaN(1), batch_size=3), metrics=METRICS,
+                  overlays=6, map_size="input")
+    df = _manifest(out)
+    assert df["nonfinite"].tolist() == [i == 1 for i in range(6)]
+    assert df["status"].tolist() == ["ok"] * 6
+    bad = df.iloc[1]
+    assert pd.isna(bad["predicted_class"]) and pd.isna(bad["predicted_prob"])
+    assert np.isnan(bad["score"]) and np.isnan(bad["explained_class"])
+    assert all(np.isnan(bad[f"gradcam/backbone/{k}"]) for k in METRICS)
+    assert np.isnan(load_maps(out, bad["shard"], bad["row"], "cam/gradcam/backbone")).all()
+    good = df.drop(index=1)
+    assert not np.isnan(load_maps(out, good.shard.iloc[0], good.row.iloc[0],
+                                  "cam/gradcam/backbone")).any()
+    assert writer.summary is not None
+    cell = writer.summary["metrics"]["gradcam"]["backbone"]["average_drop"]
+    assert cell["count"] == 5
+    assert cell["mean"] == pytest.approx(good["gradcam/backbone/average_drop"].mean())
+    assert writer.summary["status"] == {"ok": 5, "nonfinite": 1}
+    drawn = {p.name.split("-")[0] for p in (out / "overlays").iterdir()}
+    assert drawn == {f"img{i:03d}" for i in range(6) if i != 1}
+    # a shard whose only image is non-finite (null classes) joins the others in the manifest
+    _run(tmp_path / "first", data=DataLoader(_WithNaN(0), batch_size=2), shard_size=1,
+         metrics=["average_drop"])
+    assert _manifest(tmp_path / "first")["nonfinite"].tolist() == [i == 0 for i in range(6)]
+
+
+class _Named(Dataset):
+    def __init__(self, ids: list[str]) -> None:
+        self.data, self.names = TinyShapes(len(ids)), ids
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        return {**self.data[i], "id": self.names[i]}
+
+
+def test_overlay_names_are_unique_for_non_ascii_ids(tmp_path: Path) -> None:
+    ids = ["猫.png", "犬.png", "a/b.png", "a_b.png"]
+    _run(tmp_path / "out", data=DataLoader(_Named(ids), batch_size=4), metrics=[],
+         methods=["gradcam"], overlay_ids=ids)
+    names = sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir())
+    assert len(names) == 4
+    assert "猫.png-gradcam-backbone.jpg" in names and "犬.png-gradcam-backbone.jpg" in names
+
+
+class _Shifted(Dataset):
+    """TinyShapes with other ids or other images (another dataset of the same length)."""
+
+    def __init__(self, ids: bool, seed_images: bool) -> None:
+        self.data, self.ids, self.other = TinyShapes(10, with_id=True), ids, seed_images
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        s = dict(self.data[(i + 1) % 10] if self.other else self.data[i])
+        s["id"] = f"other{i:03d}" if self.ids else f"img{i:03d}"
+        return s
+
+
+@pytest.mark.parametrize(("ids", "images", "match"), [
+    (True, False, "id 'img000' then, 'other000' now"),
+    (False, True, "id 'img000', other input content"),
+])
+def test_another_dataset_of_the_same_length_is_refused(tmp_path: Path, ids: bool, images: bool,
+                                                       match: str) -> None:
+    out = tmp_path / "out"
+    _run(out, data=loader(with_id=True), metrics=["pointing_game"])
+    with pytest.raises(OutputFolderError, match=match):
+        _run(out, data=DataLoader(_Shifted(ids, images), batch_size=4), metrics=["pointing_game"])
+    small = DataLoader([{**TinyShapes(10, with_id=True)[i], "image": torch.zeros(3, 16, 16)}
+                        for i in range(10)], batch_size=4)
+    with pytest.raises(OutputFolderError, match="input 3x32x32 then, 3x16x16 now"):
+        _run(out, data=small, metrics=["pointing_game"])
+    _run(out, data=loader(with_id=True), metrics=["pointing_game"])  # the same data: resumes
