@@ -1072,7 +1072,7 @@ def case_perturbation(args: argparse.Namespace) -> Section:
         "- Score-CAM, pytorch-grad-cam: upsamples the activations with `UpsamplingBilinear2d` "
         "(`align_corners=True`) before the min-max (eps 1e-8); we use `align_corners=False`, as "
         "for every other map. With its convention our code gives its maps exactly "
-        "(tests/test_methods_peers.py).",
+        "(tests/methods/test_peers.py).",
         "- Score-CAM, torchcam: min-max at the layer's resolution, then upsamples (we follow the "
         "paper's order: upsample, then min-max), and subtracts the unmasked input's score (the "
         "same for every channel: cancels in the softmax). Its order reproduced, our code gives "

@@ -372,7 +372,7 @@ def test_console_entry_point_reports_without_traceback(tmp_path) -> None:
         [sys.executable, "-m", "lightning_cam", "explain", "--network", "nonet",
          "--output-dir", str(tmp_path / "o")],
         capture_output=True, text=True, timeout=120,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("lightning-cam explain: error: Unknown network 'nonet'")

@@ -183,7 +183,7 @@ def test_import_does_not_need_timm_or_transformers() -> None:
         "assert 'timm' not in sys.modules and 'transformers' not in sys.modules, "
         "[m for m in sys.modules if m.startswith(('timm', 'transformers'))]"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -1,6 +1,6 @@
 """Every registered method against hand-computed maps, and the registry's contracts.
 
-The tiny model of ``tests/test_methods.py``: x (1, 1, 2, 2) = [[1, 2], [3, 4]] -> 1x1 conv with
+The tiny model of ``tests/methods/test_gradient_identities.py``: x (1, 1, 2, 2) = [[1, 2], [3, 4]] -> 1x1 conv with
 A_0 = x, A_1 = 5 - x -> logits_c = sum_ij sum_k V[c, k] A_k,ij^power with V = [[1, -0.5],
 [-1, 1]]. With power 1 the gradient is V[c, k] everywhere; with power 2 it is 2 V[c, k] A_k.
 """
@@ -29,7 +29,7 @@ from lightning_cam.methods import (
 )
 from lightning_cam.methods.gradient import first_component, layercam_fuse_scale
 from lightning_cam.methods.perturbation import smoothgradcampp_weights
-from tests.test_methods import GapNet, LinearScoreNet, X
+from tests.methods.test_gradient_identities import GapNet, LinearScoreNet, X
 
 
 def _t(rows: list[list[float]]) -> torch.Tensor:
@@ -388,7 +388,7 @@ def test_every_method_is_harmless(name: str) -> None:
 def test_readme_lists_every_registered_method() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name, m in METHODS.items():
         assert f"| `{name}` | `{m.class_name}` | {m.kind} |" in readme, name
 

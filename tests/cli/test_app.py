@@ -12,7 +12,7 @@ import pytest
 from lightning_cam.cli import main
 from tests.callbacks.helpers import image_events, scalar_events
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # `fit` configs; shapes_explain.yaml is a `predict` config (tests/predict/test_cli.py).
 CONFIGS = sorted(
     p.name
