@@ -1,6 +1,7 @@
 """Every registered method against hand-computed maps, and the registry's contracts.
 
-The tiny model of ``tests/methods/test_gradient_identities.py``: x (1, 1, 2, 2) = [[1, 2], [3, 4]] -> 1x1 conv with
+The tiny model of ``tests/methods/test_gradient_identities.py``:
+x (1, 1, 2, 2) = [[1, 2], [3, 4]] -> 1x1 conv with
 A_0 = x, A_1 = 5 - x -> logits_c = sum_ij sum_k V[c, k] A_k,ij^power with V = [[1, -0.5],
 [-1, 1]]. With power 1 the gradient is V[c, k] everywhere; with power 2 it is 2 V[c, k] A_k.
 """
