@@ -279,7 +279,9 @@ def test_cli_reshape_transform_matches_the_python_api(tmp_path: Path, capsys) ->
     model = transformers.ConvNextForImageClassification.from_pretrained(folder).eval()
     check_against_reference(model, torch.rand(2, 3, 64, 64), layer, nhwc, 5)
     by_path = cli(tmp_path / "path", "lightning_cam.layouts.channels_last")
-    assert by_path["networks"][0]["reshape_transform"] == "lightning_cam.layouts.channels_last"
+    # an old module path is recorded where the function lives now
+    recorded = by_path["networks"][0]["reshape_transform"]
+    assert recorded == "lightning_cam.engine.layouts.channels_last"
     for key in ("heatmap", "cam", "heatmap++", "cam_gb"):
         name = f"disc-hf-cnx-{key}.jpg"
         api_pixels = cv2.imread(str(tmp_path / "api" / name))
