@@ -66,18 +66,18 @@ def test_detection_callback_logs_boxes_maps_and_a_perfect_pointing_game(tmp_path
     trainer.validate(module, dataloaders=_loader())
     log_dir = logger.log_dir
     images = image_events(log_dir)
-    tags = {"gradcam/backbone.body.layer1/detections",
-            "gradcam++/backbone.body.layer1/detections"}
+    tags = {"gradcam/detector.backbone.body.layer1/detections",
+            "gradcam++/detector.backbone.body.layer1/detections"}
     assert tags <= set(images)
     scalars = scalar_events(log_dir)
     for method in ("gradcam", "gradcam++"):
-        pg = scalars[f"{method}/backbone.body.layer1/pointing_game"]
+        pg = scalars[f"{method}/detector.backbone.body.layer1/pointing_game"]
         assert [e.value for e in pg] == [1.0]  # both detections of all 4 images hit their box
-        energy = scalars[f"{method}/backbone.body.layer1/energy_pointing_game"][0].value
+        energy = scalars[f"{method}/detector.backbone.body.layer1/energy_pointing_game"][0].value
         assert 0.5 < energy <= 1.0
     # one row per probe image (3), a column for the boxes and one per detection (2)
     # (tiles fit in tile_size=160: 160 x 123 for these 130 x 100 images)
-    event = images["gradcam/backbone.body.layer1/detections"][0]
+    event = images["gradcam/detector.backbone.body.layer1/detections"][0]
     assert 3 * 123 <= event.height < 3 * 123 + 60 and 3 * 160 < event.width <= 4 * 160
 
     assert {n: m.training for n, m in module.named_modules()} == before
@@ -159,10 +159,10 @@ def test_shapes_detector_fit_logs_detection_pictures_each_epoch(tmp_path):
     trainer.fit(model, dm)
     images = image_events(logger.log_dir)
     (tag,) = [t for t in images if t.startswith("gradcam/")]
-    assert tag.startswith("gradcam/backbone.body.")  # the default: backbone.body's last stage
+    assert tag.startswith("gradcam/detector.backbone.body.")  # the default: backbone.body's last stage
     assert tag.endswith("/detections")
     assert len(images[tag]) == 2  # one picture per validation epoch
-    assert len(images["gradcam++/roi_heads.box_roi_pool/detections"]) == 2
+    assert len(images["gradcam++/detector.roi_heads.box_roi_pool/detections"]) == 2
     assert cb.det_probes is not None and len(cb.det_probes) == 2
 
 
