@@ -243,3 +243,31 @@ def test_class_only_methods_are_refused_at_setup_for_a_detector(methods):
     assert "gradcam" in allowed and "scorecam" not in allowed
     assert message.endswith(f"Expected methods among {', '.join(allowed)}.")
     assert module.steps == 0  # refused at setup, before any batch
+
+
+def test_detector_whose_image_mean_is_not_one_per_channel_is_explained_after_fit(tmp_path):
+    """torchgeo-style detectors set ``transform.image_mean = [0.0]`` (one value broadcast over
+    any channels): the channel count comes from the images, not from image_mean."""
+    dm = ShapesDetectionDataModule(num_train=2, num_val=2, num_test=2, image_size=64,
+                                   batch_size=2)
+    torch.manual_seed(0)
+    model = ShapesDetector(
+        min_size=64, max_size=64, class_names=dm.class_names, box_head_size=32,
+        detector_kwargs={"image_mean": [0.0], "image_std": [1.0], "box_score_thresh": 0.0,
+                         "box_batch_size_per_image": 16, "rpn_post_nms_top_n_train": 20,
+                         "rpn_pre_nms_top_n_train": 20},
+    )
+    assert len(model.detector.transform.image_mean) == 1
+    logger = TensorBoardLogger(str(tmp_path), name="geo")
+    cb = GradCAMCallback(num_samples=2, detection_top_k=1, detection_score_threshold=0.0)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1,
+                         accelerator="cpu", logger=logger, callbacks=[cb],
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, dm)
+    (tag,) = image_events(logger.log_dir)
+    assert tag.startswith("gradcam/detector.backbone.") and tag.endswith("/detections")
+    result = cb.compute(trainer, model)
+    assert len(result) == 2 and all(r.map("gradcam", r.layers[0]).shape[-2:] == (64, 64)
+                                    for r in result if len(r))
+
