@@ -51,7 +51,9 @@ class CAMCallback(CallbackBase):
 
     During ``trainer.test()`` the same is logged with the prefix ``test/``. Images go to every
     logger that takes them (TensorBoard, W&B, MLflow; see :mod:`lightning_cam.callbacks.sinks`),
-    else to PNG files under the log dir (said once); under ``fast_dev_run`` nothing is written,
+    else to PNG files ``{log_dir}/cam_images/{tag}/step_{step:07d}.png`` (``log_dir`` the
+    trainer's, else ``default_root_dir``; never ``lightning_cam``, the package's own folder
+    from a checkout's root; said once); under ``fast_dev_run`` nothing is written,
     but everything is computed.
 
     **Checked before training time is spent.** At setup the layer names and the class id; at

@@ -272,6 +272,12 @@ class DetectionTask(TaskStrategy):
             out.append(rel if rel is not None else name)
         return out
 
+    def tag_name(self, layer: str) -> str:
+        """The full dotted name of a detector ``layer`` in the LightningModule (the logged
+        tags' layer: ``"model.backbone.body.layer4"`` for a detector held as ``self.model``,
+        whichever of the two names the ``layer`` argument used)."""
+        return f"{self.prefix}.{layer}" if self.prefix else layer
+
     def share_key(self) -> Hashable:
         o = self.options
         return (
@@ -327,7 +333,7 @@ class DetectionTask(TaskStrategy):
         scalars: dict[str, float] = {}
         for method in opts.methods:
             for layer in self.layers():
-                tag = f"{method}/{layer}"
+                tag = f"{method}/{self.tag_name(layer)}"
                 if any(k in ("overlay", "heatmap") for k in opts.kinds):
                     pictures[f"{tag}/detections"] = render_grid(
                         probes[:n], result[:n], method, layer, opts.detection_top_k,

@@ -2,7 +2,7 @@
 
 Each logger of the trainer gets the first sink class in :data:`SINKS` that accepts it; a logger
 no sink accepts (``CSVLogger``, ...) gets the scalars only. When no logger took the pictures,
-they go to a :class:`PNGFolderSink` under the log dir (the callback says so once). Supporting
+they go to a :class:`PNGFolderSink` in ``{log_dir}/cam_images`` (the callback says so once). Supporting
 another logger is one class appended to :data:`SINKS`, nothing else::
 
     class MyLoggerSink(ImageSink):
@@ -271,7 +271,13 @@ def sink_for(logger: Any) -> ImageSink:
     return ScalarSink(logger)
 
 
+#: Folder of the PNG fallback under the log dir. Not ``lightning_cam``: from a checkout's root
+#: (``default_root_dir="."``) that is the package's own folder.
+PNG_FOLDER = "cam_images"
+
+
 def png_root(trainer: Any) -> str:
-    """The PNG fallback's folder: ``{trainer.log_dir or default_root_dir}/lightning_cam``."""
+    """The PNG fallback's folder: ``{trainer.log_dir or default_root_dir}/cam_images``
+    (:data:`PNG_FOLDER`)."""
     base = getattr(trainer, "log_dir", None) or getattr(trainer, "default_root_dir", None)
-    return os.path.join(str(base or "."), "lightning_cam")
+    return os.path.join(str(base or "."), PNG_FOLDER)

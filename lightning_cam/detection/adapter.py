@@ -207,8 +207,7 @@ class DetectionExplainer(DetectionExplainerBase):
         Raises:
             TypeError, ValueError: Bad image.
         """
-        channels = len(self.detector.transform.image_mean)
-        image = check_image(image, channels)
+        image = check_image(image)  # any channel count: the detector's transform says none
         x = image.detach().to(self._device())[None]
         size = (int(x.shape[-2]), int(x.shape[-1]))
         resized, padded = self._canvas(x)

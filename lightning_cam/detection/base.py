@@ -104,16 +104,37 @@ def select_detections(scores: torch.Tensor, threshold: float, top_k: int) -> tor
     return order[scores[order] >= threshold][:top_k]
 
 
-def check_image(image: Any, channels: int) -> torch.Tensor:
+def check_image(image: Any, channels: int | None = None) -> torch.Tensor:
+    """``image`` as one ``(C, H, W)`` float tensor (a leading batch of one dropped).
+
+    Args:
+        image: The image to check.
+        channels: The channels the detector takes; ``None``: any number (the image's own).
+            torchvision's detectors read theirs from the images, not from
+            ``transform.image_mean``, whose length may differ (torchgeo sets ``[0.0]``).
+
+    Raises:
+        TypeError, ValueError: Not a floating-point ``(C, H, W)`` tensor.
+    """
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a torch.Tensor (C, H, W), got {type(image).__name__}")
     if image.dim() == 4 and image.shape[0] == 1:
         image = image[0]
-    if image.dim() != 3 or image.shape[0] != channels or min(image.shape[1:]) < 1:
+    expected = channels if channels is not None else "C"
+    channels_last = image.dim() == 3 and (
+        image.shape[-1] == channels
+        if channels is not None
+        else image.shape[-1] in (1, 3, 4) and image.shape[0] > 4
+    )
+    if (
+        image.dim() != 3
+        or (channels is not None and image.shape[0] != channels)
+        or channels_last
+        or min(image.shape) < 1
+    ):
         raise ValueError(
-            f"image must have shape ({channels}, H, W), got {tuple(image.shape)}"
-            + (" (channels last? use image.permute(2, 0, 1))" if image.dim() == 3
-               and image.shape[-1] == channels else "")
+            f"image must have shape ({expected}, H, W), got {tuple(image.shape)}"
+            + (" (channels last? use image.permute(2, 0, 1))" if channels_last else "")
         )
     if not image.is_floating_point():
         raise TypeError(

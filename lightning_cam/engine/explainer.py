@@ -159,6 +159,16 @@ def _per_sample_ids(target: Any, batch: int) -> torch.Tensor | None:
     return ids
 
 
+def _chunk(target: Any, ids: torch.Tensor | None, start: int, stop: int) -> Any:
+    """The target of images ``start:stop``: per-sample ids sliced; a callable target with
+    per-image parts (``batch_slice``, e.g. :class:`~lightning_cam.targets.SegmentationTarget`
+    with per-image ids or masks) sliced by itself; any other target as it is."""
+    if ids is not None:
+        return ids[start:stop]
+    batch_slice = getattr(target, "batch_slice", None)
+    return batch_slice(start, stop) if callable(batch_slice) else target
+
+
 def _check_images(images: Any) -> None:
     if not isinstance(images, torch.Tensor):
         raise TypeError(
@@ -338,7 +348,10 @@ class Explainer:
         max_batch: Explain at most this many images per forward/backward pass (``None``: the
             whole batch at once). Peak memory then scales with ``max_batch`` instead of the
             batch: worth it for guided backprop of large batches on small machines, where the
-            backward must keep every activation of the network. Results are identical.
+            backward must keep every activation of the network. Results are identical. A
+            callable target applies to every chunk as it is, unless it has
+            ``batch_slice(start, stop)`` returning the chunk's target (as
+            :class:`~lightning_cam.targets.SegmentationTarget` does for per-image parts).
             Perturbation methods also run at most this many inputs per extra forward.
         fuse: ``None``, or ``"mean"`` / ``"max"`` / ``"product"``: also fuse each method's maps
             of the given layers into one (``Explanation.fused[method]``), from the same pass.
@@ -452,11 +465,7 @@ class Explainer:
             ids = _per_sample_ids(spec, batch)
             result = concat_explanations(
                 [
-                    self._explain(
-                        images[i : i + step],
-                        ids[i : i + step] if ids is not None else spec,
-                        upsample,
-                    )
+                    self._explain(images[i : i + step], _chunk(spec, ids, i, i + step), upsample)
                     for i in range(0, batch, step)
                 ]
             )

@@ -285,6 +285,18 @@ class SegmentationTarget:
         self.class_ids = class_ids
         self.mask = mask
 
+    def batch_slice(self, start: int, stop: int) -> SegmentationTarget:
+        """The target of images ``start:stop`` of the batch: per-image ids and ``(B, H, W)``
+        masks sliced, an ``int`` id and an ``(H, W)`` mask kept (the engine calls it when
+        ``max_batch`` splits the batch)."""
+        ids = ClassTarget(self.class_ids).class_ids  # an int or a 1-D tensor of ids
+        if isinstance(ids, torch.Tensor):
+            ids = ids[start:stop]
+        mask = self.mask
+        if mask is not None and torch.as_tensor(mask).dim() == 3:
+            mask = torch.as_tensor(mask)[start:stop]
+        return SegmentationTarget(ids, mask)
+
     def __call__(self, output: Any) -> torch.Tensor:
         logits = extract_segmentation_logits(output)
         ids = ClassTarget(self.class_ids).resolve(logits.flatten(2).mean(2))

@@ -220,8 +220,30 @@ def test_no_logger_writes_pngs_and_warns_once(tmp_path: Any) -> None:
         _trainer(tmp_path, [cb], logger=False, max_epochs=2).fit(make_module_cls()(), train, val)
     mine = [w for w in rec if "GradCAMCallback" in str(w.message)]
     assert len(mine) == 1 and "no logger" in str(mine[0].message)
-    pngs = sorted((tmp_path / "lightning_cam").rglob("*.png"))
+    pngs = sorted((tmp_path / "cam_images").rglob("*.png"))
     assert len(pngs) == 4  # overlay + guided_gradcam, two epochs
+
+
+def test_no_logger_pngs_stay_out_of_the_package_folder(tmp_path: Any, monkeypatch: Any) -> None:
+    """Run from a checkout's root (default_root_dir "."): the PNGs go to ./cam_images, never into
+    ./lightning_cam, the package's own folder."""
+    package = tmp_path / "lightning_cam"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    cb = lc.GradCAMCallback(layer="backbone", log_guided_gradcam=False)
+    train, val = loaders()
+    trainer = pl.Trainer(
+        callbacks=[cb], accelerator="cpu", devices=1, logger=False, max_epochs=1,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )
+    with pytest.warns(UserWarning, match="cam_images"):
+        trainer.fit(make_module_cls()(), train, val)
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py"]
+    pngs = sorted((tmp_path / "cam_images").rglob("step_*.png"))
+    assert [p.relative_to(tmp_path).as_posix() for p in pngs] == [
+        "cam_images/gradcam/backbone/overlay/step_0000004.png"
+    ]
 
 
 def test_logger_without_images_gets_pngs(tmp_path: Any) -> None:
@@ -231,7 +253,7 @@ def test_logger_without_images_gets_pngs(tmp_path: Any) -> None:
     train, val = loaders()
     logger = CSVLogger(str(tmp_path), name="csv", version=0)
     _trainer(tmp_path, [cb], logger=logger, max_epochs=1).fit(make_module_cls()(), train, val)
-    assert list((tmp_path / "csv" / "version_0" / "lightning_cam").rglob("step_*.png"))
+    assert list((tmp_path / "csv" / "version_0" / "cam_images").rglob("step_*.png"))
     metrics = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
     assert "gradcam/backbone/pointing_game" in metrics
 

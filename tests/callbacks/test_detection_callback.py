@@ -66,18 +66,18 @@ def test_detection_callback_logs_boxes_maps_and_a_perfect_pointing_game(tmp_path
     trainer.validate(module, dataloaders=_loader())
     log_dir = logger.log_dir
     images = image_events(log_dir)
-    tags = {"gradcam/backbone.body.layer1/detections",
-            "gradcam++/backbone.body.layer1/detections"}
+    tags = {"gradcam/detector.backbone.body.layer1/detections",
+            "gradcam++/detector.backbone.body.layer1/detections"}
     assert tags <= set(images)
     scalars = scalar_events(log_dir)
     for method in ("gradcam", "gradcam++"):
-        pg = scalars[f"{method}/backbone.body.layer1/pointing_game"]
+        pg = scalars[f"{method}/detector.backbone.body.layer1/pointing_game"]
         assert [e.value for e in pg] == [1.0]  # both detections of all 4 images hit their box
-        energy = scalars[f"{method}/backbone.body.layer1/energy_pointing_game"][0].value
+        energy = scalars[f"{method}/detector.backbone.body.layer1/energy_pointing_game"][0].value
         assert 0.5 < energy <= 1.0
     # one row per probe image (3), a column for the boxes and one per detection (2)
     # (tiles fit in tile_size=160: 160 x 123 for these 130 x 100 images)
-    event = images["gradcam/backbone.body.layer1/detections"][0]
+    event = images["gradcam/detector.backbone.body.layer1/detections"][0]
     assert 3 * 123 <= event.height < 3 * 123 + 60 and 3 * 160 < event.width <= 4 * 160
 
     assert {n: m.training for n, m in module.named_modules()} == before
@@ -159,10 +159,10 @@ def test_shapes_detector_fit_logs_detection_pictures_each_epoch(tmp_path):
     trainer.fit(model, dm)
     images = image_events(logger.log_dir)
     (tag,) = [t for t in images if t.startswith("gradcam/")]
-    assert tag.startswith("gradcam/backbone.body.")  # the default: backbone.body's last stage
+    assert tag.startswith("gradcam/detector.backbone.body.")  # the default: backbone.body's last stage
     assert tag.endswith("/detections")
     assert len(images[tag]) == 2  # one picture per validation epoch
-    assert len(images["gradcam++/roi_heads.box_roi_pool/detections"]) == 2
+    assert len(images["gradcam++/detector.roi_heads.box_roi_pool/detections"]) == 2
     assert cb.det_probes is not None and len(cb.det_probes) == 2
 
 
@@ -243,3 +243,31 @@ def test_class_only_methods_are_refused_at_setup_for_a_detector(methods):
     assert "gradcam" in allowed and "scorecam" not in allowed
     assert message.endswith(f"Expected methods among {', '.join(allowed)}.")
     assert module.steps == 0  # refused at setup, before any batch
+
+
+def test_detector_whose_image_mean_is_not_one_per_channel_is_explained_after_fit(tmp_path):
+    """torchgeo-style detectors set ``transform.image_mean = [0.0]`` (one value broadcast over
+    any channels): the channel count comes from the images, not from image_mean."""
+    dm = ShapesDetectionDataModule(num_train=2, num_val=2, num_test=2, image_size=64,
+                                   batch_size=2)
+    torch.manual_seed(0)
+    model = ShapesDetector(
+        min_size=64, max_size=64, class_names=dm.class_names, box_head_size=32,
+        detector_kwargs={"image_mean": [0.0], "image_std": [1.0], "box_score_thresh": 0.0,
+                         "box_batch_size_per_image": 16, "rpn_post_nms_top_n_train": 20,
+                         "rpn_pre_nms_top_n_train": 20},
+    )
+    assert len(model.detector.transform.image_mean) == 1
+    logger = TensorBoardLogger(str(tmp_path), name="geo")
+    cb = GradCAMCallback(num_samples=2, detection_top_k=1, detection_score_threshold=0.0)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1,
+                         accelerator="cpu", logger=logger, callbacks=[cb],
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, dm)
+    (tag,) = image_events(logger.log_dir)
+    assert tag.startswith("gradcam/detector.backbone.") and tag.endswith("/detections")
+    result = cb.compute(trainer, model)
+    assert len(result) == 2 and all(r.map("gradcam", r.layers[0]).shape[-2:] == (64, 64)
+                                    for r in result if len(r))
+

@@ -421,7 +421,7 @@ def test_csv_logger_pngs_said_once(tmp_path: Any) -> None:
         )
     mine = [str(w.message) for w in rec if "GradCAMCallback" in str(w.message)]
     assert len(mine) == 1 and "no logger takes images (CSVLogger)" in mine[0]
-    pngs = sorted((tmp_path / "csv" / "version_0" / "lightning_cam").rglob("step_*.png"))
+    pngs = sorted((tmp_path / "csv" / "version_0" / "cam_images").rglob("step_*.png"))
     assert [p.name for p in pngs] == ["step_0000004.png", "step_0000008.png"]
     assert viz.load_image(pngs[0]).shape[2] == 3
 

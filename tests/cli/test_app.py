@@ -131,6 +131,6 @@ def test_detection_config_runs_and_logs_detection_pictures(
     log_dir = tmp_path / "lightning_logs" / "shapes_detection" / "version_0"
     tags = set(image_events(str(log_dir)))
     assert tags == {
-        "gradcam/backbone.body.layer3/detections",
-        "gradcam++/backbone.body.layer3/detections",
+        "gradcam/detector.backbone.body.layer3/detections",
+        "gradcam++/detector.backbone.body.layer3/detections",
     }

@@ -522,7 +522,7 @@ def test_callback_logs_detectron2_detections(d2, retina, tmp_path):
                          enable_progress_bar=False, enable_model_summary=False)
     module = D2Module()
     trainer.validate(module, dataloaders=loader)
-    assert set(image_events(logger.log_dir)) == {"gradcam/head.cls_subnet.7/detections"}
+    assert set(image_events(logger.log_dir)) == {"gradcam/model.head.cls_subnet.7/detections"}
     (image, target), _ = cb.det_probes
     assert image.shape == (3, 128, 160) and 0 <= float(image.min()) <= float(image.max()) <= 1
     assert target["boxes"].tolist() == [[20.0, 30.0, 70.0, 90.0]]

@@ -120,3 +120,45 @@ def test_segmentation_target_checks_and_outputs() -> None:
         extract_segmentation_logits(torch.randn(2, 3))
     with pytest.raises(ValueError, match="classes is empty"):
         explain_segmentation(nn.Conv2d(3, 2, 1), torch.rand(1, 3, 4, 4), [])
+
+
+def test_segmentation_target_with_per_image_parts_is_split_by_max_batch() -> None:
+    """Per-image ids and (B, H, W) masks are sliced with the batch: split by max_batch, the maps
+    equal the whole batch's and the hand-computed ones. One 1x1 conv head on a feature conv:
+    d score / d A_k,ij = W_ck M_ij, so Grad-CAM = relu(mean(M) * sum_k W_ck A_k), min-max
+    normalised per image."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 3, 1)).eval()
+    x = torch.rand(3, 3, 6, 6)
+    ids = [0, 2, 1]
+    masks = torch.zeros(3, 6, 6)
+    masks[0, :3] = 1.0
+    masks[1, :, 2:] = 1.0
+    masks[2, 1:5, 1:5] = 1.0
+    with torch.no_grad():
+        a = model[0](x)
+        w = model[1].weight[:, :, 0, 0]  # (K, C)
+        raw = torch.relu(
+            torch.stack([masks[b].mean() * torch.einsum("k,khw->hw", w[c], a[b])
+                         for b, c in enumerate(ids)])
+        )
+        flat = raw.flatten(1)
+        lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+        expected = ((flat - lo) / (hi - lo)).view_as(raw)
+    maps = []
+    for max_batch in (None, 1, 2):
+        explainer = lc.Explainer(model, "0", methods=["gradcam"], max_batch=max_batch)
+        out = explainer(x, target=SegmentationTarget(ids, masks), upsample=False)
+        maps.append(out.cams["gradcam"]["0"])
+        torch.testing.assert_close(
+            out.scores, torch.stack([(model(x)[b, c] * masks[b]).sum() for b, c in
+                                     enumerate(ids)]).detach(), rtol=1e-5, atol=1e-5)
+    for got in maps:
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # an int id and an (H, W) mask apply to every chunk as they are
+    whole = SegmentationTarget(1, masks[2])
+    part = whole.batch_slice(1, 3)
+    assert part.class_ids == 1 and part.mask is whole.mask
+    assert SegmentationTarget(torch.tensor(ids), masks).batch_slice(1, 3).class_ids.tolist() == [
+        2, 1
+    ]
