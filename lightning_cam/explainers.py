@@ -58,6 +58,7 @@ from lightning_cam.image_io import (
 from lightning_cam.layers import get_layer
 from lightning_cam.layouts import ReshapeTransform, check_reshape_transform
 from lightning_cam.methods import METHODS, method_name
+from lightning_cam.targets import class_probabilities
 from lightning_cam.zoo import (
     ClassifierMeta,
     build_classifier,
@@ -554,7 +555,7 @@ class ClassifierExplainer:
             self.layer = layer  # the default, found once: no probe pass for later batches
         assert out.guided is not None and out.class_ids is not None and out.scores is not None
         probs = (
-            out.logits.float().softmax(dim=1).gather(1, out.class_ids[:, None]).squeeze(1)
+            class_probabilities(out.logits).gather(1, out.class_ids[:, None]).squeeze(1)
             if out.logits is not None else torch.full_like(out.scores, float("nan"))
         )
         results = []

@@ -14,6 +14,7 @@ import torch
 from lightning_cam import viz
 from lightning_cam.callbacks.options import CAMOptions
 from lightning_cam.engine import Explanation
+from lightning_cam.targets import class_probabilities
 
 
 def display_images(images: torch.Tensor, options: CAMOptions) -> list[np.ndarray]:
@@ -53,7 +54,7 @@ def tile_labels(
     def nm(i: int) -> str:
         return names[i] if names is not None and 0 <= i < len(names) else str(i)
 
-    probs = result.logits.float().softmax(dim=1).cpu() if result.logits is not None else None
+    probs = class_probabilities(result.logits).cpu() if result.logits is not None else None
     out: list[str] = []
     for i in range(n):
         parts = []

@@ -48,6 +48,7 @@ from lightning_cam.predict import storage
 from lightning_cam.predict.evaluation import METRIC_NAMES, DatasetMeans, image_metrics
 from lightning_cam.predict.sanity import SIMILARITIES, cascade_stages, randomisation_test
 from lightning_cam.predict.summary import write_summary
+from lightning_cam.targets import class_probabilities
 
 
 def _writer_bases() -> tuple[type, ...]:
@@ -751,7 +752,9 @@ class CAMWriter(PredictionWriterBase):
     ) -> None:
         assert self._shards is not None
         logits = out.logits.float() if out.logits is not None else None
-        probs = logits.softmax(dim=1).cpu() if logits is not None and logits.dim() == 2 else None
+        probs = (
+            class_probabilities(logits).cpu() if logits is not None and logits.dim() == 2 else None
+        )
         pred = probs.max(dim=1) if probs is not None else None
         labels = parts["label"].cpu().tolist() if parts["label"] is not None else None
         explained = class_ids.cpu().tolist() if class_ids is not None else None
