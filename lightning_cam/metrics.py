@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_cam.engine import borrowed
-from lightning_cam.engine.targets import extract_logits
+from lightning_cam.engine.targets import class_log_probabilities, extract_logits
 
 ClassIds = int | Sequence[int] | torch.Tensor | None
 Baseline = Literal["zero", "blur"]
@@ -223,7 +223,7 @@ def _log_probabilities(
                     f"{stop - start} images: expected ({stop - start}, num_classes)"
                 )
             # float32 whatever the model's precision: softmax of low-precision logits is coarse.
-            chunks.append(logits.float().log_softmax(dim=1))
+            chunks.append(class_log_probabilities(logits))
     return torch.cat(chunks)
 
 

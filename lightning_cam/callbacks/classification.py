@@ -31,7 +31,7 @@ from lightning_cam.callbacks.options import misconf
 from lightning_cam.callbacks.task import TaskStrategy
 from lightning_cam.engine import Explainer, Explanation, borrowed, concat_explanations
 from lightning_cam.engine.layers import default_layer
-from lightning_cam.engine.targets import ClassTarget
+from lightning_cam.engine.targets import ClassTarget, class_logits
 
 if TYPE_CHECKING:
     from lightning_cam.callbacks.base import CAMCallback
@@ -110,9 +110,10 @@ class OutputTarget(ClassTarget):
         value = self.read(output)
         if value.dim() == 1:
             return value
+        self.last_logits = value.detach()
+        value = class_logits(value)  # a binary head (B, 1): classes 0 / 1 score -z / z
         ids = self.resolve(value)
         self.last_class_ids = ids
-        self.last_logits = value.detach()
         return value.gather(1, ids[:, None]).squeeze(1)
 
 
@@ -440,7 +441,7 @@ class ClassificationTask(TaskStrategy):
                 )
             read = self.reader(pl_module)
             output = self._forward(trainer, pl_module, self.model_images(images[:1]))
-            k = int(read(output).shape[-1])
+            k = int(class_logits(read(output)).shape[-1])  # a binary head: 0 / 1
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
                 raise MisconfigurationException(
                     f"{who}: target='label' but the labels hold {int(labels.min())}.."

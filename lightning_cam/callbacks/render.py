@@ -13,6 +13,7 @@ import torch
 
 from lightning_cam.callbacks.options import CAMOptions
 from lightning_cam.engine import Explanation
+from lightning_cam.engine.targets import class_probabilities
 from lightning_cam.tools import viz
 
 
@@ -53,7 +54,7 @@ def tile_labels(
     def nm(i: int) -> str:
         return names[i] if names is not None and 0 <= i < len(names) else str(i)
 
-    probs = result.logits.float().softmax(dim=1).cpu() if result.logits is not None else None
+    probs = class_probabilities(result.logits).cpu() if result.logits is not None else None
     out: list[str] = []
     for i in range(n):
         parts = []

@@ -31,7 +31,7 @@ import torch
 from torch import fx, nn
 
 from lightning_cam.engine.layers import get_layer
-from lightning_cam.engine.targets import extract_logits
+from lightning_cam.engine.targets import class_logits, extract_logits
 
 _TAILS: weakref.WeakKeyDictionary[nn.Module, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
@@ -130,7 +130,7 @@ class PassTools:
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of ``x`` ``(N, C, H, W)``, no grad."""
         with torch.no_grad():
-            return extract_logits(self.model(x)).detach()
+            return class_logits(extract_logits(self.model(x))).detach()
 
     def _full(self, acts: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         def swap(_m: nn.Module, _i: Any, _o: Any) -> torch.Tensor:
@@ -172,4 +172,5 @@ class PassTools:
                 logits = extract_logits(tail(acts.to(self.images.dtype)))
             else:
                 logits = self._full(acts, rows)
+            logits = class_logits(logits)
             return logits.gather(1, ids.to(logits.device)[:, None])[:, 0]

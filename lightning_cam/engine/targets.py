@@ -144,8 +144,112 @@ def extract_logits(output: Any) -> torch.Tensor:
     return logits
 
 
+def class_logits(logits: torch.Tensor) -> torch.Tensor:
+    """The class scores ``(B, K)`` of logits ``(B, K)``; a single-logit binary head ``(B, 1)``
+    (logit ``z`` of the positive class, probability ``sigmoid(z)``) reads as two classes with
+    scores ``[-z, z]``: class 1 is the positive decision (score ``z``, the logit), class 0 the
+    negative one (score ``-z``, the negated logit; its map shows the evidence *against* the
+    positive class). The argmax is then the decision ``z > 0``.
+
+    Example:
+        >>> class_logits(torch.tensor([[2.0], [-1.0]]))
+        tensor([[-2.,  2.],
+                [ 1., -1.]])
+    """
+    if logits.dim() == 2 and logits.shape[1] == 1:
+        return torch.cat([-logits, logits], dim=1)
+    return logits
+
+
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities ``(B, K)`` (float32) of a classifier's output ``(B, K)``.
+
+    Softmax of logits (a ``log_softmax`` output gives the same, exactly); a binary head
+    ``(B, 1)`` gives ``[1 - sigmoid(z), sigmoid(z)]`` (classes as in :func:`class_logits`); an
+    output that already holds probabilities (rows non-negative, summing to 1, ``K > 1``) is
+    returned as is, not softmaxed a second time.
+
+    Example:
+        >>> class_probabilities(torch.tensor([[0.0]]))
+        tensor([[0.5000, 0.5000]])
+    """
+    x = logits.detach().float()
+    if x.dim() == 2 and x.shape[1] == 1:
+        p = torch.sigmoid(x)
+        return torch.cat([1 - p, p], dim=1)
+    if output_kind(x) == "probabilities":
+        return x
+    return x.softmax(dim=1)
+
+
+def class_log_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """``log`` of :func:`class_probabilities` ``(B, K)`` float32, computed stably
+    (``log_softmax``; ``logsigmoid(-z), logsigmoid(z)`` for a binary head ``(B, 1)``)."""
+    x = logits.detach().float()
+    if x.dim() == 2 and x.shape[1] == 1:
+        return torch.nn.functional.logsigmoid(torch.cat([-x, x], dim=1))
+    if output_kind(x) == "probabilities":
+        return x.log()
+    return x.log_softmax(dim=1)
+
+
+def output_kind(logits: torch.Tensor) -> str:
+    """What a classifier's output ``(B, K)`` holds, read from its numbers: ``"log_probabilities"``
+    (every row's ``logsumexp`` is 0: a ``log_softmax`` head), ``"probabilities"`` (rows
+    non-negative and summing to 1: a ``softmax`` head), ``"binary"`` (``K == 1``) or
+    ``"logits"``. Rows with non-finite values are ignored; ``K == 1`` is never a softmax."""
+    x = logits.detach().float()
+    if x.dim() != 2 or x.shape[0] == 0:
+        return "logits"
+    if x.shape[1] == 1:
+        return "binary"
+    x = x[torch.isfinite(x).all(dim=1)]
+    if x.shape[0] == 0:
+        return "logits"
+    tol = 1e-3
+    if bool((x.logsumexp(dim=1).abs() < tol).all()) and bool((x <= tol).all()):
+        return "log_probabilities"
+    if bool((x >= 0).all()) and bool(((x.sum(dim=1) - 1).abs() < tol).all()):
+        return "probabilities"
+    return "logits"
+
+
+class BinaryTarget:
+    """Score of a single-logit binary head ``(B, 1)``: the logit ``z`` (the positive decision),
+    or ``-z`` with ``negative=True`` (the negative decision: where the evidence against the
+    positive class is). The same scores as class ids 1 and 0 on such a head (see
+    :func:`class_logits`); usable with any gradient or activation method.
+
+    Args:
+        negative: Explain the negative decision (``-z``) instead of the positive one (``z``).
+
+    Example:
+        >>> BinaryTarget()(torch.tensor([[2.0], [-1.0]])), BinaryTarget(True)(torch.tensor([[2.0]]))
+        (tensor([ 2., -1.]), tensor([-2.]))
+    """
+
+    def __init__(self, negative: bool = False) -> None:
+        if not isinstance(negative, bool):
+            raise TypeError(f"negative must be a bool, got {negative!r}")
+        self.negative = negative
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        logits = extract_logits(output)
+        if logits.shape[1] != 1:
+            raise ValueError(
+                f"BinaryTarget explains a single-logit head (B, 1); this output has "
+                f"{logits.shape[1]} classes: use class ids (target=int) instead."
+            )
+        z = logits[:, 0]
+        return -z if self.negative else z
+
+
 class ClassTarget:
     """Score of a class: the pre-softmax logit ``y^c`` per sample.
+
+    On a single-logit binary head ``(B, 1)`` the classes are 0 (negative decision, score
+    ``-z``) and 1 (positive decision, score ``z``): see :func:`class_logits`. ``None`` explains
+    each sample's decision (1 where ``z > 0``, else 0).
 
     Args:
         class_ids: ``None`` for each sample's predicted class (argmax of the logits), an ``int``
@@ -188,7 +292,7 @@ class ClassTarget:
         return out
 
     def __call__(self, output: Any) -> torch.Tensor:
-        logits = extract_logits(output)
+        logits = class_logits(extract_logits(output))
         ids = self.resolve(logits)
         self.last_class_ids = ids
         return logits.gather(1, ids[:, None]).squeeze(1)
@@ -289,7 +393,7 @@ class SegmentationTarget:
         """The target of images ``start:stop`` of the batch: per-image ids and ``(B, H, W)``
         masks sliced, an ``int`` id and an ``(H, W)`` mask kept (the engine calls it when
         ``max_batch`` splits the batch)."""
-        ids = ClassTarget(self.class_ids).class_ids  # an int or a 1-D tensor of ids
+        ids: Any = ClassTarget(self.class_ids).class_ids  # an int or a 1-D tensor of ids
         if isinstance(ids, torch.Tensor):
             ids = ids[start:stop]
         mask = self.mask

@@ -93,4 +93,6 @@ def cam_weights(job: LayerPass) -> torch.Tensor:
     """
     ids = job.require_class_ids("cam")
     w, _ = classifier_weights(job)
+    if w.shape[0] == 1:  # a binary head: classes 0 / 1 score -z / z (targets.class_logits)
+        w = torch.cat([-w, w])
     return w[ids.to(w.device)].view(*ids.shape, -1, *([1] * (job.activations.dim() - 2)))

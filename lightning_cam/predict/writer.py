@@ -43,7 +43,7 @@ from typing_extensions import override
 from lightning_cam._compat import MisconfigurationException
 from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.engine.layers import resolve_layers
-from lightning_cam.engine.targets import extract_logits
+from lightning_cam.engine.targets import class_probabilities, extract_logits
 from lightning_cam.methods import method_name, normalize_maps, upsample
 from lightning_cam.predict import storage
 from lightning_cam.predict.evaluation import METRIC_NAMES, DatasetMeans, image_metrics
@@ -888,7 +888,9 @@ class CAMWriter(PredictionWriterBase):
         hashes = parts["input_hash"]
         shape = "x".join(str(int(d)) for d in parts["image"].shape[1:])
         logits = out.logits.float() if out.logits is not None else None
-        probs = logits.softmax(dim=1).cpu() if logits is not None and logits.dim() == 2 else None
+        probs = (
+            class_probabilities(logits).cpu() if logits is not None and logits.dim() == 2 else None
+        )
         pred = probs.max(dim=1) if probs is not None else None
         labels = parts["label"].cpu().tolist() if parts["label"] is not None else None
         explained = class_ids.cpu().tolist() if class_ids is not None else None

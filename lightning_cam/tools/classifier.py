@@ -48,6 +48,7 @@ from torch import nn
 from lightning_cam.engine.cam import explain
 from lightning_cam.engine.layers import get_layer
 from lightning_cam.engine.layouts import ReshapeTransform, check_reshape_transform
+from lightning_cam.engine.targets import class_probabilities
 from lightning_cam.errors import one_line
 from lightning_cam.methods import METHODS, method_name
 from lightning_cam.tools import viz
@@ -58,7 +59,7 @@ from lightning_cam.tools.image_io import (
     collect_images,
     save_images,
 )
-from lightning_cam.zoo.classifiers import (
+from lightning_cam.zoo import (
     ClassifierMeta,
     build_classifier,
     resolve_device,
@@ -554,7 +555,7 @@ class ClassifierExplainer:
             self.layer = layer  # the default, found once: no probe pass for later batches
         assert out.guided is not None and out.class_ids is not None and out.scores is not None
         probs = (
-            out.logits.float().softmax(dim=1).gather(1, out.class_ids[:, None]).squeeze(1)
+            class_probabilities(out.logits).gather(1, out.class_ids[:, None]).squeeze(1)
             if out.logits is not None else torch.full_like(out.scores, float("nan"))
         )
         results = []
