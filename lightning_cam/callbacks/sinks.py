@@ -2,7 +2,7 @@
 
 Each logger of the trainer gets the first sink class in :data:`SINKS` that accepts it; a logger
 no sink accepts (``CSVLogger``, ...) gets the scalars only. When no logger took the pictures,
-they go to a :class:`PNGFolderSink` in ``{log_dir}/cam_images`` (the callback says so once). Supporting
+they go to a :class:`PNGFolderSink` in ``{log_dir}/cam_images`` (said once). Supporting
 another logger is one class appended to :data:`SINKS`, nothing else::
 
     class MyLoggerSink(ImageSink):
