@@ -15,7 +15,8 @@ pixels) and ``0`` (the negative decision), see :class:`~lightning_cam.targets.Se
 masks holding whole numbers (``0.0`` / ``1.0`` binary masks), and for binary models bool
 masks. Labels in ``ignore_index`` (default ``255``) and negative labels are void pixels.
 
-**Checked at the first batch** (before training time is spent): the output (per-pixel logits
+**Checked at the first batch** (the sanity check's or the first training batch, before
+training time is spent; masks of training batches when they read as masks): the output (per-pixel logits
 at the image size), the layers and the methods (one probe explanation of every requested method
 on one image; methods that explain classes only are refused at setup), and the validation
 masks (shape, dtype, labels within ``0..K-1`` of the model's ``K`` logits, ``0..1`` for binary
@@ -195,9 +196,15 @@ class SegmentationTask(TaskStrategy):
         if self._checked is None or self._checked() is not pl_module:
             self._check_model(pl_module, x)
             self._checked = weakref.ref(pl_module)
-        if not validation or self._batch_checked:
+        if self._batch_checked:
             return
-        _, mask = self._parts(batch)
+        try:
+            _, mask = self._parts(batch)
+        except MisconfigurationException:
+            if validation:
+                raise
+            return  # a training batch of another layout: checked at the first validation
+        # the first training batch's masks too, when they read as masks: refused at step 0
         labels = torch.unique(mask)
         k = max(2, int(self.num_logits or 2))
         bad = labels[~self._void(labels) & (labels >= k)]
@@ -210,7 +217,7 @@ class SegmentationTask(TaskStrategy):
                 f"they mark void pixels, pass ignore_index={sorted({*void, *bad.tolist()[:8]})!r};"
                 " else fix the masks or mask_key."
             )
-        self._batch_checked = True
+        self._batch_checked = validation
 
     def _check_model(self, pl_module: Any, x: torch.Tensor) -> None:
         from lightning_cam.cam import explain_segmentation
