@@ -16,11 +16,12 @@ masks holding whole numbers (``0.0`` / ``1.0`` binary masks), and for binary mod
 masks. Labels in ``ignore_index`` (default ``255``) and negative labels are void pixels.
 
 **Checked at the first batch** (the sanity check's or the first training batch, before
-training time is spent; masks of training batches when they read as masks): the output (per-pixel logits
-at the image size), the layers and the methods (one probe explanation of every requested method
-on one image; methods that explain classes only are refused at setup), and the validation
-masks (shape, dtype, labels within ``0..K-1`` of the model's ``K`` logits, ``0..1`` for binary
-ones, or void). What cannot work raises ``MisconfigurationException`` with the fix.
+training time is spent; masks of training batches when they read as masks): the output
+(per-pixel logits at the image size), the layers and the methods (one probe explanation of
+every requested method on one image; methods that explain classes only are refused at
+setup), and the masks (shape, dtype, labels within ``0..K-1`` of the model's ``K`` logits,
+``0..1`` for binary ones, or void). What cannot work raises ``MisconfigurationException``
+with the fix.
 
 **Maps**: for each probe image, one map per class present in its *true* mask, except the
 module's ``background_class`` (``0`` unless the module says otherwise; ``None`` keeps every

@@ -159,7 +159,8 @@ def test_shapes_detector_fit_logs_detection_pictures_each_epoch(tmp_path):
     trainer.fit(model, dm)
     images = image_events(logger.log_dir)
     (tag,) = [t for t in images if t.startswith("gradcam/")]
-    assert tag.startswith("gradcam/detector.backbone.body.")  # the default: backbone.body's last stage
+    # the default: backbone.body's last stage
+    assert tag.startswith("gradcam/detector.backbone.body.")
     assert tag.endswith("/detections")
     assert len(images[tag]) == 2  # one picture per validation epoch
     assert len(images["gradcam++/detector.roi_heads.box_roi_pool/detections"]) == 2

@@ -218,7 +218,8 @@ def test_binary_segmentation_with_float_masks_and_void_pixels(tmp_path: Any) -> 
 def test_void_labels_other_than_ignore_index_are_refused_at_step_0(tmp_path: Any) -> None:
     model = BinarySegmenter(void=250)
     cb = GradCAMCallback(layer="backbone", num_samples=2)
-    with pytest.raises(MisconfigurationException, match=r"labels \[250\].*ignore_index=\[250, 255\]"):
+    match = r"labels \[250\].*ignore_index=\[250, 255\]"
+    with pytest.raises(MisconfigurationException, match=match):
         _binary_trainer(tmp_path, cb).fit(model, _binary_loader(250), _binary_loader(250))
     assert model.steps == 0  # refused before the first training step
     # declared void: explained, the 250 pixels neither explained nor scored
