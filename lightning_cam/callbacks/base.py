@@ -139,6 +139,10 @@ class CAMCallback(CallbackBase):
             (ViT tokens, Swin channels-last maps of recognised models), ``"tokens"``,
             ``"channels_last"``, ``"channels_first"``, a callable or its dotted path (see
             :mod:`lightning_cam.engine.layouts`).
+        ignore_index: Segmentation: the label(s) of void pixels in the true masks (VOC and
+            torchvision: ``255``; Lightning's segmentation example: ``250``), a list of them, or
+            ``None``; negative labels (``-100``, cross-entropy's default) are always void.
+            Void pixels are neither explained nor scored.
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -177,6 +181,7 @@ class CAMCallback(CallbackBase):
         detection_score_threshold: float = 0.5,
         output_transform: Callable[[Any], torch.Tensor] | str | None = None,
         reshape_transform: Callable[[torch.Tensor], torch.Tensor] | str = "auto",
+        ignore_index: int | list[int] | None = 255,
     ) -> None:
         super().__init__()
         self.options = CAMOptions.from_arguments(
@@ -185,7 +190,7 @@ class CAMCallback(CallbackBase):
             image_key, label_key, mask_key, box_key, dataloader_idx, metrics,
             metrics_num_samples, tile_size, methods, pointing_game_tolerance, detection_top_k,
             detection_score_threshold, output_transform, default_methods=self.default_methods,
-            reshape_transform=reshape_transform,
+            reshape_transform=reshape_transform, ignore_index=ignore_index,
         )  # fmt: skip
         self.task: TaskStrategy = ClassificationTask(self)
         self._probe_sets: dict[str, ProbeSet] = {}

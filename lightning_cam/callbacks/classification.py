@@ -15,7 +15,6 @@ Outputs the callbacks accept, in order:
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 import weakref
 from collections.abc import Callable, Hashable, Sequence
@@ -181,24 +180,12 @@ class ClassificationTask(TaskStrategy):
 
     def setup(self, trainer: Any, pl_module: Any) -> None:
         opts = self.options
-        if opts.layer is not None:
-            names = dict(pl_module.named_modules())
-            for name in opts.layer:
-                if name not in names or not name:
-                    close = difflib.get_close_matches(name, [n for n in names if n], n=5)
-                    raise MisconfigurationException(
-                        f"layer={name!r} is not a module of {type(pl_module).__name__}. "
-                        f"Closest names: {', '.join(close) if close else '(none)'}. Use a dotted "
-                        "name from pl_module.named_modules(), or layer=None for the default."
-                    )
+        self.check_layer_names(pl_module)
         if opts.target not in ("pred", "label"):
             num = self.num_classes(trainer, pl_module)
             if num is not None and int(opts.target) >= num:
                 raise misconf("target", opts.target, f"a class id in 0..{num - 1}")
         self._checked.discard(pl_module)
-
-    def _who(self) -> str:
-        return type(self.callback).__name__
 
     def capture(self, batch: Any) -> list[dict[str, torch.Tensor]]:
         parts = self.callback.extract(batch)
@@ -339,63 +326,17 @@ class ClassificationTask(TaskStrategy):
     def _check_methods(
         self, trainer: Any, pl_module: Any, xf: torch.Tensor, layers: list[str], read: Reader
     ) -> dict[str, dict[str, torch.Tensor]]:
-        """Explain the probe images with every requested method (guided too when guided
-        pictures are asked for), so that a layer, a layout or a method that cannot work on this
-        model (CAM without a GAP + linear head, ...) is refused here, before training time is
-        spent. Gradient and activation methods share one pass on the (up to two) probe images;
-        perturbation methods, whose cost grows with the layer's channels, run on one image.
+        """Every requested method on the probe images (:meth:`TaskStrategy.check_methods`),
+        guided too when guided pictures are asked for.
 
         Returns:
             The maps by method and layer.
         """
-        from lightning_cam.methods import METHODS
 
-        who, opts = self._who(), self.options
-        cheap = [m for m in opts.methods if METHODS[m].kind != "perturbation"]
-        costly = [m for m in opts.methods if METHODS[m].kind == "perturbation"]
-        passes = [(cheap, xf, opts.guided)] if cheap else []
-        if costly:
-            passes.append((costly, xf[:1], opts.guided and not cheap))
-        cams: dict[str, dict[str, torch.Tensor]] = {}
-        for methods, images, guided in passes:
-            try:
-                result = self._probe_explain(
-                    trainer, pl_module, images, layers, read, methods, guided
-                )
-            except (ValueError, TypeError) as err:
-                culprit = self._failing_method(trainer, pl_module, xf, layers, read, methods)
-                if culprit is None:
-                    raise MisconfigurationException(
-                        f"{who}: layer={opts.layer if opts.layer is not None else layers!r} "
-                        f"cannot be explained: {err}"
-                    ) from err
-                name, why = culprit
-                works = [m for m in METHODS if m != name and METHODS[m].kind == "gradient"]
-                raise MisconfigurationException(
-                    f"{who}: methods={list(opts.methods)!r} is invalid for this model: {name!r} "
-                    f"cannot explain layer(s) {layers!r}: {why}. Drop {name!r} from methods, or "
-                    f"use methods that work on any differentiable model: {', '.join(works)}."
-                ) from err
-            cams.update(result.cams)
-        return cams
+        def explain(x: torch.Tensor, methods: Sequence[str], guided: bool) -> Explanation:
+            return self._probe_explain(trainer, pl_module, x, layers, read, methods, guided)
 
-    def _failing_method(
-        self, trainer: Any, pl_module: Any, xf: torch.Tensor, layers: list[str], read: Reader,
-        methods: Sequence[str],
-    ) -> tuple[str, str] | None:
-        """The first of ``methods`` that fails alone on one probe image (with its error) when
-        Grad-CAM works on the layers; ``None`` when the layers themselves fail."""
-        one = xf[:1]
-        try:
-            self._probe_explain(trainer, pl_module, one, layers, read, ["gradcam"], False)
-        except (ValueError, TypeError):
-            return None
-        for m in methods:
-            try:
-                self._probe_explain(trainer, pl_module, one, layers, read, [m], False)
-            except (ValueError, TypeError) as err:
-                return m, str(err).rstrip(". ")
-        return None
+        return self.check_methods(xf, layers, explain, self.options.guided)
 
     def _check_integer_images(
         self, trainer: Any, pl_module: Any, x: torch.Tensor, shown: str

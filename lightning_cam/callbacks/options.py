@@ -17,7 +17,7 @@ import difflib
 import importlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_cam._compat import MisconfigurationException
@@ -131,6 +131,7 @@ class CAMOptions:
     output_transform: Callable[[Any], Any] | None
     output_transform_spec: Any
     reshape_transform: ReshapeTransform = "auto"
+    ignore_index: list[int] = field(default_factory=lambda: [255])
     guided_gradcam_auto: bool = False
     requested_kinds: list[str] | None = None
 
@@ -182,6 +183,7 @@ class CAMOptions:
         output_transform: Any = None,
         default_methods: Sequence[str] = ("gradcam",),
         reshape_transform: Any = "auto",
+        ignore_index: int | list[int] | None = 255,
     ) -> CAMOptions:
         """Validate the constructor arguments of a CAM callback.
 
@@ -253,6 +255,14 @@ class CAMOptions:
             raise misconf(
                 "detection_score_threshold", detection_score_threshold, "a number in [0, 1]"
             )
+        void = [] if ignore_index is None else (
+            [ignore_index] if not isinstance(ignore_index, (list, tuple)) else list(ignore_index)
+        )
+        if not all(_is_int(v, 0) for v in void):
+            raise misconf(
+                "ignore_index", ignore_index,
+                "a label id >= 0 of void mask pixels (e.g. 255, 250), a list of them, or None",
+            )
         if methods is not None and (isinstance(methods, str) or not methods):
             raise misconf("methods", methods, f"a non-empty list of names from {sorted(METHODS)}")
         try:
@@ -297,6 +307,7 @@ class CAMOptions:
             output_transform=resolve_callable("output_transform", output_transform),
             output_transform_spec=output_transform,
             reshape_transform=_reshape_transform(reshape_transform),
+            ignore_index=sorted(set(void)),
             guided_gradcam_auto=log_guided_gradcam is None,
             requested_kinds=list(kinds),
         )

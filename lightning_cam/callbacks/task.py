@@ -20,13 +20,21 @@ A new task (segmentation, say) is one subclass added to ``TASKS``.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+import difflib
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
+
+from lightning_cam._compat import MisconfigurationException
 
 if TYPE_CHECKING:
     from lightning_cam.callbacks.base import CAMCallback
+    from lightning_cam.engine import Explanation
+
+#: ``explain(images, methods, guided) -> Explanation``: a task's probe explanation.
+ProbeExplain = Callable[[torch.Tensor, Sequence[str], bool], "Explanation"]
 
 
 class TaskStrategy:
@@ -93,6 +101,90 @@ class TaskStrategy:
         """Called with each result this callback presents (keeps ``last_explanation``)."""
 
     # helpers for subclasses ------------------------------------------------------------------
+
+    def _who(self) -> str:
+        return type(self.callback).__name__
+
+    def check_layer_names(self, pl_module: Any) -> None:
+        """Refuse a ``layer`` that names no module of ``pl_module`` (with the closest names)."""
+        if self.options.layer is None:
+            return
+        names = dict(pl_module.named_modules())
+        for name in self.options.layer:
+            if name not in names or not name:
+                close = difflib.get_close_matches(name, [n for n in names if n], n=5)
+                raise MisconfigurationException(
+                    f"layer={name!r} is not a module of {type(pl_module).__name__}. "
+                    f"Closest names: {', '.join(close) if close else '(none)'}. Use a dotted "
+                    "name from pl_module.named_modules(), or layer=None for the default."
+                )
+
+    def check_methods(
+        self, images: torch.Tensor, layers: list[str], explain: ProbeExplain, guided: bool
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """Explain the probe ``images`` with every requested method, so that a layer (never
+        reached, not a map), a layout or a method that cannot work on this model (CAM without a
+        GAP + linear head, ...) is refused at the first batch, before training time is spent.
+        Gradient and activation methods share one pass on the images; perturbation methods,
+        whose cost grows with the layer's channels, run on the first image.
+
+        Args:
+            images: A few probe images ``(B, C, H, W)``, as the model takes them.
+            layers: The layers explained.
+            explain: The task's probe explanation (see :data:`ProbeExplain`).
+            guided: Also guided backprop (guided pictures asked for).
+
+        Returns:
+            The maps by method and layer.
+
+        Raises:
+            MisconfigurationException: Naming the layer or the method that fails, and the fix.
+        """
+        from lightning_cam.methods import METHODS
+
+        who, opts = self._who(), self.options
+        cheap = [m for m in opts.methods if METHODS[m].kind != "perturbation"]
+        costly = [m for m in opts.methods if METHODS[m].kind == "perturbation"]
+        passes = [(cheap, images, guided)] if cheap else []
+        if costly:
+            passes.append((costly, images[:1], guided and not cheap))
+        cams: dict[str, dict[str, torch.Tensor]] = {}
+        for methods, x, g in passes:
+            try:
+                result = explain(x, methods, g)
+            except (ValueError, TypeError) as err:
+                culprit = self._failing_method(images[:1], methods, explain)
+                if culprit is None:
+                    raise MisconfigurationException(
+                        f"{who}: layer={opts.layer if opts.layer is not None else layers!r} "
+                        f"cannot be explained: {err}"
+                    ) from err
+                name, why = culprit
+                works = [m for m in METHODS if m != name and METHODS[m].kind == "gradient"]
+                raise MisconfigurationException(
+                    f"{who}: methods={list(opts.methods)!r} is invalid for this model: {name!r} "
+                    f"cannot explain layer(s) {layers!r}: {why}. Drop {name!r} from methods, or "
+                    f"use methods that work on any differentiable model: {', '.join(works)}."
+                ) from err
+            cams.update(result.cams)
+        return cams
+
+    @staticmethod
+    def _failing_method(
+        one: torch.Tensor, methods: Sequence[str], explain: ProbeExplain
+    ) -> tuple[str, str] | None:
+        """The first of ``methods`` that fails alone on the image ``one`` (with its error) when
+        Grad-CAM works on the layers; ``None`` when the layers themselves fail."""
+        try:
+            explain(one, ["gradcam"], False)
+        except (ValueError, TypeError):
+            return None
+        for m in methods:
+            try:
+                explain(one, [m], False)
+            except (ValueError, TypeError) as err:
+                return m, str(err).rstrip(". ")
+        return None
 
     def class_names(self, trainer: Any, pl_module: Any) -> list[str] | None:
         """``class_names`` of the options, the datamodule, the module or its hparams."""

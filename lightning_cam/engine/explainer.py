@@ -161,7 +161,7 @@ def _per_sample_ids(target: Any, batch: int) -> torch.Tensor | None:
 
 def _chunk(target: Any, ids: torch.Tensor | None, start: int, stop: int) -> Any:
     """The target of images ``start:stop``: per-sample ids sliced; a callable target with
-    per-image parts (``batch_slice``, e.g. :class:`~lightning_cam.targets.SegmentationTarget`
+    per-image parts (``batch_slice``, e.g. :class:`~lightning_cam.engine.targets.SegmentationTarget`
     with per-image ids or masks) sliced by itself; any other target as it is."""
     if ids is not None:
         return ids[start:stop]
@@ -351,7 +351,7 @@ class Explainer:
             backward must keep every activation of the network. Results are identical. A
             callable target applies to every chunk as it is, unless it has
             ``batch_slice(start, stop)`` returning the chunk's target (as
-            :class:`~lightning_cam.targets.SegmentationTarget` does for per-image parts).
+            :class:`~lightning_cam.engine.targets.SegmentationTarget` does for per-image parts).
             Perturbation methods also run at most this many inputs per extra forward.
         fuse: ``None``, or ``"mean"`` / ``"max"`` / ``"product"``: also fuse each method's maps
             of the given layers into one (``Explanation.fused[method]``), from the same pass.

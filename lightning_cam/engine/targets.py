@@ -338,6 +338,22 @@ def extract_segmentation_logits(output: Any) -> torch.Tensor:
     return logits
 
 
+def segmentation_prediction(logits: torch.Tensor) -> torch.Tensor:
+    """The predicted class of every pixel ``(B, H, W)`` (long) of logits ``(B, K, H, W)``:
+    the argmax, or for one-channel binary logits ``(B, 1, H, W)`` ``1`` (the positive class)
+    where the logit is ``> 0``, else ``0``."""
+    if logits.shape[1] == 1:
+        return (logits.detach()[:, 0] > 0).long()
+    return logits.detach().argmax(1)
+
+
+def _two_class(logits: torch.Tensor) -> torch.Tensor:
+    """One-channel binary logits ``y`` as two-class logits ``(-y, y)``: class ``1`` (positive)
+    is predicted where ``y > 0``, and its score is ``y``; class ``0`` (the negative decision)
+    scores ``-y`` where ``y <= 0``. Other logits as they are."""
+    return torch.cat([-logits, logits], 1) if logits.shape[1] == 1 else logits
+
+
 def _region_masks(
     logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
@@ -371,6 +387,10 @@ class SegmentationTarget:
             map). Else a given ``(H, W)`` or ``(B, H, W)`` mask (bool or weights; resized with
             nearest neighbours when the logits have another size).
 
+    One-channel binary logits ``(B, 1, H, W)`` have two classes: ``1``, the positive class
+    (its logit ``y`` summed over the pixels where ``y > 0``, or over ``mask``), and ``0``, the
+    negative decision (``-y`` summed where ``y <= 0``).
+
     Example:
         >>> import torch
         >>> logits = torch.zeros(1, 2, 2, 2); logits[0, 1, 0] = 5.0
@@ -402,7 +422,7 @@ class SegmentationTarget:
         return SegmentationTarget(ids, mask)
 
     def __call__(self, output: Any) -> torch.Tensor:
-        logits = extract_segmentation_logits(output)
+        logits = _two_class(extract_segmentation_logits(output))
         ids = ClassTarget(self.class_ids).resolve(logits.flatten(2).mean(2))
         region = _region_masks(logits, ids, self.mask)
         per_class = logits.gather(1, ids.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:]))

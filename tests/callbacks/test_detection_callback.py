@@ -159,6 +159,7 @@ def test_shapes_detector_fit_logs_detection_pictures_each_epoch(tmp_path):
     trainer.fit(model, dm)
     images = image_events(logger.log_dir)
     (tag,) = [t for t in images if t.startswith("gradcam/")]
+    # the default: backbone.body's last stage
     assert tag.startswith("gradcam/detector.backbone.body.")
     assert tag.endswith("/detections")
     assert len(images[tag]) == 2  # one picture per validation epoch

@@ -162,3 +162,18 @@ def test_segmentation_target_with_per_image_parts_is_split_by_max_batch() -> Non
     assert SegmentationTarget(torch.tensor(ids), masks).batch_slice(1, 3).class_ids.tolist() == [
         2, 1
     ]
+
+
+def test_one_channel_binary_logits_have_a_positive_and_a_negative_class() -> None:
+    logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]]])  # (1, 1, 2, 2)
+    # class 1: the positive logit over the pixels predicted positive (> 0): 2 + 0.5
+    torch.testing.assert_close(SegmentationTarget(1)(logits), torch.tensor([2.5]))
+    # class 0, the negative decision: -logit over the pixels predicted negative: 1 + 3
+    torch.testing.assert_close(SegmentationTarget(0)(logits), torch.tensor([4.0]))
+    mask = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
+    torch.testing.assert_close(SegmentationTarget(1, mask)(logits), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="class id 2 is out of range"):
+        SegmentationTarget(2)(logits)
+    from lightning_cam.engine.targets import segmentation_prediction
+
+    assert segmentation_prediction(logits).tolist() == [[[1, 0], [1, 0]]]
