@@ -56,11 +56,11 @@ from lightning_cam.methods import (
 )
 from lightning_cam.targets import (
     ClassTarget,
-    output_kind,
     TargetSpec,
     as_target,
     extract_logits,
     normalize_target,
+    output_kind,
 )
 from lightning_cam.wrappers import (
     eager_forward,

@@ -59,7 +59,8 @@ def classifier_weights(job: LayerPass) -> tuple[torch.Tensor, str]:
                 w = lin.weight.detach().float()
                 bias = lin.bias.detach().float() if lin.bias is not None else None
                 ref = F.linear(pooled, w, bias)
-            rtol = max(1e-4, 4 * torch.finfo(logits.dtype).eps) if logits.is_floating_point() else 1e-4
+            eps = torch.finfo(logits.dtype).eps if logits.is_floating_point() else 0.0
+            rtol = max(1e-4, 4 * eps)
             tol = rtol * max(1.0, float(logits.abs().max()))
             if torch.allclose(ref, logits.float(), rtol=rtol, atol=tol):
                 return w, name
