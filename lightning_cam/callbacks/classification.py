@@ -103,7 +103,6 @@ class OutputTarget(ClassTarget):
     def __init__(self, class_ids: Any, read: Reader) -> None:
         super().__init__(class_ids)
         self.read = read
-        self.last_logits: torch.Tensor | None = None
 
     def __call__(self, output: Any) -> torch.Tensor:
         value = self.read(output)

@@ -13,6 +13,7 @@ from lightning_cam.engine.explainer import (
     Explainer,
     Explanation,
     NonFiniteWarning,
+    OutputWarning,
     concat_explanations,
 )
 
@@ -21,6 +22,7 @@ __all__ = [
     "Explanation",
     "LayerCapture",
     "NonFiniteWarning",
+    "OutputWarning",
     "borrowed",
     "concat_explanations",
     "model_lock",

@@ -53,6 +53,7 @@ class _BaseCAM:
         max_batch: int | None = None,
         fuse: str | None = None,
         reshape_transform: ReshapeTransform = "auto",
+        normalize: bool = True,
     ) -> None:
         self.model = model
         self._several = isinstance(layer, Sequence) and not isinstance(layer, str)
@@ -64,6 +65,7 @@ class _BaseCAM:
             max_batch=max_batch,
             fuse=fuse,
             reshape_transform=reshape_transform,
+            normalize=normalize,
         )
 
     @property
@@ -87,7 +89,8 @@ class _BaseCAM:
                 the layer's resolution ``(B, h, w)``.
 
         Returns:
-            Float32 maps in [0, 1] (min-max per sample; an all-zero map stays zero) on the
+            Float32 maps in [0, 1] (min-max per sample; an all-zero map stays zero), or the
+            method's raw map (after its ReLU where it has one) with ``normalize=False``, on the
             images' device; a dict keyed by dotted layer name when several layers were given,
             or the fused map when ``fuse`` was given.
 
@@ -150,6 +153,9 @@ Args:
         ViT tokens, Swin channels-last maps... of recognised models), ``"tokens"``,
         ``"channels_last"``, ``"channels_first"`` or a callable; see
         :mod:`lightning_cam.engine.layouts`.
+    normalize: ``True``: maps min-max normalised to [0, 1] per image. ``False``: the method's
+        raw map (after its ReLU where it has one, e.g. ``ReLU(sum_k w_k A^k)``), comparable
+        across images, classes and checkpoints (fused maps stay in [0, 1]).
 
 Example:
     >>> import torch
@@ -248,6 +254,7 @@ class GuidedGradCAM:
         method: Any registered method (``"gradcam"``, ``"gradcam++"``, ``"layercam"`` ...).
         max_batch: Images per forward/backward pass (``None``: all); bounds peak memory.
         reshape_transform: As for :class:`GradCAM`.
+        normalize: As for :class:`GradCAM`: ``False`` multiplies by the raw map.
 
     Example:
         >>> import torch, torchvision
@@ -263,6 +270,7 @@ class GuidedGradCAM:
         method: str = "gradcam",
         max_batch: int | None = None,
         reshape_transform: ReshapeTransform = "auto",
+        normalize: bool = True,
     ) -> None:
         self.model = model
         self.method = method_name(method)
@@ -274,6 +282,7 @@ class GuidedGradCAM:
             guided_gradcam=True,
             max_batch=max_batch,
             reshape_transform=reshape_transform,
+            normalize=normalize,
         )
 
     def __call__(
@@ -302,6 +311,7 @@ def explain(
     max_batch: int | None = None,
     fuse: str | None = None,
     reshape_transform: ReshapeTransform = "auto",
+    normalize: bool = True,
 ) -> Explanation:
     """Several explanations of the same images from one forward pass.
 
@@ -323,6 +333,8 @@ def explain(
         fuse: ``None``, or ``"mean"`` / ``"max"`` / ``"product"``: also fuse each method's maps
             of the layers into one, ``fused[method]``.
         reshape_transform: As for :class:`GradCAM` (see :mod:`lightning_cam.engine.layouts`).
+        normalize: ``True``: maps in [0, 1] per image. ``False``: each method's raw map (after
+            its ReLU where it has one); see :class:`~lightning_cam.engine.Explainer`.
 
     Returns:
         An :class:`~lightning_cam.engine.Explanation` with ``cams[method][layer]``, ``fused``,
@@ -344,6 +356,7 @@ def explain(
         max_batch=max_batch,
         fuse=fuse,
         reshape_transform=reshape_transform,
+        normalize=normalize,
     )
     return engine(images, target=target, upsample=upsample)
 

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from lightning_cam.engine.targets import (
     as_target,
     extract_logits,
     normalize_target,
+    output_kind,
 )
 from lightning_cam.engine.wrappers import (
     eager_forward,
@@ -72,13 +74,53 @@ class NonFiniteWarning(RuntimeWarning):
     """Some samples had a non-finite score, activation or gradient: their maps are NaN."""
 
 
+class OutputWarning(UserWarning):
+    """The model's class output is not logits (log-probabilities or probabilities): class
+    targets differentiate that output as it is. Warned once per model."""
+
+
+_WARNED_OUTPUT: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def _warn_output_kind(model: nn.Module, logits: torch.Tensor | None) -> None:
+    """Say once per model when a class target differentiates log-probabilities or
+    probabilities instead of the logits the papers (and the README) mean."""
+    if logits is None:
+        return
+    kind = output_kind(logits)
+    if kind not in ("log_probabilities", "probabilities"):
+        return
+    key = unwrap(model)
+    if key in _WARNED_OUTPUT:
+        return
+    _WARNED_OUTPUT.add(key)
+    what, head, score = (
+        ("log-probabilities", "log_softmax", "log p(c) = z_c - logsumexp(z)")
+        if kind == "log_probabilities"
+        else ("probabilities", "softmax", "p(c) = softmax(z)_c")
+    )
+    warnings.warn(
+        f"{type(key).__name__} returns {what} (every row's "
+        f"{'logsumexp' if kind == 'log_probabilities' else 'sum'} is "
+        f"{'0' if kind == 'log_probabilities' else '1'}: a final {head}), not logits: class "
+        f"targets explain {score}, whose gradient mixes in every other class, not the class "
+        "logit z_c of Grad-CAM and its successors. To explain logits, explain a module that "
+        f"returns the logits (the same model without its final {head}). Probabilities shown "
+        "in captions and tables are read correctly from the output.",
+        OutputWarning,
+        stacklevel=4,
+    )
+
+
 @dataclass
 class Explanation:
     """Everything one engine call produced for a batch ``(B, C, H, W)``.
 
     Attributes:
         cams: ``cams[method][layer]``: float32 maps ``(B, H, W)`` (or the layer's ``(B, h, w)``
-            with ``upsample=False``), ReLU'd and min-max normalised to [0, 1] per sample.
+            with ``upsample=False``), ReLU'd and min-max normalised to [0, 1] per sample; with
+            ``normalize=False`` the method's raw map (after its ReLU where it has one), in the
+            units of ``sum_k w_k A^k``: comparable across images, classes and checkpoints.
         guided: Guided backprop gradients ``(B, C, H, W)`` (float32), or ``None``.
         guided_cams: ``guided_cams[method][layer]``: guided Grad-CAM ``(B, C, H, W)``: guided
             backprop times the upsampled map.
@@ -275,6 +317,11 @@ def _layer_map(
     return total
 
 
+def _keep(cam: torch.Tensor) -> torch.Tensor:
+    """The raw map as is (``normalize=False``)."""
+    return cam
+
+
 def _check_guided_reachable(model: nn.Module) -> None:
     """Refuse guided backprop where compiled code would hide the ReLUs from the guided rule."""
     opaque = opaque_modules(model)
@@ -297,7 +344,9 @@ def _mark_nonfinite(
     jobs: dict[str, list[LayerPass]],
     gb: torch.Tensor | None,
 ) -> None:
-    """Find the samples with a non-finite score, activation or gradient; NaN their maps."""
+    """Find the samples with a non-finite score, activation, gradient or map (a method's own
+    extra passes can be the first to meet a NaN: Score-CAM's baseline forward of a zero image,
+    say); NaN all their maps, fused ones included."""
     bad = ~torch.isfinite(scores.detach()).reshape(-1)
     for layer_jobs in jobs.values():
         for job in layer_jobs:
@@ -306,11 +355,16 @@ def _mark_nonfinite(
                     bad = bad | ~torch.isfinite(t).flatten(1).all(1).to(bad.device)
     if gb is not None:
         bad = bad | ~torch.isfinite(gb).flatten(1).all(1).to(bad.device)
+    for maps in result.cams.values():
+        for m in maps.values():
+            bad = bad | ~torch.isfinite(m).flatten(1).all(1).to(bad.device)
+    for m in result.fused.values():
+        bad = bad | ~torch.isfinite(m).flatten(1).all(1).to(bad.device)
     result.nonfinite = bad.cpu()
     if not bool(bad.any()):
         return
     nan = float("nan")
-    for maps in (*result.cams.values(), *result.guided_cams.values()):
+    for maps in (*result.cams.values(), *result.guided_cams.values(), result.fused):
         for m in maps.values():
             m[bad.to(m.device)] = nan
     if result.guided is not None:
@@ -359,6 +413,11 @@ class Explainer:
             (recognised models: ViT tokens, Swin channels-last maps...), ``"tokens"``,
             ``"channels_last"``, ``"channels_first"`` or a callable ``output -> (B, C, h, w)``;
             see :mod:`lightning_cam.engine.layouts`.
+        normalize: ``True`` (default): every map min-max normalised to [0, 1] per image.
+            ``False``: the method's raw map (after its ReLU where it has one; upsampled
+            bilinearly when ``upsample``), so maps can be compared across images, classes and
+            checkpoints. Guided Grad-CAM then multiplies by the raw map; fused maps
+            (``fuse=``) are always in [0, 1] (fusing needs a common scale).
 
     Example:
         >>> import torch, torchvision
@@ -379,9 +438,13 @@ class Explainer:
         max_batch: int | None = None,
         fuse: str | None = None,
         reshape_transform: ReshapeTransform = "auto",
+        normalize: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be a bool, got {normalize!r}")
+        self.normalize = normalize
         if isinstance(methods, str):
             methods = (methods,)
         self.model = model
@@ -498,6 +561,8 @@ class Explainer:
             result.scores = fwd.scores.detach().float()
             result.class_ids = ids
             result.logits = logits
+            if isinstance(target_fn, ClassTarget):
+                _warn_output_kind(self.model, target_fn.last_logits)
             return result
 
     def _job(
@@ -827,10 +892,11 @@ class Explainer:
                     # One call: resize its map; several calls: sum the resized calls.
                     single = len(jobs[n]) == 1
                     full = upsample(raw, size) if single else _layer_map(jobs[n], method, size)
-                result.cams[m][n] = normalize_maps(full if do_upsample else raw)
+                scale = normalize_maps if self.normalize else _keep
+                result.cams[m][n] = scale(full if do_upsample else raw)
                 if self.guided_gradcam:
                     assert gb is not None
-                    result.guided_cams[m][n] = gb * normalize_maps(full)[:, None]
+                    result.guided_cams[m][n] = gb * scale(full)[:, None]
             if self.fuse is not None:
                 common = size if do_upsample else max((tuple(r.shape[1:]) for r in raws),
                                                       key=lambda s: torch.Size(s).numel())

@@ -257,7 +257,10 @@ def default_layer(
             h.remove()
     if not order:
         raise ValueError(
-            f"Found no layer in {_model_name(model)} whose output is a spatial feature map "
-            "(B, C, h, w) with h*w > 1; pass layer=... explicitly."
+            f"No layer of {_model_name(model)} outputs a spatial feature map (B, C, h, w) "
+            f"with h*w > 1 for input {tuple(images.shape[1:])}, so there is no map to explain "
+            "(e.g. an MLP on flattened inputs); class activation maps need a convolutional or "
+            "token layer (tokens: pass that layer and reshape_transform='tokens'), or a larger "
+            "input if the last stages shrink to 1 x 1."
         )
     return order[-1]

@@ -257,6 +257,7 @@ class ClassTarget:
 
     Attributes:
         last_class_ids: The class ids used by the last call, ``(B,)`` long tensor.
+        last_logits: The logits the last call read, ``(B, num_classes)`` (detached).
     """
 
     def __init__(
@@ -267,6 +268,7 @@ class ClassTarget:
             raise TypeError(f"class_ids must be class ids, not a callable; got {ids!r}")
         self.class_ids: None | int | torch.Tensor = ids
         self.last_class_ids: torch.Tensor | None = None
+        self.last_logits: torch.Tensor | None = None
 
     def resolve(self, logits: torch.Tensor) -> torch.Tensor:
         """Return the class ids ``(B,)`` for these logits, validated."""
@@ -292,7 +294,9 @@ class ClassTarget:
         return out
 
     def __call__(self, output: Any) -> torch.Tensor:
-        logits = class_logits(extract_logits(output))
+        raw = extract_logits(output)
+        self.last_logits = raw.detach()
+        logits = class_logits(raw)
         ids = self.resolve(logits)
         self.last_class_ids = ids
         return logits.gather(1, ids[:, None]).squeeze(1)

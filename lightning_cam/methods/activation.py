@@ -53,12 +53,16 @@ def classifier_weights(job: LayerPass) -> tuple[torch.Tensor, str]:
             if lin.in_features != k or lin.out_features != logits.shape[1]:
                 continue
             tried.append(name)
-            with torch.no_grad():
+            # float32 whatever the model ran in (bf16 / fp16 autocast): the check compares
+            # with the model's own, coarser logits at their precision.
+            with torch.no_grad(), torch.autocast(device_type=a.device.type, enabled=False):
                 w = lin.weight.detach().float()
                 bias = lin.bias.detach().float() if lin.bias is not None else None
                 ref = F.linear(pooled, w, bias)
-            tol = 1e-4 * max(1.0, float(logits.abs().max()))
-            if torch.allclose(ref, logits.float(), rtol=1e-4, atol=tol):
+            eps = torch.finfo(logits.dtype).eps if logits.is_floating_point() else 0.0
+            rtol = max(1e-4, 4 * eps)
+            tol = rtol * max(1.0, float(logits.abs().max()))
+            if torch.allclose(ref, logits.float(), rtol=rtol, atol=tol):
                 return w, name
     detail = (
         f"the linear layer(s) {tried} with {k} inputs do not reproduce the logits from the "

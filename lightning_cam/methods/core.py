@@ -36,13 +36,17 @@ def spatial_dims(t: torch.Tensor) -> tuple[int, ...]:
 def normalize_maps(cam: torch.Tensor) -> torch.Tensor:
     """Min-max normalise each map of ``(B, *spatial)`` to [0, 1].
 
-    A constant map (all zero after the ReLU, say) becomes all zero, never NaN.
+    A constant map (all zero after the ReLU, say) becomes all zero, never NaN. A map with a
+    non-finite value (NaN / inf, e.g. from NaN logits of a perturbation forward) becomes all
+    NaN: it is not an explanation, and must never read as a blank one.
     """
     flat = cam.flatten(1)
     lo = flat.min(dim=1, keepdim=True).values
     hi = flat.max(dim=1, keepdim=True).values
     rng = hi - lo
     out = torch.where(rng > 0, (flat - lo) / torch.where(rng > 0, rng, torch.ones_like(rng)), 0.0)
+    bad = ~torch.isfinite(flat).all(dim=1, keepdim=True)
+    out = torch.where(bad, torch.full_like(out, float("nan")), out)
     return out.view_as(cam)
 
 
