@@ -751,7 +751,9 @@ class CAMWriter(PredictionWriterBase):
             for n in out.cams[m]
         }
         class_ids = out.class_ids if out.class_ids is not None else self._target(parts)
-        columns = self._evaluate(pl_module, parts, full, class_ids, size)
+        # the bad rows' maps are NaN: scored as blanks here, their values NaN-marked below
+        scored = {k: v.nan_to_num(0.0) for k, v in full.items()} if bad.any() else full
+        columns = self._evaluate(pl_module, parts, scored, class_ids, size)
         if bad.any():  # NaN-marked: never scored into the means, never drawn
             mask = torch.from_numpy(bad)
             for k, v in columns.items():
