@@ -13,8 +13,9 @@ way).
 - ``"tokens"``: ``(B, N, D)``; drop the prefix tokens and fold the patch tokens, row-major, into
   the patch grid of the input (``(H / p, W / p)`` for patch size ``p``, or a coarser grid of a
   hierarchical model). The prefix count and patch size come from the model when it is
-  recognised (below), else the smallest prefix (0 to 16) whose remaining tokens form a grid of
-  the input's aspect is taken;
+  recognised (below); for any other model the one split into 0 to 16 prefix tokens and a grid
+  ``(H / s, W / s)`` of the input at one stride ``s`` is taken, and a count that fits no such
+  split, or more than one, is refused (pass :func:`fold_tokens` with the model's own counts);
 - ``"channels_last"``: ``(B, h, w, C)``, permuted;
 - ``"channels_first"``: ``(B, C, h, w)``, read as it is;
 - ``"auto"`` (the default): decided per layer from what the model is and the output's shape:
@@ -274,15 +275,44 @@ def _tokens(
             "(see lightning_cam.engine.layers.default_layer) or pass "
             f"reshape_transform=callable output -> (B, C, h, w)."
         )
-    for prefix in range(min(_MAX_GUESSED_PREFIX, n - 1) + 1):
-        grids = _grids(n - prefix, image_size, None)
-        if grids:
-            return fold_tokens(prefix, grids[0])
-    raise ValueError(
-        f"{_where(layer, shape)}: no prefix of 0-{_MAX_GUESSED_PREFIX} tokens leaves a grid of "
-        f"patches that fits the {hw} input; pass reshape_transform=lightning_cam.engine.layouts."
-        f"fold_tokens(num_prefix_tokens, (h, w)) {_FIX}."
+    splits = [
+        (prefix, grid)
+        for prefix in range(min(_MAX_GUESSED_PREFIX, n - 1) + 1)
+        for grid in _exact_grids(n - prefix, image_size)
+    ]
+    if len(splits) == 1:
+        prefix, grid = splits[0]
+        return fold_tokens(prefix, grid)
+    fix = (
+        "pass reshape_transform=lightning_cam.engine.layouts.fold_tokens(num_prefix_tokens, "
+        f"(h, w)) with the model's own prefix count and patch grid {_FIX}."
     )
+    if not splits:
+        raise ValueError(
+            f"{_where(layer, shape)}: {n} tokens, and no prefix of 0-{_MAX_GUESSED_PREFIX} "
+            f"tokens leaves a grid of patches of the {hw} input (H/s x W/s at one stride s); "
+            + fix
+        )
+    found = ", ".join(f"{p} prefix + {g[0]}x{g[1]} patches" for p, g in splits)
+    raise ValueError(
+        f"{_where(layer, shape)}: {n} tokens can be read several ways for the {hw} input "
+        f"({found}) and the model is not one whose prefix count is known, so any fold would "
+        "be a guess; " + fix
+    )
+
+
+def _exact_grids(n: int, image_size: tuple[int, int]) -> list[tuple[int, int]]:
+    """The grids ``(h, w)`` of ``n`` patches that are the input at one stride ``s``, rounded the
+    same way on both axes (``(H // s, W // s)`` or both rounded up): what a patch embedding of
+    stride ``s`` gives."""
+    big_h, big_w = image_size
+    found: set[tuple[int, int]] = set()
+    for stride in range(1, max(big_h, big_w) + 1):
+        for grid in ((big_h // stride, big_w // stride),
+                     (-(-big_h // stride), -(-big_w // stride))):
+            if grid[0] * grid[1] == n:
+                found.add(grid)
+    return sorted(found)
 
 
 def layout_transform(

@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 
@@ -132,6 +134,21 @@ def ablationcam_weights(job: LayerPass) -> torch.Tensor:
 SMOOTH_SAMPLES, SMOOTH_STD, SMOOTH_SEED = 4, 0.3, 0
 
 
+def _image_noise(image: torch.Tensor, num_samples: int, seed: int) -> torch.Tensor:
+    """``(n, C, H, W)`` noise for one image, a function of ``seed`` and the image's content only
+    (its bytes hashed), never of the batch it came in."""
+    digest = hashlib.blake2b(
+        image.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=8,
+        key=int(seed).to_bytes(8, "little", signed=True),
+    ).digest()
+    gen = torch.Generator(device=image.device).manual_seed(
+        int.from_bytes(digest, "little") & (2**63 - 1)
+    )
+    return torch.randn(
+        (num_samples, *image.shape), generator=gen, device=image.device, dtype=image.dtype
+    )
+
+
 def smoothgradcampp_weights(
     job: LayerPass,
     num_samples: int = SMOOTH_SAMPLES,
@@ -148,9 +165,11 @@ def smoothgradcampp_weights(
         D1 = mean_n g_n,  D2 = mean_n g_n^2,  D3 = mean_n g_n^3
         alpha^k_ij = D2 / (2 D2 + sum_ab A^k_ab D3),  w_k = sum_ij alpha^k_ij ReLU(D1)
 
-    with ``A`` the activations of the clean input. The noise comes from its own generator
-    seeded with ``seed``: the same images give the same map on every call, and the global RNG
-    is not touched. Costs ``n`` extra forward + backward passes (batched, ``max_batch`` each).
+    with ``A`` the activations of the clean input. Each image's noise comes from its own
+    generator, seeded with ``seed`` and the image's content: an image gets the same map on
+    every call, whichever batch it is in, at whichever position, under any ``max_batch``; the
+    global RNG is not touched. Costs ``n`` extra forward + backward passes (batched,
+    ``max_batch`` each).
 
     Returns:
         ``(B, K, 1, ..., 1)`` weights.
@@ -158,10 +177,7 @@ def smoothgradcampp_weights(
     images = _need_images(job, "smoothgradcam++")
     ids = job.require_class_ids("smoothgradcam++")
     a = job.activations
-    gen = torch.Generator(device=images.device).manual_seed(seed)
-    noise = torch.randn(
-        (num_samples, *images.shape), generator=gen, device=images.device, dtype=images.dtype
-    )
+    noise = torch.stack([_image_noise(im, num_samples, seed) for im in images], dim=1)
     noisy = (images[None] + std * noise).flatten(0, 1)  # (n * B, C, H, W), sample-major
     rep_ids = ids.repeat(num_samples)
     step = chunk_size(job.max_batch, images[0], budget_mb=32.0)

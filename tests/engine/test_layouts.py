@@ -214,10 +214,11 @@ def test_cnn_families_default_layer_and_map(name: str, layer: str) -> None:
 class _TokenNet(nn.Module):
     """A ViT-like model lightning-cam does not know: conv patches, 2 prefix tokens, mixing."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: int = 2, patch: int = 4) -> None:
         super().__init__()
-        self.embed = nn.Conv2d(3, 8, 4, stride=4)
-        self.prefix = nn.Parameter(torch.randn(1, 2, 8))
+        self.embed = nn.Conv2d(3, 8, patch, stride=patch)
+        self.prefix = nn.Parameter(torch.randn(1, prefix, 8))
+        self.n_prefix = prefix
         self.mix = nn.Linear(8, 8)
         self.block = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 8))
         self.head = nn.Linear(8, 3)
@@ -226,7 +227,7 @@ class _TokenNet(nn.Module):
         t = self.embed(x).flatten(2).transpose(1, 2)
         t = torch.cat([self.prefix.expand(len(t), -1, -1), t], 1)
         t = self.block(t + self.mix(t).mean(1, keepdim=True))
-        return self.head(torch.tanh(t[:, 2:]).mean(1) + t[:, 0])
+        return self.head(torch.tanh(t[:, self.n_prefix:]).mean(1) + t[:, 0])
 
 
 class _ChannelsLastNet(nn.Module):
@@ -251,6 +252,26 @@ def test_unknown_token_model_refused_then_tokens_by_request() -> None:
     check_against_reference(
         model, x, "block", vit_tokens(2, 8, 8), 3, reshape_transform=fold_tokens(2, (8, 8))
     )
+
+
+def test_tokens_of_an_unknown_model_are_never_folded_on_a_guess() -> None:
+    # 1 class + 4 register tokens + 3x3 patches = 14 tokens at 48 px. Read as 2 prefix tokens and
+    # a 3x4 grid (floor and ceil mixed), or 10 + 2x2, they would make a picture that is not one.
+    model = _TokenNet(prefix=5, patch=16).eval()
+    x = torch.rand(1, 3, 48, 48)
+    with pytest.raises(ValueError, match=r"14 tokens can be read several ways for the 48x48 "
+                       r"input \(5 prefix \+ 3x3 patches, 10 prefix \+ 2x2 patches, 13 prefix "
+                       r"\+ 1x1 patches\).*fold_tokens\(num_prefix_tokens, \(h, w\)\)"):
+        lc.GradCAM(model, "block", reshape_transform="tokens")(x)
+    # the fix the message names works, and equals the reference on the true split
+    check_against_reference(
+        model, x, "block", vit_tokens(5, 3, 3), 3, reshape_transform=fold_tokens(5, (3, 3))
+    )
+    # a count no split fits: 20 prefix tokens at 32 px (84 = 20 + 8x8) is refused, not guessed
+    with pytest.raises(ValueError, match=r"84 tokens, and no prefix of 0-16 tokens leaves a grid"):
+        lc.GradCAM(_TokenNet(prefix=20).eval(), "block", reshape_transform="tokens")(
+            torch.rand(1, 3, 32, 32)
+        )
 
 
 def test_unknown_channels_last_output_refused_then_permuted_by_request() -> None:

@@ -308,6 +308,34 @@ def test_smoothgradcampp_is_seeded_and_reduces_to_gradcampp() -> None:
     )
 
 
+def test_smoothgradcampp_noise_is_the_images_own_whatever_its_batch() -> None:
+    # An image's map depends on the image and the seed only: not on its batch, its position in
+    # it, or max_batch splitting the batch (the engine's chunks used to draw other noise).
+    model = GapNet().eval()
+    x = torch.randn(5, 3, 8, 8)
+    ids = [1, 2, 0, 1, 2]
+    whole = lc.SmoothGradCAMPlusPlus(model, "features.0")(x, target=ids)
+    split = lc.SmoothGradCAMPlusPlus(model, "features.0", max_batch=2)(x, target=ids)
+    alone = lc.SmoothGradCAMPlusPlus(model, "features.0")(x[3:4], target=ids[3])
+    order = [4, 3, 2, 1, 0]
+    reversed_ = lc.SmoothGradCAMPlusPlus(model, "features.0")(
+        x[order], target=[ids[i] for i in order]
+    )
+    torch.testing.assert_close(split, whole, rtol=0, atol=1e-6)
+    torch.testing.assert_close(alone[0], whole[3], rtol=0, atol=1e-6)
+    torch.testing.assert_close(reversed_, whole[order], rtol=0, atol=1e-6)
+    # the noise is real: another seed is another map of the same image
+    one = x[3:4]
+    acts = model.features[0](one).detach()
+    job = LayerPass(acts, None, "features.0", model, one, torch.tensor([ids[3]]))
+    job.layer_gradients = lambda xs, c: lc.Explainer(model, "features.0")._layer_gradients(
+        "features.0", xs, c
+    )
+    seeds = [lc.methods.combine(acts, smoothgradcampp_weights(job, seed=s)) for s in (0, 0, 1)]
+    torch.testing.assert_close(seeds[0], seeds[1])
+    assert (seeds[0] - seeds[2]).abs().max() > 1e-4
+
+
 @pytest.mark.parametrize("name", ["scorecam", "ablationcam", "smoothgradcam++"])
 def test_perturbation_methods_refuse_callable_targets(name: str) -> None:
     cls = getattr(lc, METHODS[name].class_name)
