@@ -38,6 +38,22 @@ if TYPE_CHECKING:
 Reader = Callable[[Any], torch.Tensor]
 
 
+def label_class_ids(labels: torch.Tensor, binary: bool) -> torch.Tensor | None:
+    """The class ids ``(B,)`` (int64) of a batch's labels, or ``None`` when they are not class
+    ids: integer labels ``(B,)``; for a single-logit binary head (``binary``) also the float or
+    bool 0/1 labels ``(B,)`` / ``(B, 1)`` that ``binary_cross_entropy_with_logits`` is fed."""
+    if labels.dim() == 2 and labels.shape[1] == 1 and binary:
+        labels = labels[:, 0]
+    if labels.dim() != 1:
+        return None
+    if labels.dtype == torch.bool:
+        return labels.long() if binary else None
+    if labels.is_floating_point():
+        whole = bool(((labels == 0) | (labels == 1)).all())
+        return labels.long() if binary and whole else None
+    return labels.long()
+
+
 def _shape(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"tensor {tuple(value.shape)}"
@@ -372,20 +388,22 @@ class ClassificationTask(TaskStrategy):
                     f"(label_key={opts.label_key!r} for dict batches, else the second item); "
                     "use target='pred' or set label_key."
                 )
-            if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
-                raise MisconfigurationException(
-                    f"{who}: target='label' needs class ids (B,) of an integer dtype; the labels "
-                    f"(label_key={opts.label_key!r}) are {tuple(labels.shape)} {labels.dtype} "
-                    "(one-hot or soft labels?). Give class ids (labels.argmax(1)) in the "
-                    "validation batches, or use target='pred'."
-                )
             read = self.reader(pl_module)
             output = self._forward(trainer, pl_module, self.model_images(images[:1]))
             k = int(class_logits(read(output)).shape[-1])  # a binary head: 0 / 1
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            ids = label_class_ids(labels, binary=k == 2 and read(output).shape[-1] == 1)
+            if ids is None:
                 raise MisconfigurationException(
-                    f"{who}: target='label' but the labels hold {int(labels.min())}.."
-                    f"{int(labels.max())}, not class ids in 0..{k - 1} of the model's {k} "
+                    f"{who}: target='label' needs class ids (B,) of an integer dtype (or, for a "
+                    f"single-logit binary head, 0/1 labels (B,) or (B, 1) of any dtype); the "
+                    f"labels (label_key={opts.label_key!r}) are {tuple(labels.shape)} "
+                    f"{labels.dtype} (one-hot or soft labels?). Give class ids "
+                    "(labels.argmax(1)) in the validation batches, or use target='pred'."
+                )
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= k):
+                raise MisconfigurationException(
+                    f"{who}: target='label' but the labels hold {int(ids.min())}.."
+                    f"{int(ids.max())}, not class ids in 0..{k - 1} of the model's {k} "
                     "logits; fix label_key or use target='pred'."
                 )
         mask = parts.get("mask")
@@ -455,7 +473,9 @@ class ClassificationTask(TaskStrategy):
                     f"{self._who()}: target='label' but the probes carry no labels "
                     f"(label_key={self.options.label_key!r}); use target='pred' or set label_key."
                 )
-            return labels.long()
+            ids = label_class_ids(labels, binary=True)
+            assert ids is not None  # checked at the first batch
+            return ids
         return int(target)
 
     def compute(self, trainer: Any, pl_module: Any, probes: Any, plan: Any) -> Explanation:

@@ -55,6 +55,8 @@ def tile_labels(
         return names[i] if names is not None and 0 <= i < len(names) else str(i)
 
     probs = class_probabilities(result.logits).cpu() if result.logits is not None else None
+    if labels is not None and labels.dim() == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]  # a binary head's (B, 1) float labels
     out: list[str] = []
     for i in range(n):
         parts = []
