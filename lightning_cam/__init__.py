@@ -68,11 +68,20 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
+#: Subpackages and modules reachable as attributes (``lc.metrics``), imported on first use.
+_SUBMODULES = frozenset({
+    "callbacks", "cli", "data", "detection", "engine", "errors", "methods", "metrics", "models",
+    "predict", "targets", "tools", "zoo",
+})
 
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"lightning_cam.{name}")
     raise AttributeError(f"module 'lightning_cam' has no attribute {name!r}")
 
 

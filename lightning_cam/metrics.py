@@ -39,7 +39,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_cam.engine import borrowed
-from lightning_cam.engine.targets import class_log_probabilities, extract_logits
+from lightning_cam.engine.targets import (
+    class_log_probabilities,
+    extract_logits,
+    returns_sigmoid,
+    sigmoid_as_logits,
+)
+from lightning_cam.engine.wrappers import unwrap
 
 ClassIds = int | Sequence[int] | torch.Tensor | None
 Baseline = Literal["zero", "blur"]
@@ -213,6 +219,7 @@ def _log_probabilities(
     """
     step = total if batch_size is None else batch_size
     chunks: list[torch.Tensor] = []
+    sigmoid = returns_sigmoid(unwrap(model))  # its (B, 1) output is p, not a logit
     with borrowed(model), torch.no_grad():
         for start in range(0, total, max(step, 1)):
             stop = min(start + step, total)
@@ -223,6 +230,8 @@ def _log_probabilities(
                     f"{stop - start} images: expected ({stop - start}, num_classes)"
                 )
             # float32 whatever the model's precision: softmax of low-precision logits is coarse.
+            if sigmoid and logits.dim() == 2 and logits.shape[1] == 1:
+                logits = sigmoid_as_logits(logits)
             chunks.append(class_log_probabilities(logits))
     return torch.cat(chunks)
 

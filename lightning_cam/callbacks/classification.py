@@ -30,7 +30,14 @@ from lightning_cam.callbacks.options import misconf
 from lightning_cam.callbacks.task import TaskStrategy
 from lightning_cam.engine import Explainer, Explanation, borrowed, concat_explanations
 from lightning_cam.engine.layers import default_layer
-from lightning_cam.engine.targets import ClassTarget, class_logits
+from lightning_cam.engine.targets import (
+    ClassTarget,
+    class_logits,
+    graph_output_kind,
+    remember_sigmoid_output,
+    returns_sigmoid,
+)
+from lightning_cam.engine.wrappers import unwrap
 
 if TYPE_CHECKING:
     from lightning_cam.callbacks.base import CAMCallback
@@ -125,7 +132,9 @@ class OutputTarget(ClassTarget):
         if value.dim() == 1:
             return value
         self.last_logits = value.detach()
-        value = class_logits(value)  # a binary head (B, 1): classes 0 / 1 score -z / z
+        self.last_graph_kind = graph_output_kind(value)
+        # a binary head (B, 1): classes 0 / 1 score -z / z (1 - p / p for a sigmoid output)
+        value = class_logits(value, sigmoid=self.last_graph_kind == "sigmoid")
         ids = self.resolve(value)
         self.last_class_ids = ids
         return value.gather(1, ids[:, None]).squeeze(1)
@@ -138,6 +147,8 @@ class LogitsOf(nn.Module):
         super().__init__()
         self.model = model
         self.read = read
+        if returns_sigmoid(unwrap(model)):
+            remember_sigmoid_output(self)  # its read output is p too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.read(self.model(x))
@@ -502,7 +513,8 @@ class ClassificationTask(TaskStrategy):
                     pl_module, list(layers), methods=methods, guided_gradcam=g,
                     reshape_transform=self.options.reshape_transform,
                 )(images[lo:hi], target=target)
-                part.logits = target.last_logits
+                if part.logits is None or target.last_graph_kind != "sigmoid":
+                    part.logits = target.last_logits  # as read (the engine converts p)
                 parts.append(part)
         return concat_explanations(parts)
 

@@ -51,6 +51,8 @@ from lightning_cam.engine.targets import (
     extract_logits,
     normalize_target,
     output_kind,
+    remember_sigmoid_output,
+    sigmoid_as_logits,
 )
 from lightning_cam.engine.wrappers import (
     eager_forward,
@@ -82,18 +84,50 @@ class OutputWarning(UserWarning):
 _WARNED_OUTPUT: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
-def _warn_output_kind(model: nn.Module, logits: torch.Tensor | None) -> None:
+def _read_output_kind(
+    model: nn.Module, target: ClassTarget, logits: torch.Tensor | None
+) -> torch.Tensor | None:
+    """The logits to report for a class target's output: a sigmoid head's probability ``p``
+    becomes ``logit(p)`` (so captions, tables and metrics read ``p``, never ``sigmoid(p)``), and
+    the model is remembered as one; other outputs as they are. Warns once per model when the
+    output is not logits."""
+    graph = target.last_graph_kind
+    if graph == "sigmoid":
+        remember_sigmoid_output(unwrap(model))
+        _warn_output_kind(model, target.last_logits, "sigmoid")
+        if logits is not None and logits.dim() == 2 and logits.shape[1] == 1:
+            return sigmoid_as_logits(logits)
+        return logits
+    _warn_output_kind(model, target.last_logits, graph)
+    return logits
+
+
+def _warn_output_kind(
+    model: nn.Module, logits: torch.Tensor | None, graph: str | None = None
+) -> None:
     """Say once per model when a class target differentiates log-probabilities or
     probabilities instead of the logits the papers (and the README) mean."""
     if logits is None:
         return
-    kind = output_kind(logits)
-    if kind not in ("log_probabilities", "probabilities"):
+    kind = graph or output_kind(logits)
+    if kind not in ("log_probabilities", "probabilities", "sigmoid"):
         return
     key = unwrap(model)
     if key in _WARNED_OUTPUT:
         return
     _WARNED_OUTPUT.add(key)
+    if kind == "sigmoid":
+        warnings.warn(
+            f"{type(key).__name__} returns sigmoid probabilities p = sigmoid(z) (its output is "
+            "made by a sigmoid), not logits: class targets explain p, whose gradient is the "
+            "logit's scaled by p (1 - p) per image (the same normalised maps; raw maps, "
+            "normalize=False, differ by that scale). Probabilities shown in captions, tables "
+            "and metrics are read as p. To explain the logit, explain the model without its "
+            "final sigmoid.",
+            OutputWarning,
+            stacklevel=5,
+        )
+        return
     what, head, score = (
         ("log-probabilities", "log_softmax", "log p(c) = z_c - logsumexp(z)")
         if kind == "log_probabilities"
@@ -108,7 +142,7 @@ def _warn_output_kind(model: nn.Module, logits: torch.Tensor | None) -> None:
         f"returns the logits (the same model without its final {head}). Probabilities shown "
         "in captions and tables are read correctly from the output.",
         OutputWarning,
-        stacklevel=4,
+        stacklevel=5,
     )
 
 
@@ -562,7 +596,7 @@ class Explainer:
             result.class_ids = ids
             result.logits = logits
             if isinstance(target_fn, ClassTarget):
-                _warn_output_kind(self.model, target_fn.last_logits)
+                result.logits = _read_output_kind(self.model, target_fn, logits)
             return result
 
     def _job(

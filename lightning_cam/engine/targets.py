@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import numbers
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
@@ -144,12 +145,15 @@ def extract_logits(output: Any) -> torch.Tensor:
     return logits
 
 
-def class_logits(logits: torch.Tensor) -> torch.Tensor:
+def class_logits(logits: torch.Tensor, sigmoid: bool = False) -> torch.Tensor:
     """The class scores ``(B, K)`` of logits ``(B, K)``; a single-logit binary head ``(B, 1)``
     (logit ``z`` of the positive class, probability ``sigmoid(z)``) reads as two classes with
     scores ``[-z, z]``: class 1 is the positive decision (score ``z``, the logit), class 0 the
     negative one (score ``-z``, the negated logit; its map shows the evidence *against* the
     positive class). The argmax is then the decision ``z > 0``.
+    With ``sigmoid`` (the head returns ``p = sigmoid(z)``, see :func:`graph_output_kind`) the
+    scores are ``[1 - p, p]``: the same gradients up to the scale ``p (1 - p)``, and the argmax
+    the decision ``p > 0.5``.
 
     Example:
         >>> class_logits(torch.tensor([[2.0], [-1.0]]))
@@ -157,6 +161,8 @@ def class_logits(logits: torch.Tensor) -> torch.Tensor:
                 [ 1., -1.]])
     """
     if logits.dim() == 2 and logits.shape[1] == 1:
+        if sigmoid:
+            return torch.cat([1 - logits, logits], dim=1)
         return torch.cat([-logits, logits], dim=1)
     return logits
 
@@ -191,6 +197,43 @@ def class_log_probabilities(logits: torch.Tensor) -> torch.Tensor:
     if output_kind(x) == "probabilities":
         return x.log()
     return x.log_softmax(dim=1)
+
+
+#: The ``grad_fn`` of a model output that ends in a normalisation, and what the output holds.
+_GRAPH_KINDS = {
+    "LogSoftmaxBackward0": "log_probabilities",
+    "SoftmaxBackward0": "probabilities",
+    "SigmoidBackward0": "sigmoid",
+}
+
+#: Models seen (by an explanation's forward) to return ``sigmoid(z)``: single-logit heads whose
+#: output is a probability, which their numbers alone cannot tell from a logit.
+_SIGMOID_MODELS: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
+
+
+def graph_output_kind(output: torch.Tensor) -> str | None:
+    """What an output holds, read from the operation that made it (its ``grad_fn``):
+    ``"log_probabilities"`` (``log_softmax``), ``"probabilities"`` (``softmax``), ``"sigmoid"``
+    (``sigmoid``), or ``None`` (anything else, or no graph)."""
+    fn = getattr(output, "grad_fn", None)
+    return _GRAPH_KINDS.get(type(fn).__name__) if fn is not None else None
+
+
+def remember_sigmoid_output(model: torch.nn.Module) -> None:
+    """Record that ``model`` returns sigmoid probabilities (see :func:`returns_sigmoid`)."""
+    _SIGMOID_MODELS.add(model)
+
+
+def returns_sigmoid(model: torch.nn.Module) -> bool:
+    """Whether an explanation saw ``model`` return ``sigmoid(z)``: its ``(B, 1)`` output is then
+    the probability ``p`` itself, read as ``[1 - p, p]`` (never ``sigmoid(p)``)."""
+    return model in _SIGMOID_MODELS
+
+
+def sigmoid_as_logits(p: torch.Tensor) -> torch.Tensor:
+    """The logits ``z`` of sigmoid probabilities ``p`` (``logit(p)``, float32, clamped at
+    ``1e-7``), so that everything reading logits reads the head's own probability."""
+    return torch.logit(p.detach().float(), eps=1e-7)
 
 
 def output_kind(logits: torch.Tensor) -> str:
@@ -258,6 +301,8 @@ class ClassTarget:
     Attributes:
         last_class_ids: The class ids used by the last call, ``(B,)`` long tensor.
         last_logits: The logits the last call read, ``(B, num_classes)`` (detached).
+        last_graph_kind: What the last output held by its ``grad_fn``
+            (:func:`graph_output_kind`).
     """
 
     def __init__(
@@ -269,6 +314,7 @@ class ClassTarget:
         self.class_ids: None | int | torch.Tensor = ids
         self.last_class_ids: torch.Tensor | None = None
         self.last_logits: torch.Tensor | None = None
+        self.last_graph_kind: str | None = None
 
     def resolve(self, logits: torch.Tensor) -> torch.Tensor:
         """Return the class ids ``(B,)`` for these logits, validated."""
@@ -296,7 +342,8 @@ class ClassTarget:
     def __call__(self, output: Any) -> torch.Tensor:
         raw = extract_logits(output)
         self.last_logits = raw.detach()
-        logits = class_logits(raw)
+        self.last_graph_kind = graph_output_kind(raw)
+        logits = class_logits(raw, sigmoid=self.last_graph_kind == "sigmoid")
         ids = self.resolve(logits)
         self.last_class_ids = ids
         return logits.gather(1, ids[:, None]).squeeze(1)

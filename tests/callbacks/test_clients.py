@@ -159,3 +159,33 @@ def test_log_softmax_head_is_said_once_and_read_right(tmp_path: Any) -> None:
     for i, cap in enumerate(caps):
         c = int(logp[i].argmax())
         assert cap.startswith(f"pred {c} {float(logp[i, c].exp()):.2f}")  # not softmax(log p)
+
+
+class SigmoidClassifier(BinaryClassifier):
+    """``torch.sigmoid`` at the end of ``forward``, trained with ``BCELoss``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc(self.backbone(x)))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.binary_cross_entropy(self(x), y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", F.binary_cross_entropy(self(x), y))
+
+
+def test_sigmoid_head_captions_show_its_probability(tmp_path: Any) -> None:
+    cb = lc.GradCAMCallback(layer="backbone.features", num_samples=4, metrics=["average_drop"])
+    model = SigmoidClassifier()
+    with pytest.warns(OutputWarning, match="sigmoid probabilities"):
+        make_trainer(tmp_path, [cb]).fit(model, *_binary_loaders())
+    result, probes = cb.last_explanation, cb.probes
+    assert result is not None and probes is not None
+    p = model.eval()(probes["image"]).detach()[:, 0]
+    assert result.class_ids.tolist() == (p > 0.5).long().tolist()
+    caps = render.tile_labels(result, probes["label"], 4, None, False)
+    for i, cap in enumerate(caps):
+        pred, prob = (1, float(p[i])) if p[i] > 0.5 else (0, 1 - float(p[i]))
+        assert cap.startswith(f"pred {pred} {prob:.2f}")  # p, never sigmoid(p) >= 0.5

@@ -146,3 +146,33 @@ def test_mlp_without_spatial_layer_says_so() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4), nn.ReLU(), nn.Linear(4, 2))
     with pytest.raises(ValueError, match="No layer of .* outputs a spatial feature map"):
         lc.GradCAM(model)(torch.rand(1, 3, 2, 2))
+
+
+def test_sigmoid_output_is_read_as_its_probability() -> None:
+    # `return torch.sigmoid(self.fc(x))` trained with BCELoss: the (B, 1) output is p, which its
+    # numbers cannot tell from a logit. The graph can: captions and metrics read p, not sigmoid(p).
+    plain = _net(1)
+    model = _net(1, nn.Sigmoid())
+    x = torch.rand(4, 3, 8, 8)
+    p = model(x)[:, 0].detach()
+    with pytest.warns(OutputWarning, match="sigmoid probabilities"):
+        out = lc.explain(model, x, "1", methods=("gradcam",), target=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutputWarning)  # once per model
+        lc.explain(model, x, "1", methods=("gradcam",), target=1)
+    torch.testing.assert_close(class_probabilities(out.logits)[:, 1], p, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.scores, p)  # what is differentiated: p itself
+    pred = lc.explain(model, x * torch.tensor([1.0, -1.0, 1.0, -1.0]).view(4, 1, 1, 1), "1",
+                      methods=("gradcam",))
+    decided = model(x * torch.tensor([1.0, -1.0, 1.0, -1.0]).view(4, 1, 1, 1))[:, 0] > 0.5
+    assert pred.class_ids.tolist() == decided.long().tolist()  # p > 0.5, not "p > 0"
+    # d p / d A = p (1 - p) d z / d A: the same normalised map as the logit's
+    want = lc.explain(plain, x, "1", methods=("gradcam",), target=1)
+    torch.testing.assert_close(out.cams["gradcam"]["1"], want.cams["gradcam"]["1"],
+                               rtol=0, atol=1e-5)
+    # metrics score the head's probability: average drop by hand from p on the masked images
+    maps = out.cams["gradcam"]["1"]
+    drop, _ = lc.metrics.average_drop_increase(model, x, maps, torch.ones(4, dtype=torch.long))
+    o = model(x * maps[:, None])[:, 0].detach()
+    torch.testing.assert_close(drop, (torch.clamp(p - o, min=0) / p * 100).float(),
+                               rtol=1e-4, atol=1e-4)
