@@ -137,6 +137,15 @@ def extract_logits(output: Any) -> torch.Tensor:
             "expected a tensor (B, num_classes), an object with a .logits tensor, or a dict "
             "with a 'logits' key. For other outputs pass target=callable(output) -> (B,) scores."
         )
+    if logits.dim() == 4 and tuple(logits.shape[2:]) == (1, 1):
+        logits = logits.flatten(1)  # a convolutional head's (B, K, 1, 1)
+    if logits.dim() == 1:
+        raise TypeError(
+            f"Expected class logits of shape (B, num_classes), got {tuple(logits.shape)}: one "
+            "score per image. If it is a binary head's logit (`fc(x).squeeze(1)`), pass "
+            "target=lightning_cam.targets.BinaryTarget() (or return (B, 1)); for any other "
+            "score pass target=callable(output) -> (B,)."
+        )
     if logits.dim() != 2:
         raise TypeError(
             f"Expected class logits of shape (B, num_classes), got {tuple(logits.shape)}. "
@@ -214,9 +223,23 @@ _SIGMOID_MODELS: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 def graph_output_kind(output: torch.Tensor) -> str | None:
     """What an output holds, read from the operation that made it (its ``grad_fn``):
     ``"log_probabilities"`` (``log_softmax``), ``"probabilities"`` (``softmax``), ``"sigmoid"``
-    (``sigmoid``), or ``None`` (anything else, or no graph)."""
+    (``sigmoid``), or ``None`` (anything else, or no graph). Reshapes after the operation
+    (``squeeze``, ``view``, ``flatten``) are looked through."""
     fn = getattr(output, "grad_fn", None)
-    return _GRAPH_KINDS.get(type(fn).__name__) if fn is not None else None
+    for _ in range(4):  # through the reshapes after it (squeeze, view, flatten)
+        if fn is None:
+            return None
+        name = type(fn).__name__
+        if name in _GRAPH_KINDS:
+            return _GRAPH_KINDS[name]
+        if not name.startswith(_SHAPE_OPS) or len(fn.next_functions) != 1:
+            return None
+        fn = fn.next_functions[0][0]
+    return None
+
+
+#: Operations that only reshape (what they are applied to is what the output holds).
+_SHAPE_OPS = ("View", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Unsafe", "Alias")
 
 
 def remember_sigmoid_output(model: torch.nn.Module) -> None:
@@ -277,6 +300,8 @@ class BinaryTarget:
         self.negative = negative
 
     def __call__(self, output: Any) -> torch.Tensor:
+        if isinstance(output, torch.Tensor) and output.dim() == 1:
+            output = output[:, None]  # a squeezed single logit (B,)
         logits = extract_logits(output)
         if logits.shape[1] != 1:
             raise ValueError(

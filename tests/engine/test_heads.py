@@ -176,3 +176,36 @@ def test_sigmoid_output_is_read_as_its_probability() -> None:
     o = model(x * maps[:, None])[:, 0].detach()
     torch.testing.assert_close(drop, (torch.clamp(p - o, min=0) / p * 100).float(),
                                rtol=1e-4, atol=1e-4)
+
+
+class _Tail(nn.Module):
+    def __init__(self, tail: str) -> None:
+        super().__init__()
+        self.net, self.tail = _net(3), tail
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.net(x)
+        if self.tail == "conv_head":
+            return z[:, :, None, None]  # a 1 x 1 convolutional classifier's (B, K, 1, 1)
+        if self.tail == "squeezed":
+            return z[:, 0]  # `fc(x).squeeze(1)` of a binary head: (B,)
+        return torch.sigmoid(z[:, :1]).squeeze(1)  # and its sigmoid
+
+
+def test_outputs_of_other_shapes_are_read_or_refused_with_the_fix() -> None:
+    x = torch.rand(3, 3, 8, 8)
+    flat = lc.explain(_Tail("conv_head").net, x, "1", methods=("gradcam",))
+    conv = lc.explain(_Tail("conv_head"), x, "net.1", methods=("gradcam",))
+    torch.testing.assert_close(conv.cams["gradcam"]["net.1"], flat.cams["gradcam"]["1"])
+    torch.testing.assert_close(conv.logits, flat.logits)
+    squeezed = _Tail("squeezed")
+    with pytest.raises(TypeError, match=r"got \(3,\): one score per image.*BinaryTarget\(\)"):
+        lc.explain(squeezed, x, "net.1", methods=("gradcam",))
+    by_binary = lc.explain(squeezed, x, "net.1", methods=("gradcam",),
+                           target=BinaryTarget(negative=True))
+    torch.testing.assert_close(by_binary.scores, -squeezed(x).detach())
+    # the sigmoid is found behind the squeeze that follows it
+    from lightning_cam.engine.targets import graph_output_kind
+
+    assert graph_output_kind(_Tail("sigmoid")(x)) == "sigmoid"
+    assert graph_output_kind(squeezed(x)) is None
