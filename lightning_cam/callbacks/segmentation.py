@@ -227,15 +227,15 @@ class SegmentationTask(TaskStrategy):
         device = getattr(pl_module, "device", torch.device("cpu"))
         with borrowed(pl_module), torch.inference_mode(False), torch.no_grad():
             out = _logits(pl_module(x.to(device)))
-        if not isinstance(out, torch.Tensor) or out.dim() != 4 or (
-            tuple(out.shape[-2:]) != tuple(x.shape[-2:])
+        if not isinstance(out, torch.Tensor) or out.dim() != 4 or any(
+            o > i for o, i in zip(out.shape[-2:], x.shape[-2:], strict=True)
         ):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise MisconfigurationException(
                 f"{self._who()}: the segmentation module's output is {got} for images "
-                f"{tuple(x.shape)}; expected per-pixel logits (B, K, H, W) at the image "
-                "size (or a dict with 'out'). Return them from forward(), or drop cam_task = "
-                "'segmentation' to explain it as a classifier."
+                f"{tuple(x.shape)}; expected per-pixel logits (B, K, h, w) at the image size "
+                "or a coarser grid (SegFormer's 1/4; or a dict with 'out'). Return them from "
+                "forward(), or drop cam_task = 'segmentation' to explain it as a classifier."
             )
         self.num_logits = int(out.shape[1])
         layers = list(self.options.layer) if self.options.layer else None
@@ -303,7 +303,14 @@ class SegmentationTask(TaskStrategy):
             )
             # what the model predicts (the tiles' captions), not what the maps look like
             with borrowed(pl_module), torch.inference_mode(False), torch.no_grad():
-                predicted = segmentation_prediction(_logits(pl_module(images))).cpu()
+                logits = _logits(pl_module(images))
+                if tuple(logits.shape[-2:]) != tuple(images.shape[-2:]):
+                    # coarser logits (SegFormer): upsampled as its post-processing does
+                    logits = torch.nn.functional.interpolate(
+                        logits.float(), size=images.shape[-2:], mode="bilinear",
+                        align_corners=False,
+                    )
+                predicted = segmentation_prediction(logits).cpu()
         return maps, predicted
 
     def pairs(self, pl_module: Any, probes: Any) -> list[tuple[int, int]]:

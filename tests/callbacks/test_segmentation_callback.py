@@ -285,3 +285,39 @@ def test_explanations_that_cannot_work_are_refused_at_step_0(
     with pytest.raises(MisconfigurationException, match=match):
         trainer.fit(model, datamodule=data)
     assert model.steps == 0
+
+
+class CoarseSegmenter(BinarySegmenter):
+    """SegFormer's habit: logits at half the image size (three classes), upsampled in the loss;
+    masks at the image size with void (255) borders."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(8, 3, 2, stride=2)
+
+    def _loss(self, batch: Any) -> torch.Tensor:
+        logits = F.interpolate(self(batch["image"]), size=batch["mask"].shape[-2:],
+                               mode="bilinear", align_corners=False)
+        return F.cross_entropy(logits, batch["mask"].long(), ignore_index=255)
+
+
+def test_coarser_logits_than_the_image_are_explained(tmp_path: Any) -> None:
+    cb = GradCAMCallback(layer="backbone", num_samples=2, metrics_num_samples=4,
+                         metrics=["pointing_game"])
+    model = CoarseSegmenter()
+    _binary_trainer(tmp_path, cb, max_epochs=1).fit(model, _binary_loader(), _binary_loader())
+    task = cb.task
+    assert isinstance(task, SegmentationTask) and task.last_result is not None
+    probes = cb.probe_set("seg_probes").data
+    images = probes["image"]
+    # the captions' prediction: the logits upsampled bilinearly (as the loss does), argmax
+    logits = F.interpolate(model.eval()(images), size=images.shape[-2:], mode="bilinear",
+                           align_corners=False)
+    assert torch.equal(task.last_prediction, logits.argmax(1))
+    # the maps: the engine's on the coarse logits (true masks resized to their grid)
+    assert sorted(task.last_result) == [1]
+    want = explain_segmentation(model, images, [1], layer="backbone")[1]
+    got = task.last_result[1]
+    torch.testing.assert_close(got.cams["gradcam"]["backbone"], want.cams["gradcam"]["backbone"],
+                               rtol=1e-4, atol=1e-6)
+    assert want.cams["gradcam"]["backbone"].shape[-2:] == images.shape[-2:]
