@@ -325,3 +325,42 @@ def test_public_names() -> None:
 
     assert old_path is lc.targets and lc.targets.multilabel_pairs is multilabel_pairs
     assert lc.targets.CLIPImageEmbedder is CLIPImageEmbedder
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        MultiLabelTarget([0, [1, 2], 2]),
+        RegressionTarget([2, 0, 1], "decrease"),
+        EmbeddingTarget(torch.linspace(-1, 1, 3)),
+    ],
+    ids=["multilabel", "regression", "embedding"],
+)
+def test_the_method_classes_take_these_targets(target: object) -> None:
+    """``lc.GradCAM(...)(x, target=...)`` (normalised, upsampled) is the hand map, normalised."""
+    net, x = GapNet(3, seed=18), images(3, seed=19)
+    with torch.no_grad():
+        a = net.features(x)
+    a = a.requires_grad_(True)
+    scores = target(net.fc(a.mean((2, 3))))  # type: ignore[operator]
+    (g,) = torch.autograd.grad(scores.sum(), a)
+    cam = hand_gradcam(a.detach(), g.mean((2, 3)))
+    flat = cam.flatten(1)
+    lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    expected = torch.where(hi > lo, (flat - lo) / span, torch.zeros_like(flat)).view_as(cam)
+    assert bool((hi > lo).any())
+    got = lc.GradCAM(net, "act")(x, target=target)  # the layer's size is the image's here
+    torch.testing.assert_close(got, expected)
+
+
+def test_readme_targets_table_lists_every_target_kind() -> None:
+    from pathlib import Path
+
+    from lightning_cam.engine import target_kinds
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Targets", 1)[1].split("\n## ", 1)[0]
+    for name in target_kinds.__all__:
+        if name.endswith("Target") or name == "explain_multilabel":
+            assert f"| `{name}(" in section, name
