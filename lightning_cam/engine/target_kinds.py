@@ -451,7 +451,7 @@ class RegressionTarget:
                 raise ValueError(
                     f"index has {self.index.numel()} entries but the batch has {batch} images"
                 )
-            idx = self.index.to(y.device)
+            idx = self.index.to(y.device).clone()  # not an inference tensor
         if batch and (int(idx.min()) < 0 or int(idx.max()) >= d):
             raise ValueError(f"index {idx.tolist()} is out of range for an output of {d} values")
         value = y.gather(1, idx[:, None])[:, 0]

@@ -315,6 +315,31 @@ def test_clip_text_similarity_equals_a_brute_force_gradcam() -> None:
     assert all(p.grad is None for p in clip.parameters())
 
 
+def test_targets_made_under_inference_mode() -> None:
+    """Lightning's validate / test loops run under ``torch.inference_mode()``."""
+    net, x = GapNet(4, seed=20), images(2, seed=21)
+    expected = [
+        raw(net, x, t).cam()
+        for t in (
+            MultiLabelTarget(torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0]])),
+            RegressionTarget(torch.tensor([1, 2]), "decrease"),
+            EmbeddingTarget(torch.linspace(0, 1, 8).view(2, 4)),
+        )
+    ]
+    with torch.inference_mode():
+        x_inf = x.clone()
+        targets = (
+            MultiLabelTarget(torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0]])),
+            RegressionTarget(torch.tensor([1, 2]), "decrease"),
+            EmbeddingTarget(torch.linspace(0, 1, 8).view(2, 4)),
+        )
+        for t, e in zip(targets, expected, strict=True):
+            for max_batch in (None, 1):
+                torch.testing.assert_close(raw(net, x_inf, t, max_batch=max_batch).cam(), e)
+        out = explain_multilabel(net, x_inf, "act", labels=[[0, 2], 1])
+    assert out.pairs() == [(0, 0), (0, 2), (1, 1)]
+
+
 def test_public_names() -> None:
     for name in (
         "MultiLabelTarget", "RegressionTarget", "EmbeddingTarget", "TextSimilarityTarget",
