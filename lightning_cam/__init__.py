@@ -19,7 +19,7 @@ from lightning_cam import _moved
 
 _moved.install()  # lightning_cam.viz, lightning_cam.layouts ... keep importing (see _moved.py)
 
-from lightning_cam.engine import Explainer, Explanation  # noqa: E402
+from lightning_cam.engine import Explainer, Explanation, targets  # noqa: E402  (lc.targets.X)
 from lightning_cam.engine.cam import (  # noqa: E402
     CAM_CLASSES,
     GuidedBackprop,
@@ -28,7 +28,15 @@ from lightning_cam.engine.cam import (  # noqa: E402
     explain_segmentation,
 )
 from lightning_cam.engine.layers import default_layer, get_layer  # noqa: E402
-from lightning_cam.engine.targets import ClassTarget, SegmentationTarget  # noqa: E402
+from lightning_cam.engine.targets import (  # noqa: E402
+    ClassTarget,
+    EmbeddingTarget,
+    MultiLabelTarget,
+    RegressionTarget,
+    SegmentationTarget,
+    TextSimilarityTarget,
+    explain_multilabel,
+)
 from lightning_cam.methods import METHODS  # noqa: E402
 
 if TYPE_CHECKING:  # the generated classes, for IDEs and type checkers
@@ -108,5 +116,11 @@ __all__ = [
     "explain_segmentation",
     "get_layer",
     "SegmentationTarget",
+    "MultiLabelTarget",
+    "RegressionTarget",
+    "EmbeddingTarget",
+    "TextSimilarityTarget",
+    "explain_multilabel",
+    "targets",
     *CAM_CLASSES,
 ]

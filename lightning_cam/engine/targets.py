@@ -522,3 +522,8 @@ def segmentation_scores(
         return torch.stack(rows, 1).reshape(batch * len(ids))
 
     return scores
+
+
+# ----------------------------------------------------------------------------- other target kinds
+# Multi-label, regression, embedding and CLIP targets live in engine/target_kinds.py.
+from lightning_cam.engine.target_kinds import *  # noqa: E402, F403
