@@ -46,7 +46,7 @@ class CAMCallback(CallbackBase):
       ``heatmap``, ``overlay``, ``guided_backprop``, ``guided_gradcam``; each tile says the
       predicted class and its probability, and the true label when the batch has one;
     * scalars ``{method}/{layer}/{metric}``: ``pointing_game`` and ``energy_pointing_game`` when
-      the batches carry masks or boxes, and optionally ``average_drop``,
+      the batches carry masks or boxes, and optionally ``localisation_error``, ``average_drop``,
       ``increase_in_confidence``, ``deletion_auc`` and ``insertion_auc``.
 
     During ``trainer.test()`` the same is logged with the prefix ``test/``. Images go to every
@@ -97,8 +97,8 @@ class CAMCallback(CallbackBase):
         every_n_epochs: Log at every n-th validation run of ``fit`` (the n-th, 2n-th, ...;
             mid-epoch validations count). Lightning's ``check_val_every_n_epoch`` decides when
             validation runs; this decides which of those runs are explained.
-        target: ``"pred"`` (each probe's predicted class), ``"label"`` (its ground-truth label
-            from the batch), or an int class id.
+        target: ``"pred"`` (each probe's predicted class; ``"predicted"`` is the same),
+            ``"label"`` (its ground-truth label from the batch), or an int class id.
         log_heatmap: Log the colourised maps.
         log_overlay: Log the maps over the images.
         log_guided_backprop: Log guided backprop.
@@ -157,7 +157,7 @@ class CAMCallback(CallbackBase):
         layer: str | list[str] | None = None,
         num_samples: int = 8,
         every_n_epochs: int = 1,
-        target: Literal["pred", "label"] | int = "pred",
+        target: Literal["pred", "predicted", "label"] | int = "pred",
         log_heatmap: bool = False,
         log_overlay: bool = True,
         log_guided_backprop: bool = False,
@@ -183,15 +183,13 @@ class CAMCallback(CallbackBase):
         reshape_transform: Callable[[torch.Tensor], torch.Tensor] | str = "auto",
         ignore_index: int | list[int] | None = 255,
     ) -> None:
+        # by name, never by position: the signature above is the one place the arguments are
+        # written (CAMOptions reads their names and defaults from it)
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
         self.options = CAMOptions.from_arguments(
-            layer, num_samples, every_n_epochs, target, log_heatmap, log_overlay,
-            log_guided_backprop, log_guided_gradcam, mean, std, class_names, colormap, alpha,
-            image_key, label_key, mask_key, box_key, dataloader_idx, metrics,
-            metrics_num_samples, tile_size, methods, pointing_game_tolerance, detection_top_k,
-            detection_score_threshold, output_transform, default_methods=self.default_methods,
-            reshape_transform=reshape_transform, ignore_index=ignore_index,
-        )  # fmt: skip
+            default_methods=self.default_methods, **arguments
+        )
         self.task: TaskStrategy = ClassificationTask(self)
         self._probe_sets: dict[str, ProbeSet] = {}
         self._validation_runs = 0  # validation runs of fit seen (every_n_epochs counts these)
