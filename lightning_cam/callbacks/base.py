@@ -17,6 +17,7 @@ from typing_extensions import override
 
 from lightning_cam._compat import CallbackBase, MisconfigurationException
 from lightning_cam.callbacks import render
+from lightning_cam.callbacks.batches import parse_batch
 from lightning_cam.callbacks.classification import ClassificationTask
 from lightning_cam.callbacks.detection import DetectionTask
 from lightning_cam.callbacks.options import KINDS, METRICS, CAMOptions
@@ -418,30 +419,12 @@ class CAMCallback(CallbackBase):
             MisconfigurationException: when no image batch can be found.
         """
         o = self.options
-        out: dict[str, torch.Tensor | None] = dict.fromkeys(("image", "label", "mask", "box"))
-        if isinstance(batch, torch.Tensor):
-            out["image"] = batch
-        elif isinstance(batch, dict):
-            if o.image_key not in batch:
-                raise MisconfigurationException(
-                    f"image_key={o.image_key!r} is not in the batch (keys: "
-                    f"{sorted(map(str, batch))}); set image_key to the key of the images."
-                )
-            out["image"] = batch[o.image_key]
-            out["label"] = batch.get(o.label_key)
-            out["mask"] = batch.get(o.mask_key) if o.mask_key else None
-            out["box"] = batch.get(o.box_key) if o.box_key else None
-        elif isinstance(batch, (tuple, list)) and batch:
-            out["image"] = batch[0]
-            out["label"] = batch[1] if len(batch) > 1 else None
+        out: dict[str, torch.Tensor | None] = parse_batch(
+            batch, image_key=o.image_key, owner=type(self).__name__,
+            keys={"label": o.label_key, "mask": o.mask_key, "box": o.box_key},
+        )  # fmt: skip
         img = out["image"]
-        if not isinstance(img, torch.Tensor) or img.dim() != 4:
-            desc = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
-            raise MisconfigurationException(
-                f"{type(self).__name__} expects validation batches whose images are a tensor "
-                f"(B, C, H, W); found {desc}. Batches may be (x, y, ...) tuples or dicts with "
-                f"image_key={o.image_key!r}; override extract() for other layouts."
-            )
+        assert img is not None
         for key in ("label", "mask", "box"):
             val = out[key]
             if not isinstance(val, torch.Tensor) or val.shape[:1] != img.shape[:1]:

@@ -41,6 +41,7 @@ from torch import nn
 from typing_extensions import override
 
 from lightning_cam._compat import MisconfigurationException
+from lightning_cam.callbacks.batches import parse_batch
 from lightning_cam.callbacks.options import (
     check_batch_keys,
     check_int,
@@ -567,36 +568,16 @@ class CAMWriter(PredictionWriterBase):
         ``"ok"`` marks an image the dataset could not read, which is recorded, not explained),
         ``(x, y, ...)`` tuples and bare tensors; override for other layouts.
         """
-        out: dict[str, Any] = {
-            "image": None, "label": None, "mask": None, "box": None, "id": None, "status": None
-        }
-        if isinstance(batch, dict):
-            if self.image_key not in batch:
-                raise MisconfigurationException(
-                    f"image_key={self.image_key!r} is not in the batch (keys: {sorted(batch)}); "
-                    "set image_key to the key of the images."
-                )
-            out["image"] = batch[self.image_key]
-            for k, key in (
-                ("label", self.label_key),
-                ("mask", self.mask_key),
-                ("box", self.box_key),
-                ("id", self.id_key),
-                ("status", "status"),
-            ):
-                out[k] = batch.get(key)
-        elif isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
-            out["image"] = batch[0]
-            if len(batch) > 1 and isinstance(batch[1], torch.Tensor) and batch[1].dim() == 1:
-                out["label"] = batch[1]
-        elif isinstance(batch, torch.Tensor):
-            out["image"] = batch
-        if not isinstance(out["image"], torch.Tensor) or out["image"].dim() != 4:
-            raise MisconfigurationException(
-                f"CAMWriter cannot find an image batch (B, C, H, W) in a {type(batch).__name__} "
-                f"batch: use dict batches with image_key={self.image_key!r}, (images, labels) "
-                "tuples or tensors, or override CAMWriter.extract()."
-            )
+        out = parse_batch(
+            batch, image_key=self.image_key, owner="CAMWriter",
+            keys={
+                "label": self.label_key, "mask": self.mask_key, "box": self.box_key,
+                "id": self.id_key, "status": "status",
+            },
+        )  # fmt: skip
+        label = out["label"]
+        if not isinstance(batch, dict) and isinstance(label, torch.Tensor) and label.dim() != 1:
+            out["label"] = None  # (x, y) tuples: y are labels when they are class ids (B,)
         return out
 
     def _warn_once(self, key: str, message: str) -> None:
