@@ -456,12 +456,12 @@ class CAMCallback(CallbackBase):
     def compute_metrics(self, pl_module: Any, result: Any) -> dict[str, float]:
         """Explanation-quality scalars of a classification ``result`` keyed by tag."""
         task = self.task
-        assert isinstance(task, ClassificationTask) and self.probes is not None
-        images = task.model_images(self.probes["image"])
-        layers = task.layers(pl_module, images)
-        return task._scalars(
-            self.options, self.probes, self.probe_token, pl_module, images, result, layers
-        )
+        if not isinstance(task, ClassificationTask) or self.probes is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.compute_metrics() needs a classification probe set; "
+                f"this callback serves {type(task).__name__}."
+            )
+        return task.metrics(pl_module, self.probes, result)
 
     def _tolerance(self, images: torch.Tensor) -> float:
         return render.pointing_tolerance(self.options, images)

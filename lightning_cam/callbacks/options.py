@@ -231,9 +231,9 @@ def check_methods(methods: Any, default: Sequence[str] = ("gradcam",)) -> list[s
     try:
         names = [method_name(m) for m in (methods or default)]
     except (TypeError, ValueError):
-        bad = next((m for m in methods if not _known_method(m)), methods)
+        bad = next((m for m in (methods or default) if not _known_method(m)), methods)
         raise misconf(
-            "methods", methods, f"names from {sorted(METHODS)}{_did_you_mean(bad, METHODS)}"
+            "methods", methods, f"names from {sorted(METHODS)}{_did_you_mean(bad, list(METHODS))}"
         ) from None
     return list(dict.fromkeys(names))
 
