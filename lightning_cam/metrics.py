@@ -761,20 +761,34 @@ def localisation_error(
 
 def image_metrics(
     names: Sequence[str],
-    model: nn.Module,
-    images: torch.Tensor,
+    model: nn.Module | None,
+    images: torch.Tensor | None,
     maps: torch.Tensor,
-    class_ids: torch.Tensor,
+    class_ids: torch.Tensor | None,
     masks: torch.Tensor | None,
     boxes: torch.Tensor | None,
     tolerance: float,
     deletion_steps: int = 16,
     batch_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-image values ``(B,)`` of the metrics ``names`` for maps ``(B, H, W)`` in ``[0, 1]``.
+    """Per-image values ``(B,)`` of the metrics ``names`` for maps ``(B, H, W)`` in ``[0, 1]``:
+    the one dispatch from a name of :data:`METRICS` to its function (callbacks and
+    ``CAMWriter``).
 
-    Localisation metrics without a mask or box give NaN (not applicable).
+    Localisation metrics without a mask or box give NaN (not applicable). ``model``,
+    ``images`` and ``class_ids`` are only read by the metrics that query the model (``class_ids``
+    ``None``: the predicted classes).
+
+    Raises:
+        ValueError: For a name not in :data:`METRICS`, or a metric that queries the model
+            without ``model`` and ``images``.
     """
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}: expected names from {list(METRICS)}")
+    faithful = [n for n in names if METRICS[n].needs == "model"]
+    if faithful and (model is None or images is None):
+        raise ValueError(f"{faithful} query the model: give model and images")
     out: dict[str, torch.Tensor] = {}
     batch = maps.shape[0]
     nan = torch.full((batch,), math.nan)
@@ -795,6 +809,8 @@ def image_metrics(
         if boxes is None and masks is not None:
             boxes = masks_to_boxes(masks)
         out["localisation_error"] = localisation_error(maps, boxes) if boxes is not None else nan
+    if model is None or images is None:
+        return {k: out[k] for k in names}
     if wanted & {"average_drop", "increase_in_confidence"}:
         drop, inc = average_drop_increase(
             model, images, maps.to(images.device), class_ids, batch_size=batch_size

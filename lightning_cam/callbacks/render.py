@@ -179,7 +179,7 @@ class MetricScalars:
                 maps = rows(result.cams[method][layer].float())
                 values = M.image_metrics(
                     names, model, images, maps.to(dev),
-                    None if class_ids is None else class_ids.to(dev),  # type: ignore[arg-type]
+                    None if class_ids is None else class_ids.to(dev),
                     gt.get("masks"), gt.get("boxes"), tolerance=tolerance,
                 )  # fmt: skip
                 for name, v in values.items():

@@ -823,7 +823,7 @@ class CAMWriter(PredictionWriterBase):
                 pl_module,
                 parts["image"],
                 maps,
-                class_ids,  # type: ignore[arg-type]
+                class_ids,
                 masks,
                 boxes,
                 tolerance=self._tolerance(size),
