@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,6 +55,71 @@ Baseline = Literal["zero", "blur"]
 #: Gaussian blur used by the ``"blur"`` baseline: RISE's evaluation kernel (size 11, sigma 5).
 BLUR_KERNEL_SIZE = 11
 BLUR_SIGMA = 5.0
+
+
+# --------------------------------------------------------------------------------------------
+# The metric registry: the one list of metric names (callbacks, CAMWriter, CLIs, summaries)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a metric name needs and how it reads.
+
+    Attributes:
+        name: The name used by every surface (``metrics=[...]``, manifest columns, tags).
+        needs: ``"ground_truth"`` (a mask or a box of the object) or ``"model"`` (extra
+            forwards of the model on modified images).
+        higher_is_better: For the summaries' arrows.
+    """
+
+    name: str
+    needs: Literal["ground_truth", "model"]
+    higher_is_better: bool
+
+
+#: Every metric, the ones that need ground truth (a mask or a box) first. Add a metric here
+#: (and its line in :func:`image_metrics`): the callbacks, ``CAMWriter`` and the CLIs take it.
+METRICS: dict[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        MetricSpec("pointing_game", "ground_truth", True),
+        MetricSpec("energy_pointing_game", "ground_truth", True),
+        MetricSpec("localisation_error", "ground_truth", False),
+        MetricSpec("average_drop", "model", False),
+        MetricSpec("increase_in_confidence", "model", True),
+        MetricSpec("deletion_auc", "model", False),
+        MetricSpec("insertion_auc", "model", True),
+    )
+}
+#: The metric names, in :data:`METRICS` order.
+METRIC_NAMES: tuple[str, ...] = tuple(METRICS)
+#: The names that need a mask or a box.
+LOCALISATION_METRICS: tuple[str, ...] = tuple(
+    n for n, s in METRICS.items() if s.needs == "ground_truth"
+)
+#: The names that query the model.
+FAITHFULNESS_METRICS: tuple[str, ...] = tuple(n for n, s in METRICS.items() if s.needs == "model")
+#: Whether a higher value is better, for the summary tables.
+HIGHER_IS_BETTER: dict[str, bool] = {n: s.higher_is_better for n, s in METRICS.items()}
+#: The pointing game's default hit radius: 15 pixels at 224 x 224 (Zhang et al., ECCV 2016).
+POINTING_GAME_TOLERANCE_AT_224 = 15.0
+
+
+def pointing_tolerance(tolerance: float | None, size: Sequence[int]) -> float:
+    """The pointing game's hit radius in pixels for images of ``size`` ``(..., H, W)``.
+
+    ``tolerance`` when given, else the original protocol's 15 pixels at 224 x 224 scaled to the
+    images' shorter side (the rule of the callbacks and of ``CAMWriter``).
+
+    Example:
+        >>> pointing_tolerance(None, (112, 224)), pointing_tolerance(3, (112, 224))
+        (7.5, 3.0)
+    """
+    if tolerance is not None:
+        return float(tolerance)
+    h, w = int(size[-2]), int(size[-1])
+    return POINTING_GAME_TOLERANCE_AT_224 * min(h, w) / 224.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -622,3 +689,162 @@ def deletion_insertion_auc(
     fractions = counts.to(curves.dtype) / pixels
     auc = torch.trapezoid(curves, fractions, dim=-1)
     return auc[:, 0], auc[:, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# Per-image dispatch: the metrics of one batch of maps, by name
+# --------------------------------------------------------------------------------------------
+
+
+#: The Grad-CAM paper's threshold, a fraction of the map's maximum.
+LOCALISATION_THRESHOLD = 0.15
+LOCALISATION_IOU = 0.5
+
+
+def _largest_region_box(binary: np.ndarray) -> tuple[float, float, float, float] | None:
+    """Pixel-edge box of the largest 8-connected region of a bool ``(H, W)`` array."""
+    import cv2
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        binary.astype(np.uint8), connectivity=8
+    )
+    if count <= 1:
+        return None
+    # Largest area; ties: the first label in raster order.
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in stats[best, :4])
+    return float(x), float(y), float(x + w), float(y + h)
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two ``(x1, y1, x2, y2)`` boxes (0 when both are empty)."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def localisation_boxes(
+    maps: torch.Tensor, threshold: float = LOCALISATION_THRESHOLD
+) -> list[tuple[float, float, float, float] | None]:
+    """The Grad-CAM paper's box of each map ``(B, H, W)``: pixels ``>= threshold * max``, largest
+    8-connected region, its pixel-edge bounding box (``None`` for an all-zero map)."""
+    out: list[tuple[float, float, float, float] | None] = []
+    for m in maps.detach().float().cpu().numpy():
+        peak = float(m.max()) if m.size else 0.0
+        out.append(_largest_region_box(m >= threshold * peak) if peak > 0 else None)
+    return out
+
+
+def localisation_error(
+    maps: torch.Tensor,
+    boxes: torch.Tensor,
+    threshold: float = LOCALISATION_THRESHOLD,
+    iou: float = LOCALISATION_IOU,
+) -> torch.Tensor:
+    """Weakly supervised localisation error (Grad-CAM paper, sec. 4.1), per image.
+
+    ``error_i = 1`` when ``IoU(box(map_i), boxes_i) < iou`` (or the map is all zero), else 0,
+    where ``box(map)`` is the bounding box of the largest connected region of
+    ``map >= threshold * max(map)``. The paper's top-1 localisation error also counts a wrong
+    class as an error; the manifest's ``predicted_class`` and ``label`` give that.
+
+    Args:
+        maps: ``(B, H, W)`` non-negative maps at the image resolution.
+        boxes: ``(B, 4)`` true boxes ``(x1, y1, x2, y2)`` in pixel-edge coordinates.
+        threshold: Fraction of the maximum (0.15 in the paper).
+        iou: IoU below which the localisation is an error (0.5).
+
+    Returns:
+        ``(B,)`` float tensor of 0 / 1.
+    """
+    found = localisation_boxes(maps, threshold)
+    true = boxes.detach().float().cpu().tolist()
+    errors = [
+        1.0 if f is None or box_iou(f, t) < iou else 0.0
+        for f, t in zip(found, true, strict=True)
+    ]
+    return torch.tensor(errors, dtype=torch.float32)
+
+
+def image_metrics(
+    names: Sequence[str],
+    model: nn.Module | None,
+    images: torch.Tensor | None,
+    maps: torch.Tensor,
+    class_ids: torch.Tensor | None,
+    masks: torch.Tensor | None,
+    boxes: torch.Tensor | None,
+    tolerance: float,
+    deletion_steps: int = 16,
+    batch_size: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-image values ``(B,)`` of the metrics ``names`` for maps ``(B, H, W)`` in ``[0, 1]``:
+    the one dispatch from a name of :data:`METRICS` to its function (callbacks and
+    ``CAMWriter``).
+
+    Localisation metrics without a mask or box give NaN (not applicable). ``model``,
+    ``images`` and ``class_ids`` are only read by the metrics that query the model (``class_ids``
+    ``None``: the predicted classes).
+
+    Raises:
+        ValueError: For a name not in :data:`METRICS`, or a metric that queries the model
+            without ``model`` and ``images``.
+    """
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}: expected names from {list(METRICS)}")
+    faithful = [n for n in names if METRICS[n].needs == "model"]
+    if faithful and (model is None or images is None):
+        raise ValueError(f"{faithful} query the model: give model and images")
+    out: dict[str, torch.Tensor] = {}
+    batch = maps.shape[0]
+    nan = torch.full((batch,), math.nan)
+    maps = maps.float()
+    wanted = set(names)
+    if wanted & {"pointing_game", "energy_pointing_game"}:
+        gt: dict[str, Any] = {"masks": masks} if masks is not None else {"boxes": boxes}
+        have = masks is not None or boxes is not None
+        if "pointing_game" in wanted:
+            out["pointing_game"] = (
+                pointing_game(maps, tolerance=tolerance, **gt).cpu() if have else nan
+            )
+        if "energy_pointing_game" in wanted:
+            out["energy_pointing_game"] = (
+                energy_pointing_game(maps, **gt).cpu() if have else nan
+            )
+    if "localisation_error" in wanted:
+        if boxes is None and masks is not None:
+            boxes = masks_to_boxes(masks)
+        out["localisation_error"] = localisation_error(maps, boxes) if boxes is not None else nan
+    if model is None or images is None:
+        return {k: out[k] for k in names}
+    if wanted & {"average_drop", "increase_in_confidence"}:
+        drop, inc = average_drop_increase(
+            model, images, maps.to(images.device), class_ids, batch_size=batch_size
+        )
+        out["average_drop"] = drop.float().cpu()
+        out["increase_in_confidence"] = 100.0 * inc.float().cpu()
+    if wanted & {"deletion_auc", "insertion_auc"}:
+        dele, ins = deletion_insertion_auc(
+            model,
+            images,
+            maps.to(images.device),
+            class_ids,
+            steps=deletion_steps,
+            batch_size=batch_size,
+        )
+        out["deletion_auc"], out["insertion_auc"] = dele.float().cpu(), ins.float().cpu()
+    return {k: out[k] for k in names}
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Tight pixel-edge boxes ``(B, 4)`` of masks ``(B, H, W)`` (an empty mask: a zero box)."""
+    boxes = torch.zeros(masks.shape[0], 4)
+    for i, m in enumerate(masks.bool().cpu()):
+        ys = torch.nonzero(m.any(dim=1)).flatten()
+        xs = torch.nonzero(m.any(dim=0)).flatten()
+        if len(xs):
+            boxes[i] = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=torch.float32)
+    return boxes

@@ -1,7 +1,8 @@
 """Lightning callbacks that log CAM explanations to TensorBoard, W&B, MLflow or PNG files.
 
 Modules, one concern each: :mod:`~lightning_cam.callbacks.base` (the hook classes),
-:mod:`~lightning_cam.callbacks.options`, :mod:`~lightning_cam.callbacks.probes`,
+:mod:`~lightning_cam.callbacks.options` (checks shared with ``CAMWriter``),
+:mod:`~lightning_cam.callbacks.batches` (the batch parser), :mod:`~lightning_cam.callbacks.probes`,
 :mod:`~lightning_cam.callbacks.shared`, :mod:`~lightning_cam.callbacks.task` and
 :mod:`~lightning_cam.callbacks.tasks` (classification, detection),
 :mod:`~lightning_cam.callbacks.render`, :mod:`~lightning_cam.callbacks.sinks`.

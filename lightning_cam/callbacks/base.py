@@ -17,6 +17,7 @@ from typing_extensions import override
 
 from lightning_cam._compat import CallbackBase, MisconfigurationException
 from lightning_cam.callbacks import render
+from lightning_cam.callbacks.batches import parse_batch
 from lightning_cam.callbacks.classification import ClassificationTask
 from lightning_cam.callbacks.detection import DetectionTask
 from lightning_cam.callbacks.options import KINDS, METRICS, CAMOptions
@@ -46,7 +47,7 @@ class CAMCallback(CallbackBase):
       ``heatmap``, ``overlay``, ``guided_backprop``, ``guided_gradcam``; each tile says the
       predicted class and its probability, and the true label when the batch has one;
     * scalars ``{method}/{layer}/{metric}``: ``pointing_game`` and ``energy_pointing_game`` when
-      the batches carry masks or boxes, and optionally ``average_drop``,
+      the batches carry masks or boxes, and optionally ``localisation_error``, ``average_drop``,
       ``increase_in_confidence``, ``deletion_auc`` and ``insertion_auc``.
 
     During ``trainer.test()`` the same is logged with the prefix ``test/``. Images go to every
@@ -97,8 +98,8 @@ class CAMCallback(CallbackBase):
         every_n_epochs: Log at every n-th validation run of ``fit`` (the n-th, 2n-th, ...;
             mid-epoch validations count). Lightning's ``check_val_every_n_epoch`` decides when
             validation runs; this decides which of those runs are explained.
-        target: ``"pred"`` (each probe's predicted class), ``"label"`` (its ground-truth label
-            from the batch), or an int class id.
+        target: ``"pred"`` (each probe's predicted class; ``"predicted"`` is the same),
+            ``"label"`` (its ground-truth label from the batch), or an int class id.
         log_heatmap: Log the colourised maps.
         log_overlay: Log the maps over the images.
         log_guided_backprop: Log guided backprop.
@@ -157,7 +158,7 @@ class CAMCallback(CallbackBase):
         layer: str | list[str] | None = None,
         num_samples: int = 8,
         every_n_epochs: int = 1,
-        target: Literal["pred", "label"] | int = "pred",
+        target: Literal["pred", "predicted", "label"] | int = "pred",
         log_heatmap: bool = False,
         log_overlay: bool = True,
         log_guided_backprop: bool = False,
@@ -183,15 +184,13 @@ class CAMCallback(CallbackBase):
         reshape_transform: Callable[[torch.Tensor], torch.Tensor] | str = "auto",
         ignore_index: int | list[int] | None = 255,
     ) -> None:
+        # by name, never by position: the signature above is the one place the arguments are
+        # written (CAMOptions reads their names and defaults from it)
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
         self.options = CAMOptions.from_arguments(
-            layer, num_samples, every_n_epochs, target, log_heatmap, log_overlay,
-            log_guided_backprop, log_guided_gradcam, mean, std, class_names, colormap, alpha,
-            image_key, label_key, mask_key, box_key, dataloader_idx, metrics,
-            metrics_num_samples, tile_size, methods, pointing_game_tolerance, detection_top_k,
-            detection_score_threshold, output_transform, default_methods=self.default_methods,
-            reshape_transform=reshape_transform, ignore_index=ignore_index,
-        )  # fmt: skip
+            default_methods=self.default_methods, **arguments
+        )
         self.task: TaskStrategy = ClassificationTask(self)
         self._probe_sets: dict[str, ProbeSet] = {}
         self._validation_runs = 0  # validation runs of fit seen (every_n_epochs counts these)
@@ -420,30 +419,12 @@ class CAMCallback(CallbackBase):
             MisconfigurationException: when no image batch can be found.
         """
         o = self.options
-        out: dict[str, torch.Tensor | None] = dict.fromkeys(("image", "label", "mask", "box"))
-        if isinstance(batch, torch.Tensor):
-            out["image"] = batch
-        elif isinstance(batch, dict):
-            if o.image_key not in batch:
-                raise MisconfigurationException(
-                    f"image_key={o.image_key!r} is not in the batch (keys: "
-                    f"{sorted(map(str, batch))}); set image_key to the key of the images."
-                )
-            out["image"] = batch[o.image_key]
-            out["label"] = batch.get(o.label_key)
-            out["mask"] = batch.get(o.mask_key) if o.mask_key else None
-            out["box"] = batch.get(o.box_key) if o.box_key else None
-        elif isinstance(batch, (tuple, list)) and batch:
-            out["image"] = batch[0]
-            out["label"] = batch[1] if len(batch) > 1 else None
+        out: dict[str, torch.Tensor | None] = parse_batch(
+            batch, image_key=o.image_key, owner=type(self).__name__,
+            keys={"label": o.label_key, "mask": o.mask_key, "box": o.box_key},
+        )  # fmt: skip
         img = out["image"]
-        if not isinstance(img, torch.Tensor) or img.dim() != 4:
-            desc = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
-            raise MisconfigurationException(
-                f"{type(self).__name__} expects validation batches whose images are a tensor "
-                f"(B, C, H, W); found {desc}. Batches may be (x, y, ...) tuples or dicts with "
-                f"image_key={o.image_key!r}; override extract() for other layouts."
-            )
+        assert img is not None
         for key in ("label", "mask", "box"):
             val = out[key]
             if not isinstance(val, torch.Tensor) or val.shape[:1] != img.shape[:1]:
@@ -475,12 +456,12 @@ class CAMCallback(CallbackBase):
     def compute_metrics(self, pl_module: Any, result: Any) -> dict[str, float]:
         """Explanation-quality scalars of a classification ``result`` keyed by tag."""
         task = self.task
-        assert isinstance(task, ClassificationTask) and self.probes is not None
-        images = task.model_images(self.probes["image"])
-        layers = task.layers(pl_module, images)
-        return task._scalars(
-            self.options, self.probes, self.probe_token, pl_module, images, result, layers
-        )
+        if not isinstance(task, ClassificationTask) or self.probes is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.compute_metrics() needs a classification probe set; "
+                f"this callback serves {type(task).__name__}."
+            )
+        return task.metrics(pl_module, self.probes, result)
 
     def _tolerance(self, images: torch.Tensor) -> float:
         return render.pointing_tolerance(self.options, images)

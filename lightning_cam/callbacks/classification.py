@@ -18,7 +18,7 @@ import contextlib
 import math
 import weakref
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from torch import nn
 from lightning_cam._compat import MisconfigurationException
 from lightning_cam.callbacks import render
 from lightning_cam.callbacks.options import misconf
-from lightning_cam.callbacks.task import TaskStrategy
+from lightning_cam.callbacks.task import CallbackView, TaskStrategy
 from lightning_cam.engine import Explainer, Explanation, borrowed, concat_explanations
 from lightning_cam.engine.layers import default_layer
 from lightning_cam.engine.targets import (
@@ -38,9 +38,6 @@ from lightning_cam.engine.targets import (
     returns_sigmoid,
 )
 from lightning_cam.engine.wrappers import unwrap
-
-if TYPE_CHECKING:
-    from lightning_cam.callbacks.base import CAMCallback
 
 Reader = Callable[[Any], torch.Tensor]
 
@@ -187,7 +184,7 @@ class ClassificationTask(TaskStrategy):
     name = "classification"
     state_name = "probes"
 
-    def __init__(self, callback: CAMCallback) -> None:
+    def __init__(self, callback: CallbackView) -> None:
         super().__init__(callback)
         # per module (weakly: a module's id may be reused by another one after it is freed)
         self._layers: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
@@ -461,7 +458,7 @@ class ClassificationTask(TaskStrategy):
             else id(o.reshape_transform),
         )
 
-    def plan(self, group: Sequence[CAMCallback], pl_module: Any, probes: Any) -> Hashable:
+    def plan(self, group: Sequence[CallbackView], pl_module: Any, probes: Any) -> Hashable:
         methods: list[str] = []
         layers: list[str] = []
         guided = False
@@ -536,3 +533,12 @@ class ClassificationTask(TaskStrategy):
                 opts, probes, self.callback.probe_token, model, images, result, layers
             )
         return pictures, scalars
+
+    def metrics(self, pl_module: Any, probes: Any, result: Any) -> dict[str, float]:
+        """Explanation-quality scalars of ``result`` on ``probes`` keyed by tag, with
+        ``pl_module`` as it is (:meth:`CAMCallback.compute_metrics`)."""
+        images = self.model_images(probes["image"])
+        layers = self.layers(pl_module, images)
+        return self._scalars(
+            self.options, probes, self.callback.probe_token, pl_module, images, result, layers
+        )

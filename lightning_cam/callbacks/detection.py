@@ -14,18 +14,15 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from lightning_cam._compat import MisconfigurationException
-from lightning_cam.callbacks.task import TaskStrategy
+from lightning_cam.callbacks.task import CallbackView, TaskStrategy
 from lightning_cam.tools import viz
-
-if TYPE_CHECKING:
-    from lightning_cam.callbacks.base import CAMCallback
 
 DetProbe = tuple[torch.Tensor, dict[str, torch.Tensor] | None]
 
@@ -92,14 +89,19 @@ def render_grid(
 ) -> np.ndarray:
     """One picture of a method and layer: a row per probe image, the image with all its
     explained detections, then the map of each of its top ``shown`` detections (box drawn)."""
-    from lightning_cam.detection.render import _fit, _scaled, detection_heatmap, draw_detections
+    from lightning_cam.detection.render import (
+        detection_heatmap,
+        draw_detections,
+        fit_tile,
+        scaled_result,
+    )
 
     rows: list[list[np.ndarray]] = []
     row_labels: list[str] = []
     for (image, target), result in zip(probes, results, strict=False):
         img = viz.to_uint8_image(image.float())
-        tile, scale = _fit(img, tile_size)
-        res = _scaled(result, scale)
+        tile, scale = fit_tile(img, tile_size)
+        res = scaled_result(result, scale)
         k = min(len(result), shown)
         truth = len(target["boxes"]) if target is not None and "boxes" in target else None
         row_labels.append(
@@ -164,7 +166,7 @@ class DetectionTask(TaskStrategy):
     name = "detection"
     state_name = "det_probes"
 
-    def __init__(self, callback: CAMCallback) -> None:
+    def __init__(self, callback: CallbackView) -> None:
         super().__init__(callback)
         self.detector: Any = None
         self.backend = "torchvision"
@@ -288,7 +290,7 @@ class DetectionTask(TaskStrategy):
             o.detection_score_threshold,
         )
 
-    def plan(self, group: Sequence[CAMCallback], pl_module: Any, probes: Any) -> Hashable:
+    def plan(self, group: Sequence[CallbackView], pl_module: Any, probes: Any) -> Hashable:
         methods: list[str] = []
         layers: list[str] = []
         for cb in group:

@@ -23,17 +23,14 @@ from typing import Any
 from lightning_cam._compat import MisconfigurationException
 from lightning_cam.engine.layouts import LAYOUTS, ReshapeTransform, check_reshape_transform
 from lightning_cam.methods import METHODS, method_name
+from lightning_cam.metrics import METRIC_NAMES
 from lightning_cam.tools import viz
 
 KINDS: tuple[str, ...] = ("heatmap", "overlay", "guided_backprop", "guided_gradcam")
-METRICS: tuple[str, ...] = (
-    "pointing_game",
-    "energy_pointing_game",
-    "average_drop",
-    "increase_in_confidence",
-    "deletion_auc",
-    "insertion_auc",
-)
+#: The metric names (the one list: :data:`lightning_cam.metrics.METRIC_NAMES`).
+METRICS: tuple[str, ...] = METRIC_NAMES
+#: Spellings of the target "the model's prediction": ``"pred"`` (canonical) and ``"predicted"``.
+PREDICTED_TARGETS: tuple[str, ...] = ("pred", "predicted")
 #: Kinds that need a guided backward pass down to the input.
 GUIDED_KINDS: tuple[str, ...] = ("guided_backprop", "guided_gradcam")
 
@@ -154,160 +151,233 @@ class CAMOptions:
 
     @classmethod
     def from_arguments(
-        cls,
-        layer: str | list[str] | None = None,
-        num_samples: int = 8,
-        every_n_epochs: int = 1,
-        target: str | int = "pred",
-        log_heatmap: bool = False,
-        log_overlay: bool = True,
-        log_guided_backprop: bool = False,
-        log_guided_gradcam: bool | None = None,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
-        class_names: list[str] | None = None,
-        colormap: str = "jet",
-        alpha: float = 0.5,
-        image_key: str = "image",
-        label_key: str = "label",
-        mask_key: str | None = "mask",
-        box_key: str | None = "box",
-        dataloader_idx: int = 0,
-        metrics: list[str] | None = None,
-        metrics_num_samples: int | None = None,
-        tile_size: int = 160,
-        methods: list[str] | None = None,
-        pointing_game_tolerance: float | None = None,
-        detection_top_k: int = 3,
-        detection_score_threshold: float = 0.5,
-        output_transform: Any = None,
-        default_methods: Sequence[str] = ("gradcam",),
-        reshape_transform: Any = "auto",
-        ignore_index: int | list[int] | None = 255,
+        cls, *, default_methods: Sequence[str] = ("gradcam",), **arguments: Any
     ) -> CAMOptions:
-        """Validate the constructor arguments of a CAM callback.
+        """Validate the constructor arguments of a CAM callback, given by name.
+
+        ``arguments`` are the keyword arguments of :class:`~lightning_cam.callbacks.CAMCallback`
+        (its signature is the one place they and their defaults are written); missing ones take
+        those defaults, unknown names raise ``TypeError``.
 
         Raises:
             MisconfigurationException: For any bad value, naming the argument, the value and
                 what is allowed.
         """
-        if layer is not None and not isinstance(layer, str):
-            if not (
-                isinstance(layer, Sequence) and layer and all(isinstance(x, str) for x in layer)
-            ):
-                raise misconf("layer", layer, "a dotted layer name, a list of names, or None")
-        for arg, val in (("num_samples", num_samples), ("every_n_epochs", every_n_epochs)):
-            if not _is_int(val, 1):
-                raise misconf(arg, val, "an int >= 1")
-        if isinstance(target, bool) or not (
-            target in ("pred", "label") or _is_int(target, 0)
-        ):
-            raise misconf("target", target, "'pred', 'label' or a class id (int >= 0)")
-        if (mean is None) != (std is None):
-            raise MisconfigurationException(
-                f"mean={mean!r} and std={std!r}: give both (to undo the normalisation) or neither."
-            )
-        if mean is not None and std is not None:
-            if len(mean) != len(std) or not mean:
-                raise misconf("std", std, f"as many values as mean ({len(mean)})")
-            if any(not _is_number(s) or s <= 0 for s in std):
-                raise misconf("std", std, "positive values")
-        if colormap not in viz.COLORMAPS:
-            raise misconf(
-                "colormap",
-                colormap,
-                f"one of {sorted(viz.COLORMAPS)}{_did_you_mean(colormap, list(viz.COLORMAPS))}",
-            )
-        if not _is_number(alpha) or not 0 <= alpha <= 1:
-            raise misconf("alpha", alpha, "a number in [0, 1]")
-        for arg, key in (("image_key", image_key), ("label_key", label_key)):
-            if not isinstance(key, str):
-                raise misconf(arg, key, "a str (a key of dict batches)")
-        for arg, opt in (("mask_key", mask_key), ("box_key", box_key)):
-            if opt is not None and not isinstance(opt, str):
-                raise misconf(arg, opt, "a str (a key of dict batches) or None")
-        if not _is_int(dataloader_idx, 0):
-            raise misconf("dataloader_idx", dataloader_idx, "an int >= 0")
-        if metrics is None:
-            metrics = ["pointing_game", "energy_pointing_game"]
-        if isinstance(metrics, str):
-            raise misconf("metrics", metrics, f"a list of names from {list(METRICS)}")
-        for m in metrics:
-            if m not in METRICS:
-                raise misconf(
-                    "metrics", metrics, f"names from {list(METRICS)}{_did_you_mean(m, METRICS)}"
-                )
-        if metrics_num_samples is not None and not _is_int(metrics_num_samples, 1):
-            raise misconf("metrics_num_samples", metrics_num_samples, "an int >= 1 or None")
-        if not _is_int(tile_size, 16):
-            raise misconf("tile_size", tile_size, "an int >= 16")
-        if pointing_game_tolerance is not None and (
-            not _is_number(pointing_game_tolerance) or pointing_game_tolerance < 0
-        ):
-            raise misconf(
-                "pointing_game_tolerance",
-                pointing_game_tolerance,
-                "a number of pixels >= 0 or None",
-            )
-        if not _is_int(detection_top_k, 1):
-            raise misconf("detection_top_k", detection_top_k, "an int >= 1")
-        if not _is_number(detection_score_threshold) or not 0 <= detection_score_threshold <= 1:
-            raise misconf(
-                "detection_score_threshold", detection_score_threshold, "a number in [0, 1]"
-            )
-        void = [] if ignore_index is None else (
-            [ignore_index] if not isinstance(ignore_index, (list, tuple)) else list(ignore_index)
-        )
-        if not all(_is_int(v, 0) for v in void):
-            raise misconf(
-                "ignore_index", ignore_index,
-                "a label id >= 0 of void mask pixels (e.g. 255, 250), a list of them, or None",
-            )
-        if methods is not None and (isinstance(methods, str) or not methods):
-            raise misconf("methods", methods, f"a non-empty list of names from {sorted(METHODS)}")
-        try:
-            names = [method_name(m) for m in (methods or default_methods)]
-        except (TypeError, ValueError):
-            raise misconf("methods", methods, f"names from {sorted(METHODS)}") from None
-        # None: guided Grad-CAM unless the model is one guided backprop says little about
-        # (attention models; decided at setup, see :meth:`for_model`)
-        flags = (log_heatmap, log_overlay, log_guided_backprop, log_guided_gradcam is not False)
-        kinds = [k for k, on in zip(KINDS, flags, strict=True) if on]
-        if not kinds and not metrics:
+        a = {**callback_defaults(), **arguments}
+        unknown = sorted(set(a) - set(callback_defaults()))
+        if unknown:
+            raise TypeError(f"unknown CAM callback argument(s): {', '.join(unknown)}")
+        fields: dict[str, Any] = {}
+        fields.update(_check_schedule(a))
+        fields.update(_check_display(a))
+        fields.update(_check_keys(a))
+        fields.update(_check_metric_options(a))
+        fields.update(_check_task_options(a))
+        fields["methods"] = check_methods(a["methods"], default_methods)
+        if not fields["kinds"] and not fields["metrics"]:
             raise MisconfigurationException(
                 "Nothing to log: every log_* flag is False and metrics is empty; "
                 "enable at least one of log_heatmap, log_overlay, log_guided_backprop, "
                 "log_guided_gradcam or a metric."
             )
-        return cls(
-            layer=[layer] if isinstance(layer, str) else (list(layer) if layer else None),
-            num_samples=num_samples,
-            every_n_epochs=every_n_epochs,
-            target=target,
-            kinds=kinds,
-            mean=[float(v) for v in mean] if mean is not None else None,
-            std=[float(v) for v in std] if std is not None else None,
-            class_names=[str(c) for c in class_names] if class_names is not None else None,
-            colormap=colormap,
-            alpha=float(alpha),
-            image_key=image_key,
-            label_key=label_key,
-            mask_key=mask_key,
-            box_key=box_key,
-            dataloader_idx=dataloader_idx,
-            metrics=list(metrics),
-            metrics_num_samples=max(metrics_num_samples or num_samples, num_samples),
-            tile_size=tile_size,
-            methods=list(dict.fromkeys(names)),
-            pointing_game_tolerance=(
-                float(pointing_game_tolerance) if pointing_game_tolerance is not None else None
-            ),
-            detection_top_k=detection_top_k,
-            detection_score_threshold=float(detection_score_threshold),
-            output_transform=resolve_callable("output_transform", output_transform),
-            output_transform_spec=output_transform,
-            reshape_transform=_reshape_transform(reshape_transform),
-            ignore_index=sorted(set(void)),
-            guided_gradcam_auto=log_guided_gradcam is None,
-            requested_kinds=list(kinds),
+        return cls(**fields)
+
+
+def callback_defaults() -> dict[str, Any]:
+    """The keyword arguments of :class:`~lightning_cam.callbacks.CAMCallback` and their
+    defaults, read from its signature (the one place they are written)."""
+    import inspect
+
+    from lightning_cam.callbacks.base import CAMCallback  # lazy: base imports this module
+
+    params = list(inspect.signature(CAMCallback.__init__).parameters.values())[1:]
+    return {p.name: p.default for p in params}
+
+
+# -- checks shared by the callbacks and CAMWriter ----------------------------------------------
+
+
+def check_int(arg: str, value: Any, least: int, *, optional: bool = False) -> Any:
+    """``value`` when it is an int ``>= least`` (or ``None`` when ``optional``)."""
+    if optional and value is None:
+        return None
+    if not _is_int(value, least):
+        raise misconf(arg, value, f"an int >= {least}" + (" or None" if optional else ""))
+    return value
+
+
+def check_layer(layer: Any) -> list[str] | None:
+    """A list of dotted layer names from a name, a list of names or ``None``."""
+    if layer is not None and not isinstance(layer, str):
+        if not (isinstance(layer, Sequence) and layer and all(isinstance(x, str) for x in layer)):
+            raise misconf("layer", layer, "a dotted layer name, a list of names, or None")
+    return [layer] if isinstance(layer, str) else (list(layer) if layer else None)
+
+
+def check_target(target: Any) -> str | int:
+    """``"pred"`` (also spelt ``"predicted"``: returned as ``"pred"``), ``"label"`` or a class
+    id."""
+    if isinstance(target, bool) or not (
+        target in (*PREDICTED_TARGETS, "label") or _is_int(target, 0)
+    ):
+        raise misconf("target", target, "'pred', 'label' or a class id (int >= 0)")
+    return "pred" if target in PREDICTED_TARGETS else target  # type: ignore[no-any-return]
+
+
+def check_methods(methods: Any, default: Sequence[str] = ("gradcam",)) -> list[str]:
+    """Canonical method names (no repeats) from a non-empty list; ``None``: ``default``."""
+    if methods is not None and (isinstance(methods, str) or not methods):
+        raise misconf("methods", methods, f"a non-empty list of names from {sorted(METHODS)}")
+    try:
+        names = [method_name(m) for m in (methods or default)]
+    except (TypeError, ValueError):
+        bad = next((m for m in (methods or default) if not _known_method(m)), methods)
+        raise misconf(
+            "methods", methods, f"names from {sorted(METHODS)}{_did_you_mean(bad, list(METHODS))}"
+        ) from None
+    return list(dict.fromkeys(names))
+
+
+def _known_method(name: Any) -> bool:
+    try:
+        method_name(name)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def check_metrics(metrics: Any) -> list[str]:
+    """Metric names (no repeats) of :data:`lightning_cam.metrics.METRIC_NAMES`."""
+    if isinstance(metrics, str) or not isinstance(metrics, Sequence):
+        raise misconf("metrics", metrics, f"a list of names from {list(METRIC_NAMES)}")
+    for m in metrics:
+        if m not in METRIC_NAMES:
+            raise misconf(
+                "metrics", metrics,
+                f"names from {list(METRIC_NAMES)}{_did_you_mean(m, METRIC_NAMES)}",
+            )  # fmt: skip
+    return list(dict.fromkeys(metrics))
+
+
+def check_tolerance(tolerance: Any) -> float | None:
+    """The pointing game's hit radius: a number of pixels ``>= 0`` or ``None``."""
+    if tolerance is None:
+        return None
+    if not _is_number(tolerance) or tolerance < 0:
+        raise misconf("pointing_game_tolerance", tolerance, "a number of pixels >= 0 or None")
+    return float(tolerance)
+
+
+def check_mean_std(mean: Any, std: Any) -> tuple[list[float] | None, list[float] | None]:
+    """Both or neither; as many values each; positive stds."""
+    if (mean is None) != (std is None):
+        raise MisconfigurationException(
+            f"mean={mean!r} and std={std!r}: give both (to undo the normalisation) or neither."
         )
+    if mean is None or std is None:
+        return None, None
+    if len(mean) != len(std) or not mean:
+        raise misconf("std", std, f"as many values as mean ({len(mean)})")
+    if any(not _is_number(s) or s <= 0 for s in std):
+        raise misconf("std", std, "positive values")
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+def check_batch_keys(**keys: Any) -> None:
+    """``image_key`` / ``label_key`` are str; ``mask_key``, ``box_key``, ``id_key`` str or
+    ``None``."""
+    for arg, key in keys.items():
+        optional = arg not in ("image_key", "label_key")
+        if not isinstance(key, str) and not (optional and key is None):
+            raise misconf(
+                arg, key, "a str (a key of dict batches)" + (" or None" if optional else "")
+            )
+
+
+# -- the callbacks' groups ----------------------------------------------------------------------
+
+
+def _check_schedule(a: dict[str, Any]) -> dict[str, Any]:
+    """Layer, probe set, schedule and target."""
+    return {
+        "layer": check_layer(a["layer"]),
+        "num_samples": check_int("num_samples", a["num_samples"], 1),
+        "every_n_epochs": check_int("every_n_epochs", a["every_n_epochs"], 1),
+        "target": check_target(a["target"]),
+        "dataloader_idx": check_int("dataloader_idx", a["dataloader_idx"], 0),
+    }
+
+
+def _check_display(a: dict[str, Any]) -> dict[str, Any]:
+    """Pictures: kinds, normalisation, names, colours, tiles."""
+    mean, std = check_mean_std(a["mean"], a["std"])
+    colormap, alpha = a["colormap"], a["alpha"]
+    if colormap not in viz.COLORMAPS:
+        raise misconf(
+            "colormap",
+            colormap,
+            f"one of {sorted(viz.COLORMAPS)}{_did_you_mean(colormap, list(viz.COLORMAPS))}",
+        )
+    if not _is_number(alpha) or not 0 <= alpha <= 1:
+        raise misconf("alpha", alpha, "a number in [0, 1]")
+    # log_guided_gradcam=None: guided Grad-CAM unless the model is one guided backprop says
+    # little about (attention models; decided at setup, see :meth:`CAMOptions.for_model`)
+    flags = (
+        a["log_heatmap"], a["log_overlay"], a["log_guided_backprop"],
+        a["log_guided_gradcam"] is not False,
+    )  # fmt: skip
+    kinds = [k for k, on in zip(KINDS, flags, strict=True) if on]
+    names = a["class_names"]
+    return {
+        "kinds": kinds,
+        "requested_kinds": list(kinds),
+        "guided_gradcam_auto": a["log_guided_gradcam"] is None,
+        "mean": mean,
+        "std": std,
+        "class_names": [str(c) for c in names] if names is not None else None,
+        "colormap": colormap,
+        "alpha": float(alpha),
+        "tile_size": check_int("tile_size", a["tile_size"], 16),
+    }
+
+
+def _check_keys(a: dict[str, Any]) -> dict[str, Any]:
+    """Keys of dict batches."""
+    keys = {k: a[k] for k in ("image_key", "label_key", "mask_key", "box_key")}
+    check_batch_keys(**keys)
+    return keys
+
+
+def _check_metric_options(a: dict[str, Any]) -> dict[str, Any]:
+    """Metrics, their sample count and the pointing game's tolerance."""
+    metrics = ["pointing_game", "energy_pointing_game"] if a["metrics"] is None else a["metrics"]
+    num = check_int("metrics_num_samples", a["metrics_num_samples"], 1, optional=True)
+    return {
+        "metrics": check_metrics(metrics),
+        "metrics_num_samples": max(num or a["num_samples"], a["num_samples"]),
+        "pointing_game_tolerance": check_tolerance(a["pointing_game_tolerance"]),
+    }
+
+
+def _check_task_options(a: dict[str, Any]) -> dict[str, Any]:
+    """Detection, segmentation and model-output options."""
+    threshold = a["detection_score_threshold"]
+    if not _is_number(threshold) or not 0 <= threshold <= 1:
+        raise misconf("detection_score_threshold", threshold, "a number in [0, 1]")
+    ignore = a["ignore_index"]
+    void = [] if ignore is None else (
+        [ignore] if not isinstance(ignore, (list, tuple)) else list(ignore)
+    )  # fmt: skip
+    if not all(_is_int(v, 0) for v in void):
+        raise misconf(
+            "ignore_index", ignore,
+            "a label id >= 0 of void mask pixels (e.g. 255, 250), a list of them, or None",
+        )  # fmt: skip
+    return {
+        "detection_top_k": check_int("detection_top_k", a["detection_top_k"], 1),
+        "detection_score_threshold": float(threshold),
+        "ignore_index": sorted(set(void)),
+        "output_transform": resolve_callable("output_transform", a["output_transform"]),
+        "output_transform_spec": a["output_transform"],
+        "reshape_transform": _reshape_transform(a["reshape_transform"]),
+    }

@@ -116,35 +116,17 @@ def render_grids(
 
 
 def pointing_tolerance(options: CAMOptions, images: torch.Tensor) -> float:
-    """The pointing game's hit radius in pixels: ``pointing_game_tolerance``, or the original
-    protocol's 15 pixels at 224 x 224 scaled to the images' shorter side."""
-    if options.pointing_game_tolerance is not None:
-        return options.pointing_game_tolerance
-    return 15.0 * min(int(images.shape[-2]), int(images.shape[-1])) / 224.0
+    """The pointing game's hit radius in pixels (:func:`lightning_cam.metrics.pointing_tolerance`:
+    ``pointing_game_tolerance``, or 15 pixels at 224 x 224 scaled to the images' shorter side)."""
+    from lightning_cam import metrics as M
+
+    return M.pointing_tolerance(options.pointing_game_tolerance, images.shape)
 
 
 class MetricScalars:
     """Explanation-quality scalars of the classification task, keyed by ``{method}/{layer}/
-    {metric}``. Keeps the pointing game's dilated objects of the last probe set."""
-
-    def __init__(self) -> None:
-        self._objects: tuple[Any, torch.Tensor] | None = None
-
-    def _pointing_objects(
-        self, token: Any, gt: Mapping[str, torch.Tensor], tolerance: float, size: Any
-    ) -> torch.Tensor:
-        from lightning_cam import metrics as M
-
-        key = (token, tolerance, tuple(size))
-        if self._objects is not None and self._objects[0] == key:
-            return self._objects[1]
-        if "masks" in gt:
-            objects = gt["masks"]
-        else:
-            objects = M.boxes_to_masks(gt["boxes"], int(size[0]), int(size[1]))
-        objects = M._dilate(objects, tolerance)
-        self._objects = (key, objects)
-        return objects
+    {metric}``: the means of :func:`lightning_cam.metrics.image_metrics` (the dispatch
+    ``CAMWriter`` uses too) over the probes."""
 
     def __call__(
         self,
@@ -171,7 +153,6 @@ class MetricScalars:
             gt["masks"] = masks.bool()
         elif boxes is not None and boxes.dim() == 2 and boxes.shape[1] == 4:
             gt["boxes"] = boxes.float()
-        gt_all = gt
         # Samples with non-finite values (a diverged model, a NaN pixel) have NaN maps, not
         # explanations: the scalars are over the other samples, and absent when none is left.
         keep: torch.Tensor | None = None
@@ -184,45 +165,25 @@ class MetricScalars:
         def rows(t: torch.Tensor) -> torch.Tensor:
             return t if keep is None else t[keep.to(t.device)]
 
-        gt = {k: rows(v) for k, v in gt.items()}
         images = rows(images)
+        dev = images.device
+        gt = {k: rows(v).to(dev) for k, v in gt.items()}
         class_ids = None if result.class_ids is None else rows(result.class_ids)
-        wanted = set(options.metrics)
+        names = [
+            m for m in options.metrics
+            if (M.METRICS[m].needs == "ground_truth" and gt)
+            or (M.METRICS[m].needs == "model" and class_ids is not None)
+        ]  # fmt: skip
+        if not names:
+            return out
         for method in options.methods:
             for layer in layers:
                 maps = rows(result.cams[method][layer].float())
-                tag = f"{method}/{layer}"
-                if gt and "pointing_game" in wanted:
-                    # the probes' objects, dilated by the tolerance once per probe set
-                    objects = rows(
-                        self._pointing_objects(token, gt_all, tolerance, maps.shape[-2:])
-                    )
-                    out[f"{tag}/pointing_game"] = float(
-                        M.pointing_game(maps.cpu(), masks=objects).mean()
-                    )
-                if gt and "energy_pointing_game" in wanted:
-                    out[f"{tag}/energy_pointing_game"] = float(
-                        M.energy_pointing_game(
-                            maps.cpu(), masks=gt.get("masks"), boxes=gt.get("boxes")
-                        ).mean()
-                    )
-                if class_ids is None:
-                    continue
-                dev = images.device
-                if wanted & {"average_drop", "increase_in_confidence"}:
-                    drop, inc = M.average_drop_increase(
-                        model, images, maps.to(dev), class_ids.to(dev)
-                    )
-                    if "average_drop" in wanted:
-                        out[f"{tag}/average_drop"] = float(drop.mean())
-                    if "increase_in_confidence" in wanted:
-                        out[f"{tag}/increase_in_confidence"] = float(inc.float().mean() * 100)
-                if wanted & {"deletion_auc", "insertion_auc"}:
-                    dele, ins = M.deletion_insertion_auc(
-                        model, images, maps.to(dev), class_ids.to(dev)
-                    )
-                    if "deletion_auc" in wanted:
-                        out[f"{tag}/deletion_auc"] = float(dele.mean())
-                    if "insertion_auc" in wanted:
-                        out[f"{tag}/insertion_auc"] = float(ins.mean())
+                values = M.image_metrics(
+                    names, model, images, maps.to(dev),
+                    None if class_ids is None else class_ids.to(dev),
+                    gt.get("masks"), gt.get("boxes"), tolerance=tolerance,
+                )  # fmt: skip
+                for name, v in values.items():
+                    out[f"{method}/{layer}/{name}"] = float(v.float().mean())
         return {k: v for k, v in out.items() if math.isfinite(v)}

@@ -379,12 +379,12 @@ class SegmentationTask(TaskStrategy):
                     [result[c].cams[method][layer][i] for i, c in pairs]
                 ).float().cpu()
                 truth = torch.stack([probes["mask"][i] == c for i, c in pairs]).cpu()
-                if "pointing_game" in opts.metrics:
-                    value = float(M.pointing_game(maps, masks=truth, tolerance=tolerance).mean())
+                local = [m for m in opts.metrics if M.METRICS[m].needs == "ground_truth"]
+                values = M.image_metrics(
+                    local, None, None, maps, None, truth, None, tolerance=tolerance
+                )  # the one dispatch (lightning_cam.metrics); no model query here
+                for name, v in values.items():
+                    value = float(v.float().mean())
                     if math.isfinite(value):
-                        scalars[f"{tag}/pointing_game"] = value
-                if "energy_pointing_game" in opts.metrics:
-                    value = float(M.energy_pointing_game(maps, masks=truth).mean())
-                    if math.isfinite(value):
-                        scalars[f"{tag}/energy_pointing_game"] = value
+                        scalars[f"{tag}/{name}"] = value
         return pictures, scalars

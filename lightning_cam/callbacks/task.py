@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -30,8 +30,24 @@ import torch
 from lightning_cam._compat import MisconfigurationException
 
 if TYPE_CHECKING:
-    from lightning_cam.callbacks.base import CAMCallback
+    from lightning_cam.callbacks.options import CAMOptions
     from lightning_cam.engine import Explanation
+
+class CallbackView(Protocol):
+    """What a task strategy reads of the callback it serves
+    (:class:`lightning_cam.callbacks.CAMCallback`; a protocol, so that the strategies never
+    import the hook class, which imports them)."""
+
+    options: CAMOptions
+    task: TaskStrategy
+
+    @property
+    def probe_token(self) -> str | None: ...
+
+    def extract(self, batch: Any) -> dict[str, torch.Tensor | None]: ...
+
+    def extract_detection(self, batch: Any) -> Any: ...
+
 
 #: ``explain(images, methods, guided) -> Explanation``: a task's probe explanation.
 ProbeExplain = Callable[[torch.Tensor, Sequence[str], bool], "Explanation"]
@@ -51,7 +67,7 @@ class TaskStrategy:
     name: ClassVar[str] = "task"
     state_name: ClassVar[str] = "probes"
 
-    def __init__(self, callback: CAMCallback) -> None:
+    def __init__(self, callback: CallbackView) -> None:
         self.callback = callback
         self.options = callback.options
 
@@ -83,7 +99,7 @@ class TaskStrategy:
         """What must agree for two callbacks to share one computation (probe settings)."""
         raise NotImplementedError
 
-    def plan(self, group: Sequence[CAMCallback], pl_module: Any, probes: Any) -> Hashable:
+    def plan(self, group: Sequence[CallbackView], pl_module: Any, probes: Any) -> Hashable:
         """What the shared computation computes for ``group`` (methods, layers, ...)."""
         raise NotImplementedError
 

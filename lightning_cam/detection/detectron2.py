@@ -45,7 +45,6 @@ import difflib
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,7 @@ from lightning_cam.detection.base import (
     select_detections,
 )
 from lightning_cam.detection.discovery import find_wrapped
+from lightning_cam.detection.rescoring import RoIRecord
 from lightning_cam.detection.result import D2_ROI_LAYERS, DetectionResult
 from lightning_cam.engine import Explainer, borrowed
 from lightning_cam.engine.layers import get_layer
@@ -403,15 +403,6 @@ def default_detectron2_layer(model: nn.Module) -> str:
 # ----------------------------------------------------------------------------- adapter
 
 
-@dataclass
-class _RoIRecord:
-    """What the RoI-recording forward keeps of one image (detached, resized coordinates)."""
-
-    pooled: torch.Tensor  # (R, C, h, w): RoI-pooled features of every proposal
-    proposals: torch.Tensor  # (R, 4)
-    kept: torch.Tensor  # (D,) proposal index of every detection the model returned
-
-
 class _Detectron2Adapter(nn.Module):
     """``(1, C, h, w)`` model-ready image -> the model's outputs: the engine's view of a
     detectron2 detector. ``out_size`` is the size of the original image (boxes are scaled to
@@ -427,7 +418,7 @@ class _Detectron2Adapter(nn.Module):
         self.model: Any = model
         self.record_rois = record_rois
         self.out_size: tuple[int, int] = (0, 0)
-        self.record: _RoIRecord | None = None
+        self.record: RoIRecord | None = None
 
     def _inputs(self, x: torch.Tensor) -> list[dict[str, Any]]:
         height, width = self.out_size
@@ -455,8 +446,18 @@ class _Detectron2Adapter(nn.Module):
             predictions = rh.box_predictor(rh.box_head(pooled))
         instances, kept = rh.box_predictor.inference(predictions, proposals)
         instances = rh.forward_with_given_boxes(features, instances)
-        self.record = _RoIRecord(
-            pooled.detach(), proposals[0].proposal_boxes.tensor.detach(), kept[0].detach()
+        size = images.image_sizes[0]
+        first = instances[0]
+        self.record = RoIRecord(
+            pooled=pooled.detach(),
+            class_logits=predictions[0].detach(),
+            box_regression=predictions[1].detach(),
+            proposals=proposals[0].proposal_boxes.tensor.detach(),
+            image_size=(int(size[0]), int(size[1])),
+            boxes=first.pred_boxes.tensor.detach(),
+            scores=first.scores.detach(),
+            labels=first.pred_classes.detach(),
+            kept=kept[0].detach(),
         )
         return [
             {"instances": detector_postprocess(inst, inp["height"], inp["width"])}
@@ -698,6 +699,7 @@ class Detectron2Explainer(DetectionExplainerBase):
         if k == 0 or rec is None:
             self._set_roi_maps(result, None, None, resized, size)
             return
+        assert rec.kept is not None  # the detectron2 forward records it
         index = rec.kept[keep.to(rec.kept.device)]
         labels = result.labels.to(rec.pooled.device)
 

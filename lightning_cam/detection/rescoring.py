@@ -33,16 +33,21 @@ __all__ = [
 
 @dataclass
 class RoIRecord:
-    """What the RoI-recording forward keeps of one image (detached, resized coordinates)."""
+    """What an RoI-recording forward keeps of one image (detached, resized coordinates): the
+    one record of the torchvision (Faster / Mask R-CNN) and detectron2 (``GeneralizedRCNN``)
+    RoI paths."""
 
-    pooled: torch.Tensor  # (R, C, 7, 7)
+    pooled: torch.Tensor  # (R, C, h, w): RoI-pooled features of every proposal
     class_logits: torch.Tensor  # (R, num_classes)
     box_regression: torch.Tensor  # (R, num_classes * 4)
     proposals: torch.Tensor  # (R, 4)
     image_size: tuple[int, int]
-    boxes: torch.Tensor  # (D, 4) detections before transform.postprocess
+    boxes: torch.Tensor  # (D, 4) detections before the resize to the original image
     scores: torch.Tensor
     labels: torch.Tensor
+    #: (D,) proposal index of every detection the model returned, when the model tells
+    #: (detectron2's ``box_predictor.inference``); else ``None``.
+    kept: torch.Tensor | None = None
 
 
 @dataclass

@@ -160,7 +160,7 @@ class ZooClassifier(pl.LightningModule):
 
 def build_parser() -> argparse.ArgumentParser:
     """The arguments of ``lightning-cam explain --data``."""
-    from lightning_cam.predict.evaluation import METRIC_NAMES
+    from lightning_cam.metrics import METRIC_NAMES
 
     p = argparse.ArgumentParser(
         prog=PROG,

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_cam.metrics import HIGHER_IS_BETTER
 from lightning_cam.predict import storage
-from lightning_cam.predict.evaluation import HIGHER_IS_BETTER
 from lightning_cam.predict.sanity import SIMILARITIES
 
 SUMMARY_JSON = "summary.json"
@@ -120,20 +120,12 @@ def write_summary(
 ) -> dict[str, Any]:
     """Write ``summary.json`` and ``summary.md``; return the JSON content (``sanity_error``:
     why the sanity check failed, recorded instead of its table)."""
-    per: dict[str, Any] = {}
-    for m in methods:
-        for n in layers:
-            cells = {}
-            for k in metrics:
-                mean, count = quality.get(f"{m}/{n}/{k}", (math.nan, 0))
-                cells[k] = {"mean": mean, "count": count}
-            per.setdefault(m, {})[n] = cells
     summary: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "images": rows,
         "methods": list(methods),
         "layers": list(layers),
-        "metrics": per,
+        "metrics": _quality_json(methods, layers, metrics, quality),
         "config": config,
     }
     md = [
@@ -144,50 +136,87 @@ def write_summary(
         "",
         markdown_table(methods, layers, metrics, quality) if metrics else "(no metrics)",
     ]
-    statuses = _statuses(output_dir)
-    if statuses:
-        summary["status"] = statuses
-        md += [
-            "",
-            "Images not explained: "
-            + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()) if s != "ok")
-            + " (see the manifest's `status` and `nonfinite` columns).",
-        ]
-    if sanity_error is not None:
-        summary["sanity"] = {"error": sanity_error}
-        md += ["", "## Sanity check: cascading randomisation", "", f"Failed: {sanity_error}"]
-    elif sanity:
-        count = max((c for _v, c in sanity.values()), default=0)
-        summary["sanity"] = {
-            "test": "cascading model-parameter randomisation (Adebayo et al., NeurIPS 2018)",
-            "samples": count,
-            "stages": list(sanity_stages),
-            "similarity": {
-                m: {
-                    n: {
-                        sim: [
-                            sanity.get(f"{m}/{n}/{s}/{sim}", (math.nan, 0))[0]
-                            for s in range(len(sanity_stages))
-                        ]
-                        for sim in SIMILARITIES
-                    }
-                    for n in layers
-                }
-                for m in methods
-            },
-        }
-        md += [
-            "",
-            "## Sanity check: cascading randomisation",
-            "",
-            f"Spearman rank correlation / SSIM between the maps of the trained model and of the "
-            f"model randomised from the top down to the named layer ({count} images). Low is "
-            "good: the maps depend on the weights.",
-            "",
-            sanity_table(methods, layers, sanity_stages, sanity),
-        ]
+    md += _status_part(output_dir, summary)
+    md += _sanity_part(methods, layers, sanity, sanity_stages, sanity_error, summary)
     text = json.dumps(_clean(summary), indent=2, default=str) + "\n"
     storage.write_bytes_atomic(output_dir / SUMMARY_JSON, lambda f: f.write(text.encode()))
     markdown = "\n".join(md) + "\n"
     storage.write_bytes_atomic(output_dir / SUMMARY_MD, lambda f: f.write(markdown.encode()))
     return summary
+
+
+def _quality_json(
+    methods: Sequence[str],
+    layers: Sequence[str],
+    metrics: Sequence[str],
+    quality: dict[str, tuple[float, int]],
+) -> dict[str, Any]:
+    """``{method: {layer: {metric: {"mean", "count"}}}}``."""
+    per: dict[str, Any] = {}
+    for m in methods:
+        for n in layers:
+            cells = {}
+            for k in metrics:
+                mean, count = quality.get(f"{m}/{n}/{k}", (math.nan, 0))
+                cells[k] = {"mean": mean, "count": count}
+            per.setdefault(m, {})[n] = cells
+    return per
+
+
+def _status_part(output_dir: Path, summary: dict[str, Any]) -> list[str]:
+    """The images not explained: ``summary["status"]`` and the Markdown lines."""
+    statuses = _statuses(output_dir)
+    if not statuses:
+        return []
+    summary["status"] = statuses
+    return [
+        "",
+        "Images not explained: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()) if s != "ok")
+        + " (see the manifest's `status` and `nonfinite` columns).",
+    ]
+
+
+def _sanity_part(
+    methods: Sequence[str],
+    layers: Sequence[str],
+    sanity: dict[str, tuple[float, int]],
+    sanity_stages: Sequence[str],
+    sanity_error: str | None,
+    summary: dict[str, Any],
+) -> list[str]:
+    """The sanity check (or why it failed): ``summary["sanity"]`` and the Markdown lines."""
+    if sanity_error is not None:
+        summary["sanity"] = {"error": sanity_error}
+        return ["", "## Sanity check: cascading randomisation", "", f"Failed: {sanity_error}"]
+    if not sanity:
+        return []
+    count = max((c for _v, c in sanity.values()), default=0)
+    summary["sanity"] = {
+        "test": "cascading model-parameter randomisation (Adebayo et al., NeurIPS 2018)",
+        "samples": count,
+        "stages": list(sanity_stages),
+        "similarity": {
+            m: {
+                n: {
+                    sim: [
+                        sanity.get(f"{m}/{n}/{s}/{sim}", (math.nan, 0))[0]
+                        for s in range(len(sanity_stages))
+                    ]
+                    for sim in SIMILARITIES
+                }
+                for n in layers
+            }
+            for m in methods
+        },
+    }
+    return [
+        "",
+        "## Sanity check: cascading randomisation",
+        "",
+        f"Spearman rank correlation / SSIM between the maps of the trained model and of the "
+        f"model randomised from the top down to the named layer ({count} images). Low is "
+        "good: the maps depend on the weights.",
+        "",
+        sanity_table(methods, layers, sanity_stages, sanity),
+    ]

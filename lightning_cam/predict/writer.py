@@ -41,12 +41,29 @@ from torch import nn
 from typing_extensions import override
 
 from lightning_cam._compat import MisconfigurationException
+from lightning_cam.callbacks.batches import parse_batch
+from lightning_cam.callbacks.options import (
+    check_batch_keys,
+    check_int,
+    check_layer,
+    check_methods,
+    check_metrics,
+    check_target,
+    check_tolerance,
+    misconf,
+)
 from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.engine.layers import resolve_layers
 from lightning_cam.engine.targets import class_probabilities, extract_logits
-from lightning_cam.methods import method_name, normalize_maps, upsample
+from lightning_cam.methods import normalize_maps, upsample
+from lightning_cam.metrics import (
+    LOCALISATION_METRICS,
+    METRIC_NAMES,
+    image_metrics,
+    pointing_tolerance,
+)
 from lightning_cam.predict import storage
-from lightning_cam.predict.evaluation import METRIC_NAMES, DatasetMeans, image_metrics
+from lightning_cam.predict.evaluation import DatasetMeans
 from lightning_cam.predict.sanity import SIMILARITIES, cascade_stages, randomisation_test
 from lightning_cam.predict.summary import write_summary
 
@@ -113,8 +130,7 @@ def input_hashes(images: torch.Tensor) -> list[str]:
     return out
 
 
-def _misconf(arg: str, value: Any, allowed: str) -> MisconfigurationException:
-    return MisconfigurationException(f"{arg}={value!r} is invalid: expected {allowed}.")
+_misconf = misconf
 
 
 def _model_digest(model: nn.Module) -> str:
@@ -236,8 +252,9 @@ class CAMWriter(PredictionWriterBase):
         methods: CAM methods of :data:`lightning_cam.methods.METHODS` (default: Grad-CAM and
             Grad-CAM++).
         layer: Layer name(s) of the LightningModule, or ``None`` for the default layer.
-        target: Class explained: ``"predicted"`` (the model's prediction) or ``"label"`` (the
-            batch's labels).
+        target: Class explained: ``"pred"`` (the model's prediction; ``"predicted"`` is the
+            same), ``"label"`` (the batch's labels) or a class id (int >= 0), as the callbacks'
+            ``target``.
         guided_backprop: Also store guided backprop ``(3, H, W)`` per image.
         guided_gradcam: Also store guided Grad-CAM per method and layer.
         map_size: ``"layer"`` or ``"input"`` resolution of the stored CAMs.
@@ -278,7 +295,7 @@ class CAMWriter(PredictionWriterBase):
         output_dir: str = "cam_predictions",
         methods: Sequence[str] = DEFAULT_METHODS,
         layer: str | list[str] | None = None,
-        target: Literal["predicted", "label"] = "predicted",
+        target: Literal["pred", "predicted", "label"] | int = "pred",
         guided_backprop: bool = False,
         guided_gradcam: bool = False,
         map_size: Literal["layer", "input"] = "layer",
@@ -304,74 +321,73 @@ class CAMWriter(PredictionWriterBase):
         reuse_forward: bool = True,
     ) -> None:
         super().__init__(write_interval="batch")
-        if isinstance(methods, str):
-            methods = [methods]
-        try:
-            self.methods = list(dict.fromkeys(method_name(m) for m in methods))
-        except (TypeError, ValueError) as err:
-            raise MisconfigurationException(f"methods={list(methods)!r} is invalid: {err}") from err
-        if not self.methods:
-            raise _misconf("methods", methods, "at least one method of the registry")
-        if target not in ("predicted", "label"):
-            raise _misconf("target", target, "'predicted' or 'label'")
+        self._set_explanation(methods, layer, target, guided_backprop, guided_gradcam, max_batch)
+        self._set_storage(output_dir, map_size, map_dtype, shard_size, overlays, overlay_ids)
+        self._set_metrics(
+            metrics, pointing_game_tolerance, deletion_steps, metrics_batch_size, sanity_samples,
+            sanity_stages,
+        )  # fmt: skip
+        for name, stat in (("mean", mean), ("std", std)):
+            if stat is not None and len(stat) not in (1, 3):
+                raise _misconf(name, stat, "None or 1 or 3 numbers")
+        check_batch_keys(
+            image_key=image_key, label_key=label_key, mask_key=mask_key, box_key=box_key,
+            id_key=id_key,
+        )  # fmt: skip
+        self.mean, self.std = mean, std
+        self.image_key, self.label_key = image_key, label_key
+        self.mask_key, self.box_key, self.id_key = mask_key, box_key, id_key
+        self.seed = seed
+        self.reuse_forward = bool(reuse_forward)
+        self._reset()
+
+    def _set_explanation(
+        self, methods: Any, layer: Any, target: Any, guided_backprop: bool,
+        guided_gradcam: bool, max_batch: int | None,
+    ) -> None:  # fmt: skip
+        """What is explained: the callbacks' checks (:mod:`lightning_cam.callbacks.options`)."""
+        self.methods = check_methods([methods] if isinstance(methods, str) else list(methods))
+        check_layer(layer)
+        self.layer = layer
+        canonical = check_target(target)
+        # stored as "predicted" (the folder's configuration of earlier versions)
+        self.target = "predicted" if canonical == "pred" else canonical
+        self.guided_backprop = bool(guided_backprop or guided_gradcam)
+        self.guided_gradcam = bool(guided_gradcam)
+        self.max_batch = check_int("max_batch", max_batch, 1, optional=True)
+
+    def _set_storage(
+        self, output_dir: Any, map_size: str, map_dtype: str, shard_size: int, overlays: int,
+        overlay_ids: list[str] | None,
+    ) -> None:  # fmt: skip
+        """Where and how the maps are written."""
         if map_size not in ("layer", "input"):
             raise _misconf("map_size", map_size, "'layer' or 'input'")
         if map_dtype not in ("float16", "uint8"):
             raise _misconf("map_dtype", map_dtype, "'float16' or 'uint8'")
-        if isinstance(metrics, str):
-            metrics = [metrics]
-        unknown = [m for m in metrics if m not in METRIC_NAMES]
-        if unknown:
-            raise _misconf("metrics", list(metrics), f"names among {list(METRIC_NAMES)}")
-        for name, value, low in (
-            ("shard_size", shard_size, 1),
-            ("deletion_steps", deletion_steps, 1),
-            ("sanity_samples", sanity_samples, 0),
-            ("sanity_stages", sanity_stages, 1),
-            ("overlays", overlays, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise _misconf(name, value, f"an int >= {low}")
-        for name, opt in (("metrics_batch_size", metrics_batch_size), ("max_batch", max_batch)):
-            if opt is not None and (isinstance(opt, bool) or not isinstance(opt, int) or opt < 1):
-                raise _misconf(name, opt, "None or an int >= 1")
-        if pointing_game_tolerance is not None and (
-            isinstance(pointing_game_tolerance, bool)
-            or not isinstance(pointing_game_tolerance, (int, float))
-            or not math.isfinite(pointing_game_tolerance)
-            or pointing_game_tolerance < 0
-        ):
-            raise _misconf(
-                "pointing_game_tolerance", pointing_game_tolerance, "None or pixels >= 0"
-            )
-        for name, stat in (("mean", mean), ("std", std)):
-            if stat is not None and len(stat) not in (1, 3):
-                raise _misconf(name, stat, "None or 1 or 3 numbers")
         if not isinstance(output_dir, (str, Path)) or not str(output_dir).strip():
             raise _misconf("output_dir", output_dir, "a folder path")
         self.output_dir = Path(output_dir).expanduser()
-        self.layer = layer
-        self.target = target
-        self.guided_backprop = bool(guided_backprop or guided_gradcam)
-        self.guided_gradcam = bool(guided_gradcam)
         self.map_size = map_size
         self.map_dtype = map_dtype
-        self.shard_size = shard_size
-        self.metrics = list(dict.fromkeys(metrics))
-        self.pointing_game_tolerance = pointing_game_tolerance
-        self.deletion_steps = deletion_steps
-        self.metrics_batch_size = metrics_batch_size
-        self.sanity_samples = sanity_samples
-        self.sanity_stages = sanity_stages
-        self.overlays = overlays
+        self.shard_size = check_int("shard_size", shard_size, 1)
+        self.overlays = check_int("overlays", overlays, 0)
         self.overlay_ids = {str(i) for i in (overlay_ids or [])}
-        self.mean, self.std = mean, std
-        self.image_key, self.label_key = image_key, label_key
-        self.mask_key, self.box_key, self.id_key = mask_key, box_key, id_key
-        self.max_batch = max_batch
-        self.seed = seed
-        self.reuse_forward = bool(reuse_forward)
-        self._reset()
+
+    def _set_metrics(
+        self, metrics: Any, pointing_game_tolerance: Any, deletion_steps: int,
+        metrics_batch_size: int | None, sanity_samples: int, sanity_stages: int,
+    ) -> None:  # fmt: skip
+        """The metrics and the sanity check: the callbacks' checks."""
+        self.metrics = check_metrics([metrics] if isinstance(metrics, str) else list(metrics))
+        check_tolerance(pointing_game_tolerance)
+        self.pointing_game_tolerance = pointing_game_tolerance  # as given (the folder's config)
+        self.deletion_steps = check_int("deletion_steps", deletion_steps, 1)
+        self.metrics_batch_size = check_int(
+            "metrics_batch_size", metrics_batch_size, 1, optional=True
+        )
+        self.sanity_samples = check_int("sanity_samples", sanity_samples, 0)
+        self.sanity_stages = check_int("sanity_stages", sanity_stages, 1)
 
     def _reset(self) -> None:
         self._explainer: Explainer | None = None
@@ -552,36 +568,16 @@ class CAMWriter(PredictionWriterBase):
         ``"ok"`` marks an image the dataset could not read, which is recorded, not explained),
         ``(x, y, ...)`` tuples and bare tensors; override for other layouts.
         """
-        out: dict[str, Any] = {
-            "image": None, "label": None, "mask": None, "box": None, "id": None, "status": None
-        }
-        if isinstance(batch, dict):
-            if self.image_key not in batch:
-                raise MisconfigurationException(
-                    f"image_key={self.image_key!r} is not in the batch (keys: {sorted(batch)}); "
-                    "set image_key to the key of the images."
-                )
-            out["image"] = batch[self.image_key]
-            for k, key in (
-                ("label", self.label_key),
-                ("mask", self.mask_key),
-                ("box", self.box_key),
-                ("id", self.id_key),
-                ("status", "status"),
-            ):
-                out[k] = batch.get(key)
-        elif isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
-            out["image"] = batch[0]
-            if len(batch) > 1 and isinstance(batch[1], torch.Tensor) and batch[1].dim() == 1:
-                out["label"] = batch[1]
-        elif isinstance(batch, torch.Tensor):
-            out["image"] = batch
-        if not isinstance(out["image"], torch.Tensor) or out["image"].dim() != 4:
-            raise MisconfigurationException(
-                f"CAMWriter cannot find an image batch (B, C, H, W) in a {type(batch).__name__} "
-                f"batch: use dict batches with image_key={self.image_key!r}, (images, labels) "
-                "tuples or tensors, or override CAMWriter.extract()."
-            )
+        out = parse_batch(
+            batch, image_key=self.image_key, owner="CAMWriter",
+            keys={
+                "label": self.label_key, "mask": self.mask_key, "box": self.box_key,
+                "id": self.id_key, "status": "status",
+            },
+        )  # fmt: skip
+        label = out["label"]
+        if not isinstance(batch, dict) and isinstance(label, torch.Tensor) and label.dim() != 1:
+            out["label"] = None  # (x, y) tuples: y are labels when they are class ids (B,)
         return out
 
     def _warn_once(self, key: str, message: str) -> None:
@@ -705,18 +701,22 @@ class CAMWriter(PredictionWriterBase):
     def _target(self, parts: dict[str, Any]) -> torch.Tensor | None:
         if self.target == "predicted":
             return None
+        if isinstance(self.target, int):  # one class id for every image
+            images = parts["image"]
+            with torch.inference_mode(False):
+                return torch.full(
+                    (images.shape[0],), self.target, dtype=torch.long, device=images.device
+                )
         if parts["label"] is None:
             raise MisconfigurationException(
                 f"target='label' but the batch has no labels (label_key={self.label_key!r}); "
-                "give the labels or use target='predicted'."
+                "give the labels or use target='pred'."
             )
         with torch.inference_mode(False):  # a normal tensor: autograd may save it
             return parts["label"].clone()
 
     def _tolerance(self, size: tuple[int, int]) -> float:
-        if self.pointing_game_tolerance is not None:
-            return float(self.pointing_game_tolerance)
-        return 15.0 * min(size) / 224.0
+        return pointing_tolerance(self.pointing_game_tolerance, size)
 
     def _explain(self, parts: dict[str, Any]) -> Explanation:
         assert self._explainer is not None
@@ -807,8 +807,7 @@ class CAMWriter(PredictionWriterBase):
             return {}
         masks, boxes = parts["mask"], parts["box"]
         if masks is None and boxes is None and any(
-            m in ("pointing_game", "energy_pointing_game", "localisation_error")
-            for m in self.metrics
+            m in LOCALISATION_METRICS for m in self.metrics
         ):
             self._warn_once(
                 "gt",
@@ -824,7 +823,7 @@ class CAMWriter(PredictionWriterBase):
                 pl_module,
                 parts["image"],
                 maps,
-                class_ids,  # type: ignore[arg-type]
+                class_ids,
                 masks,
                 boxes,
                 tolerance=self._tolerance(size),
@@ -1029,6 +1028,10 @@ class CAMWriter(PredictionWriterBase):
         self._sanity_buffer = []
         if self.target == "label" and labels is not None:
             class_ids = labels.to(_device(pl_module))
+        elif isinstance(self.target, int):
+            class_ids = torch.full(
+                (images.shape[0],), self.target, dtype=torch.long, device=images.device
+            )
         else:
             with torch.inference_mode(False), torch.no_grad():  # read as the batches are
                 class_ids = extract_logits(pl_module(images.clone())).argmax(dim=1)
