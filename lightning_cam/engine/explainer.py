@@ -300,7 +300,7 @@ def _layer_map(
     calls that did not influence the score have zero gradient and add nothing. Without ``size``
     the maps are summed at the first call's resolution.
     """
-    if len(jobs) > 1 and method.kind == "perturbation":
+    if len(jobs) > 1 and method.extra_passes:
         raise ValueError(
             f"method {method.name!r} perturbs one layer output, but layer {jobs[0].layer!r} is "
             f"called {len(jobs)} times per forward; choose a layer called once (or a gradient "
@@ -577,7 +577,7 @@ class Explainer:
         """What a method gets for one layer call; the extra-pass tools only where the methods
         need them (perturbation methods on class targets)."""
         job = LayerPass(a, g, layer, self.model, x, ids, logits, self.max_batch)
-        if x is not None and any(METHODS[m].kind == "perturbation" for m in self.methods):
+        if x is not None and any(METHODS[m].extra_passes for m in self.methods):
             from lightning_cam.engine.replay import PassTools
 
             tools = PassTools(
@@ -773,7 +773,7 @@ class Explainer:
             )
             for n in names
         }
-        replayed = [m for m in self.methods if METHODS[m].kind == "perturbation"]
+        replayed = [m for m in self.methods if METHODS[m].extra_passes]
         folded = [n for n, fn in layouts.items() if fn is not None]
         if replayed and folded:
             raise ValueError(
