@@ -60,9 +60,9 @@ if importlib.util.find_spec("lightning_cam") is None:  # run from a checkout, no
 from lightning_cam.methods import METHODS  # noqa: E402  (after the path set-up above)
 
 #: Every registered gradient method (one forward + one backward shared by all of them).
-GRADIENT = tuple(n for n, m in METHODS.items() if m.kind == "gradient")
+GRADIENT = tuple(n for n, m in METHODS.items() if m.needs_backward)
 #: Methods timed per model in the main table (perturbation methods: their own section).
-SINGLE_PASS = tuple(n for n, m in METHODS.items() if m.kind != "perturbation")
+SINGLE_PASS = tuple(n for n, m in METHODS.items() if not m.extra_passes)
 
 # Target layer per model; the same for every implementation.
 LAYERS = {
@@ -1389,7 +1389,7 @@ def targets_table(name: str, t: dict) -> str:
     short = {"gbp": "GBP", "ggc": "GGC", "both": "both",
              **{n: m.title for n, m in METHODS.items()}}
     per = t.get("per_method_vs_floor", {})
-    grad = {n: v for n, v in per.items() if METHODS[n].kind == "gradient"}
+    grad = {n: v for n, v in per.items() if METHODS[n].needs_backward}
     if grad:
         worst = max(grad, key=grad.__getitem__)
         lines.append(row("each gradient method <= 1.10 x no-grad forward (issue 14)",

@@ -159,8 +159,8 @@ class TaskStrategy:
         from lightning_cam.methods import METHODS
 
         who, opts = self._who(), self.options
-        cheap = [m for m in opts.methods if METHODS[m].kind != "perturbation"]
-        costly = [m for m in opts.methods if METHODS[m].kind == "perturbation"]
+        cheap = [m for m in opts.methods if not METHODS[m].extra_passes]
+        costly = [m for m in opts.methods if METHODS[m].extra_passes]
         passes = [(cheap, images, guided)] if cheap else []
         if costly:
             passes.append((costly, images[:1], guided and not cheap))
@@ -176,7 +176,7 @@ class TaskStrategy:
                         f"cannot be explained: {err}"
                     ) from err
                 name, why = culprit
-                works = [m for m in METHODS if m != name and METHODS[m].kind == "gradient"]
+                works = [m for m in METHODS if m != name and METHODS[m].needs_backward]
                 raise MisconfigurationException(
                     f"{who}: methods={list(opts.methods)!r} is invalid for this model: {name!r} "
                     f"cannot explain layer(s) {layers!r}: {why}. Drop {name!r} from methods, or "

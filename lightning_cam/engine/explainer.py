@@ -334,7 +334,7 @@ def _layer_map(
     calls that did not influence the score have zero gradient and add nothing. Without ``size``
     the maps are summed at the first call's resolution.
     """
-    if len(jobs) > 1 and method.kind == "perturbation":
+    if len(jobs) > 1 and method.extra_passes:
         raise ValueError(
             f"method {method.name!r} perturbs one layer output, but layer {jobs[0].layer!r} is "
             f"called {len(jobs)} times per forward; choose a layer called once (or a gradient "
@@ -349,6 +349,26 @@ def _layer_map(
             total = total + upsample(cam, size if size is not None else tuple(total.shape[1:]))
     assert total is not None
     return total
+
+
+def _score_index(
+    k: int, batch: int, batch_index: Sequence[int] | torch.Tensor | None
+) -> torch.Tensor:
+    """The image of each of ``k`` scores ``(K,)``: ``batch_index`` checked, else all zeros
+    for one image or ``arange(K)`` when ``K == B``."""
+    if batch_index is None:
+        if batch != 1 and k != batch:
+            raise ValueError(
+                f"score_fn returned {k} scores for {batch} images: pass batch_index "
+                "(the image of each score)."
+            )
+        return torch.zeros(k, dtype=torch.long) if batch == 1 else torch.arange(k)
+    index = torch.as_tensor(batch_index, dtype=torch.long).cpu()
+    if index.shape != (k,) or (k and (index.min() < 0 or index.max() >= batch)):
+        raise ValueError(
+            f"batch_index must hold {k} image indices in 0..{batch - 1}, got {index.tolist()}"
+        )
+    return index
 
 
 def _keep(cam: torch.Tensor) -> torch.Tensor:
@@ -611,7 +631,7 @@ class Explainer:
         """What a method gets for one layer call; the extra-pass tools only where the methods
         need them (perturbation methods on class targets)."""
         job = LayerPass(a, g, layer, self.model, x, ids, logits, self.max_batch)
-        if x is not None and any(METHODS[m].kind == "perturbation" for m in self.methods):
+        if x is not None and any(METHODS[m].extra_passes for m in self.methods):
             from lightning_cam.engine.replay import PassTools
 
             tools = PassTools(
@@ -685,45 +705,13 @@ class Explainer:
                     f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)}"
                 )
             k = scores.shape[0]
-            batch = images.shape[0]
-            if batch_index is None:
-                if batch != 1 and k != batch:
-                    raise ValueError(
-                        f"score_fn returned {k} scores for {batch} images: pass batch_index "
-                        "(the image of each score)."
-                    )
-                index = torch.zeros(k, dtype=torch.long) if batch == 1 else torch.arange(k)
-            else:
-                index = torch.as_tensor(batch_index, dtype=torch.long).cpu()
-                if index.shape != (k,) or (k and (index.min() < 0 or index.max() >= batch)):
-                    raise ValueError(
-                        f"batch_index must hold {k} image indices in 0..{batch - 1}, "
-                        f"got {index.tolist()}"
-                    )
+            index = _score_index(k, images.shape[0], batch_index)
             output = fwd.output
             if k == 0:
-                size = tuple(images.shape[2:])
-                empty = Explanation(layers=list(fwd.names), scores=scores.detach().float())
-                for m in self.methods:
-                    empty.cams[m] = {n: images.new_zeros((0, *size)).float() for n in fwd.names}
-                return empty, output
+                return self._no_scores(images, fwd, scores), output
             grads, gb = self._backward(fwd, batched=True)
-            jobs: dict[str, list[LayerPass]] = {}
             rows = torch.arange(k)
-            for n, gs in grads.items():
-                jobs[n] = []
-                for a, g in zip(fwd.capture.activations[n], gs, strict=True):
-                    dev = a.device
-                    jobs[n].append(
-                        self._job(
-                            n,
-                            fwd.read(n, a.detach().float()[index.to(dev)]),
-                            fwd.read(n, None if g is None else g[rows.to(dev), index.to(dev)]),
-                            None,
-                            None,
-                            None,
-                        )
-                    )
+            jobs = self._score_jobs(fwd, grads, rows, index)
             if gb is not None:
                 gb = gb[rows.to(gb.device), index.to(gb.device)]
             with torch.no_grad():
@@ -732,6 +720,40 @@ class Explainer:
             _warn_nonfinite(result.nonfinite, "scores")
             result.scores = scores.detach().float()
             return result, output
+
+    def _no_scores(self, images: torch.Tensor, fwd: _Pass, scores: torch.Tensor) -> Explanation:
+        """The explanation of zero scores: empty maps ``(0, H, W)`` for every method and layer."""
+        size = tuple(images.shape[2:])
+        empty = Explanation(layers=list(fwd.names), scores=scores.detach().float())
+        for m in self.methods:
+            empty.cams[m] = {n: images.new_zeros((0, *size)).float() for n in fwd.names}
+        return empty
+
+    def _score_jobs(
+        self,
+        fwd: _Pass,
+        grads: dict[str, list[torch.Tensor | None]],
+        rows: torch.Tensor,
+        index: torch.Tensor,
+    ) -> dict[str, list[LayerPass]]:
+        """One layer pass per captured call: score ``k`` reads image ``index[k]``'s activations
+        and its own gradient ``g[k, index[k]]``."""
+        jobs: dict[str, list[LayerPass]] = {}
+        for n, gs in grads.items():
+            jobs[n] = []
+            for a, g in zip(fwd.capture.activations[n], gs, strict=True):
+                dev = a.device
+                jobs[n].append(
+                    self._job(
+                        n,
+                        fwd.read(n, a.detach().float()[index.to(dev)]),
+                        fwd.read(n, None if g is None else g[rows.to(dev), index.to(dev)]),
+                        None,
+                        None,
+                        None,
+                    )
+                )
+        return jobs
 
     @contextmanager
     def _forward(self, images: torch.Tensor, target_fn: Callable[[Any], Any]) -> Iterator[_Pass]:
@@ -807,7 +829,7 @@ class Explainer:
             )
             for n in names
         }
-        replayed = [m for m in self.methods if METHODS[m].kind == "perturbation"]
+        replayed = [m for m in self.methods if METHODS[m].extra_passes]
         folded = [n for n, fn in layouts.items() if fn is not None]
         if replayed and folded:
             raise ValueError(

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from lightning_cam.engine.families import recognise
 from lightning_cam.engine.wrappers import in_reentrant_checkpoint
 
 
@@ -182,7 +183,7 @@ def _gate_spec(
 def guided_support(model: nn.Module) -> str | None:
     """Whether guided backprop shows something of ``model``: ``None`` when it does, else the
     reason it would be mostly the plain gradient (attention models, recognised by
-    :func:`lightning_cam.engine.layouts.recognise`).
+    :func:`lightning_cam.engine.families.recognise`; the record's ``guided_unsupported``).
 
     Use it for defaults (callbacks: guided images on only when this is ``None``); an explicit
     request still runs (the smooth gates follow the positive-gradient rule).
@@ -192,14 +193,9 @@ def guided_support(model: nn.Module) -> str | None:
         >>> guided_support(torchvision.models.resnet18(weights=None)) is None
         True
     """
-    from lightning_cam.engine.layouts import recognise
-
     family = recognise(model)
-    if family is not None and (family.kind in ("vit", "swin") or "MaxViT" in family.name):
-        return (
-            f"a {family.name}: gradients flow through attention and residual paths that no "
-            "gate guides, so guided backprop is mostly the plain gradient"
-        )
+    if family is not None and family.guided_unsupported is not None:
+        return f"a {family.name}: {family.guided_unsupported}"
     return None
 
 

@@ -22,6 +22,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from lightning_cam.engine.families import recognise
 from lightning_cam.engine.wrappers import unwrap
 
 LayerSpec = Union[str, nn.Module, Sequence[Union[str, nn.Module]], None]
@@ -152,55 +153,13 @@ def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[str] | None:
 
 
 # ----------------------------------------------------------------------------- families
-# Default layers of the model families lightning_cam.engine.layouts.recognise knows, relative to the
-# recognised module. ViT-style models: the output of the last block's first norm (what the
-# field recommends: the last block's output feeds only the class token, so its patch tokens get
-# no gradient); Swin: the last stage (channels-last maps or tokens, read by the layouts);
-# MaxViT: the last block; segmentation models: the backbone's last stage. Families not listed
-# (ConvNeXt) use the generic rule below.
-
-
-def _last_named(module: nn.Module, last: str) -> str | None:
-    found = [n for n, _ in module.named_modules() if n.rsplit(".", 1)[-1] == last]
-    return found[-1] if found else None
-
-
-def _last_child(container: str) -> Callable[[nn.Module], str | None]:
-    def rule(module: nn.Module) -> str | None:
-        children = list(get_layer(module, container).named_children())
-        return f"{container}.{children[-1][0]}" if children else None
-
-    return rule
-
-
-_FAMILY_DEFAULT_LAYERS: dict[str, Callable[[nn.Module], str | None]] = {
-    "torchvision ViT": lambda m: _last_named(m, "ln_1"),  # encoder.layers.encoder_layer_11.ln_1
-    "timm ViT": lambda m: _last_named(m, "norm1"),  # blocks.11.norm1
-    "timm DeiT": lambda m: _last_named(m, "norm1"),
-    "HF ViT": lambda m: _last_named(m, "layernorm_before"),  # vit.layers.11.layernorm_before
-    "HF DeiT": lambda m: _last_named(m, "layernorm_before"),
-    "torchvision Swin": _last_child("features"),  # features.7
-    "timm Swin": _last_child("layers"),  # layers.3
-    "HF Swin": lambda m: _last_named(m, "layernorm"),  # swin.layernorm: the last stage, normed
-    "torchvision MaxViT": _last_child("blocks"),  # blocks.3
-    # FCN / DeepLabV3 / LRASPP: the backbone's last stage (backbone.layer4 for ResNets); the
-    # generic rule would pick the head, whose map is the class's logits themselves.
-    "torchvision segmentation": _last_child("backbone"),
-}
 
 
 def family_default_layer(model: nn.Module) -> str | None:
-    """The default layer of a recognised model family (see the table above), else ``None``."""
-    from lightning_cam.engine.layouts import recognise
-
+    """The default layer of a recognised model family (its record's ``default_layer`` rule in
+    :data:`lightning_cam.engine.families.FAMILIES`), else ``None``."""
     family = recognise(model)
-    rule = _FAMILY_DEFAULT_LAYERS.get(family.name) if family is not None else None
-    if family is None or rule is None:
-        return None
-    name = rule(family.module)
-    if name is None:
-        return None
-    return f"{family.root}.{name}" if family.root else name
+    return family.default_layer() if family is not None else None
 
 
 def _is_spatial(out: Any) -> bool:

@@ -20,7 +20,8 @@ way).
 - ``"channels_first"``: ``(B, C, h, w)``, read as it is;
 - ``"auto"`` (the default): decided per layer from what the model is and the output's shape:
 
-  * **Recognised models** (:func:`recognise`): torchvision ``VisionTransformer``,
+  * **Recognised models** (:func:`recognise`; one record per family in
+    :mod:`lightning_cam.engine.families`): torchvision ``VisionTransformer``,
     ``SwinTransformer`` (v1/v2), ``MaxVit``, ``ConvNeXt``; timm ``VisionTransformer`` and its
     relatives (DeiT with its distillation token, register models: anything with ``patch_embed``,
     ``num_prefix_tokens`` and ``blocks``), ``SwinTransformer`` (v1/v2), ``ConvNeXt``; Hugging
@@ -49,11 +50,23 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Union
 
 import torch
-from torch import nn
+
+from lightning_cam.engine.families import Family, recognise
+
+__all__ = [
+    "LAYOUTS",
+    "Family",
+    "ReshapeTransform",
+    "channels_last",
+    "check_reshape_transform",
+    "fold_tokens",
+    "grid_fits",
+    "layout_transform",
+    "recognise",
+]
 
 #: A layout: a named one or a callable ``output -> (B, C, h, w)``.
 ReshapeTransform = Union[str, Callable[[torch.Tensor], torch.Tensor]]
@@ -63,113 +76,6 @@ LAYOUTS: tuple[str, ...] = ("auto", "tokens", "channels_last", "channels_first")
 
 _MAX_GUESSED_PREFIX = 16
 _FIX = "or a callable output -> (B, C, h, w)"
-
-
-@dataclass(frozen=True)
-class Family:
-    """What :func:`recognise` knows about a model.
-
-    Attributes:
-        name: Human-readable family (``"torchvision ViT"``, ``"timm Swin"``, ``"HF ViT"``...).
-        kind: ``"vit"`` (class/prefix tokens then a patch grid), ``"swin"`` (hierarchical:
-            tokens or channels-last maps at strides ``patch * 2**k``) or ``"convnet"``
-            (``(B, C, h, w)`` stages, channels-last or partitioned tensors inside blocks).
-        root: Dotted name of the recognised module inside the model (``""``: the model).
-        module: The recognised module.
-        patch_size: ``(ph, pw)`` of the patch embedding, when the family has one.
-        num_prefix_tokens: Tokens before the patch tokens (class 1, DeiT's distillation +1,
-            registers).
-    """
-
-    name: str
-    kind: str
-    root: str
-    module: nn.Module = field(repr=False, compare=False)
-    patch_size: tuple[int, int] | None = None
-    num_prefix_tokens: int = 0
-    partitioned: tuple[str, ...] = ()
-
-    def partitions(self, layer: str) -> bool:
-        """Whether ``layer`` lies inside a module that works on window / grid partitions
-        (MaxViT's ``window_attention`` / ``grid_attention``, but not their re-assembled
-        output ``departition_op``)."""
-        parts = layer.split(".")
-        return parts[-1] != "departition_op" and any(p in parts[:-1] for p in self.partitioned)
-
-    def strides(self) -> list[int] | None:
-        """The strides at which the family's grids exist (``None``: any integer stride)."""
-        if self.patch_size is None or self.patch_size[0] != self.patch_size[1]:
-            return None
-        p = self.patch_size[0]
-        return [p] if self.kind == "vit" else [p * 2**k for k in range(6)]
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return int(v[0]), int(v[-1])
-    return int(v), int(v)
-
-
-def _cls(m: nn.Module) -> tuple[str, str]:
-    return type(m).__module__, type(m).__name__
-
-
-def _family_of(m: nn.Module, root: str) -> Family | None:
-    mod, name = _cls(m)
-    if mod.startswith("torchvision.models."):
-        if name == "VisionTransformer":
-            return Family("torchvision ViT", "vit", root, m, _pair(m.patch_size), 1)
-        if name == "SwinTransformer":
-            conv: Any = m.features[0][0]  # type: ignore[index]
-            return Family("torchvision Swin", "swin", root, m, _pair(conv.stride), 0)
-        if name == "MaxVit":
-            return Family(
-                "torchvision MaxViT", "convnet", root, m,
-                partitioned=("window_attention", "grid_attention"),
-            )
-        if name == "ConvNeXt":
-            return Family("torchvision ConvNeXt", "convnet", root, m)
-        if mod.startswith("torchvision.models.segmentation.") and hasattr(m, "backbone"):
-            return Family("torchvision segmentation", "convnet", root, m)
-        return None
-    if mod.startswith("timm."):
-        if hasattr(m, "patch_embed") and hasattr(m, "num_prefix_tokens") and hasattr(m, "blocks"):
-            pe = m.patch_embed
-            patch = _pair(getattr(pe, "patch_size", 16))
-            label = "timm DeiT" if "Distilled" in name else "timm ViT"
-            prefix: Any = m.num_prefix_tokens
-            return Family(label, "vit", root, m, patch, int(prefix))
-        if name in ("SwinTransformer", "SwinTransformerV2"):
-            patch = _pair(getattr(m.patch_embed, "patch_size", 4))
-            return Family("timm Swin", "swin", root, m, patch, 0)
-        if name in ("ConvNeXt",):
-            return Family("timm ConvNeXt", "convnet", root, m)
-        return None
-    if mod.startswith("transformers."):
-        config: Any = getattr(m, "config", None)
-        kind = getattr(config, "model_type", None)
-        if kind in ("vit", "deit"):
-            prefix = 2 if kind == "deit" else 1
-            label = "HF DeiT" if kind == "deit" else "HF ViT"
-            return Family(label, "vit", root, m, _pair(config.patch_size), prefix)
-        if kind in ("swin", "swinv2"):
-            return Family("HF Swin", "swin", root, m, _pair(config.patch_size), 0)
-        if kind in ("convnext", "convnextv2"):
-            return Family("HF ConvNeXt", "convnet", root, m)
-    return None
-
-
-def recognise(model: nn.Module) -> Family | None:
-    """The first (outermost) module of ``model`` that belongs to a known family, else ``None``.
-
-    A LightningModule or wrapper holding a ViT is recognised through the ViT inside it.
-    Recognition reads class names and attributes only: timm and transformers are never imported.
-    """
-    for root, m in model.named_modules():
-        fam = _family_of(m, root)
-        if fam is not None:
-            return fam
-    return None
 
 
 # ----------------------------------------------------------------------------- grids
@@ -341,79 +247,107 @@ def layout_transform(
         ValueError: The layout does not fit the output, or ``"auto"`` cannot tell it (the
             message names the layer, its shape and the fix).
     """
-    dims = len(shape)
     if callable(spec) and not isinstance(spec, str):
         return _checked_callable(spec, layer)
+    if spec in ("tokens", "channels_last", "channels_first"):
+        return _named(spec, layer, shape, image_size, family)
+    if family is not None:
+        _refuse_partitions(layer, shape, family, batch)
+    if len(shape) == 3:
+        return _auto_tokens(layer, shape, image_size, family)
+    if len(shape) == 4:
+        return _auto_map(layer, shape, image_size, family)
+    return None
+
+
+def _named(
+    spec: str,
+    layer: str,
+    shape: Sequence[int],
+    image_size: tuple[int, int],
+    family: Family | None,
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``"tokens"``, ``"channels_last"`` or ``"channels_first"``, checked against the shape."""
     if spec == "tokens":
-        if dims != 3:
+        if len(shape) != 3:
             raise ValueError(
                 f"{_where(layer, shape)}, not tokens (B, N, D): reshape_transform='tokens' "
                 f"does not apply; use 'auto', 'channels_last', 'channels_first' {_FIX}."
             )
         return _tokens(layer, shape, image_size, family)
-    if spec in ("channels_last", "channels_first"):
-        if dims != 4:
-            raise ValueError(
-                f"{_where(layer, shape)}, not a 4-D map: reshape_transform={spec!r} does not "
-                f"apply; use 'auto', 'tokens' {_FIX}."
-            )
-        return channels_last if spec == "channels_last" else None
-    # auto
-    if family is not None and (
-        family.partitions(layer) or (batch is not None and dims in (3, 4) and shape[0] != batch)
-    ):
+    if len(shape) != 4:
+        raise ValueError(
+            f"{_where(layer, shape)}, not a 4-D map: reshape_transform={spec!r} does not "
+            f"apply; use 'auto', 'tokens' {_FIX}."
+        )
+    return channels_last if spec == "channels_last" else None
+
+
+def _refuse_partitions(
+    layer: str, shape: Sequence[int], family: Family, batch: int | None
+) -> None:
+    """``"auto"`` in a recognised model: refuse partitions, heads or windows in the batch."""
+    folded = batch is not None and len(shape) in (3, 4) and shape[0] != batch
+    if family.partitions(layer) or folded:
         raise ValueError(
             f"{_where(layer, shape)} in a {family.name}: window or grid partitions (or heads) "
             f"folded into the tensor, not one map per image of the batch ({batch}). Choose a "
             f"block or stage output (the default layer is one) or pass "
             f"reshape_transform=callable output -> (B, C, h, w)."
         )
-    if dims == 3:
-        if family is None:
-            raise ValueError(
-                f"{_where(layer, shape)}, a sequence (B, N, D) of a model lightning-cam does "
-                f"not recognise, not a map (B, C, h, w). If these are a ViT's tokens pass "
-                f"reshape_transform='tokens' (prefix tokens dropped, patches folded into the "
-                f"input's grid) {_FIX}; or choose a convolutional layer."
-            )
-        if family.patch_size is None:
-            raise ValueError(
-                f"{_where(layer, shape)}: a sequence (B, N, D) inside a {family.name}, whose "
-                f"token layout is not known; choose a stage output (B, C, h, w) or pass "
-                f"reshape_transform='tokens' {_FIX}."
-            )
-        return _tokens(layer, shape, image_size, family)
-    if dims == 4:
-        strides = family.strides() if family is not None else None
-        first = grid_fits(int(shape[2]), int(shape[3]), image_size, strides)
-        last = grid_fits(int(shape[1]), int(shape[2]), image_size, strides)
-        hw = f"{image_size[0]}x{image_size[1]}"
-        if family is None:
-            if last and not first:
-                raise ValueError(
-                    f"{_where(layer, shape)}: its middle dimensions fit the {hw} input's grid "
-                    f"and its last two do not, so it looks channels-last (B, h, w, C). Pass "
-                    f"reshape_transform='channels_last', or 'channels_first' if it really is "
-                    f"(B, C, h, w) {_FIX}."
-                )
-            return None
-        if first and not last:
-            return None
-        if last and not first:
-            return channels_last
-        if first and last:
-            raise ValueError(
-                f"{_where(layer, shape)} in a {family.name}: both (B, C, h, w) and (B, h, w, C) "
-                f"fit the {hw} input, so the layout is ambiguous. Pass "
-                f"reshape_transform='channels_first' or 'channels_last' {_FIX}."
-            )
+
+
+def _auto_tokens(
+    layer: str, shape: Sequence[int], image_size: tuple[int, int], family: Family | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``"auto"`` on a sequence ``(B, N, D)``: folded for a family with a token layout."""
+    if family is None:
         raise ValueError(
-            f"{_where(layer, shape)} in a {family.name}: neither (B, C, h, w) nor "
-            f"(B, h, w, C) fits the {hw} input's grid (window partitions, attention maps?). "
-            f"Choose a block or stage output (the default layer is one) or pass "
-            f"reshape_transform=callable output -> (B, C, h, w)."
+            f"{_where(layer, shape)}, a sequence (B, N, D) of a model lightning-cam does "
+            f"not recognise, not a map (B, C, h, w). If these are a ViT's tokens pass "
+            f"reshape_transform='tokens' (prefix tokens dropped, patches folded into the "
+            f"input's grid) {_FIX}; or choose a convolutional layer."
         )
-    return None
+    if family.patch_size is None:
+        raise ValueError(
+            f"{_where(layer, shape)}: a sequence (B, N, D) inside a {family.name}, whose "
+            f"token layout is not known; choose a stage output (B, C, h, w) or pass "
+            f"reshape_transform='tokens' {_FIX}."
+        )
+    return _tokens(layer, shape, image_size, family)
+
+
+def _auto_map(
+    layer: str, shape: Sequence[int], image_size: tuple[int, int], family: Family | None
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``"auto"`` on a 4-D output: ``(B, C, h, w)`` or ``(B, h, w, C)``, by which fits the grid."""
+    strides = family.strides() if family is not None else None
+    first = grid_fits(int(shape[2]), int(shape[3]), image_size, strides)
+    last = grid_fits(int(shape[1]), int(shape[2]), image_size, strides)
+    hw = f"{image_size[0]}x{image_size[1]}"
+    if family is None:
+        if last and not first:
+            raise ValueError(
+                f"{_where(layer, shape)}: its middle dimensions fit the {hw} input's grid "
+                f"and its last two do not, so it looks channels-last (B, h, w, C). Pass "
+                f"reshape_transform='channels_last', or 'channels_first' if it really is "
+                f"(B, C, h, w) {_FIX}."
+            )
+        return None
+    if first != last:
+        return None if first else channels_last
+    if first:
+        raise ValueError(
+            f"{_where(layer, shape)} in a {family.name}: both (B, C, h, w) and (B, h, w, C) "
+            f"fit the {hw} input, so the layout is ambiguous. Pass "
+            f"reshape_transform='channels_first' or 'channels_last' {_FIX}."
+        )
+    raise ValueError(
+        f"{_where(layer, shape)} in a {family.name}: neither (B, C, h, w) nor "
+        f"(B, h, w, C) fits the {hw} input's grid (window partitions, attention maps?). "
+        f"Choose a block or stage output (the default layer is one) or pass "
+        f"reshape_transform=callable output -> (B, C, h, w)."
+    )
 
 
 def _checked_callable(

@@ -191,12 +191,20 @@ class Method:
 
     @property
     def needs_backward(self) -> bool:
-        """Whether the method needs the gradients of the shared backward."""
+        """Whether the method needs the gradients of the shared backward (``kind ==
+        "gradient"``: its ``compute`` is a weighting function of ``(A, g)``)."""
         return self.kind == "gradient"
+
+    @property
+    def extra_passes(self) -> bool:
+        """Whether the method runs extra forward passes of its own (``kind ==
+        "perturbation"``): the network is replayed after the layer on perturbed activations,
+        batched by ``max_batch``, so the layer must be called once and read as it is."""
+        return self.kind == "perturbation"
 
     def layer_map(self, job: LayerPass) -> torch.Tensor:
         """The un-normalised map ``(B, *spatial)`` of one layer (ReLU'd, float32)."""
-        if self.kind == "gradient":
+        if self.needs_backward:
             if job.gradients is None:
                 raise ValueError(f"method {self.name!r} needs gradients; none were computed")
             out = self.compute(job.activations, job.gradients)
@@ -211,7 +219,7 @@ class Method:
 
     def __call__(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         """The weighting function itself (gradient methods): ``METHODS[name](A, g)``."""
-        if self.kind != "gradient":
+        if not self.needs_backward:
             raise TypeError(
                 f"method {self.name!r} is a {self.kind} method, not a weighting function of "
                 "(activations, gradients); use Method.layer_map(LayerPass(...))."

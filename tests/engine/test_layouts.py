@@ -305,3 +305,41 @@ def test_hygiene_after_layout_refusal(swin_t: nn.Module) -> None:
     assert not any(m._forward_hooks for m in swin_t.modules())
     assert all(p.grad is None for p in swin_t.parameters())
     swin_t.eval()
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def test_fold_tokens_is_the_hand_permutation() -> None:
+    """Token 1 + i * w + j of channel d lands at [d, i, j]: row-major, prefix dropped."""
+    t = torch.randn(2, 2 + 3 * 4, 5)
+    got = fold_tokens(2, (3, 4))(t)
+    assert got.shape == (2, 5, 3, 4)
+    for b in range(2):
+        for d in range(5):
+            for i in range(3):
+                for j in range(4):
+                    assert got[b, d, i, j] == t[b, 2 + i * 4 + j, d]
+
+
+def test_layout_transforms_move_values_not_just_shapes(vit_b_16: nn.Module) -> None:
+    fam = recognise(vit_b_16)
+    tokens = torch.randn(2, 17, 768)
+    fold = layout_transform("auto", "encoder.ln", tokens.shape, (64, 64), fam, batch=2)
+    assert fold is not None
+    expected = torch.stack([tokens[:, 1 + k, :] for k in range(16)], dim=-1).reshape(2, 768, 4, 4)
+    assert torch.equal(fold(tokens), expected)
+    nhwc_map = torch.randn(2, 4, 4, 3)
+    last = layout_transform("channels_last", "x", nhwc_map.shape, (64, 64), None)
+    assert last is not None
+    assert torch.equal(last(nhwc_map)[:, 2], nhwc_map[..., 2])  # channel 2 is [..., 2]
+    assert layout_transform("channels_first", "x", (2, 3, 4, 4), (64, 64), None) is None
+
+
+def test_guessed_prefix_for_an_unknown_model() -> None:
+    """'tokens' without a family: the smallest prefix that leaves a grid of the input's aspect
+    (17 tokens, prime: 1 prefix token then 4 x 4 patches of a 32 x 32 input)."""
+    t = torch.randn(1, 17, 3)
+    fold = layout_transform("tokens", "x", t.shape, (32, 32), None)
+    assert fold is not None
+    torch.testing.assert_close(fold(t), t[:, 1:].reshape(1, 4, 4, 3).permute(0, 3, 1, 2))

@@ -59,6 +59,42 @@ def test_registry_entries_are_complete_and_classes_generated() -> None:
     assert [METHODS[n].kind for n in ("hirescam", "eigencam", "scorecam")] == list(KINDS)
 
 
+def test_method_properties_follow_the_kind() -> None:
+    """Callers read needs_backward / extra_passes, never kind strings: one answer per kind."""
+    expected = {"gradient": (True, False), "activation": (False, False),
+                "perturbation": (False, True)}
+    for m in METHODS.values():
+        assert (m.needs_backward, m.extra_passes) == expected[m.kind], m.name
+    assert METHODS["gradcam"].needs_backward and not METHODS["gradcam"].extra_passes
+    assert not METHODS["eigencam"].needs_backward and not METHODS["eigencam"].extra_passes
+    for name in ("scorecam", "ablationcam"):
+        assert METHODS[name].extra_passes and not METHODS[name].needs_backward
+        assert METHODS[name].needs_class_target
+    assert sorted(set(expected)) == sorted(KINDS)
+
+
+class _Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(torch.relu(self.conv(x)))).mean(dim=(2, 3)))
+
+
+def test_extra_passes_decides_which_methods_refuse_a_shared_layer() -> None:
+    """A layer called twice: methods with extra passes refuse it, the others sum the calls."""
+    torch.manual_seed(0)
+    model, x = _Twice().eval(), torch.rand(1, 3, 6, 6)
+    for name, m in METHODS.items():
+        if m.extra_passes:
+            with pytest.raises(ValueError, match="called 2 times"):
+                lc.explain(model, x, methods=[name], layer="conv", target=0)
+    maps = lc.explain(model, x, methods=["gradcam", "eigencam"], layer="conv", target=0)
+    assert set(maps.cams) == {"gradcam", "eigencam"}
+
+
 def test_weighting_function_call_kept_and_refused_for_other_kinds() -> None:
     a, g = torch.rand(1, 2, 3, 3), torch.randn(1, 2, 3, 3)
     assert torch.equal(METHODS["gradcam"](a, g), g.mean(dim=(2, 3), keepdim=True))

@@ -1,0 +1,310 @@
+"""Model families: one record per family, everything the engine knows about it in one place.
+
+A :class:`ModelFamily` says how a family is recognised (class module and name, attributes: timm
+and transformers are never imported), its token / map layout (patch size, prefix tokens,
+partitioned blocks; read by :mod:`lightning_cam.engine.layouts`), its default layer (read by
+:mod:`lightning_cam.engine.layers`) and whether guided backprop shows anything of it (read by
+:mod:`lightning_cam.engine.guided`). :data:`FAMILIES` lists the records, first match wins;
+adding a family is adding one record there.
+
+:func:`recognise` finds the outermost module of a model that belongs to a family and returns a
+:class:`Family`: the record's values read off that module.
+
+Example:
+    >>> import torchvision
+    >>> fam = recognise(torchvision.models.swin_t(weights=None))
+    >>> fam.name, fam.kind, fam.patch_size, fam.default_layer()
+    ('torchvision Swin', 'swin', (4, 4), 'features.7')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+#: ``"vit"`` (prefix tokens then a patch grid), ``"swin"`` (hierarchical: tokens or
+#: channels-last maps at strides ``patch * 2**k``), ``"convnet"`` (``(B, C, h, w)`` stages).
+FamilyKind = Literal["vit", "swin", "convnet"]
+
+_ATTENTION = (
+    "gradients flow through attention and residual paths that no gate guides, so guided "
+    "backprop is mostly the plain gradient"
+)
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One model family: how it is recognised, its layout, default layer and guided support.
+
+    Attributes:
+        name: Display name (``"torchvision ViT"``, ``"timm Swin"``, ``"HF ViT"``...).
+        kind: The layout kind (:data:`FamilyKind`).
+        matches: ``module -> bool``: whether a module is the family's model.
+        patch_size: ``module -> (ph, pw)`` of its patch embedding (``None``: no token layout).
+        num_prefix_tokens: Tokens before the patch tokens (class 1, DeiT's distillation +1,
+            registers), or ``module -> int``.
+        partitioned: Module names whose insides work on window / grid partitions (MaxViT).
+        default_layer: ``module -> dotted name`` (relative to the module) of the default layer,
+            ``None``: the generic rule of :func:`lightning_cam.engine.layers.default_layer`.
+        guided_unsupported: Why guided backprop would be mostly the plain gradient (attention
+            models), ``None`` when it shows something.
+    """
+
+    name: str
+    kind: FamilyKind
+    matches: Callable[[nn.Module], bool] = field(repr=False)
+    patch_size: Callable[[nn.Module], tuple[int, int]] | None = field(default=None, repr=False)
+    num_prefix_tokens: int | Callable[[nn.Module], int] = field(default=0, repr=False)
+    partitioned: tuple[str, ...] = ()
+    default_layer: Callable[[nn.Module], str | None] | None = field(default=None, repr=False)
+    guided_unsupported: str | None = None
+
+    def recognise(self, module: nn.Module, root: str = "") -> Family | None:
+        """The :class:`Family` of ``module`` (found at ``root``) when it matches, else ``None``."""
+        if not self.matches(module):
+            return None
+        prefix = self.num_prefix_tokens
+        return Family(
+            self.name,
+            self.kind,
+            root,
+            module,
+            self.patch_size(module) if self.patch_size is not None else None,
+            int(prefix(module) if callable(prefix) else prefix),
+            self.partitioned,
+            record=self,
+        )
+
+
+@dataclass(frozen=True)
+class Family:
+    """What :func:`recognise` knows about a model: a :class:`ModelFamily` read off one module.
+
+    Attributes:
+        name: The family's display name.
+        kind: ``"vit"``, ``"swin"`` or ``"convnet"`` (:data:`FamilyKind`).
+        root: Dotted name of the recognised module inside the model (``""``: the model).
+        module: The recognised module.
+        patch_size: ``(ph, pw)`` of the patch embedding, when the family has one.
+        num_prefix_tokens: Tokens before the patch tokens (class 1, DeiT's distillation +1,
+            registers).
+        partitioned: Module names whose insides work on partitions (see :meth:`partitions`).
+        record: The :class:`ModelFamily` it was recognised by (``None``: built by hand).
+    """
+
+    name: str
+    kind: str
+    root: str
+    module: nn.Module = field(repr=False, compare=False)
+    patch_size: tuple[int, int] | None = None
+    num_prefix_tokens: int = 0
+    partitioned: tuple[str, ...] = ()
+    record: ModelFamily | None = field(default=None, repr=False, compare=False)
+
+    def partitions(self, layer: str) -> bool:
+        """Whether ``layer`` lies inside a module that works on window / grid partitions
+        (MaxViT's ``window_attention`` / ``grid_attention``, but not their re-assembled
+        output ``departition_op``)."""
+        parts = layer.split(".")
+        return parts[-1] != "departition_op" and any(p in parts[:-1] for p in self.partitioned)
+
+    def strides(self) -> list[int] | None:
+        """The strides at which the family's grids exist (``None``: any integer stride)."""
+        if self.patch_size is None or self.patch_size[0] != self.patch_size[1]:
+            return None
+        p = self.patch_size[0]
+        return [p] if self.kind == "vit" else [p * 2**k for k in range(6)]
+
+    def default_layer(self) -> str | None:
+        """The family's default layer, a dotted name in the whole model, else ``None``."""
+        rule = self.record.default_layer if self.record is not None else None
+        name = rule(self.module) if rule is not None else None
+        if name is None:
+            return None
+        return f"{self.root}.{name}" if self.root else name
+
+    @property
+    def guided_unsupported(self) -> str | None:
+        """Why guided backprop is mostly the plain gradient here, ``None`` when it is not."""
+        return self.record.guided_unsupported if self.record is not None else None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def pair(v: Any) -> tuple[int, int]:
+    """``16 -> (16, 16)``; ``(16, 8) -> (16, 8)``."""
+    if isinstance(v, (tuple, list)):
+        return int(v[0]), int(v[-1])
+    return int(v), int(v)
+
+
+def _of(prefix: str, *names: str) -> Callable[[nn.Module], bool]:
+    """Matches classes named ``names`` (any, if none) in modules under ``prefix``."""
+
+    def match(m: nn.Module) -> bool:
+        cls = type(m)
+        return cls.__module__.startswith(prefix) and (not names or cls.__name__ in names)
+
+    return match
+
+
+def _timm_vit_like(distilled: bool) -> Callable[[nn.Module], bool]:
+    """timm's ViT and relatives: anything with ``patch_embed``, ``num_prefix_tokens`` and
+    ``blocks`` (DeiT: a ``Distilled`` class)."""
+
+    def match(m: nn.Module) -> bool:
+        return (
+            type(m).__module__.startswith("timm.")
+            and all(hasattr(m, a) for a in ("patch_embed", "num_prefix_tokens", "blocks"))
+            and ("Distilled" in type(m).__name__) == distilled
+        )
+
+    return match
+
+
+def _hf(*model_types: str) -> Callable[[nn.Module], bool]:
+    def match(m: nn.Module) -> bool:
+        config = getattr(m, "config", None)
+        return type(m).__module__.startswith("transformers.") and (
+            getattr(config, "model_type", None) in model_types
+        )
+
+    return match
+
+
+def _hf_patch(m: nn.Module) -> tuple[int, int]:
+    config: Any = m.config
+    return pair(config.patch_size)
+
+
+def _timm_patch(default: int) -> Callable[[nn.Module], tuple[int, int]]:
+    def patch(m: nn.Module) -> tuple[int, int]:
+        return pair(getattr(m.patch_embed, "patch_size", default))
+
+    return patch
+
+
+def _timm_prefix(m: nn.Module) -> int:
+    prefix: Any = m.num_prefix_tokens
+    return int(prefix)
+
+
+def _tv_swin_patch(m: nn.Module) -> tuple[int, int]:
+    conv: Any = m.features[0][0]  # type: ignore[index]
+    return pair(conv.stride)
+
+
+def last_named(last: str) -> Callable[[nn.Module], str | None]:
+    """Default-layer rule: the last module whose own name is ``last`` (``"ln_1"``)."""
+
+    def rule(module: nn.Module) -> str | None:
+        found = [n for n, _ in module.named_modules() if n.rsplit(".", 1)[-1] == last]
+        return found[-1] if found else None
+
+    return rule
+
+
+def last_child(container: str) -> Callable[[nn.Module], str | None]:
+    """Default-layer rule: the last child of ``container`` (``"features"`` -> ``"features.7"``)."""
+
+    def rule(module: nn.Module) -> str | None:
+        children = list(module.get_submodule(container).named_children())
+        return f"{container}.{children[-1][0]}" if children else None
+
+    return rule
+
+
+# ----------------------------------------------------------------------------- the records
+# Default layers, relative to the recognised module. ViT-style models: the output of the last
+# block's first norm (what the field recommends: the last block's output feeds only the class
+# token, so its patch tokens get no gradient); Swin: the last stage (channels-last maps or
+# tokens, read by the layouts); MaxViT: the last block; segmentation models: the backbone's last
+# stage (the generic rule would pick the head, whose map is the class's logits themselves).
+# ConvNeXt uses the generic rule.
+
+_TV = "torchvision.models."
+
+#: Every known family, first match wins (timm DeiT before the timm ViT rule it refines).
+FAMILIES: tuple[ModelFamily, ...] = (
+    ModelFamily(
+        "torchvision ViT", "vit", _of(_TV, "VisionTransformer"),
+        patch_size=lambda m: pair(m.patch_size), num_prefix_tokens=1,
+        default_layer=last_named("ln_1"),  # encoder.layers.encoder_layer_11.ln_1
+        guided_unsupported=_ATTENTION,
+    ),
+    ModelFamily(
+        "torchvision Swin", "swin", _of(_TV, "SwinTransformer"), patch_size=_tv_swin_patch,
+        default_layer=last_child("features"),  # features.7
+        guided_unsupported=_ATTENTION,
+    ),
+    ModelFamily(
+        "torchvision MaxViT", "convnet", _of(_TV, "MaxVit"),
+        partitioned=("window_attention", "grid_attention"),
+        default_layer=last_child("blocks"),  # blocks.3
+        guided_unsupported=_ATTENTION,
+    ),
+    ModelFamily("torchvision ConvNeXt", "convnet", _of(_TV, "ConvNeXt")),
+    ModelFamily(
+        "torchvision segmentation", "convnet",  # FCN, DeepLabV3, LRASPP
+        lambda m: _of(_TV + "segmentation.")(m) and hasattr(m, "backbone"),
+        default_layer=last_child("backbone"),  # backbone.layer4 for ResNets
+    ),
+    ModelFamily(
+        "timm DeiT", "vit", _timm_vit_like(distilled=True), patch_size=_timm_patch(16),
+        num_prefix_tokens=_timm_prefix, default_layer=last_named("norm1"),
+        guided_unsupported=_ATTENTION,
+    ),
+    ModelFamily(
+        "timm ViT", "vit", _timm_vit_like(distilled=False), patch_size=_timm_patch(16),
+        num_prefix_tokens=_timm_prefix, default_layer=last_named("norm1"),  # blocks.11.norm1
+        guided_unsupported=_ATTENTION,
+    ),
+    ModelFamily(
+        "timm Swin", "swin", _of("timm.", "SwinTransformer", "SwinTransformerV2"),
+        patch_size=_timm_patch(4), default_layer=last_child("layers"),  # layers.3
+        guided_unsupported=_ATTENTION,
+    ),
+    ModelFamily("timm ConvNeXt", "convnet", _of("timm.", "ConvNeXt")),
+    ModelFamily(
+        "HF ViT", "vit", _hf("vit"), patch_size=_hf_patch, num_prefix_tokens=1,
+        default_layer=last_named("layernorm_before"),  # vit.layers.11.layernorm_before
+        guided_unsupported=_ATTENTION,
+    ),
+    ModelFamily(
+        "HF DeiT", "vit", _hf("deit"), patch_size=_hf_patch, num_prefix_tokens=2,
+        default_layer=last_named("layernorm_before"),
+        guided_unsupported=_ATTENTION,
+    ),
+    ModelFamily(
+        "HF Swin", "swin", _hf("swin", "swinv2"), patch_size=_hf_patch,
+        default_layer=last_named("layernorm"),  # swin.layernorm: the last stage, normed
+        guided_unsupported=_ATTENTION,
+    ),
+    ModelFamily("HF ConvNeXt", "convnet", _hf("convnext", "convnextv2")),
+)
+
+
+def family_of(module: nn.Module, root: str = "") -> Family | None:
+    """The :class:`Family` of ``module`` itself (not its submodules), else ``None``."""
+    for record in FAMILIES:
+        fam = record.recognise(module, root)
+        if fam is not None:
+            return fam
+    return None
+
+
+def recognise(model: nn.Module) -> Family | None:
+    """The first (outermost) module of ``model`` that belongs to a known family, else ``None``.
+
+    A LightningModule or wrapper holding a ViT is recognised through the ViT inside it.
+    Recognition reads class names and attributes only: timm and transformers are never imported.
+    """
+    for root, m in model.named_modules():
+        fam = family_of(m, root)
+        if fam is not None:
+            return fam
+    return None
