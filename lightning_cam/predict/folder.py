@@ -33,9 +33,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from lightning_cam.cli.common import CLIError, one_line, run_main
+from lightning_cam.tools.image_io import IMAGE_EXTENSIONS
 
 PROG = "lightning-cam explain --data"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+#: The image files taken from ``--data`` (:data:`lightning_cam.tools.image_io.IMAGE_EXTENSIONS`).
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 
 
 class ImageFolderDataset(Dataset):

@@ -44,7 +44,7 @@ from lightning_cam._compat import MisconfigurationException
 from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.engine.layers import resolve_layers
 from lightning_cam.engine.targets import class_probabilities, extract_logits
-from lightning_cam.methods import method_name, normalize_maps, upsample
+from lightning_cam.methods import DEFAULT_METHODS, method_name, normalize_maps, upsample
 from lightning_cam.predict import storage
 from lightning_cam.predict.evaluation import METRIC_NAMES, DatasetMeans, image_metrics
 from lightning_cam.predict.sanity import SIMILARITIES, cascade_stages, randomisation_test
@@ -68,7 +68,6 @@ PredictionWriterBase: Any = type(
     "PredictionWriterBase", _writer_bases(), {"__module__": __name__}
 )
 
-DEFAULT_METHODS = ("gradcam", "gradcam++")
 DEFAULT_METRICS = (
     "pointing_game",
     "energy_pointing_game",
