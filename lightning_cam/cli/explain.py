@@ -111,7 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``lightning-cam explain`` and ``lightning-cam explain --data``
     (the dataset mode, :mod:`lightning_cam.predict.folder`)."""
     from lightning_cam.methods import DEFAULT_METHODS
-    from lightning_cam.predict.evaluation import METRIC_NAMES
 
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -145,44 +144,55 @@ def build_parser() -> argparse.ArgumentParser:
                    "else 224)")
     add_common_flags(p, "no progress bar and no final line (--data: no summary table)")
 
-    images = p.add_argument_group("images (without --data)")
-    add_image_path_argument(images, default=no)
-    add_reshape_transform_argument(images, default=no)
-    images.add_argument("--class-id", type=int, default=no, metavar="N",
-                        help="class to explain (default: the predicted class of each image)")
-    images.add_argument("--device", default=no,
-                        help="device, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    images.add_argument("--class-names", default=no, metavar="FILE",
-                        help="text file with one class name per line (line i = class id i); "
-                        "default: the names the weights carry (ImageNet's for torchvision heads)")
-
-    data = p.add_argument_group("a dataset (explain --data DIR)")
-    data.add_argument("--data", default=None, metavar="DIR",
-                      help="folder of images, or an ImageFolder tree (DIR/<class>/<image>), "
-                      "explained on Lightning's predict loop")
-    data.add_argument("--metrics", nargs="*", default=no, metavar="NAME",
-                      help=f"per-image metrics among {', '.join(METRIC_NAMES)} (default: "
-                      "average_drop increase_in_confidence; the localisation metrics need masks "
-                      "or boxes, which folders do not have)")
-    data.add_argument("--num-workers", type=int, default=no, metavar="N",
-                      help="DataLoader worker processes (default: 0)")
-    data.add_argument("--accelerator", default=no, help="Trainer accelerator (default: cpu)")
-    data.add_argument("--devices", default=no, help="Trainer devices (default: 1)")
-    data.add_argument("--strategy", default=no, help="Trainer strategy, e.g. ddp")
-    data.add_argument("--precision", default=no, help="Trainer precision, e.g. bf16-mixed")
-    data.add_argument("--map-size", choices=("layer", "input"), default=no,
-                      help="maps at the layer's resolution or the input's (default: layer)")
-    data.add_argument("--map-dtype", choices=("float16", "uint8"), default=no,
-                      help="stored maps' dtype (default: float16)")
-    data.add_argument("--shard-size", type=int, default=no, metavar="N",
-                      help="images per shard (default: 1024)")
-    data.add_argument("--overlays", type=int, default=no, metavar="N",
-                      help="overlay pictures of the first N images")
-    data.add_argument("--sanity-samples", type=int, default=no, metavar="N",
-                      help="images for the cascading randomisation sanity check (default: off)")
-    data.add_argument("--guided-gradcam", action="store_true", default=no,
-                      help="also store guided backprop and guided Grad-CAM")
+    _add_image_arguments(p.add_argument_group("images (without --data)"))
+    _add_data_arguments(p.add_argument_group("a dataset (explain --data DIR)"))
     return p
+
+
+def _add_image_arguments(group: Any) -> None:
+    """The flags of the images mode (refused with ``--data``)."""
+    no = argparse.SUPPRESS
+    add_image_path_argument(group, default=no)
+    add_reshape_transform_argument(group, default=no)
+    group.add_argument("--class-id", type=int, default=no, metavar="N",
+                       help="class to explain (default: the predicted class of each image)")
+    group.add_argument("--device", default=no,
+                       help="device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+    group.add_argument("--class-names", default=no, metavar="FILE",
+                       help="text file with one class name per line (line i = class id i); "
+                       "default: the names the weights carry (ImageNet's for torchvision heads)")
+
+
+def _add_data_arguments(group: Any) -> None:
+    """``--data`` and the flags of the dataset mode (refused without it)."""
+    from lightning_cam.predict.evaluation import METRIC_NAMES
+
+    no = argparse.SUPPRESS
+    group.add_argument("--data", default=None, metavar="DIR",
+                       help="folder of images, or an ImageFolder tree (DIR/<class>/<image>), "
+                       "explained on Lightning's predict loop")
+    group.add_argument("--metrics", nargs="*", default=no, metavar="NAME",
+                       help=f"per-image metrics among {', '.join(METRIC_NAMES)} (default: "
+                       "average_drop increase_in_confidence; the localisation metrics need masks "
+                       "or boxes, which folders do not have)")
+    group.add_argument("--num-workers", type=int, default=no, metavar="N",
+                       help="DataLoader worker processes (default: 0)")
+    group.add_argument("--accelerator", default=no, help="Trainer accelerator (default: cpu)")
+    group.add_argument("--devices", default=no, help="Trainer devices (default: 1)")
+    group.add_argument("--strategy", default=no, help="Trainer strategy, e.g. ddp")
+    group.add_argument("--precision", default=no, help="Trainer precision, e.g. bf16-mixed")
+    group.add_argument("--map-size", choices=("layer", "input"), default=no,
+                       help="maps at the layer's resolution or the input's (default: layer)")
+    group.add_argument("--map-dtype", choices=("float16", "uint8"), default=no,
+                       help="stored maps' dtype (default: float16)")
+    group.add_argument("--shard-size", type=int, default=no, metavar="N",
+                       help="images per shard (default: 1024)")
+    group.add_argument("--overlays", type=int, default=no, metavar="N",
+                       help="overlay pictures of the first N images")
+    group.add_argument("--sanity-samples", type=int, default=no, metavar="N",
+                       help="images for the cascading randomisation sanity check (default: off)")
+    group.add_argument("--guided-gradcam", action="store_true", default=no,
+                       help="also store guided backprop and guided Grad-CAM")
 
 
 def resolve_mode(args: argparse.Namespace) -> str:

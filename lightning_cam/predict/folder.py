@@ -182,13 +182,9 @@ def _devices(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``lightning-cam explain --data`` with the arguments of :func:`build_parser` (its
-    mode resolved, :func:`lightning_cam.cli.explain.resolve_mode`); returns the exit status."""
+def _build_model(args: argparse.Namespace) -> tuple[nn.Module, Any]:
+    """Step 1: the arguments checked; the classifier and its metadata."""
     from lightning_cam import zoo
-    from lightning_cam.methods import DEFAULT_METHODS
-    from lightning_cam.predict.summary import SUMMARY_MD
-    from lightning_cam.predict.writer import CAMWriter
 
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--shard-size",
                              args.shard_size, 1), ("--num-workers", args.num_workers, 0)):
@@ -201,17 +197,19 @@ def run(args: argparse.Namespace) -> int:
                        "and the summary)")
     if network is None and (weight_path is None or zoo.checkpoint_backbone(weight_path) is None):
         network = "resnet50"
-    model, meta = zoo.build_classifier(network, weight_path, device="cpu")
-    size = args.image_size or meta.input_size
-    try:
-        dataset = ImageFolderDataset(args.data, size, meta.mean, meta.std, meta.categories)
-    except (FileNotFoundError, ValueError) as err:
-        raise CLIError(one_line(err)) from err
+    return zoo.build_classifier(network, weight_path, device="cpu")
+
+
+def _build_writer(args: argparse.Namespace, meta: Any) -> Any:
+    """Step 2: the :class:`~lightning_cam.predict.CAMWriter` of the run."""
+    from lightning_cam.methods import DEFAULT_METHODS
+    from lightning_cam.predict.writer import CAMWriter
+
     metrics = args.metrics if args.metrics is not None else [
         "average_drop", "increase_in_confidence"
     ]
     layers = [f"model.{n}" for n in args.layer_name] if args.layer_name else None
-    writer = CAMWriter(
+    return CAMWriter(
         args.output_dir,
         methods=selected_methods(args, DEFAULT_METHODS),
         layer=layers,
@@ -225,6 +223,20 @@ def run(args: argparse.Namespace) -> int:
         mean=list(meta.mean),
         std=list(meta.std),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lightning-cam explain --data`` with the arguments of :func:`build_parser` (its
+    mode resolved, :func:`lightning_cam.cli.explain.resolve_mode`); returns the exit status."""
+    from lightning_cam.predict.summary import SUMMARY_MD
+
+    model, meta = _build_model(args)
+    size = args.image_size or meta.input_size
+    try:
+        dataset = ImageFolderDataset(args.data, size, meta.mean, meta.std, meta.categories)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(one_line(err)) from err
+    writer = _build_writer(args, meta)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers
     )
