@@ -8,6 +8,9 @@ per detection, a column per layer and method); and for the run, ``summary.json``
 labels, scores, and the files of each detection by method and layer). An image's files are
 written all or none; every file is written atomically.
 
+``--model`` has the alias ``--network``, ``--method`` the alias ``--methods``; ``--layer-name``
+is repeatable and takes several names (the flags of :mod:`lightning_cam.cli.common`).
+
 Exit status: 0 when every image was processed (an image without detections above the threshold
 is reported, not an error); 1 when some images failed (each is named, the others are done);
 2 on bad input (unknown model or layer, unusable weights, no images...), in one line on stderr.

@@ -10,14 +10,19 @@ Grad-CAM++): every other method ``m`` writes ``{stem}-{network}-{m}-heatmap.jpg`
 ``-{m}-cam.jpg``, and gets its columns in the sheets. An image's pictures are written all or
 none; every file is written atomically.
 
+With ``--data DIR`` the same parser selects the dataset mode (:mod:`lightning_cam.predict.folder`:
+a folder on Lightning's predict loop); the flags of one mode (``_IMAGE_ONLY``, ``_DATA_ONLY``)
+are refused in the other. ``--model`` has the alias ``--network``, ``--method`` the alias
+``--methods`` (the flags of :mod:`lightning_cam.cli.common`).
+
 Exit status: 0 when every image was explained; 1 when some images failed (each is reported by
 name, the others are still explained); 2 on bad input (unknown network, unusable weights, an
 unknown layer, a class id out of range, no images...), reported in one line on stderr.
 
 Example:
     $ lightning-cam explain                                  # resnet50 on a sample photo
-    $ lightning-cam explain --image-path photos/ --network vgg16,resnet50
-    $ lightning-cam explain --image-path cat.jpg --network all --output-dir out
+    $ lightning-cam explain --image-path photos/ --model vgg16,resnet50
+    $ lightning-cam explain --image-path cat.jpg --network all --output-dir out  # an alias
     $ lightning-cam explain --image-path "data/*.png" --network resnet18 \\
           --weight-path resnet18_finetuned.pth --class-names classes.txt
     $ lightning-cam explain --network swin_t --layer-name features.6 \\
