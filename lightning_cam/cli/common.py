@@ -24,11 +24,14 @@ from lightning_cam.errors import one_line
 
 __all__ = [
     "CLIError",
+    "add_class_names_argument",
     "add_common_flags",
+    "add_device_argument",
     "add_image_path_argument",
     "add_layer_argument",
     "add_method_argument",
     "add_model_argument",
+    "add_output_dir_argument",
     "add_reshape_transform_argument",
     "add_weight_argument",
     "default_images",
@@ -130,6 +133,27 @@ def add_image_path_argument(parser: argparse.ArgumentParser | Any, default: Any 
         help="image files, folders or globs (quote globs); default: a sample photo "
         "(skimage.data.chelsea(), written as 'chelsea')",
     )
+
+
+def add_output_dir_argument(
+    parser: argparse.ArgumentParser | Any, default: Any = "results",
+    help: str = "output folder (default: results)",
+) -> None:
+    """``--output-dir DIR``: the output folder (:func:`output_folder`)."""
+    parser.add_argument("--output-dir", default=default, metavar="DIR", help=help)
+
+
+def add_device_argument(parser: argparse.ArgumentParser | Any, default: Any = "cpu") -> None:
+    """``--device DEVICE``: where the model runs."""
+    parser.add_argument("--device", default=default,
+                        help="device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+
+
+def add_class_names_argument(parser: argparse.ArgumentParser | Any, help: str,
+                             default: Any = None) -> None:
+    """``--class-names FILE``: one class name per line (:func:`read_class_names`)."""
+    parser.add_argument("--class-names", default=default, metavar="FILE",
+                        help=f"text file with one class name per line; {help}")
 
 
 def add_common_flags(parser: argparse.ArgumentParser | Any, quiet: str) -> None:

@@ -46,11 +46,14 @@ import torch
 
 from lightning_cam.cli.common import (
     CLIError,
+    add_class_names_argument,
     add_common_flags,
+    add_device_argument,
     add_image_path_argument,
     add_layer_argument,
     add_method_argument,
     add_model_argument,
+    add_output_dir_argument,
     add_weight_argument,
     default_images,
     one_line,
@@ -83,11 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Explain the detections of a torchvision or detectron2 detector: predicted "
         "boxes and a CAM heatmap per detection, layer and method.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_image_path_argument(p)
     p.add_argument("--backend", choices=("torchvision", "detectron2"), default="torchvision",
-                   help="detection library of the model (detectron2: install it from source)")
+                   help="detection library of the model (detectron2: install it from source; "
+                   "default: torchvision)")
     add_model_argument(p, f"torchvision detector: {', '.join(DETECTORS)} (default: "
                        f"{DEFAULT_MODEL}, or the architecture of a ShapesDetector checkpoint)")
     add_weight_argument(p, "a state_dict file or a ShapesDetector Lightning checkpoint; default: "
@@ -112,20 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also RoI-level heatmaps (Faster R-CNN): the CAM of the proposal's RoI "
                    "features, pasted into the proposal box")
     p.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
-                   help="explain detections scoring at least this")
+                   help="explain detections scoring at least this (default: 0.5)")
     p.add_argument("--top-k", type=int, default=10, metavar="K",
-                   help="explain at most this many detections per image")
-    p.add_argument("--class-names", default=None, metavar="FILE",
-                   help="text file, one class name per line, line i = label i (a file without "
-                   "the background line gets '__background__' prepended; detectron2: labels "
-                   "start at 0, no background line; default: the dataset metadata)")
+                   help="explain at most this many detections per image (default: 10)")
+    add_class_names_argument(p, "line i = label i (a file without the background line gets "
+                             "'__background__' prepended; detectron2: labels start at 0, no "
+                             "background line; default: the dataset metadata)")
     p.add_argument("--min-size", type=int, default=None, metavar="N",
                    help="the detector's input size (shorter side; default: the model's own; "
                    "detectron2: INPUT.MIN_SIZE_TEST)")
     p.add_argument("--max-size", type=int, default=None, metavar="N",
                    help="limit of the longer side (default: the model's own)")
-    p.add_argument("--output-dir", default="results", metavar="DIR", help="output folder")
-    p.add_argument("--device", default="cpu", help="device, e.g. cpu, cuda, cuda:1")
+    add_output_dir_argument(p)
+    add_device_argument(p)
     add_common_flags(p, "no per-image report")
     return p
 

@@ -46,11 +46,14 @@ import numpy as np
 
 from lightning_cam.cli.common import (
     CLIError,
+    add_class_names_argument,
     add_common_flags,
+    add_device_argument,
     add_image_path_argument,
     add_layer_argument,
     add_method_argument,
     add_model_argument,
+    add_output_dir_argument,
     add_reshape_transform_argument,
     add_weight_argument,
     default_images,
@@ -140,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_layer_argument(p, "layer to explain, a dotted module name (default: the last "
                        "convolutional stage; several layers: --data only)")
     add_method_argument(p, "a heatmap and an overlay each", DEFAULT_METHODS)
-    p.add_argument("--output-dir", default=no, metavar="DIR",
-                   help="output folder (default: results; required with --data)")
+    add_output_dir_argument(p, default=no,
+                            help="output folder (default: results; required with --data)")
     p.add_argument("--batch-size", type=int, default=no, metavar="N",
                    help="images per forward pass (default: 8; --data: 16)")
     p.add_argument("--image-size", type=int, default=None, metavar="N",
@@ -161,11 +164,9 @@ def _add_image_arguments(group: Any) -> None:
     add_reshape_transform_argument(group, default=no)
     group.add_argument("--class-id", type=int, default=no, metavar="N",
                        help="class to explain (default: the predicted class of each image)")
-    group.add_argument("--device", default=no,
-                       help="device, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    group.add_argument("--class-names", default=no, metavar="FILE",
-                       help="text file with one class name per line (line i = class id i); "
-                       "default: the names the weights carry (ImageNet's for torchvision heads)")
+    add_device_argument(group, default=no)
+    add_class_names_argument(group, "line i = class id i; default: the names the weights carry "
+                             "(ImageNet's for torchvision heads)", default=no)
 
 
 def _add_data_arguments(group: Any) -> None:
