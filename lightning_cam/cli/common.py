@@ -1,5 +1,10 @@
 """What the standalone command-line tools share: one-line errors, exit codes, atomic text files,
-the ``--method`` option (read from the method registry), class-name files and the sample image.
+the flags every tool spells the same way, class-name files and the sample image.
+
+One vocabulary: ``--model`` (alias ``--network``), ``--layer-name NAME [NAME ...]`` (repeatable),
+``--method NAME [NAME ...]`` (alias ``--methods``, repeatable, read from the method registry),
+``--weight-path``, ``--image-path``, ``--output-dir``, ``--device``, ``--class-names``,
+``--reshape-transform``, ``--quiet`` and ``--debug`` are defined here, once.
 
 Exit status: 0 success, 1 some inputs failed (the others were written), 2 bad arguments or an
 error before any output, 130 interrupted.
@@ -19,8 +24,16 @@ from lightning_cam.errors import one_line
 
 __all__ = [
     "CLIError",
+    "add_class_names_argument",
+    "add_common_flags",
+    "add_device_argument",
+    "add_image_path_argument",
+    "add_layer_argument",
     "add_method_argument",
+    "add_model_argument",
+    "add_output_dir_argument",
     "add_reshape_transform_argument",
+    "add_weight_argument",
     "default_images",
     "method_names",
     "one_line",
@@ -81,11 +94,73 @@ def add_method_argument(
     methods the tool can use, for the help (default: every registered method)."""
     parser.add_argument(
         # SUPPRESS: no attribute without --method (and no "(default: None)" in the help)
-        "--method", nargs="+", action="extend", type=_method, default=argparse.SUPPRESS,
-        metavar="NAME",
-        help=f"CAM method(s) for {what}: {', '.join(names or method_names())} (aliases accepted; "
-        f"default: {' '.join(default)})",
+        "--method", "--methods", dest="method", nargs="+", action="extend", type=_method,
+        default=argparse.SUPPRESS, metavar="NAME",
+        help=f"CAM method(s) for {what}, repeatable: {', '.join(names or method_names())} "
+        f"(aliases accepted; default: {' '.join(default)}; alias of the flag: --methods)",
     )
+
+
+def add_model_argument(
+    parser: argparse.ArgumentParser | Any, help: str, several: bool = False
+) -> None:
+    """``--model NAME`` (alias ``--network``, the original tool's spelling), ``args.model``:
+    a list of names with ``several`` (repeatable, several values each), else one name."""
+    extra: dict[str, Any] = {"nargs": "+", "action": "extend"} if several else {}
+    parser.add_argument("--model", "--network", dest="model", default=None, metavar="NAME",
+                        help=f"{help} (alias: --network)", **extra)
+
+
+def add_layer_argument(parser: argparse.ArgumentParser | Any, help: str) -> None:
+    """``--layer-name NAME [NAME ...]``, repeatable (``--layer-name a b`` is ``--layer-name a
+    --layer-name b``): ``args.layer_name``, a list of dotted module names, or ``None``."""
+    parser.add_argument("--layer-name", nargs="+", action="extend", default=None,
+                        metavar="NAME", help=f"{help} (repeatable, several names each)")
+
+
+def add_weight_argument(
+    parser: argparse.ArgumentParser | Any, help: str, several: bool = False
+) -> None:
+    """``--weight-path FILE``: ``args.weight_path``, a list with ``several`` (one per model)."""
+    extra: dict[str, Any] = {"nargs": "+", "action": "extend"} if several else {}
+    parser.add_argument("--weight-path", default=None, metavar="FILE", help=help, **extra)
+
+
+def add_image_path_argument(parser: argparse.ArgumentParser | Any, default: Any = None) -> None:
+    """``--image-path PATH [PATH ...]``: image files, folders or globs."""
+    parser.add_argument(
+        "--image-path", nargs="+", action="extend", default=default, metavar="PATH",
+        help="image files, folders or globs (quote globs); default: a sample photo "
+        "(skimage.data.chelsea(), written as 'chelsea')",
+    )
+
+
+def add_output_dir_argument(
+    parser: argparse.ArgumentParser | Any, default: Any = "results",
+    help: str = "output folder (default: results)",
+) -> None:
+    """``--output-dir DIR``: the output folder (:func:`output_folder`)."""
+    parser.add_argument("--output-dir", default=default, metavar="DIR", help=help)
+
+
+def add_device_argument(parser: argparse.ArgumentParser | Any, default: Any = "cpu") -> None:
+    """``--device DEVICE``: where the model runs."""
+    parser.add_argument("--device", default=default,
+                        help="device, e.g. cpu, cuda, cuda:1 (default: cpu)")
+
+
+def add_class_names_argument(parser: argparse.ArgumentParser | Any, help: str,
+                             default: Any = None) -> None:
+    """``--class-names FILE``: one class name per line (:func:`read_class_names`)."""
+    parser.add_argument("--class-names", default=default, metavar="FILE",
+                        help=f"text file with one class name per line; {help}")
+
+
+def add_common_flags(parser: argparse.ArgumentParser | Any, quiet: str) -> None:
+    """``--quiet`` (``quiet``: what it silences) and ``--debug``."""
+    parser.add_argument("--quiet", action="store_true", help=quiet)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an unexpected error")
 
 
 def reshape_transform_value(value: str) -> Any:
@@ -122,13 +197,15 @@ def reshape_transform_value(value: str) -> Any:
     return found
 
 
-def add_reshape_transform_argument(parser: argparse.ArgumentParser) -> None:
+def add_reshape_transform_argument(
+    parser: argparse.ArgumentParser | Any, default: Any = "auto"
+) -> None:
     """``--reshape-transform LAYOUT``: how the layer's output reads as ``(B, C, h, w)``
     (:func:`lightning_cam.engine.layouts.check_reshape_transform`), checked when parsed."""
     from lightning_cam.engine.layouts import LAYOUTS
 
     parser.add_argument(
-        "--reshape-transform", type=reshape_transform_value, default="auto", metavar="LAYOUT",
+        "--reshape-transform", type=reshape_transform_value, default=default, metavar="LAYOUT",
         help=f"how the layer's output reads as (B, C, h, w): {', '.join(LAYOUTS)} (tokens: "
         "ViT-style (B, N, D) tokens folded into the patch grid; channels_last: (B, h, w, C)), or "
         "the dotted path package.module.function of a callable output -> (B, C, h, w) "

@@ -8,6 +8,9 @@ per detection, a column per layer and method); and for the run, ``summary.json``
 labels, scores, and the files of each detection by method and layer). An image's files are
 written all or none; every file is written atomically.
 
+``--model`` has the alias ``--network``, ``--method`` the alias ``--methods``; ``--layer-name``
+is repeatable and takes several names (the flags of :mod:`lightning_cam.cli.common`).
+
 Exit status: 0 when every image was processed (an image without detections above the threshold
 is reported, not an error); 1 when some images failed (each is named, the others are done);
 2 on bad input (unknown model or layer, unusable weights, no images...), in one line on stderr.
@@ -43,7 +46,15 @@ import torch
 
 from lightning_cam.cli.common import (
     CLIError,
+    add_class_names_argument,
+    add_common_flags,
+    add_device_argument,
+    add_image_path_argument,
+    add_layer_argument,
     add_method_argument,
+    add_model_argument,
+    add_output_dir_argument,
+    add_weight_argument,
     default_images,
     one_line,
     output_folder,
@@ -75,20 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Explain the detections of a torchvision or detectron2 detector: predicted "
         "boxes and a CAM heatmap per detection, layer and method.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--image-path", nargs="+", action="extend", default=None, metavar="PATH",
-                   help="image files, folders or globs (quote globs); default: a sample photo "
-                   "(skimage.data.chelsea(), written as 'chelsea')")
+    add_image_path_argument(p)
     p.add_argument("--backend", choices=("torchvision", "detectron2"), default="torchvision",
-                   help="detection library of the model (detectron2: install it from source)")
-    p.add_argument("--model", default=None, metavar="NAME",
-                   help=f"torchvision detector: {', '.join(DETECTORS)} (default: "
-                   f"{DEFAULT_MODEL}, or the architecture of a ShapesDetector checkpoint)")
-    p.add_argument("--weight-path", default=None, metavar="FILE",
-                   help="a state_dict file or a ShapesDetector Lightning checkpoint; default: "
-                   "torchvision's DEFAULT (COCO) weights, from the torch cache or downloaded. "
-                   "detectron2: the model's checkpoint (e.g. model_final.pkl), required")
+                   help="detection library of the model (detectron2: install it from source; "
+                   "default: torchvision)")
+    add_model_argument(p, f"torchvision detector: {', '.join(DETECTORS)} (default: "
+                       f"{DEFAULT_MODEL}, or the architecture of a ShapesDetector checkpoint)")
+    add_weight_argument(p, "a state_dict file or a ShapesDetector Lightning checkpoint; default: "
+                        "torchvision's DEFAULT (COCO) weights, from the torch cache or "
+                        "downloaded. detectron2: the model's checkpoint (e.g. model_final.pkl), "
+                        "required")
     p.add_argument("--config-file", default=None, metavar="CONFIG",
                    help="detectron2: a model-zoo config (e.g. "
                    "COCO-Detection/retinanet_R_50_FPN_3x.yaml) or a YAML config file")
@@ -98,33 +106,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true",
                    help="detectron2: random (seeded) weights instead of --weight-path, for "
                    "testing only: the maps mean nothing")
-    p.add_argument("--layer-name", action="append", default=None, metavar="NAME",
-                   help="layer to explain, a dotted name of the detector (repeat for several, "
-                   "e.g. backbone.body.layer3, head.classification_head.conv.0); default: the "
-                   "backbone's last stage")
+    add_layer_argument(p, "layer(s) to explain, dotted names of the detector (e.g. "
+                       "backbone.body.layer3 head.classification_head.conv.0); default: the "
+                       "backbone's last stage")
     add_method_argument(p, "a heatmap per detection and layer", DEFAULT_METHODS,
                         detection_methods())
     p.add_argument("--roi", action="store_true",
                    help="also RoI-level heatmaps (Faster R-CNN): the CAM of the proposal's RoI "
                    "features, pasted into the proposal box")
     p.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
-                   help="explain detections scoring at least this")
+                   help="explain detections scoring at least this (default: 0.5)")
     p.add_argument("--top-k", type=int, default=10, metavar="K",
-                   help="explain at most this many detections per image")
-    p.add_argument("--class-names", default=None, metavar="FILE",
-                   help="text file, one class name per line, line i = label i (a file without "
-                   "the background line gets '__background__' prepended; detectron2: labels "
-                   "start at 0, no background line; default: the dataset metadata)")
+                   help="explain at most this many detections per image (default: 10)")
+    add_class_names_argument(p, "line i = label i (a file without the background line gets "
+                             "'__background__' prepended; detectron2: labels start at 0, no "
+                             "background line; default: the dataset metadata)")
     p.add_argument("--min-size", type=int, default=None, metavar="N",
                    help="the detector's input size (shorter side; default: the model's own; "
                    "detectron2: INPUT.MIN_SIZE_TEST)")
     p.add_argument("--max-size", type=int, default=None, metavar="N",
                    help="limit of the longer side (default: the model's own)")
-    p.add_argument("--output-dir", default="results", metavar="DIR", help="output folder")
-    p.add_argument("--device", default="cpu", help="device, e.g. cpu, cuda, cuda:1")
-    p.add_argument("--quiet", action="store_true", help="no per-image report")
-    p.add_argument("--debug", action="store_true",
-                   help="show the full traceback of an unexpected error")
+    add_output_dir_argument(p)
+    add_device_argument(p)
+    add_common_flags(p, "no per-image report")
     return p
 
 
@@ -231,15 +235,9 @@ def _detectron2_explainer(
     return explainer, _file_tag(name), weights, {"config_file": str(args.config_file)}
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``lightning-cam detect`` with parsed arguments; returns the exit status.
-
-    Raises:
-        CLIError, ValueError, OSError, RuntimeError: Bad input (reported by :func:`main`).
-    """
+def _check_args(args: argparse.Namespace) -> list[str]:
+    """Step 1: the numbers and the backend's options checked; the methods to run."""
     from lightning_cam.detection.base import DEFAULT_METHODS
-    from lightning_cam.detection.render import detection_heatmap, draw_detections, render_detection
-    from lightning_cam.tools.image_io import collect_images, save_images
 
     if not 0.0 <= args.score_threshold <= 1.0:
         raise CLIError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
@@ -258,65 +256,81 @@ def run(args: argparse.Namespace) -> int:
         if args.roi and args.model and not _resolve_detector(args.model).startswith("fasterrcnn"):
             raise CLIError(f"--roi needs a two-stage detector (Faster R-CNN); {args.model} has no "
                            "RoI heads")
-    methods = selected_methods(args, DEFAULT_METHODS)
-    sources = collect_images(args.image_path if args.image_path else default_images())
-    if args.backend == "detectron2":
-        explainer, model, weights, extra = _detectron2_explainer(args, methods)
-    else:
-        explainer, model, weights, extra = _torchvision_explainer(args, methods)
-    out_dir = output_folder(args.output_dir)
+    return selected_methods(args, DEFAULT_METHODS)
 
+
+def _explain_image(
+    src: Any, explainer: Any, model: str, out_dir: Path
+) -> tuple[dict[str, Any], Any]:
+    """Step 3, one image: its record and result; all of its files written, or none."""
+    from lightning_cam.detection.render import detection_heatmap, draw_detections, render_detection
+    from lightning_cam.tools.image_io import save_images
+
+    image = src.load()
+    tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
+    result = explainer(tensor)
+    stem = src.name
+    record: dict[str, Any] = {"image": src.label, "stem": stem, **result.to_dict()}
+    pictures: dict[str | os.PathLike[str], np.ndarray] = {}
+    files = {"predict_box": f"{stem}-{model}-predict_box.jpg",
+             "sheet": f"{stem}-{model}-sheet.jpg"}
+    pictures[out_dir / files["predict_box"]] = draw_detections(image, result)
+    for det in record["detections"]:
+        k = det["index"]
+        det["files"] = {method: {} for method in result.methods}
+        for method in result.methods:
+            suffix = heatmap_suffix(method)
+            for layer in result.layers:
+                name = f"{stem}-{model}-{_file_tag(layer)}-{k}-{suffix}.jpg"
+                pictures[out_dir / name] = detection_heatmap(image, result, k, method, layer)
+                det["files"][method][layer] = name
+    pictures[out_dir / files["sheet"]] = render_detection(image, result)
+    save_images(pictures)  # all of the image's files, or none
+    record["files"] = files
+    return record, result
+
+
+def _report(args: argparse.Namespace, src: Any, record: dict[str, Any], result: Any) -> None:
+    """What one image gave, in one line (no detection: a note on stderr)."""
+    if len(result) == 0:
+        record["message"] = f"no detection above the threshold {args.score_threshold:g}"
+        print(f"{PROG}: {src.label}: no detection above the threshold "
+              f"{args.score_threshold:g} (try a lower --score-threshold)", file=sys.stderr)
+    elif not args.quiet:
+        found = ", ".join(f"{n} {s:.2f}" for n, s in
+                          zip(result.label_names(), result.scores.tolist(), strict=True))
+        print(f"{src.label}: {len(result)} detection(s): {found}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lightning-cam detect`` with parsed arguments; returns the exit status.
+
+    Raises:
+        CLIError, ValueError, OSError, RuntimeError: Bad input (reported by :func:`main`).
+    """
+    from lightning_cam.tools.image_io import collect_images
+
+    methods = _check_args(args)
+    sources = collect_images(args.image_path if args.image_path else default_images())
+    build = _detectron2_explainer if args.backend == "detectron2" else _torchvision_explainer
+    explainer, model, weights, extra = build(args, methods)
+    out_dir = output_folder(args.output_dir)
     records: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     for src in sources:
         try:
-            image = src.load()
-            tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
-            result = explainer(tensor)
-            stem = src.name
-            record: dict[str, Any] = {"image": src.label, "stem": stem, **result.to_dict()}
-            pictures: dict[str | os.PathLike[str], np.ndarray] = {}
-            files = {"predict_box": f"{stem}-{model}-predict_box.jpg",
-                     "sheet": f"{stem}-{model}-sheet.jpg"}
-            pictures[out_dir / files["predict_box"]] = draw_detections(image, result)
-            for det in record["detections"]:
-                k = det["index"]
-                det["files"] = {method: {} for method in result.methods}
-                for method in result.methods:
-                    suffix = heatmap_suffix(method)
-                    for layer in result.layers:
-                        name = f"{stem}-{model}-{_file_tag(layer)}-{k}-{suffix}.jpg"
-                        pictures[out_dir / name] = detection_heatmap(image, result, k, method,
-                                                                     layer)
-                        det["files"][method][layer] = name
-            pictures[out_dir / files["sheet"]] = render_detection(image, result)
-            save_images(pictures)  # all of the image's files, or none
+            record, result = _explain_image(src, explainer, model, out_dir)
         except (ValueError, OSError, RuntimeError, TypeError) as err:
             failures.append({"image": src.label, "error": one_line(err)})
             print(f"{PROG}: failed on {src.label}: {one_line(err)}", file=sys.stderr)
             continue
-        record["files"] = files
-        if len(result) == 0:
-            record["message"] = f"no detection above the threshold {args.score_threshold:g}"
-            print(f"{PROG}: {src.label}: no detection above the threshold "
-                  f"{args.score_threshold:g} (try a lower --score-threshold)", file=sys.stderr)
-        elif not args.quiet:
-            found = ", ".join(f"{n} {s:.2f}" for n, s in
-                              zip(result.label_names(), result.scores.tolist(), strict=True))
-            print(f"{src.label}: {len(result)} detection(s): {found}")
+        _report(args, src, record, result)
         records.append(record)
-
     summary = {
-        "backend": args.backend,
-        "model": model,
-        **extra,
-        "weights": weights,
-        "score_threshold": args.score_threshold,
-        "top_k": args.top_k,
-        "layers": explainer.result_layers,
-        "methods": list(explainer.methods),
-        "images": records,
-        "failures": failures,
+        "backend": args.backend, "model": model, **extra, "weights": weights,
+        "score_threshold": args.score_threshold, "top_k": args.top_k,
+        "layers": explainer.result_layers, "methods": list(explainer.methods),
+        "images": records, "failures": failures,
     }
     write_text_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     if failures:

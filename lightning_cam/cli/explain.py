@@ -10,14 +10,19 @@ Grad-CAM++): every other method ``m`` writes ``{stem}-{network}-{m}-heatmap.jpg`
 ``-{m}-cam.jpg``, and gets its columns in the sheets. An image's pictures are written all or
 none; every file is written atomically.
 
+With ``--data DIR`` the same parser selects the dataset mode (:mod:`lightning_cam.predict.folder`:
+a folder on Lightning's predict loop); the flags of one mode (``_IMAGE_ONLY``, ``_DATA_ONLY``)
+are refused in the other. ``--model`` has the alias ``--network``, ``--method`` the alias
+``--methods`` (the flags of :mod:`lightning_cam.cli.common`).
+
 Exit status: 0 when every image was explained; 1 when some images failed (each is reported by
 name, the others are still explained); 2 on bad input (unknown network, unusable weights, an
 unknown layer, a class id out of range, no images...), reported in one line on stderr.
 
 Example:
     $ lightning-cam explain                                  # resnet50 on a sample photo
-    $ lightning-cam explain --image-path photos/ --network vgg16,resnet50
-    $ lightning-cam explain --image-path cat.jpg --network all --output-dir out
+    $ lightning-cam explain --image-path photos/ --model vgg16,resnet50
+    $ lightning-cam explain --image-path cat.jpg --network all --output-dir out  # an alias
     $ lightning-cam explain --image-path "data/*.png" --network resnet18 \\
           --weight-path resnet18_finetuned.pth --class-names classes.txt
     $ lightning-cam explain --network swin_t --layer-name features.6 \\
@@ -41,8 +46,16 @@ import numpy as np
 
 from lightning_cam.cli.common import (
     CLIError,
+    add_class_names_argument,
+    add_common_flags,
+    add_device_argument,
+    add_image_path_argument,
+    add_layer_argument,
     add_method_argument,
+    add_model_argument,
+    add_output_dir_argument,
     add_reshape_transform_argument,
+    add_weight_argument,
     default_images,
     one_line,
     output_folder,
@@ -57,8 +70,10 @@ __all__ = [
     "comparison_markdown",
     "main",
     "read_class_names",
+    "resolve_mode",
     "resolve_networks",
     "run",
+    "run_images",
     "write_comparison_sheet",
 ]
 
@@ -70,57 +85,147 @@ SHEET_TILE = 256  # longest side of a picture in a comparison sheet (never upsca
 _DEFAULT_NETWORK = "resnet50"
 
 
+#: Flags of one mode only, with their defaults: ``dest -> (flag, default)``. They are parsed
+#: without a default (argparse.SUPPRESS) so that a flag of the other mode can be refused.
+_IMAGE_ONLY: dict[str, tuple[str, Any]] = {
+    "image_path": ("--image-path", None),
+    "class_id": ("--class-id", None),
+    "device": ("--device", "cpu"),
+    "class_names": ("--class-names", None),
+    "reshape_transform": ("--reshape-transform", "auto"),
+}
+_DATA_ONLY: dict[str, tuple[str, Any]] = {
+    "metrics": ("--metrics", None),
+    "num_workers": ("--num-workers", 0),
+    "accelerator": ("--accelerator", "cpu"),
+    "devices": ("--devices", "1"),
+    "strategy": ("--strategy", "auto"),
+    "precision": ("--precision", None),
+    "map_size": ("--map-size", "layer"),
+    "map_dtype": ("--map-dtype", "float16"),
+    "shard_size": ("--shard-size", 1024),
+    "overlays": ("--overlays", 0),
+    "sanity_samples": ("--sanity-samples", 0),
+    "guided_gradcam": ("--guided-gradcam", False),
+}
+#: Flags of both modes whose default differs: ``dest -> (images default, --data default)``.
+_MODE_DEFAULTS: dict[str, tuple[Any, Any]] = {
+    "output_dir": ("results", None),
+    "batch_size": (8, 16),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``lightning-cam explain``."""
+    """The argument parser of ``lightning-cam explain`` and ``lightning-cam explain --data``
+    (the dataset mode, :mod:`lightning_cam.predict.folder`)."""
+    from lightning_cam.methods import DEFAULT_METHODS
+
     p = argparse.ArgumentParser(
         prog=PROG,
         description=(
             "Explain image classifiers: Grad-CAM, Grad-CAM++, guided backprop and guided "
-            "Grad-CAM pictures for every image and network (the Grad-CAM.pytorch tool's outputs)."
+            "Grad-CAM pictures for every image and network (the Grad-CAM.pytorch tool's outputs). "
+            "With --data DIR: explain and evaluate every image of a folder on Lightning's predict "
+            "loop (shards of maps, a Parquet manifest, a summary; resumable)."
         ),
     )
-    p.add_argument(
-        "--image-path", nargs="+", action="extend", default=None, metavar="PATH",
-        help="image files, folders or globs (quote globs); default: a sample photo "
-        "(skimage.data.chelsea(), written as 'chelsea')",
-    )
-    p.add_argument(
-        "--network", nargs="+", action="extend", default=None, metavar="NAME",
-        help=f"network name(s), comma- or space-separated, or 'all' (the seed networks); any "
+    no = argparse.SUPPRESS
+    add_model_argument(
+        p, f"network name(s), comma- or space-separated, or 'all' (the seed networks); any "
         f"torchvision classifier name works, and timm:<name> / hf:<save_pretrained folder> "
-        f"(default: {_DEFAULT_NETWORK}, or the backbone of a "
-        "lightning-cam checkpoint given with --weight-path)",
-    )
-    p.add_argument(
-        "--weight-path", nargs="+", action="extend", default=None, metavar="FILE",
-        help="weights: a state_dict file (.pth/.pt) or a Lightning checkpoint of a lightning-cam "
-        "model; one per network, in the order of --network ('default' keeps torchvision's); "
+        f"(default: {_DEFAULT_NETWORK}, or the backbone of a lightning-cam checkpoint given with "
+        "--weight-path; --data: one network)", several=True)
+    add_weight_argument(
+        p, "weights: a state_dict file (.pth/.pt) or a Lightning checkpoint of a lightning-cam "
+        "model; one per network, in the order of --model ('default' keeps torchvision's); "
         "default: torchvision's DEFAULT weights (local torch cache, or a download when online)",
-    )
-    p.add_argument("--layer-name", default=None, metavar="NAME",
-                   help="layer to explain, a dotted module name (default: the last "
-                   "convolutional stage)")
-    add_reshape_transform_argument(p)
-    p.add_argument("--class-id", type=int, default=None, metavar="N",
-                   help="class to explain (default: the predicted class of each image)")
-    from lightning_cam.tools.classifier import DEFAULT_METHODS
-
+        several=True)
+    add_layer_argument(p, "layer to explain, a dotted module name (default: the last "
+                       "convolutional stage; several layers: --data only)")
     add_method_argument(p, "a heatmap and an overlay each", DEFAULT_METHODS)
-    p.add_argument("--output-dir", default="results", metavar="DIR",
-                   help="output folder (default: results)")
-    p.add_argument("--device", default="cpu", help="device, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N",
-                   help="images per forward pass (default: 8)")
+    add_output_dir_argument(p, default=no,
+                            help="output folder (default: results; required with --data)")
+    p.add_argument("--batch-size", type=int, default=no, metavar="N",
+                   help="images per forward pass (default: 8; --data: 16)")
     p.add_argument("--image-size", type=int, default=None, metavar="N",
                    help="model input side (default: the network's own, 299 for inception_v3, "
                    "else 224)")
-    p.add_argument("--class-names", default=None, metavar="FILE",
-                   help="text file with one class name per line (line i = class id i); "
-                   "default: the names the weights carry (ImageNet's for torchvision heads)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no final line")
-    p.add_argument("--debug", action="store_true",
-                   help="show the full traceback of an unexpected error")
+    add_common_flags(p, "no progress bar and no final line (--data: no summary table)")
+
+    _add_image_arguments(p.add_argument_group("images (without --data)"))
+    _add_data_arguments(p.add_argument_group("a dataset (explain --data DIR)"))
     return p
+
+
+def _add_image_arguments(group: Any) -> None:
+    """The flags of the images mode (refused with ``--data``)."""
+    no = argparse.SUPPRESS
+    add_image_path_argument(group, default=no)
+    add_reshape_transform_argument(group, default=no)
+    group.add_argument("--class-id", type=int, default=no, metavar="N",
+                       help="class to explain (default: the predicted class of each image)")
+    add_device_argument(group, default=no)
+    add_class_names_argument(group, "line i = class id i; default: the names the weights carry "
+                             "(ImageNet's for torchvision heads)", default=no)
+
+
+def _add_data_arguments(group: Any) -> None:
+    """``--data`` and the flags of the dataset mode (refused without it)."""
+    from lightning_cam.metrics import METRIC_NAMES
+
+    no = argparse.SUPPRESS
+    group.add_argument("--data", default=None, metavar="DIR",
+                       help="folder of images, or an ImageFolder tree (DIR/<class>/<image>), "
+                       "explained on Lightning's predict loop")
+    group.add_argument("--metrics", nargs="*", default=no, metavar="NAME",
+                       help=f"per-image metrics among {', '.join(METRIC_NAMES)} (default: "
+                       "average_drop increase_in_confidence; the localisation metrics need masks "
+                       "or boxes, which folders do not have)")
+    group.add_argument("--num-workers", type=int, default=no, metavar="N",
+                       help="DataLoader worker processes (default: 0)")
+    group.add_argument("--accelerator", default=no, help="Trainer accelerator (default: cpu)")
+    group.add_argument("--devices", default=no, help="Trainer devices (default: 1)")
+    group.add_argument("--strategy", default=no, help="Trainer strategy, e.g. ddp")
+    group.add_argument("--precision", default=no, help="Trainer precision, e.g. bf16-mixed")
+    group.add_argument("--map-size", choices=("layer", "input"), default=no,
+                       help="maps at the layer's resolution or the input's (default: layer)")
+    group.add_argument("--map-dtype", choices=("float16", "uint8"), default=no,
+                       help="stored maps' dtype (default: float16)")
+    group.add_argument("--shard-size", type=int, default=no, metavar="N",
+                       help="images per shard (default: 1024)")
+    group.add_argument("--overlays", type=int, default=no, metavar="N",
+                       help="overlay pictures of the first N images")
+    group.add_argument("--sanity-samples", type=int, default=no, metavar="N",
+                       help="images for the cascading randomisation sanity check (default: off)")
+    group.add_argument("--guided-gradcam", action="store_true", default=no,
+                       help="also store guided backprop and guided Grad-CAM")
+
+
+def resolve_mode(args: argparse.Namespace) -> str:
+    """``"data"`` (``--data`` given) or ``"images"``; fills in the mode's defaults.
+
+    Raises:
+        CLIError: A flag of the other mode was given.
+    """
+    data = args.data is not None
+    wrong, own = (_IMAGE_ONLY, _DATA_ONLY) if data else (_DATA_ONLY, _IMAGE_ONLY)
+    given = [flag for dest, (flag, _) in wrong.items() if hasattr(args, dest)]
+    if given:
+        flags = ", ".join(given)
+        if data:
+            raise CLIError(f"{flags}: not for explain --data (they are for explaining images, "
+                           "without --data)")
+        raise CLIError(f"{flags}: only for explain --data DIR (a dataset on the predict loop)")
+    for dest, (_, default) in own.items():
+        if not hasattr(args, dest):
+            setattr(args, dest, default)
+    for dest, defaults in _MODE_DEFAULTS.items():
+        if not hasattr(args, dest):
+            setattr(args, dest, defaults[data])
+    if not data and args.layer_name and len(args.layer_name) > 1:
+        raise CLIError(f"explain takes one --layer-name for images, got {len(args.layer_name)}: "
+                       f"{' '.join(args.layer_name)} (explain --data takes several)")
+    return "data" if data else "images"
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -166,15 +271,15 @@ def _plan(args: argparse.Namespace) -> list[tuple[str | None, str | None]]:
     backbone = None
     if len(weights) == 1 and weights[0].lower() != "default":
         backbone = zoo.checkpoint_backbone(weights[0])
-    if backbone is not None and args.network:
+    if backbone is not None and args.model:
         # A lightning-cam checkpoint names its own network; build_classifier checks the name.
-        networks: list[str | None] = list(_split_names(args.network))
+        networks: list[str | None] = list(_split_names(args.model))
     else:
-        networks = list(resolve_networks(args.network))
+        networks = list(resolve_networks(args.model))
     if not networks:
         if len(weights) > 1:
             raise CLIError(
-                f"{len(weights)} weight files given without --network; name one network per file"
+                f"{len(weights)} weight files given without --model; name one network per file"
             )
         if backbone is not None:
             networks = [None]  # a lightning-cam checkpoint names its own network
@@ -322,20 +427,9 @@ def _run_error(explainer: Any, err: BaseException) -> str:
     return f"{explainer.network}: {one_line(err)}{hint}"
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``lightning-cam explain`` with parsed arguments; returns the exit status.
-
-    Raises:
-        CLIError, ValueError, OSError, RuntimeError: Bad input (reported by :func:`main`).
-    """
-    from lightning_cam.tools.classifier import (
-        DEFAULT_METHODS,
-        ClassifierExplainer,
-        ClassifierExplanation,
-        ImageFailure,
-        output_keys,
-    )
-    from lightning_cam.tools.image_io import collect_images
+def _check_image_args(args: argparse.Namespace) -> list[str]:
+    """Step 1: the numbers checked; the methods to run (the registry's default when none)."""
+    from lightning_cam.methods import DEFAULT_METHODS
 
     for flag, value, minimum in (("--batch-size", args.batch_size, 1),
                                  ("--image-size", args.image_size, 8)):
@@ -343,26 +437,24 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"{flag} must be >= {minimum}, got {value}")
     if args.class_id is not None and args.class_id < 0:
         raise CLIError(f"--class-id must be >= 0, got {args.class_id}")
-    methods = selected_methods(args, DEFAULT_METHODS)
-    keys = output_keys(methods)
+    return selected_methods(args, DEFAULT_METHODS)
+
+
+def _build_explainers(args: argparse.Namespace, methods: list[str]) -> list[Any]:
+    """Step 2: every network built and checked on a blank image, before anything is written."""
+    from lightning_cam.tools.classifier import ClassifierExplainer
+
     plan = _plan(args)
     class_names = read_class_names(args.class_names) if args.class_names else None
-    sources = collect_images(args.image_path if args.image_path else default_images())
-    # Build and check every network on a blank image before writing anything.
+    layer = args.layer_name[0] if args.layer_name else None
     explainers = []
     for network, weight_path in plan:
         explainer = None
         try:
             explainer = ClassifierExplainer(
-                network,
-                layer=args.layer_name,
-                class_id=args.class_id,
-                weight_path=weight_path,
-                image_size=args.image_size,
-                device=args.device,
-                class_names=class_names,
-                methods=methods,
-                reshape_transform=args.reshape_transform,
+                network, layer=layer, class_id=args.class_id, weight_path=weight_path,
+                image_size=args.image_size, device=args.device, class_names=class_names,
+                methods=methods, reshape_transform=args.reshape_transform,
             )
             explainer.check()
         except (ValueError, RuntimeError, TypeError) as err:
@@ -371,15 +463,26 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError(prefix + one_line(err)) from err
             raise CLIError(_run_error(explainer, err)) from err
         explainers.append(explainer)
+    return explainers
 
-    out_dir = output_folder(args.output_dir)
 
-    records: list[dict[str, Any]] = []
-    failures: list[ImageFailure] = []
-    files: dict[str, dict[str, dict[str, str]]] = {}  # stem -> network -> key -> file
-    shapes: dict[str, tuple[int, ...]] = {}
-    networks = [e.network for e in explainers]
-    several = len(explainers) > 1
+class _Outputs:
+    """What the run wrote: per-image records, failures, files and image shapes."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.failures: list[Any] = []
+        self.files: dict[str, dict[str, dict[str, str]]] = {}  # stem -> network -> key -> file
+        self.shapes: dict[str, tuple[int, ...]] = {}
+
+
+def _explain_images(
+    args: argparse.Namespace, explainers: Sequence[Any], sources: Sequence[Any], out_dir: Path
+) -> _Outputs:
+    """Step 3: every image through every network, failures reported and kept."""
+    from lightning_cam.tools.classifier import ClassifierExplanation, ImageFailure
+
+    outputs = _Outputs()
     for explainer in explainers:
         progress = _Progress(len(sources), explainer.network, enabled=not args.quiet)
         try:
@@ -387,7 +490,7 @@ def run(args: argparse.Namespace) -> int:
                 sources, batch_size=args.batch_size, output_dir=out_dir, errors="report"
             ):
                 if isinstance(result, ImageFailure):
-                    failures.append(result)
+                    outputs.failures.append(result)
                     progress.write(
                         f"{PROG}: {result.network}: failed on {result.source or result.image}: "
                         f"{result.error}"
@@ -396,30 +499,44 @@ def run(args: argparse.Namespace) -> int:
                     assert isinstance(result, ClassifierExplanation)
                     record = result.to_dict()
                     record["weights"] = explainer.meta.weights
-                    records.append(record)
-                    files.setdefault(result.image, {})[result.network] = result.files
-                    shapes[result.image] = result.original.shape
+                    outputs.records.append(record)
+                    outputs.files.setdefault(result.image, {})[result.network] = result.files
+                    outputs.shapes[result.image] = result.original.shape
                 progress.update()
         except (ValueError, RuntimeError, TypeError) as err:
             raise CLIError(_run_error(explainer, err)) from err
         finally:
             progress.close()
+    return outputs
 
+
+def _write_comparisons(
+    out_dir: Path, sources: Sequence[Any], networks: Sequence[str], outputs: _Outputs,
+    keys: Sequence[str],
+) -> dict[str, str]:
+    """Step 4 (several networks): a comparison sheet per image and ``comparison.md``."""
+    files = outputs.files
     sheets: dict[str, str] = {}
-    if several:
-        for src in sources:
-            if src.name in files:
-                try:
-                    sheets[src.name] = write_comparison_sheet(
-                        out_dir, src.name, networks, files[src.name], shapes[src.name], keys
-                    )
-                except (OSError, ValueError) as err:
-                    print(f"{PROG}: cannot write the comparison sheet of {src.label}: "
-                          f"{one_line(err)}", file=sys.stderr)
-        stems = [(s.name, s.label) for s in sources if s.name in files]
-        markdown = comparison_markdown(stems, networks, files, sheets, keys)
-        write_text_atomic(out_dir / MARKDOWN_FILE, markdown)
+    for src in sources:
+        if src.name in files:
+            try:
+                sheets[src.name] = write_comparison_sheet(
+                    out_dir, src.name, networks, files[src.name], outputs.shapes[src.name], keys
+                )
+            except (OSError, ValueError) as err:
+                print(f"{PROG}: cannot write the comparison sheet of {src.label}: "
+                      f"{one_line(err)}", file=sys.stderr)
+    stems = [(s.name, s.label) for s in sources if s.name in files]
+    markdown = comparison_markdown(stems, networks, files, sheets, keys)
+    write_text_atomic(out_dir / MARKDOWN_FILE, markdown)
+    return sheets
 
+
+def _write_summary(
+    out_dir: Path, methods: list[str], explainers: Sequence[Any], outputs: _Outputs,
+    sheets: dict[str, str],
+) -> None:
+    """Step 5: ``summary.json``."""
     summary = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "output_dir": str(out_dir),
@@ -430,30 +547,53 @@ def run(args: argparse.Namespace) -> int:
              "reshape_transform": e.reshape_transform_name}
             for e in explainers
         ],
-        "results": records,
-        "failures": [f.to_dict() for f in failures],
+        "results": outputs.records,
+        "failures": [f.to_dict() for f in outputs.failures],
         "comparison_sheets": sheets,
     }
     write_text_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
-    if failures:
-        names = sorted({f.source or f.image for f in failures})
+
+def run_images(args: argparse.Namespace) -> int:
+    """``lightning-cam explain`` on images (parsed arguments, mode resolved); the exit status."""
+    from lightning_cam.tools.classifier import output_keys
+    from lightning_cam.tools.image_io import collect_images
+
+    methods = _check_image_args(args)
+    explainers = _build_explainers(args, methods)
+    sources = collect_images(args.image_path if args.image_path else default_images())
+    out_dir = output_folder(args.output_dir)
+    outputs = _explain_images(args, explainers, sources, out_dir)
+    sheets: dict[str, str] = {}
+    if len(explainers) > 1:
+        networks = [e.network for e in explainers]
+        sheets = _write_comparisons(out_dir, sources, networks, outputs, output_keys(methods))
+    _write_summary(out_dir, methods, explainers, outputs, sheets)
+    if outputs.failures:
+        names = sorted({f.source or f.image for f in outputs.failures})
         print(f"{PROG}: {len(names)} image(s) failed: {', '.join(names)}", file=sys.stderr)
     if not args.quiet:
-        print(f"{len(records)} explanation(s) ({len(sources)} image(s) x {len(explainers)} "
-              f"network(s)) written to {out_dir}")
-    return 1 if failures else 0
+        print(f"{len(outputs.records)} explanation(s) ({len(sources)} image(s) x "
+              f"{len(explainers)} network(s)) written to {out_dir}")
+    return 1 if outputs.failures else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lightning-cam explain`` with parsed arguments (:func:`build_parser`): images, or
+    with ``--data`` a dataset (:func:`lightning_cam.predict.folder.run`); the exit status.
+
+    Raises:
+        CLIError, ValueError, OSError, RuntimeError: Bad input (reported by :func:`main`).
+    """
+    if resolve_mode(args) == "data":
+        from lightning_cam.predict.folder import run as run_dataset
+
+        return run_dataset(args)
+    return run_images(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``lightning-cam explain``; returns the exit status."""
-    # --- `explain --data DIR`: a whole dataset on Lightning's predict loop (issue 16) ---
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a == "--data" or a.startswith("--data=") for a in args):
-        from lightning_cam.predict.folder import main as explain_dataset
-
-        return explain_dataset(args)
-    # ---
+    """Entry point of ``lightning-cam explain`` (and ``explain --data``); the exit status."""
     return run_main(PROG, build_parser(), run, argv)
 
 

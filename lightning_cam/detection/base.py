@@ -12,7 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from lightning_cam.detection.result import DetectionResult
-from lightning_cam.methods import METHODS, method_name, normalize_maps
+from lightning_cam.methods import (
+    DEFAULT_DETECTION_METHODS,
+    METHODS,
+    method_name,
+    normalize_maps,
+)
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -25,11 +30,9 @@ __all__ = [
     "to_original",
 ]
 
-#: Methods the detection explainers (and ``lightning-cam detect``) compute when none are given:
-#: EigenGrad-CAM, the method that localised the detections of the shapes detector best at its
-#: default layer (pointing game 0.72 against 0.40 for Grad-CAM; 0.6 % of the map on other
-#: objects against 6.7 %; ``benchmarks/detection_quality.md``).
-DEFAULT_METHODS: tuple[str, ...] = ("eigengradcam",)
+#: Methods the detection explainers compute when none are given
+#: (:data:`lightning_cam.methods.DEFAULT_DETECTION_METHODS`, under its historical name here).
+DEFAULT_METHODS: tuple[str, ...] = DEFAULT_DETECTION_METHODS
 
 
 def to_original(

@@ -32,10 +32,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from lightning_cam.cli.common import CLIError, one_line, run_main
+from lightning_cam.cli.common import CLIError, one_line, run_main, selected_methods
+from lightning_cam.tools.image_io import IMAGE_EXTENSIONS
 
 PROG = "lightning-cam explain --data"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+#: The image files taken from ``--data`` (:data:`lightning_cam.tools.image_io.IMAGE_EXTENSIONS`).
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 
 
 class ImageFolderDataset(Dataset):
@@ -159,86 +161,57 @@ class ZooClassifier(pl.LightningModule):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The arguments of ``lightning-cam explain --data``."""
-    from lightning_cam.metrics import METRIC_NAMES
+    """The arguments of ``lightning-cam explain --data``: ``lightning-cam explain``'s parser
+    (:func:`lightning_cam.cli.explain.build_parser`), whose ``--data`` selects this mode."""
+    from lightning_cam.cli.explain import build_parser as explain_parser
 
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Explain and evaluate every image of a folder (or ImageFolder tree) with a "
-        "classifier, on Lightning's predict loop: shards of maps, a Parquet manifest and a "
-        "summary; resumable; --devices/--strategy for several processes.",
-    )
-    p.add_argument("--data", required=True, metavar="DIR",
-                   help="folder of images, or an ImageFolder tree (DIR/<class>/<image>)")
-    p.add_argument("--output-dir", required=True, metavar="OUT", help="output folder")
-    p.add_argument("--network", default=None, metavar="NAME",
-                   help="torchvision classifier name (default: resnet50, or the backbone of a "
-                   "lightning-cam checkpoint given with --weight-path)")
-    p.add_argument("--weight-path", default=None, metavar="FILE",
-                   help="state_dict file or lightning-cam checkpoint (default: torchvision's "
-                   "DEFAULT weights, from the local cache)")
-    p.add_argument("--layer-name", nargs="+", default=None, metavar="NAME",
-                   help="layer(s) of the network to explain (default: the last spatial map)")
-    p.add_argument("--methods", nargs="+", default=["gradcam", "gradcam++"], metavar="NAME",
-                   help="CAM methods of the registry (default: gradcam gradcam++)")
-    p.add_argument("--metrics", nargs="*", default=None, metavar="NAME",
-                   help=f"per-image metrics among {', '.join(METRIC_NAMES)} (default: "
-                   "average_drop increase_in_confidence; the localisation metrics need masks "
-                   "or boxes, which folders do not have)")
-    p.add_argument("--image-size", type=int, default=None, metavar="N",
-                   help="model input side (default: the network's own)")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="default: 16")
-    p.add_argument("--num-workers", type=int, default=0, metavar="N",
-                   help="DataLoader worker processes (default: 0)")
-    p.add_argument("--accelerator", default="cpu", help="Trainer accelerator (default: cpu)")
-    p.add_argument("--devices", default="1", help="Trainer devices (default: 1)")
-    p.add_argument("--strategy", default="auto", help="Trainer strategy, e.g. ddp")
-    p.add_argument("--precision", default=None, help="Trainer precision, e.g. bf16-mixed")
-    p.add_argument("--map-size", choices=("layer", "input"), default="layer")
-    p.add_argument("--map-dtype", choices=("float16", "uint8"), default="float16")
-    p.add_argument("--shard-size", type=int, default=1024, metavar="N")
-    p.add_argument("--overlays", type=int, default=0, metavar="N",
-                   help="overlay pictures of the first N images")
-    p.add_argument("--sanity-samples", type=int, default=0, metavar="N",
-                   help="images for the cascading randomisation sanity check (default: off)")
-    p.add_argument("--guided-gradcam", action="store_true",
-                   help="also store guided backprop and guided Grad-CAM")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
-    p.add_argument("--debug", action="store_true", help="full traceback of an error")
-    return p
+    return explain_parser()
+
+
+def _single(value: Any, flag: str) -> Any:
+    """One value of a flag that takes a list elsewhere (``None`` when not given)."""
+    if value is None or isinstance(value, str):
+        return value
+    values = list(value)
+    if len(values) > 1:
+        raise CLIError(f"explain --data takes one {flag}, got {len(values)}: {' '.join(values)}")
+    return values[0] if values else None
 
 
 def _devices(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``lightning-cam explain --data``; returns the exit status."""
+def _build_model(args: argparse.Namespace) -> tuple[nn.Module, Any]:
+    """Step 1: the arguments checked; the classifier and its metadata."""
     from lightning_cam import zoo
-    from lightning_cam.predict.summary import SUMMARY_MD
-    from lightning_cam.predict.writer import CAMWriter
 
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--shard-size",
                              args.shard_size, 1), ("--num-workers", args.num_workers, 0)):
         if value < low:
             raise CLIError(f"{flag} must be >= {low}, got {value}")
-    network = args.network
-    if network is None and (args.weight_path is None or zoo.checkpoint_backbone(args.weight_path)
-                            is None):
+    network = _single(getattr(args, "model", None), "--model")
+    weight_path = _single(args.weight_path, "--weight-path")
+    if args.output_dir is None:
+        raise CLIError("explain --data needs --output-dir (the folder of the shards, the manifest "
+                       "and the summary)")
+    if network is None and (weight_path is None or zoo.checkpoint_backbone(weight_path) is None):
         network = "resnet50"
-    model, meta = zoo.build_classifier(network, args.weight_path, device="cpu")
-    size = args.image_size or meta.input_size
-    try:
-        dataset = ImageFolderDataset(args.data, size, meta.mean, meta.std, meta.categories)
-    except (FileNotFoundError, ValueError) as err:
-        raise CLIError(one_line(err)) from err
+    return zoo.build_classifier(network, weight_path, device="cpu")
+
+
+def _build_writer(args: argparse.Namespace, meta: Any) -> Any:
+    """Step 2: the :class:`~lightning_cam.predict.CAMWriter` of the run."""
+    from lightning_cam.methods import DEFAULT_METHODS
+    from lightning_cam.predict.writer import CAMWriter
+
     metrics = args.metrics if args.metrics is not None else [
         "average_drop", "increase_in_confidence"
     ]
     layers = [f"model.{n}" for n in args.layer_name] if args.layer_name else None
-    writer = CAMWriter(
+    return CAMWriter(
         args.output_dir,
-        methods=args.methods,
+        methods=selected_methods(args, DEFAULT_METHODS),
         layer=layers,
         metrics=metrics,
         map_size=args.map_size,
@@ -250,6 +223,20 @@ def run(args: argparse.Namespace) -> int:
         mean=list(meta.mean),
         std=list(meta.std),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``lightning-cam explain --data`` with the arguments of :func:`build_parser` (its
+    mode resolved, :func:`lightning_cam.cli.explain.resolve_mode`); returns the exit status."""
+    from lightning_cam.predict.summary import SUMMARY_MD
+
+    model, meta = _build_model(args)
+    size = args.image_size or meta.input_size
+    try:
+        dataset = ImageFolderDataset(args.data, size, meta.mean, meta.std, meta.categories)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(one_line(err)) from err
+    writer = _build_writer(args, meta)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers
     )
@@ -278,9 +265,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dataset(args: argparse.Namespace) -> int:
+    from lightning_cam.cli.explain import resolve_mode
+
+    if args.data is None:
+        raise CLIError("the following argument is required: --data")
+    resolve_mode(args)
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``lightning-cam explain --data``."""
-    return run_main(PROG, build_parser(), run, argv)
+    """Entry point of ``lightning-cam explain --data`` (``lightning-cam explain`` with
+    ``--data`` required)."""
+    return run_main(PROG, build_parser(), _run_dataset, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

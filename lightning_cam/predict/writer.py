@@ -55,7 +55,7 @@ from lightning_cam.callbacks.options import (
 from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.engine.layers import resolve_layers
 from lightning_cam.engine.targets import class_probabilities, extract_logits
-from lightning_cam.methods import normalize_maps, upsample
+from lightning_cam.methods import DEFAULT_METHODS, normalize_maps, upsample
 from lightning_cam.metrics import (
     LOCALISATION_METRICS,
     METRIC_NAMES,
@@ -85,7 +85,6 @@ PredictionWriterBase: Any = type(
     "PredictionWriterBase", _writer_bases(), {"__module__": __name__}
 )
 
-DEFAULT_METHODS = ("gradcam", "gradcam++")
 DEFAULT_METRICS = (
     "pointing_game",
     "energy_pointing_game",

@@ -50,7 +50,7 @@ from lightning_cam.engine.layers import get_layer
 from lightning_cam.engine.layouts import ReshapeTransform, check_reshape_transform
 from lightning_cam.engine.targets import class_probabilities
 from lightning_cam.errors import one_line
-from lightning_cam.methods import METHODS, method_name
+from lightning_cam.methods import DEFAULT_METHODS, METHODS, method_name
 from lightning_cam.tools import viz
 from lightning_cam.tools.image_io import (
     IMAGE_EXTENSIONS,
@@ -80,8 +80,6 @@ __all__ = [
     "picture_keys",
 ]
 
-#: Methods computed when none are given: the original tool's Grad-CAM and Grad-CAM++.
-DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 
 #: What the original tool called its two pictures per method (every other method ``m`` has
 #: ``{m}-heatmap`` and ``{m}-cam``).
