@@ -177,3 +177,39 @@ def test_method_names() -> None:
     assert method_name("Score-CAM") == "scorecam"  # issue 14: every method of the field
     with pytest.raises(ValueError, match="Unknown method 'fullgrad'"):
         method_name("fullgrad")
+
+
+class RedDetector(nn.Module):
+    """1x1 conv picking the red (class 0) / green (class 1) channel -> ReLU -> GAP -> identity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False), nn.ReLU())
+        self.fc = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.features[0].weight.copy_(torch.eye(3)[:2].view(2, 3, 1, 1))
+            self.fc.weight.copy_(torch.eye(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("cls", ["GradCAM", "GradCAMPlusPlus", "LayerCAM", "XGradCAM"])
+def test_map_peaks_on_the_object_of_a_synthetic_image(cls: str) -> None:
+    """A red square on black and a dim green one elsewhere: class 0's map is exactly the red
+    square (its argmax inside it), class 1's the green one."""
+    x = torch.zeros(1, 3, 16, 16)
+    x[0, 0, 10:14, 4:8] = 1.0  # red square
+    x[0, 1, 2:5, 9:12] = 0.5  # green square
+    model = RedDetector().eval()
+    cam = getattr(lc, cls)(model, "features")
+    red = cam(x, target=0)[0]
+    green = cam(x, target=1)[0]
+    want_red = torch.zeros(16, 16)
+    want_red[10:14, 4:8] = 1.0
+    want_green = torch.zeros(16, 16)
+    want_green[2:5, 9:12] = 1.0
+    torch.testing.assert_close(red, want_red)
+    torch.testing.assert_close(green, want_green)
+    row, col = divmod(int(red.argmax()), 16)
+    assert 10 <= row < 14 and 4 <= col < 8
