@@ -28,15 +28,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lightning_cam.data.shapes import (
-    _SCALE,
-    _SHIFT,
-    CLASSES,
-    ShapesDataset,
-    _fixed,
-    _polygon,
-    _SplitsDataModule,
+from lightning_cam.data.common import (
+    SCALE,
+    SHIFT,
+    SplitsDataModule,
+    shape_polygon,
+    to_fixed_point,
 )
+from lightning_cam.data.shapes import CLASSES, ShapesDataset
 
 BACKGROUND = "__background__"
 
@@ -188,11 +187,11 @@ class ShapesDetectionDataset(Dataset):
         for shape, cx, cy, r, angle in self._layout(rng):
             alpha = np.zeros((s, s), np.uint8)
             if shape == "circle":
-                cv2.circle(alpha, (round(cx * _SCALE), round(cy * _SCALE)), round(r * _SCALE),
-                           255, thickness=-1, lineType=cv2.LINE_AA, shift=_SHIFT)
+                cv2.circle(alpha, (round(cx * SCALE), round(cy * SCALE)), round(r * SCALE),
+                           255, thickness=-1, lineType=cv2.LINE_AA, shift=SHIFT)
             else:
-                cv2.fillPoly(alpha, _fixed(_polygon(shape, cx, cy, r, angle)), 255,  # type: ignore[call-overload]
-                             lineType=cv2.LINE_AA, shift=_SHIFT)
+                cv2.fillPoly(alpha, to_fixed_point(shape_polygon(shape, cx, cy, r, angle)), 255,  # type: ignore[call-overload]
+                             lineType=cv2.LINE_AA, shift=SHIFT)
             mask = alpha >= 128
             if not mask.any():  # pragma: no cover - objects are at least 11 px wide
                 continue
@@ -219,7 +218,7 @@ class ShapesDetectionDataset(Dataset):
         )
 
 
-class ShapesDetectionDataModule(_SplitsDataModule):
+class ShapesDetectionDataModule(SplitsDataModule):
     """Train / val / test splits of :class:`ShapesDetectionDataset` with disjoint seeds.
 
     Batches are ``(list of images, list of target dicts)`` (:func:`collate_detection`), the

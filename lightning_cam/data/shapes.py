@@ -21,40 +21,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import cv2
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from lightning_cam.data.common import (
+    SCALE,
+    SHIFT,
+    SplitsDataModule,
+    shape_polygon,
+    to_fixed_point,
+)
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star")
-
-_SHIFT = 4  # fixed-point bits for sub-pixel drawing with OpenCV
-_SCALE = 1 << _SHIFT
-
-
-def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
-    """Vertices ``(N, 2)`` (x, y) of a polygonal shape with circumradius ``r``."""
-    if shape == "square":
-        t = angle + np.arange(4) * (math.pi / 2)
-        rad = np.full(4, r)
-    elif shape == "triangle":
-        t = angle + np.arange(3) * (2 * math.pi / 3)
-        rad = np.full(3, r)
-    elif shape == "star":
-        t = angle + np.arange(10) * (math.pi / 5)
-        rad = np.where(np.arange(10) % 2 == 0, r, 0.42 * r)
-    else:  # pragma: no cover - guarded by ShapesDataset
-        raise ValueError(f"not a polygonal shape: {shape!r}")
-    return np.stack([cx + rad * np.cos(t), cy + rad * np.sin(t)], axis=1)
-
-
-def _fixed(points: np.ndarray) -> np.ndarray:
-    """Float pixel coordinates -> OpenCV fixed-point int32 ``(1, N, 2)`` (pixel centres at .0)."""
-    return np.round(points * _SCALE).astype(np.int32).reshape(1, -1, 2)
-
 
 class ShapesDataset(Dataset):
     """Synthetic one-object images with a shape label, a box and a mask.
@@ -197,20 +178,20 @@ class ShapesDataset(Dataset):
         if shape == "circle":
             cv2.circle(
                 alpha,
-                (round(cx * _SCALE), round(cy * _SCALE)),
-                round(r * _SCALE),
+                (round(cx * SCALE), round(cy * SCALE)),
+                round(r * SCALE),
                 255,
                 thickness=-1,
                 lineType=cv2.LINE_AA,
-                shift=_SHIFT,
+                shift=SHIFT,
             )
         else:
             cv2.fillPoly(
                 alpha,
-                list(_fixed(_polygon(shape, cx, cy, r, angle))),  # one (N, 2) polygon
+                list(to_fixed_point(shape_polygon(shape, cx, cy, r, angle))),  # one (N, 2) polygon
                 255,
                 lineType=cv2.LINE_AA,
-                shift=_SHIFT,
+                shift=SHIFT,
             )
         mask = alpha >= 128
         a = (alpha.astype(np.float32) / 255.0)[..., None]
@@ -264,42 +245,42 @@ class ShapesDataset(Dataset):
                 p1 = (x + 0.5 * length * math.cos(t), y + 0.5 * length * math.sin(t))
                 cv2.line(
                     layer,
-                    tuple(int(round(v * _SCALE)) for v in p0),
-                    tuple(int(round(v * _SCALE)) for v in p1),
+                    tuple(int(round(v * SCALE)) for v in p0),
+                    tuple(int(round(v * SCALE)) for v in p1),
                     255,
                     1,
                     cv2.LINE_AA,
-                    _SHIFT,
+                    SHIFT,
                 )
             elif kind == 1:  # open arc (at most half a circle), thin
                 rad = rng.uniform(3, 8) * k
                 start = rng.uniform(0, 360)
                 cv2.ellipse(
                     layer,
-                    (round(x * _SCALE), round(y * _SCALE)),
-                    (round(rad * _SCALE), round(rad * _SCALE)),
+                    (round(x * SCALE), round(y * SCALE)),
+                    (round(rad * SCALE), round(rad * SCALE)),
                     0.0,
                     start,
                     start + rng.uniform(60, 180),
                     255,
                     1,
                     cv2.LINE_AA,
-                    _SHIFT,
+                    SHIFT,
                 )
             else:  # small elongated blob (aspect >= 2.5)
                 minor = rng.uniform(0.8, 1.6) * k
                 major = minor * rng.uniform(2.5, 4.0)
                 cv2.ellipse(
                     layer,
-                    (round(x * _SCALE), round(y * _SCALE)),
-                    (round(major * _SCALE), round(minor * _SCALE)),
+                    (round(x * SCALE), round(y * SCALE)),
+                    (round(major * SCALE), round(minor * SCALE)),
                     rng.uniform(0, 180),
                     0,
                     360,
                     255,
                     -1,
                     cv2.LINE_AA,
-                    _SHIFT,
+                    SHIFT,
                 )
             colour = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
             x0, y0, w, h = cv2.boundingRect(layer)  # blend only where the item was drawn
@@ -310,75 +291,7 @@ class ShapesDataset(Dataset):
                 layer[win] = 0
 
 
-class _SplitsDataModule(pl.LightningDataModule):
-    """Train / val / test splits of on-the-fly datasets: ``setup`` and the dataloaders.
-
-    Subclasses define ``dataset(split)``, ``batch_size``, ``num_workers`` and optionally
-    ``collate_fn``.
-    """
-
-    SPLITS = ("train", "val", "test")
-    collate_fn: Any = None
-    batch_size: int
-    num_workers: int
-
-    @staticmethod
-    def _check_sizes(
-        num_train: Any, num_val: Any, num_test: Any, batch_size: Any, num_workers: Any
-    ) -> None:
-        for name, value in (
-            ("num_train", num_train),
-            ("num_val", num_val),
-            ("num_test", num_test),
-            ("batch_size", batch_size),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-
-    def dataset(self, split: str) -> Dataset:  # pragma: no cover - defined by subclasses
-        raise NotImplementedError
-
-    def setup(self, stage: str | None = None) -> None:
-        """Create the datasets the stage needs (they render lazily, so this is cheap)."""
-        needs = {
-            "fit": ("train", "val"),
-            "validate": ("val",),
-            "test": ("test",),
-            "predict": (getattr(self, "predict_split", "test"),),
-        }.get(stage or "", self.SPLITS)
-        for split in needs:
-            self.dataset(split)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader[Any]:
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=type(self).collate_fn,
-        )
-
-    def train_dataloader(self) -> DataLoader[Any]:
-        """Shuffled training batches."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader[Any]:
-        """Validation batches in index order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader[Any]:
-        """Test batches in index order."""
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader[Any]:
-        """The ``predict_split`` split (default: test), in index order."""
-        return self._loader(getattr(self, "predict_split", "test"), shuffle=False)
-
-
-class ShapesDataModule(_SplitsDataModule):
+class ShapesDataModule(SplitsDataModule):
     """Train / val / test splits of :class:`ShapesDataset` with disjoint seeds.
 
     The split seeds are derived from ``seed`` and the split's name, so the three splits never

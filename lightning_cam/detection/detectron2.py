@@ -569,17 +569,48 @@ class Detectron2Explainer(DetectionExplainerBase):
         if class_names is None and cfg is not None:
             class_names = detectron2_class_names(cfg)
         self.class_names = list(class_names) if class_names is not None else None
+        self._set_input(cfg, min_size, max_size)
+        rh = getattr(model, "roi_heads", None)
+        names, roi = self._choose_layers(layer, roi_cams)
+        self.layers = list(dict.fromkeys(names))
+        self.roi_cams = roi
+        self._adapter = _Detectron2Adapter(model, record_rois=roi)
+        self._explainer = Explainer(
+            self._adapter, [_PREFIX + n for n in self.layers], methods=self.methods
+        )
+        self._roi_scorer = _RoIScorer(rh) if roi else None
+        self._roi_explainer = (
+            Explainer(self._roi_scorer, self._roi_scorer.layer, methods=self.methods)
+            if self._roi_scorer is not None else None
+        )
+
+    def _set_input(self, cfg: Any, min_size: int | None, max_size: int | None) -> None:
+        """Set ``min_size``, ``max_size`` and ``input_format``: the given sizes, else the
+        config's (else detectron2's defaults), and the config's (else the model's) format."""
         inp = getattr(cfg, "INPUT", None)
         self.min_size = int(min_size if min_size is not None
                             else inp.MIN_SIZE_TEST if inp is not None else 800)
         self.max_size = int(max_size if max_size is not None
                             else inp.MAX_SIZE_TEST if inp is not None else 1333)
-        fmt = inp.FORMAT if inp is not None else getattr(model, "input_format", None) or "BGR"
+        fmt = (
+            inp.FORMAT if inp is not None
+            else getattr(self.model, "input_format", None) or "BGR"
+        )  # fmt: skip
         if fmt not in ("BGR", "RGB"):
             raise ValueError(f"input format {fmt!r} is not supported; the model must take BGR "
                              "or RGB images")
         self.input_format = fmt
 
+    def _choose_layers(
+        self, layer: str | Sequence[str] | None, roi_cams: bool
+    ) -> tuple[list[str], bool]:
+        """Set ``roi_layer``; return the checked image-level layer names (the default layer when
+        none) and whether RoI-level maps are wanted.
+
+        Raises:
+            TypeError, ValueError: As :class:`Detectron2Explainer` documents for ``layer``.
+        """
+        model = self.model
         names = [layer] if isinstance(layer, str) else list(layer) if layer is not None else []
         for n in names:
             if not isinstance(n, str):
@@ -595,17 +626,7 @@ class Detectron2Explainer(DetectionExplainerBase):
         roi = bool(roi_cams) or any(n in D2_ROI_LAYERS for n in names)
         names = [n for n in names if n not in D2_ROI_LAYERS]
         for n in names:
-            get_layer(model, n)  # unknown names: ValueError with near matches
-            if n == "roi_heads" or n.startswith("roi_heads."):
-                raise ValueError(
-                    f"Layer {n!r} runs once per region proposal, not per image; use "
-                    f"roi_cams=True (or the layer {self.roi_layer!r}) for RoI-level maps."
-                )
-            if n == "proposal_generator" or n.startswith("proposal_generator."):
-                raise ValueError(
-                    f"Layer {n!r} only makes the proposals, which detectron2 computes without "
-                    "gradient: its maps would be zero. Choose a backbone layer."
-                )
+            self._check_image_layer(n)
         if roi and not supported:
             raise ValueError(
                 "roi_cams=True needs a two-stage detectron2 model (GeneralizedRCNN) with "
@@ -614,17 +635,21 @@ class Detectron2Explainer(DetectionExplainerBase):
             )
         if not names:
             names = [default_detectron2_layer(model)]
-        self.layers = list(dict.fromkeys(names))
-        self.roi_cams = roi
-        self._adapter = _Detectron2Adapter(model, record_rois=roi)
-        self._explainer = Explainer(
-            self._adapter, [_PREFIX + n for n in self.layers], methods=self.methods
-        )
-        self._roi_scorer = _RoIScorer(rh) if roi else None
-        self._roi_explainer = (
-            Explainer(self._roi_scorer, self._roi_scorer.layer, methods=self.methods)
-            if self._roi_scorer is not None else None
-        )
+        return names, roi
+
+    def _check_image_layer(self, n: str) -> None:
+        """Refuse an unknown layer, or one that runs per proposal or makes the proposals."""
+        get_layer(self.model, n)  # unknown names: ValueError with near matches
+        if n == "roi_heads" or n.startswith("roi_heads."):
+            raise ValueError(
+                f"Layer {n!r} runs once per region proposal, not per image; use "
+                f"roi_cams=True (or the layer {self.roi_layer!r}) for RoI-level maps."
+            )
+        if n == "proposal_generator" or n.startswith("proposal_generator."):
+            raise ValueError(
+                f"Layer {n!r} only makes the proposals, which detectron2 computes without "
+                "gradient: its maps would be zero. Choose a backbone layer."
+            )
 
     def _device(self) -> torch.device:
         p = next(self.model.parameters(), None)

@@ -187,49 +187,68 @@ def build_detector(
             ``StateDictMismatchError``).
         PretrainedWeightsUnavailableError: DEFAULT weights neither cached nor downloadable.
     """
-    import torchvision
-
     dev = resolve_device(device)
     arch = resolve_detector(name) if name is not None else None
     sizes = _transform_kwargs(min_size, max_size)
     if weight_path is None:
         if arch is None:
             raise ValueError("Name a detector (--model) or give a checkpoint (--weight-path).")
-        if arch in CUSTOM_DETECTORS:
-            raise ValueError(f"{arch} has no pretrained weights; pass --weight-path FILE")
-        weights = torchvision.models.get_model_weights(arch).DEFAULT
-        cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
-        try:
-            model = load_pretrained(arch, weights, **sizes)
-        except (OSError, http.client.HTTPException) as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise PretrainedWeightsUnavailableError(
-                f"torchvision's pretrained weights for {arch} ({weights}) are not in the local "
-                f"torch cache ({cache}) and could not be downloaded ({reason[:160]}). Pass a "
-                f"weight file instead: --weight-path FILE (a state_dict saved with "
-                f"torch.save(detector.state_dict(), FILE), or a ShapesDetector checkpoint), or "
-                f"copy {os.path.basename(weights.url)} into {os.path.dirname(cache)}."
-            ) from err
-        cats = list(weights.meta.get("categories") or []) or None
-        meta = DetectorMeta(arch, len(cats) if cats else 91, cats, f"torchvision:{weights}")
-        return model.to(dev).eval(), meta
+        model, meta = _pretrained_detector(arch, sizes)
+    else:
+        model, meta = _detector_from_file(arch, os.fspath(weight_path), sizes)
+    return model.to(dev).eval(), meta
 
-    path = os.fspath(weight_path)
-    obj = read_weight_file(path)
-    hparams: Mapping[str, Any] = {}
-    if isinstance(obj, Mapping) and is_lightning_checkpoint(obj):
-        hparams = obj.get("hyper_parameters") or {}
-    ckpt_arch = hparams.get("arch") if isinstance(hparams, Mapping) else None
+
+def _pretrained_detector(arch: str, sizes: dict[str, Any]) -> tuple[nn.Module, DetectorMeta]:
+    """``arch`` with torchvision's DEFAULT weights (from the torch cache or downloaded)."""
+    import torchvision
+
+    if arch in CUSTOM_DETECTORS:
+        raise ValueError(f"{arch} has no pretrained weights; pass --weight-path FILE")
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+    try:
+        model = load_pretrained(arch, weights, **sizes)
+    except (OSError, http.client.HTTPException) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PretrainedWeightsUnavailableError(
+            f"torchvision's pretrained weights for {arch} ({weights}) are not in the local "
+            f"torch cache ({cache}) and could not be downloaded ({reason[:160]}). Pass a "
+            f"weight file instead: --weight-path FILE (a state_dict saved with "
+            f"torch.save(detector.state_dict(), FILE), or a ShapesDetector checkpoint), or "
+            f"copy {os.path.basename(weights.url)} into {os.path.dirname(cache)}."
+        ) from err
+    cats = list(weights.meta.get("categories") or []) or None
+    return model, DetectorMeta(arch, len(cats) if cats else 91, cats, f"torchvision:{weights}")
+
+
+def _checkpoint_arch(arch: str | None, ckpt_arch: Any, path: str) -> str:
+    """The architecture: the requested one, else the checkpoint's; they must agree."""
     if arch is None:
         if not ckpt_arch:
             raise ValueError(
                 f"{path!r} is not a ShapesDetector checkpoint: name its architecture with --model."
             )
-        arch = resolve_detector(str(ckpt_arch))
-    elif ckpt_arch and resolve_detector(str(ckpt_arch)) != arch:
+        return resolve_detector(str(ckpt_arch))
+    if ckpt_arch and resolve_detector(str(ckpt_arch)) != arch:
         raise ValueError(
             f"{path!r} is a checkpoint of {ckpt_arch}, not {arch}; drop --model or fix it."
         )
+    return arch
+
+
+def _detector_from_file(
+    arch: str | None, path: str, sizes: dict[str, Any]
+) -> tuple[nn.Module, DetectorMeta]:
+    """A detector with the weights of ``path`` (a state_dict or a ShapesDetector checkpoint)."""
+    import torchvision
+
+    obj = read_weight_file(path)
+    hparams: Mapping[str, Any] = {}
+    if isinstance(obj, Mapping) and is_lightning_checkpoint(obj):
+        hparams = obj.get("hyper_parameters") or {}
+    ckpt_arch = hparams.get("arch") if isinstance(hparams, Mapping) else None
+    arch = _checkpoint_arch(arch, ckpt_arch, path)
     sd = strip_wrapper_prefixes(extract_state_dict(obj, path))
     num_classes = _num_classes(arch, sd)
     if num_classes is None:
@@ -258,4 +277,4 @@ def build_detector(
         categories = [str(n) for n in names]
     elif num_classes == 91:
         categories = coco_categories(arch)
-    return model.to(dev).eval(), DetectorMeta(arch, num_classes, categories, path)
+    return model, DetectorMeta(arch, num_classes, categories, path)

@@ -332,32 +332,7 @@ class ClassifierExplainer:
         self.methods = _check_methods(methods)
         self.reshape_transform = check_reshape_transform(reshape_transform)
         if isinstance(model_or_name, nn.Module):
-            # The model is borrowed: it stays where it is, and the work happens there.
-            own = _module_device(model_or_name)
-            self.device = resolve_device(device) if device is not None else own
-            if self.device.type != own.type or (
-                self.device.index is not None and own.index is not None
-                and self.device.index != own.index
-            ):
-                raise ValueError(
-                    f"The model is on {own} but device={str(device)!r}; move the model "
-                    "(model.to(device)) or leave device=None."
-                )
-            if weight_path is not None:
-                raise ValueError(
-                    "weight_path is for a network given by name; load the weights into the "
-                    "model object yourself."
-                )
-            name = network or type(model_or_name).__name__.lower()
-            self.model = model_or_name
-            self.meta = ClassifierMeta(
-                name=name,
-                arch=type(model_or_name).__name__,
-                input_size=224,
-                num_classes=0,  # unknown: the engine checks class ids against the logits
-                categories=None,
-                weights="(model object)",
-            )
+            self._borrow_model(model_or_name, device, weight_path, network)
         elif isinstance(model_or_name, str) or (model_or_name is None and weight_path):
             self.device = resolve_device(device if device is not None else "cpu")
             self.model, self.meta = build_classifier(
@@ -371,8 +346,59 @@ class ClassifierExplainer:
         self.network = network or self.meta.name
         if any(c in self.network for c in "/\\") or not self.network.strip():
             raise ValueError(f"network name {self.network!r} cannot be used in file names")
+        self._set_preprocessing(image_size, mean, std)
+        num = self.meta.num_classes or None
+        self.categories: list[str] | None = self._check_class_names(class_names, num)
+        self.class_id = self._check_class_id(class_id, num)
+        if layer is not None:
+            get_layer(self.model, layer)  # ValueError with the closest names
+        self.layer = layer
+
+    def _borrow_model(
+        self,
+        model: nn.Module,
+        device: str | torch.device | None,
+        weight_path: str | os.PathLike[str] | None,
+        network: str | None,
+    ) -> None:
+        """Set ``device``, ``model`` and ``meta`` for a model object, which is never moved."""
+        # The model is borrowed: it stays where it is, and the work happens there.
+        own = _module_device(model)
+        self.device = resolve_device(device) if device is not None else own
+        if self.device.type != own.type or (
+            self.device.index is not None and own.index is not None
+            and self.device.index != own.index
+        ):  # fmt: skip
+            raise ValueError(
+                f"The model is on {own} but device={str(device)!r}; move the model "
+                "(model.to(device)) or leave device=None."
+            )
+        if weight_path is not None:
+            raise ValueError(
+                "weight_path is for a network given by name; load the weights into the "
+                "model object yourself."
+            )
+        name = network or type(model).__name__.lower()
+        self.model = model
+        self.meta = ClassifierMeta(
+            name=name,
+            arch=type(model).__name__,
+            input_size=224,
+            num_classes=0,  # unknown: the engine checks class ids against the logits
+            categories=None,
+            weights="(model object)",
+        )
+
+    def _set_preprocessing(
+        self,
+        image_size: int | None,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+    ) -> None:
+        """Set ``image_size``, ``mean`` and ``std``: the given ones, else the network's."""
         self.image_size = (
-            _positive_int(image_size, "image_size", 8) if image_size is not None
+            _positive_int(image_size, "image_size", 8)
+            if image_size is not None
             else self.meta.input_size
         )
         self.mean = tuple(float(m) for m in (mean if mean is not None else self.meta.mean))
@@ -382,30 +408,33 @@ class ClassifierExplainer:
                 f"mean and std need 3 values (RGB), std > 0; got mean={self.mean}, "
                 f"std={self.std}"
             )
-        num = self.meta.num_classes or None
-        if class_names is not None:
-            class_names = [str(c) for c in class_names]
-            if num is not None and len(class_names) != num:
-                raise ValueError(
-                    f"{len(class_names)} class names given but {self.network} has {num} classes."
-                )
-            self.categories: list[str] | None = class_names
-        else:
-            self.categories = self.meta.categories
-        if class_id is not None:
-            if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)):
-                raise ValueError(f"class_id must be an int, got {class_id!r}")
-            if class_id < 0 or (num is not None and class_id >= num):
-                valid = f"0..{num - 1}" if num is not None else ">= 0"
-                raise ValueError(
-                    f"class id {class_id} is out of range for {self.network} with "
-                    f"{num if num is not None else 'its'} classes (valid ids: {valid})."
-                )
-            class_id = int(class_id)
-        self.class_id = class_id
-        if layer is not None:
-            get_layer(self.model, layer)  # ValueError with the closest names
-        self.layer = layer
+
+    def _check_class_names(
+        self, class_names: Sequence[str] | None, num: int | None
+    ) -> list[str] | None:
+        """``class_names`` as strings (checked against the head size ``num``), else the meta's."""
+        if class_names is None:
+            return self.meta.categories
+        names = [str(c) for c in class_names]
+        if num is not None and len(names) != num:
+            raise ValueError(
+                f"{len(names)} class names given but {self.network} has {num} classes."
+            )
+        return names
+
+    def _check_class_id(self, class_id: int | None, num: int | None) -> int | None:
+        """``class_id`` checked against the head size ``num`` (``None``: unknown), as an int."""
+        if class_id is None:
+            return None
+        if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)):
+            raise ValueError(f"class_id must be an int, got {class_id!r}")
+        if class_id < 0 or (num is not None and class_id >= num):
+            valid = f"0..{num - 1}" if num is not None else ">= 0"
+            raise ValueError(
+                f"class id {class_id} is out of range for {self.network} with "
+                f"{num if num is not None else 'its'} classes (valid ids: {valid})."
+            )
+        return int(class_id)
 
     @property
     def reshape_transform_name(self) -> str:

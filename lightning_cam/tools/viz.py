@@ -604,6 +604,99 @@ def _label_colors(n: int, labels: Sequence[str] | None) -> list[Color]:
     return [_PALETTE[order[label] % len(_PALETTE)] for label in labels]
 
 
+def _check_boxes(boxes: ArrayLike) -> np.ndarray:
+    """``boxes`` as a float64 ``(N, 4)`` array of valid ``x1, y1, x2, y2`` boxes."""
+    b = _to_numpy(boxes, "boxes").astype(np.float64)
+    if b.size == 0:
+        b = b.reshape(0, 4)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must be (N, 4) as x1, y1, x2, y2; got shape {tuple(b.shape)}")
+    if not np.isfinite(b).all():
+        raise ValueError(f"boxes must be finite, got {b[~np.isfinite(b).all(axis=1)].tolist()}")
+    bad = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+    if bad.any():
+        raise ValueError(
+            f"boxes must be x1, y1, x2, y2 with x1 <= x2 and y1 <= y2 (not x, y, w, h); "
+            f"got {b[bad].tolist()}"
+        )
+    return b
+
+
+def _box_captions(
+    labels: Sequence[str] | None, scores: ArrayLike | Sequence[float] | None, n: int
+) -> tuple[list[str] | None, list[float] | None]:
+    """Checked ``labels`` (as strings) and ``scores`` (as floats) for ``n`` boxes."""
+    label_list: list[str] | None = None
+    if labels is not None:
+        if isinstance(labels, str):
+            raise TypeError("labels must be a sequence of strings, one per box, not a str")
+        label_list = [str(label) for label in labels]
+        if len(label_list) != n:
+            raise ValueError(f"labels must have one entry per box ({n}), got {len(label_list)}")
+    score_list: list[float] | None = None
+    if scores is not None:
+        s = _to_numpy(scores, "scores") if isinstance(scores, torch.Tensor) else scores
+        score_list = [float(v) for v in np.asarray(s, dtype=np.float64).reshape(-1)]
+        if len(score_list) != n:
+            raise ValueError(f"scores must have one entry per box ({n}), got {len(score_list)}")
+    return label_list, score_list
+
+
+def _box_colors(
+    color: Color | Sequence[Color] | None, n: int, labels: list[str] | None
+) -> list[Color]:
+    """One colour per box from :func:`draw_boxes`'s ``color`` argument."""
+    if color is None:
+        return _label_colors(n, labels)
+    if len(color) == 3 and all(isinstance(v, (int, np.integer)) for v in color):
+        return [_color(color, "color")] * n
+    colors = [_color(c, f"color[{i}]") for i, c in enumerate(color)]
+    if len(colors) != n:
+        raise ValueError(f"color must be one RGB triple or one per box ({n}), got {len(colors)}")
+    return colors
+
+
+def _box_thickness(thickness: int | None, h: int, w: int) -> int:
+    """The checked line width, or one chosen from the image size when ``None``."""
+    if thickness is None:
+        return max(1, int(round(min(h, w) / 200)))
+    if isinstance(thickness, bool) or not isinstance(thickness, (int, np.integer)) or thickness < 1:
+        raise ValueError(f"thickness must be a positive int or None, got {thickness!r}")
+    return int(thickness)
+
+
+def _draw_captions(
+    img: np.ndarray,
+    clipped: np.ndarray,
+    labels: list[str] | None,
+    score_list: list[float] | None,
+    colors: list[Color],
+) -> None:
+    """Draw ``"label 0.87"`` captions above (else just inside) the clipped boxes, in place."""
+    h, w = img.shape[:2]
+    scale = max(_MIN_FONT_SCALE, 0.8 * _auto_font_scale(h, w))
+    text_thickness = _thickness(scale)
+    margin = max(1, int(round(3 * scale)))
+    for i, (x1, y1, _x2, _y2) in enumerate(clipped.tolist()):
+        parts = [] if labels is None else [labels[i]]
+        if score_list is not None:
+            parts.append(f"{score_list[i]:.2f}")
+        if not parts:
+            continue
+        text, fscale = _fit_text(" ".join(parts), w - 2 * margin, scale, text_thickness)
+        if not text:
+            continue
+        tw, th, baseline = _text_size(text, fscale, text_thickness)
+        box_h = th + baseline + 2 * margin
+        top = y1 - box_h if y1 - box_h >= 0 else y1  # above the box, else just inside it
+        left = min(x1, max(0, w - (tw + 2 * margin)))
+        cv2.rectangle(
+            img, (left, top), (left + tw + 2 * margin - 1, top + box_h - 1), colors[i], cv2.FILLED
+        )
+        _put_text(img, text, (left + margin, top + margin + th), fscale, text_thickness,
+                  _contrast(colors[i]))  # fmt: skip
+
+
 def draw_boxes(
     image: ArrayLike,
     boxes: ArrayLike,
@@ -641,76 +734,18 @@ def draw_boxes(
     """
     img = to_uint8_image(image)
     h, w = img.shape[:2]
-    b = _to_numpy(boxes, "boxes").astype(np.float64)
-    if b.size == 0:
-        b = b.reshape(0, 4)
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"boxes must be (N, 4) as x1, y1, x2, y2; got shape {tuple(b.shape)}")
-    if not np.isfinite(b).all():
-        raise ValueError(f"boxes must be finite, got {b[~np.isfinite(b).all(axis=1)].tolist()}")
-    bad = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
-    if bad.any():
-        raise ValueError(
-            f"boxes must be x1, y1, x2, y2 with x1 <= x2 and y1 <= y2 (not x, y, w, h); "
-            f"got {b[bad].tolist()}"
-        )
+    b = _check_boxes(boxes)
     n = len(b)
-    if labels is not None:
-        if isinstance(labels, str):
-            raise TypeError("labels must be a sequence of strings, one per box, not a str")
-        labels = [str(label) for label in labels]
-        if len(labels) != n:
-            raise ValueError(f"labels must have one entry per box ({n}), got {len(labels)}")
-    score_list: list[float] | None = None
-    if scores is not None:
-        s = _to_numpy(scores, "scores") if isinstance(scores, torch.Tensor) else scores
-        score_list = [float(v) for v in np.asarray(s, dtype=np.float64).reshape(-1)]
-        if len(score_list) != n:
-            raise ValueError(f"scores must have one entry per box ({n}), got {len(score_list)}")
-    if color is None:
-        colors = _label_colors(n, labels)
-    elif len(color) == 3 and all(isinstance(v, (int, np.integer)) for v in color):
-        colors = [_color(color, "color")] * n
-    else:
-        colors = [_color(c, f"color[{i}]") for i, c in enumerate(color)]
-        if len(colors) != n:
-            raise ValueError(
-                f"color must be one RGB triple or one per box ({n}), got {len(colors)}"
-            )
-    if thickness is None:
-        thickness = max(1, int(round(min(h, w) / 200)))
-    elif (
-        isinstance(thickness, bool) or not isinstance(thickness, (int, np.integer)) or thickness < 1
-    ):
-        raise ValueError(f"thickness must be a positive int or None, got {thickness!r}")
-
-    scale = max(_MIN_FONT_SCALE, 0.8 * _auto_font_scale(h, w))
-    text_thickness = _thickness(scale)
-    margin = max(1, int(round(3 * scale)))
+    labels, score_list = _box_captions(labels, scores, n)
+    colors = _box_colors(color, n, labels)
+    thickness = _box_thickness(thickness, h, w)
     clipped = np.round(b).astype(np.int64)
     clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, w - 1)
     clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, h - 1)
     for i, (x1, y1, x2, y2) in enumerate(clipped.tolist()):
         cv2.rectangle(img, (x1, y1), (x2, y2), colors[i], int(thickness))
     # captions after all boxes, so that no box line crosses a caption
-    for i, (x1, y1, _x2, _y2) in enumerate(clipped.tolist()):
-        parts = [] if labels is None else [labels[i]]
-        if score_list is not None:
-            parts.append(f"{score_list[i]:.2f}")
-        if not parts:
-            continue
-        text, fscale = _fit_text(" ".join(parts), w - 2 * margin, scale, text_thickness)
-        if not text:
-            continue
-        tw, th, baseline = _text_size(text, fscale, text_thickness)
-        box_h = th + baseline + 2 * margin
-        top = y1 - box_h if y1 - box_h >= 0 else y1  # above the box, else just inside it
-        left = min(x1, max(0, w - (tw + 2 * margin)))
-        cv2.rectangle(
-            img, (left, top), (left + tw + 2 * margin - 1, top + box_h - 1), colors[i], cv2.FILLED
-        )
-        _put_text(img, text, (left + margin, top + margin + th), fscale, text_thickness,
-                  _contrast(colors[i]))  # fmt: skip
+    _draw_captions(img, clipped, labels, score_list, colors)
     return img
 
 
@@ -849,12 +884,7 @@ def annotate_sheet(
     x0 = pad + (label_w + pad if row_labels is not None else 0)
     y0 = pad + (header_h + pad if col_labels is not None else 0)
     sheet = np.full((y0 + nrows * (h + pad), x0 + ncols * (w + pad), 3), 255, dtype=np.uint8)
-    k = 0
-    for r, row in enumerate(rows):
-        for c in range(len(row)):
-            y, x = y0 + r * (h + pad), x0 + c * (w + pad)
-            sheet[y : y + h, x : x + w] = tiles[k]
-            k += 1
+    _paste_tiles(sheet, [len(row) for row in rows], tiles, x0, y0, pad)
     if col_labels is not None:
         for c, label in enumerate(col_labels):
             text, s = _fit_text(label, w - 2 * margin, scale, thickness)
@@ -868,6 +898,19 @@ def annotate_sheet(
             y = y0 + r * (h + pad) + (h + th - bl) // 2
             _put_text(sheet, text, (pad + margin, y), s, thickness, black)
     return sheet
+
+
+def _paste_tiles(
+    sheet: np.ndarray, lengths: list[int], tiles: list[np.ndarray], x0: int, y0: int, pad: int
+) -> None:
+    """Paste ``tiles`` (row-major, ``lengths[r]`` in row ``r``) into ``sheet`` from ``(x0, y0)``."""
+    h, w = tiles[0].shape[:2]
+    k = 0
+    for r, length in enumerate(lengths):
+        for c in range(length):
+            y, x = y0 + r * (h + pad), x0 + c * (w + pad)
+            sheet[y : y + h, x : x + w] = tiles[k]
+            k += 1
 
 
 def _check_row(row: object) -> Sequence[ArrayLike]:

@@ -448,5 +448,14 @@ def test_non_finite_probe_is_marked_and_left_out_of_the_scalars(tmp_path: Any) -
     scalars = scalar_events(tb_dir(tmp_path))
     pg = scalars["gradcam/backbone/pointing_game"][-1].value
     assert 0.0 <= pg <= 1.0
+    # the energy pointing game is the mean over the three finite probes, recomputed here
+    from lightning_cam import metrics as M
+
+    finite = [0, 2, 3]
+    maps = result.cams["gradcam"]["backbone"][finite].float().cpu()
+    masks = torch.stack([data.items[i][2] for i in finite])
+    want = float(M.energy_pointing_game(maps, masks=masks).mean())
+    got = scalars["gradcam/backbone/energy_pointing_game"][-1].value
+    assert got == pytest.approx(want, abs=1e-5) and 0.0 < want <= 1.0
     labels = render.tile_labels(result, None, 4, None, False)
     assert labels[1].startswith("NON-FINITE") and not labels[0].startswith("NON-FINITE")

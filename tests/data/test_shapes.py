@@ -57,6 +57,16 @@ def test_shapes_and_dtypes(samples: list[dict[str, torch.Tensor]]) -> None:
 def test_other_image_size() -> None:
     s = ShapesDataset(num_samples=4, image_size=96, clutter=False)[2]
     assert s["image"].shape == (3, 96, 96) and s["mask"].shape == (96, 96)
+    # the object scales with the image: tight box of the mask, 20-55 % of the side
+    ys, xs = torch.nonzero(s["mask"], as_tuple=True)
+    box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    assert s["box"].tolist() == box
+    assert 0.2 * 96 <= max(box[2] - box[0], box[3] - box[1]) <= 0.55 * 96
+    # without clutter, everything away from the object is the smooth background: the object's
+    # pixels stand out from a ring around it
+    img, mask = s["image"], s["mask"]
+    ring = torch.nn.functional.max_pool2d(mask[None, None].float(), 7, 1, 3)[0, 0].bool() & ~mask
+    assert (img[:, mask].mean(1) - img[:, ring].mean(1)).abs().max() > 0.1
 
 
 def test_box_is_tight_around_mask(samples: list[dict[str, torch.Tensor]]) -> None:

@@ -11,6 +11,7 @@ from torch import nn
 
 import lightning_cam as lc
 from lightning_cam.engine.layers import default_layer
+from tests.reference import class_score, minmax, reference_gradcam
 
 # ---------------------------------------------------------------------------------------------
 # Default layer for the seed networks
@@ -39,9 +40,14 @@ def test_default_layer_of_seed_networks(name: str) -> None:
 def test_default_layer_is_used_and_reported() -> None:
     model = torchvision.models.resnet18(weights=None)
     cam = lc.GradCAM(model)
-    maps = cam(torch.rand(1, 3, 64, 64))
+    x = torch.rand(1, 3, 64, 64)
+    maps = cam(x)
     assert cam.layers == ["layer4"]
     assert maps.shape == (1, 64, 64)
+    # the 2x2 layer4 map of the predicted class, bilinearly resized, then scaled
+    pred = int(model.eval()(x).argmax(1))
+    ref = reference_gradcam(model, model.layer4, x, class_score(pred), size=(64, 64))
+    torch.testing.assert_close(maps, ref, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,6 +82,16 @@ def test_maps_shape_dtype_range_device() -> None:
     assert float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
     small = lc.GradCAMPlusPlus(model, "block1.0")(x, upsample=False)
     assert small.shape == (3, 12, 10)
+    # block2 -> GAP -> (eval: no dropout) fc: Grad-CAM is CAM with the predicted class's weights
+    model.eval()
+    with torch.no_grad():
+        feats = model.block2(model.block1(x))
+        pred = model(x).argmax(1)
+        cam = torch.einsum("bkij,bk->bij", feats, model.fc.weight[pred]).relu()
+    lo = cam.flatten(1).min(1).values.view(-1, 1, 1)
+    hi = cam.flatten(1).max(1).values.view(-1, 1, 1)
+    torch.testing.assert_close(maps, (cam - lo) / (hi - lo), rtol=1e-4, atol=1e-5)
+    assert small.amax((1, 2)).tolist() == [1.0] * 3 and small.amin((1, 2)).tolist() == [0.0] * 3
 
 
 def test_several_layers_give_a_dict() -> None:
@@ -168,6 +184,15 @@ def test_callable_target() -> None:
     x = torch.rand(2, 3, 8, 8)
     via_callable = lc.GradCAM(model, "block2")(x, target=lambda out: out[:, 1] - out[:, 0])
     assert via_callable.shape == (2, 8, 8)
+    ref = reference_gradcam(model, model.block2, x, lambda out: out[:, 1] - out[:, 0])
+    torch.testing.assert_close(via_callable, ref, rtol=1e-4, atol=1e-5)
+    # the score is linear in the logits: its map is CAM with the weight difference
+    model.eval()
+    with torch.no_grad():
+        feats = model.block2(model.block1(x))
+        diff = model.fc.weight[1] - model.fc.weight[0]
+        cam = torch.einsum("bkij,k->bij", feats, diff).relu()
+    torch.testing.assert_close(via_callable, minmax(cam), rtol=1e-4, atol=1e-5)
 
 
 def test_tensor_target_and_mixed_precision() -> None:
@@ -400,8 +425,14 @@ def test_tuple_output_without_logits_is_explained() -> None:
 
     with pytest.raises(TypeError, match="Cannot find class logits.*target=callable"):
         lc.GradCAM(Pair(), "block2")(torch.rand(1, 3, 8, 8))
-    maps = lc.GradCAM(Pair(), "block2")(torch.rand(1, 3, 8, 8), target=lambda o: o[0][:, 0])
+    pair, x = Pair(), torch.rand(1, 3, 8, 8)
+    maps = lc.GradCAM(pair, "block2")(x, target=lambda o: o[0][:, 0])
     assert maps.shape == (1, 8, 8)
+    ref = reference_gradcam(pair, pair.block2, x, lambda o: o[0][:, 0])
+    torch.testing.assert_close(maps, ref, rtol=1e-4, atol=1e-5)
+    plain = TinyNet()
+    plain.load_state_dict(pair.state_dict())
+    torch.testing.assert_close(maps, lc.GradCAM(plain, "block2")(x, target=0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 import lightning_cam as lc
 from lightning_cam.engine import NonFiniteWarning
+from tests.reference import class_score, reference_gradcam
 
 
 class Net(nn.Module):
@@ -126,10 +127,16 @@ def test_traced_model_is_refused_with_the_fix() -> None:
     with pytest.raises(TypeError, match=r"Guided backprop needs the eager model.*TorchScript"):
         lc.GuidedBackprop(traced)(x)
     # A traced part inside an eager model: CAMs of eager layers are fine, guided is refused.
+    eager = lc.GradCAM(model, "block2")(x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.block3 = torch.jit.trace(model.block3, torch.rand(1, 16, 12, 12))
     assert lc.GradCAM(model, "block2")(x).shape == (3, 12, 12)
+    # ... and the same maps as before the tracing, and as plain autograd through the trace
+    torch.testing.assert_close(lc.GradCAM(model, "block2")(x), eager, rtol=1e-5, atol=1e-6)
+    pred = model(x).argmax(1).tolist()
+    ref = reference_gradcam(model, model.block2, x, class_score(pred), size=(12, 12))
+    torch.testing.assert_close(eager, ref, rtol=1e-4, atol=1e-5)
     with pytest.raises(TypeError, match=r"'block3' is a TorchScript module"):
         lc.GuidedGradCAM(model, "block2")(x)
 

@@ -10,6 +10,7 @@ from torch import nn
 
 import lightning_cam as lc
 from lightning_cam.engine.guided import GuidedReLUMode, GuidedSwitch, guided_support
+from tests.reference import class_score, reference_gradcam
 
 _GATES = {"gelu": nn.GELU(), "gelu_tanh": nn.GELU(approximate="tanh"), "silu": nn.SiLU(),
           "hardswish": nn.Hardswish()}
@@ -107,7 +108,14 @@ def test_guided_refused_without_any_gate_and_model_left_clean() -> None:
         lc.GuidedGradCAM(model, "conv")(torch.rand(1, 3, 8, 8))
     assert model.training and not any(m._forward_hooks for m in model.modules())
     assert all(p.grad is None for p in model.parameters())
-    assert lc.GradCAM(model, "conv")(torch.rand(1, 3, 8, 8)).shape == (1, 8, 8)
+    x = torch.rand(1, 3, 8, 8)
+    maps = lc.GradCAM(model, "conv")(x)
+    assert maps.shape == (1, 8, 8)
+    # the 6x6 map (tanh: the gradient varies over space) resized to 8x8, then scaled
+    pred = int(model.eval()(x).argmax(1))
+    model.train()
+    ref = reference_gradcam(model, model.conv, x, class_score(pred), size=(8, 8))
+    torch.testing.assert_close(maps, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_guided_support_for_defaults() -> None:

@@ -54,6 +54,12 @@ def test_binary_head_classes_probabilities_and_maps() -> None:
     # class-only methods read the head as two classes too
     cam = lc.explain(model, x, "1", methods=("cam", "scorecam"), target=0)
     assert cam.cams["cam"]["1"].shape == (4, 8, 8)
+    # class 0 scores -z: CAM is min-max(sum_k -w_k A^k), no ReLU
+    with torch.no_grad():
+        a = model[1](model[0](x))
+        m0 = -(model[4].weight[0].view(1, -1, 1, 1) * a).sum(1)
+    lo, hi = m0.amin((1, 2), keepdim=True), m0.amax((1, 2), keepdim=True)
+    torch.testing.assert_close(cam.cams["cam"]["1"], (m0 - lo) / (hi - lo), rtol=1e-4, atol=1e-5)
 
 
 def test_log_softmax_output_warned_once_and_probabilities_right() -> None:

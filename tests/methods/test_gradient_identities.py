@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import lightning_cam as lc
 from lightning_cam.methods import gradcampp_weights, method_name, normalize_maps
+from tests.reference import class_score, minmax, reference_gradcam
 
 
 class LinearScoreNet(nn.Module):
@@ -126,6 +128,47 @@ def test_upsampled_map_is_bilinear_resize_then_normalised() -> None:
     big = lc.GradCAM(model, "features.0")(x)
     assert small.shape == (2, 8, 8) and big.shape == (2, 8, 8)
     torch.testing.assert_close(small, big)
+    # A stride-2 layer: the 4x4 map really is resized to 8x8 -- bilinearly, before the scaling.
+    strided = StridedGapNet().eval()
+    small = lc.GradCAM(strided, "features")(x, target=[1, 2], upsample=False)
+    big = lc.GradCAM(strided, "features")(x, target=[1, 2])
+    assert small.shape == (2, 4, 4) and big.shape == (2, 8, 8)
+    feats = strided.features(x).detach()
+    raw = torch.einsum("bkij,bk->bij", feats, strided.fc.weight[[1, 2]].detach()).relu()
+    torch.testing.assert_close(small, minmax(raw), rtol=1e-5, atol=1e-5)
+    bilinear = F.interpolate(raw[:, None], size=(8, 8), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(big, minmax(bilinear[:, 0]), rtol=1e-5, atol=1e-5)
+    nearest = F.interpolate(small[:, None], size=(8, 8), mode="nearest")[:, 0]
+    assert (big - nearest).abs().max() > 0.05  # not a blocky nearest-neighbour copy
+
+
+class StridedGapNet(nn.Module):
+    """conv (stride 2, so an 8x8 input gives a 4x4 map) -> ReLU -> GAP -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+def test_layercam_equals_positive_weight_cam_on_gap_models() -> None:
+    """Layer-CAM: ReLU(sum_k ReLU(g_k) A_k); behind GAP + linear g_k = w_k / (h w) everywhere,
+    so the map is CAM with only the positive fc weights, and differs from Grad-CAM's."""
+    model = GapNet().eval()
+    x = torch.randn(2, 3, 6, 6)
+    target = [1, 4]
+    got = lc.LayerCAM(model, "features")(x, target=target, upsample=False)
+    feats = model.features(x).detach()
+    w = model.fc.weight[target].detach()
+    want = minmax(torch.einsum("bkij,bk->bij", feats, w.relu()).relu())
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    ref = reference_gradcam(model, model.features, x, class_score(target), layercam=True)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    gradcam = lc.GradCAM(model, "features")(x, target=target, upsample=False)
+    assert (got - gradcam).abs().max() > 1e-3  # the negative weights do count for Grad-CAM
 
 
 def test_method_names() -> None:
@@ -134,3 +177,39 @@ def test_method_names() -> None:
     assert method_name("Score-CAM") == "scorecam"  # issue 14: every method of the field
     with pytest.raises(ValueError, match="Unknown method 'fullgrad'"):
         method_name("fullgrad")
+
+
+class RedDetector(nn.Module):
+    """1x1 conv picking the red (class 0) / green (class 1) channel -> ReLU -> GAP -> identity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False), nn.ReLU())
+        self.fc = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.features[0].weight.copy_(torch.eye(3)[:2].view(2, 3, 1, 1))
+            self.fc.weight.copy_(torch.eye(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("cls", ["GradCAM", "GradCAMPlusPlus", "LayerCAM", "XGradCAM"])
+def test_map_peaks_on_the_object_of_a_synthetic_image(cls: str) -> None:
+    """A red square on black and a dim green one elsewhere: class 0's map is exactly the red
+    square (its argmax inside it), class 1's the green one."""
+    x = torch.zeros(1, 3, 16, 16)
+    x[0, 0, 10:14, 4:8] = 1.0  # red square
+    x[0, 1, 2:5, 9:12] = 0.5  # green square
+    model = RedDetector().eval()
+    cam = getattr(lc, cls)(model, "features")
+    red = cam(x, target=0)[0]
+    green = cam(x, target=1)[0]
+    want_red = torch.zeros(16, 16)
+    want_red[10:14, 4:8] = 1.0
+    want_green = torch.zeros(16, 16)
+    want_green[2:5, 9:12] = 1.0
+    torch.testing.assert_close(red, want_red)
+    torch.testing.assert_close(green, want_green)
+    row, col = divmod(int(red.argmax()), 16)
+    assert 10 <= row < 14 and 4 <= col < 8

@@ -31,6 +31,7 @@ from lightning_cam.methods import (
 from lightning_cam.methods.gradient import first_component, layercam_fuse_scale
 from lightning_cam.methods.perturbation import smoothgradcampp_weights
 from tests.methods.test_gradient_identities import GapNet, LinearScoreNet, X
+from tests.reference import minmax, reference_gradcam
 
 
 def _t(rows: list[list[float]]) -> torch.Tensor:
@@ -436,6 +437,17 @@ def test_every_method_is_harmless(name: str) -> None:
     cam = cls(model, "features")(x, target=[0, 1])
     assert cam.shape == (2, 6, 6) and torch.isfinite(cam).all()
     assert float(cam.min()) >= 0 and float(cam.max()) <= 1
+    # computed as in eval mode (dropout/BN off), the model untouched
+    twin = GapNet().eval()
+    twin.load_state_dict(model.state_dict())
+    torch.testing.assert_close(cam, cls(twin, "features")(x, target=[0, 1]))
+    if name in ("gradcam", "hirescam", "xgradcam", "cam"):
+        # behind GAP + linear the gradient is w_c / (h w) everywhere: all four are CAM's
+        # M_c = sum_k w_ck A^k (the gradient methods ReLU it, CAM keeps the negative end)
+        with torch.no_grad():
+            ref = torch.einsum("bkij,bk->bij", twin.features(x), twin.fc.weight[[0, 1]])
+        ref = ref if name == "cam" else ref.relu()
+        torch.testing.assert_close(cam, minmax(ref), rtol=1e-4, atol=1e-5)
     assert model.training and all(m.training for m in model.modules())
     assert not model.features[0].weight.requires_grad and model.fc.weight.requires_grad
     assert all(p.grad is None for p in model.parameters())
@@ -469,8 +481,16 @@ def test_explain_scores_refuses_class_only_methods_up_front(name: str) -> None:
     assert calls == []  # refused before any forward
     assert METHODS[name].needs_class_target
     ok = lc.Explainer(model, "features", methods=("eigencam", "layercam"))
-    out, _ = ok.explain_scores(torch.rand(1, 3, 6, 6), lambda out: out[0, :2])
+    x = torch.rand(1, 3, 6, 6)
+    out, _ = ok.explain_scores(x, lambda out: out[0, :2])
     assert out.cams["eigencam"]["features"].shape == (2, 6, 6)
+    # Eigen-CAM is class agnostic: both scores get the image's own map
+    eigen = lc.EigenCAM(model, "features")(x, upsample=False)
+    torch.testing.assert_close(out.cams["eigencam"]["features"], eigen.expand(2, 6, 6))
+    for k in range(2):
+        ref = reference_gradcam(model, model.features, x, lambda o, k=k: o[:, k], layercam=True)
+        torch.testing.assert_close(out.cams["layercam"]["features"][k], ref[0],
+                                   rtol=1e-4, atol=1e-5)
 
 
 def test_replay_split_follows_a_replaced_submodule() -> None:

@@ -415,3 +415,49 @@ def test_load_image_grey_and_rgba_become_rgb(tmp_path, image: np.ndarray) -> Non
     bgra = np.dstack([image[..., ::-1], np.full(grey.shape, 7, np.uint8)])
     cv2.imwrite(str(tmp_path / "a.png"), bgra)
     np.testing.assert_array_equal(viz.load_image(tmp_path / "a.png"), image)
+
+
+# ------------------------------------------------------------------------- pixel checks
+
+
+@pytest.mark.parametrize(("colormap", "low", "high"), [("jet", JET_LOW, JET_HIGH),
+                                                       ("viridis", VIRIDIS_LOW, VIRIDIS_HIGH)])
+def test_overlay_peak_has_the_colormaps_top_colour(
+    image: np.ndarray, colormap: str, low: list, high: list
+) -> None:
+    cam = np.zeros((24, 32))
+    cam[5, 7] = 1.0
+    full = viz.overlay(image, cam, alpha=1.0, colormap=colormap)
+    assert full[5, 7].tolist() == high
+    rest = np.ones((24, 32), bool)
+    rest[5, 7] = False
+    assert (full[rest] == low).all()
+    half = viz.overlay(image, cam, alpha=0.5, colormap=colormap).astype(int)
+    want = np.round(0.5 * image[5, 7].astype(float) + 0.5 * np.array(high))
+    assert np.abs(half[5, 7] - want).max() <= 1
+    assert np.abs(half[rest] - np.round(0.5 * image[rest] + 0.5 * np.array(low))).max() <= 1
+
+
+def test_draw_boxes_one_pixel_outline_exactly() -> None:
+    img = np.zeros((20, 30, 3), np.uint8)
+    boxes = np.array([[2, 3, 9, 12], [15, 5, 40, 25]])  # the second one is clipped to the image
+    out = viz.draw_boxes(img, boxes, color=[(255, 0, 0), (0, 0, 255)], thickness=1)
+    want = np.zeros_like(img)
+    for (x1, y1, x2, y2), c in (((2, 3, 9, 12), (255, 0, 0)), ((15, 5, 29, 19), (0, 0, 255))):
+        want[y1, x1 : x2 + 1] = want[y2, x1 : x2 + 1] = c
+        want[y1 : y2 + 1, x1] = want[y1 : y2 + 1, x2] = c
+    np.testing.assert_array_equal(out, want)
+
+
+def test_annotate_sheet_puts_each_tile_in_its_cell() -> None:
+    tiles = [np.full((10, 12, 3), 20 * (k + 1), np.uint8) for k in range(5)]
+    rows = [tiles[:2], tiles[2:5]]
+    sheet = viz.annotate_sheet(rows)
+    pad = 2
+    k = 0
+    for r, row in enumerate(rows):
+        for c in range(len(row)):
+            y, x = pad + r * (10 + pad), pad + c * (12 + pad)
+            assert (sheet[y : y + 10, x : x + 12] == 20 * (k + 1)).all(), (r, c)
+            k += 1
+    assert (sheet[pad : pad + 10, pad + 2 * 14 :] == 255).all()  # row 0 has no third cell
