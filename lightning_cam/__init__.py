@@ -34,6 +34,8 @@ from lightning_cam.methods import METHODS  # noqa: E402
 if TYPE_CHECKING:  # the generated classes, for IDEs and type checkers
     from lightning_cam.engine.cam import (  # noqa: F401
         CAM,
+        FEM,
+        KPCACAM,
         AblationCAM,
         EigenCAM,
         EigenGradCAM,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # the generated classes, for IDEs and type checkers
         HiResCAM,
         LayerCAM,
         ScoreCAM,
+        SegEigenCAM,
         SmoothGradCAMPlusPlus,
         XGradCAM,
     )
