@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the generated classes, for IDEs and type checkers
         AblationCAM,
         EigenCAM,
         EigenGradCAM,
+        FinerCAM,
         GradCAM,
         GradCAMElementWise,
         GradCAMPlusPlus,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # the generated classes, for IDEs and type checkers
         LayerCAM,
         ScoreCAM,
         SegEigenCAM,
+        ShapleyCAM,
         SmoothGradCAMPlusPlus,
         XGradCAM,
     )

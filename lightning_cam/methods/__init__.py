@@ -46,7 +46,13 @@ from lightning_cam.methods.perturbation import (
     scorecam_weights,
     smoothgradcampp_weights,
 )
-from lightning_cam.methods.recent import fem_weights, kpcacam_map, segeigencam_map
+from lightning_cam.methods.recent import (
+    fem_weights,
+    finercam_weights,
+    kpcacam_map,
+    segeigencam_map,
+    shapleycam_weights,
+)
 
 #: Registry of methods by canonical name. Names are what users pass as ``methods=``.
 METHODS: dict[str, Method] = {}
@@ -187,6 +193,19 @@ register(Method(
     "Chung & Ying, Seg-Eigen-CAM: Eigen-Value-Based Visual Explanations for Semantic "
     "Segmentation Models, Applied Sciences 2025",
     segeigencam_map, returns="map", title="Seg-Eigen-CAM", aliases=("seg-eigen-cam",),
+))
+register(Method(
+    "shapleycam", "ShapleyCAM", "perturbation",
+    "Cai, CAMs as Shapley Value-based Explainers, arXiv 2501.06261, 2025",
+    shapleycam_weights, title="Shapley-CAM", aliases=("shapley-cam",),
+    needs_class_target=True,
+))
+register(Method(
+    "finercam", "FinerCAM", "perturbation",
+    "Zhang, Gu et al., Finer-CAM: Spotting the Difference Reveals Finer Details for Visual "
+    "Explanation, CVPR 2025",
+    finercam_weights, title="Finer-CAM", aliases=("finer-cam",),
+    needs_class_target=True,
 ))
 
 __all__ = [

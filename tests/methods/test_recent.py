@@ -175,3 +175,147 @@ def test_kpcacam_faster_than_pytorch_grad_cam(setup) -> None:
     theirs = time.perf_counter() - t0
     print(f"KPCA-CAM 8 x 64 x 14 x 14: ours {ours * 1e3:.1f} ms, pytorch-grad-cam "
           f"{theirs * 1e3:.1f} ms")
+
+
+# --------------------------------------------------------------------------- Shapley-CAM
+class QuadNet(nn.Module):
+    """x (1, 1, 2, 2) -> A_0 = x, A_1 = 5 - x -> y_c = sum_ij sum_k V[c,k] A_k^2 + U[c,k] A_k:
+    g = 2 V A + U and H A = 2 V A (the Hessian is diagonal, 2 V), so g - H A / 2 = V A + U."""
+
+    def __init__(self, skip: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+            self.conv.bias.copy_(torch.tensor([0.0, 5.0]))
+        self.register_buffer("V", torch.tensor([[1.0, -0.5], [-1.0, 1.0]]))
+        self.register_buffer("U", torch.tensor([[0.0, 3.0], [0.0, 0.0]]))
+        self.skip = skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv(x)
+        y = torch.einsum("bkij,ck->bc", a * a, self.V) + torch.einsum("bkij,ck->bc", a, self.U)
+        # skip: the network after the layer reads the input too: no fx split, full replays.
+        return y + 0.0 * x.sum() if self.skip else y
+
+
+XQ = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_shapleycam_hand_computed(skip: bool) -> None:
+    # Class 0: w = mean(V A + U) = (1 * 2.5, -0.5 * 2.5 + 3) = (2.5, 1.75):
+    # 2.5 A_0 + 1.75 A_1 = [[9.5, 10.25], [11, 11.75]]. Grad-CAM: mean(2 V A + U) = (5, 0.5):
+    # 5 A_0 + 0.5 A_1 = [[7, 11.5], [16, 20.5]].
+    model = QuadNet(skip).eval()
+    raw = lc.ShapleyCAM(model, "conv", normalize=False)(XQ, target=0, upsample=False)
+    torch.testing.assert_close(raw, torch.tensor([[[9.5, 10.25], [11.0, 11.75]]]))
+    grad = lc.GradCAM(model, "conv", normalize=False)(XQ, target=0, upsample=False)
+    torch.testing.assert_close(grad, torch.tensor([[[7.0, 11.5], [16.0, 20.5]]]))
+
+
+def test_shapleycam_is_gradcam_on_a_piecewise_linear_tail(setup) -> None:
+    model, x, ids = setup  # after "features": conv, ReLU, mean, linear: H A = 0
+    torch.testing.assert_close(_ours("shapleycam", model, "features", x, ids),
+                               _ours("gradcam", model, "features", x, ids), rtol=0, atol=1e-6)
+    assert METHODS["shapleycam"].needs_class_target
+    with pytest.raises(ValueError, match="needs class targets"):
+        lc.ShapleyCAM(model, "features")(x, target=lambda out: out[:, 0])
+
+
+class SmoothNet(Net):
+    """Net with a SiLU head: a smooth tail after "features", whose Hessian does not vanish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Conv2d(12, 16, 3, padding=1), nn.SiLU())
+
+
+def _pgc_shapley(model: nn.Module, x: torch.Tensor, targets: list) -> torch.Tensor:
+    pgc = _pgc()
+    import copy
+
+    m = copy.deepcopy(model)
+    cam = pgc.ShapleyCAM(model=m, target_layers=[m.get_submodule("features")])
+    try:
+        return torch.from_numpy(cam(input_tensor=x.clone(), targets=targets))
+    finally:
+        cam.activations_and_grads.release()
+
+
+def test_shapleycam_equals_pytorch_grad_cam(setup) -> None:
+    _pgc()
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget
+
+    from lightning_cam.methods import combine
+    from lightning_cam.methods.recent import shapleycam_weights
+    from tests.methods.test_peers import _job
+
+    _, x, ids = setup
+    torch.manual_seed(0)
+    model = SmoothNet().eval()
+    theirs = _pgc_shapley(model, x, [ClassifierOutputTarget(c) for c in ids])
+    ours = _pgc_like(_ours("shapleycam", model, "features", x, ids))
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-4)  # their min-max eps 1e-7
+    # ... and differs from Grad-CAM there (H A != 0).
+    assert float((ours - _pgc_like(_ours("gradcam", model, "features", x, ids))).abs().max()) > 1e-3
+    # The paper's ReST utility (score="rest"), on both tails.
+    for net in (model, setup[0]):
+        theirs = _pgc_shapley(net, x, [ClassifierOutputReST(c) for c in ids])
+        job = _job(net, "features", x, ids)
+        mine = normalize_maps(combine(job.activations, shapleycam_weights(job, score="rest")))
+        torch.testing.assert_close(_pgc_like(mine), theirs, rtol=0, atol=2e-4)
+    with pytest.raises(ValueError, match="score must be one of"):
+        shapleycam_weights(job, score="softmax")
+
+
+# --------------------------------------------------------------------------- Finer-CAM
+def test_finer_scores_hand_computed() -> None:
+    from lightning_cam.engine.targets import FinerTarget
+    from lightning_cam.methods.recent import finer_scores
+
+    y = torch.tensor([[2.0, 1.0, -3.0, 1.5]])
+    # Target 0: |y - 2| = (0, 1, 5, .5): ranks 1, 2 are classes 3 and 1.
+    e = [math.exp(v) for v in (2.0, 1.0, -3.0, 1.5)]
+    p3, p1 = e[3] / sum(e), e[1] / sum(e)
+    want = (p3 * (2 - 1.5) + p1 * (2 - 1.0)) / (p3 + p1)
+    torch.testing.assert_close(finer_scores(y, torch.tensor([0]), 1.0, (1, 2)),
+                               torch.tensor([want]))
+    # alpha 0.5, rank 1 only: y_0 - 0.5 y_3.
+    torch.testing.assert_close(FinerTarget(0, alpha=0.5, ranks=(1,))(y), torch.tensor([1.25]))
+    # Ranks past the classes are dropped; a single class leaves the class score.
+    torch.testing.assert_close(finer_scores(y[:, :2], torch.tensor([1])), torch.tensor([-1.0]))
+    torch.testing.assert_close(finer_scores(y[:, :1], torch.tensor([0])), torch.tensor([2.0]))
+    with pytest.raises(ValueError, match="ranks must be positive ints"):
+        FinerTarget(ranks=(0, 1))
+
+
+def test_finercam_hand_computed() -> None:
+    from tests.methods.test_gradient_identities import LinearScoreNet, X
+
+    # Two classes: rank 1 is the other class, S = y_0 - y_1 (p cancels), g = V[0] - V[1] =
+    # (2, -1.5): ReLU(2 A_0 - 1.5 (5 - A_0)) = ReLU(3.5 A_0 - 7.5) = [[0, 0], [3, 6.5]].
+    model = LinearScoreNet().eval()
+    cam = lc.FinerCAM(model, "conv")(X, target=0, upsample=False)
+    torch.testing.assert_close(cam, torch.tensor([[[0.0, 0.0], [3 / 6.5, 1.0]]]))
+
+
+def test_finercam_equals_pytorch_grad_cam_and_gradcam_of_finer_target(setup) -> None:
+    pgc = _pgc()
+    import copy
+
+    from lightning_cam.engine.targets import FinerTarget
+
+    model, x, _ = setup
+    m = copy.deepcopy(model)
+    cam = pgc.FinerCAM(m, [m.get_submodule("features")])
+    try:
+        theirs = torch.from_numpy(cam(input_tensor=x.clone()))  # targets: the predicted classes
+    finally:
+        cam.base_cam.activations_and_grads.release()
+    small = lc.FinerCAM(model, "features")(x, upsample=False)
+    # Their eps 1e-9 in the score's denominator, 1e-7 in the min-max.
+    torch.testing.assert_close(_pgc_like(small), theirs, rtol=0, atol=2e-4)
+    # The public target with Grad-CAM (one engine backward) is the same map.
+    via_target = lc.GradCAM(model, "features")(x, target=FinerTarget(), upsample=False)
+    torch.testing.assert_close(via_target, small, rtol=0, atol=1e-6)
