@@ -144,6 +144,30 @@ def test_kpcacam_equals_pytorch_grad_cam_kernel_pca(setup, kernel: str,
     torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4 * scale)
 
 
+def test_kpcacam_large_map_lanczos_equals_sklearn_arpack(setup) -> None:
+    _pgc()
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_kernel
+
+    model, x, _ = setup
+    a = _acts(model, "features.1", x)  # 20 x 20 = 400 positions: our Lanczos, sklearn's ARPACK
+    theirs = torch.from_numpy(get_2d_projection_kernel(a.numpy()))
+    ours = kpcacam_map(LayerPass(a), sign="peak")
+    torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4 * float(theirs.abs().max()))
+
+
+def test_top_eigenpair_lanczos_equals_eigh() -> None:
+    from lightning_cam.methods.recent import top_eigenpair
+
+    g = torch.Generator().manual_seed(3)
+    m = torch.randn(2, 300, 40, generator=g, dtype=torch.float64)
+    m = m @ m.transpose(1, 2) - 5 * torch.eye(300, dtype=torch.float64)  # indefinite
+    vals, vecs = torch.linalg.eigh(m)
+    theta, v = top_eigenpair(m)
+    torch.testing.assert_close(theta, vals[:, -1])
+    torch.testing.assert_close(v * torch.sign((v * vecs[..., -1]).sum(1, keepdim=True)),
+                               vecs[..., -1])
+
+
 def test_kpcacam_public_maps_against_pytorch_grad_cam(setup) -> None:
     model, x, ids = setup
     theirs = _pgc_maps("KPCA_CAM", model, "features", x, ids)
