@@ -28,7 +28,11 @@ from lightning_cam.engine.cam import (  # noqa: E402
     explain_segmentation,
 )
 from lightning_cam.engine.layers import default_layer, get_layer  # noqa: E402
-from lightning_cam.engine.targets import ClassTarget, SegmentationTarget  # noqa: E402
+from lightning_cam.engine.targets import (  # noqa: E402
+    ClassTarget,
+    FinerTarget,
+    SegmentationTarget,
+)
 from lightning_cam.methods import METHODS  # noqa: E402
 
 if TYPE_CHECKING:  # the generated classes, for IDEs and type checkers
@@ -94,6 +98,7 @@ __all__ = [
     "GradCAMCallback",
     "GradCAMPlusPlusCallback",
     "ClassTarget",
+    "FinerTarget",
     "Explainer",
     "Explanation",
     "GuidedBackprop",

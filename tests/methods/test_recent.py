@@ -343,3 +343,39 @@ def test_finercam_equals_pytorch_grad_cam_and_gradcam_of_finer_target(setup) -> 
     # The public target with Grad-CAM (one engine backward) is the same map.
     via_target = lc.GradCAM(model, "features")(x, target=FinerTarget(), upsample=False)
     torch.testing.assert_close(via_target, small, rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------- RefineCAM = fuse="product"
+def test_product_fusion_is_refinecam_of_pytorch_grad_cam() -> None:
+    pgc = _pgc()
+    import copy
+
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    with torch.no_grad():  # logits x 1000: gradients ~1, so their Grad-CAM++ eps 1e-7 is moot
+        model.fc.weight.mul_(1e3)
+        model.fc.bias.mul_(1e3)
+    x = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ids = model(x).argmax(dim=1).tolist()
+    layers = ["features.1", "features"]
+    m = copy.deepcopy(model)
+    cam = pgc.RefineCAM(m, [m.get_submodule(n) for n in layers])  # base: GradCAMPlusPlus
+    try:
+        theirs = torch.from_numpy(
+            cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(c) for c in ids])
+        )
+    finally:
+        for base in cam.base_cam_per_layer:
+            base.activations_and_grads.release()
+    # RefineCAM: each layer's map min-max normalised, resized to the input, normalised again
+    # (pytorch-grad-cam's finish), their product normalised. Ours with that convention:
+    per = [_pgc_like(lc.GradCAMPlusPlus(model, n)(x, target=ids, upsample=False))
+           for n in layers]
+    torch.testing.assert_close(normalize_maps(per[0] * per[1]), theirs, rtol=0, atol=5e-4)
+    # fuse="product" does not re-normalise a map after resizing it (bilinear upsampling can
+    # lower its peak below 1): close, not equal.
+    public = lc.GradCAMPlusPlus(model, layers, fuse="product")(x, target=ids)
+    assert float((public - theirs).abs().max()) < 0.1
