@@ -379,3 +379,23 @@ def test_product_fusion_is_refinecam_of_pytorch_grad_cam() -> None:
     # lower its peak below 1): close, not equal.
     public = lc.GradCAMPlusPlus(model, layers, fuse="product")(x, target=ids)
     assert float((public - theirs).abs().max()) < 0.1
+
+
+# --------------------------------------------------------------------------- every surface
+NEW = ("fem", "kpcacam", "segeigencam", "shapleycam", "finercam")
+
+
+def test_new_methods_in_one_explain_call_and_max_batch_independent() -> None:
+    torch.manual_seed(0)
+    model = SmoothNet().eval()
+    x = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    out = lc.explain(model, x, layer="features", methods=("gradcam", *NEW), target=[0, 1, 2])
+    one = lc.explain(model, x, layer="features", methods=NEW, target=[0, 1, 2], max_batch=1)
+    for name in NEW:
+        maps = out.cams[name]["features"]
+        assert maps.shape == (3, SIZE, SIZE) and bool(torch.isfinite(maps).all()), name
+        torch.testing.assert_close(one.cams[name]["features"], maps, rtol=0, atol=1e-5)
+        assert getattr(lc, METHODS[name].class_name).method == name
+    # Each image alone: the same map as in the batch (replayed gradients are per image).
+    solo = lc.ShapleyCAM(model, "features")(x[1:2], target=1)
+    torch.testing.assert_close(solo, out.cams["shapleycam"]["features"][1:2], rtol=0, atol=1e-5)
