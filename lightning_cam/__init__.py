@@ -31,6 +31,7 @@ from lightning_cam.engine.layers import default_layer, get_layer  # noqa: E402
 from lightning_cam.engine.targets import (  # noqa: E402
     ClassTarget,
     EmbeddingTarget,
+    FinerTarget,
     MultiLabelTarget,
     RegressionTarget,
     SegmentationTarget,
@@ -42,15 +43,20 @@ from lightning_cam.methods import METHODS  # noqa: E402
 if TYPE_CHECKING:  # the generated classes, for IDEs and type checkers
     from lightning_cam.engine.cam import (  # noqa: F401
         CAM,
+        FEM,
+        KPCACAM,
         AblationCAM,
         EigenCAM,
         EigenGradCAM,
+        FinerCAM,
         GradCAM,
         GradCAMElementWise,
         GradCAMPlusPlus,
         HiResCAM,
         LayerCAM,
         ScoreCAM,
+        SegEigenCAM,
+        ShapleyCAM,
         SmoothGradCAMPlusPlus,
         XGradCAM,
     )
@@ -106,6 +112,7 @@ __all__ = [
     "GradCAMCallback",
     "GradCAMPlusPlusCallback",
     "ClassTarget",
+    "FinerTarget",
     "Explainer",
     "Explanation",
     "GuidedBackprop",

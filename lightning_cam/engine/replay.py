@@ -161,16 +161,27 @@ class PassTools:
             tail = None
         return tail
 
-    def replay(self, acts: torch.Tensor, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Class scores ``(N,)`` when the layer outputs ``acts`` for images ``rows``."""
-        with torch.no_grad():
-            if self._tail is False:
+    def replay(
+        self, acts: torch.Tensor, rows: torch.Tensor, ids: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Class scores ``(N,)`` when the layer outputs ``acts`` for images ``rows``; with
+        ``ids=None`` every class score ``(N, num_classes)`` (binary heads as two classes).
+
+        Without gradients, unless ``acts`` requires grad and grad mode is on: then the scores
+        are differentiable in ``acts`` (Shapley-CAM and Finer-CAM differentiate them, twice
+        for Shapley-CAM's Hessian-vector product).
+        """
+        if self._tail is False:
+            with torch.no_grad():
                 self._tail = self._decide()
-                self.replay_mode = "split" if self._tail is not None else "full"
-            tail = self._tail
+            self.replay_mode = "split" if self._tail is not None else "full"
+        tail = self._tail
+        with torch.set_grad_enabled(torch.is_grad_enabled() and acts.requires_grad):
             if isinstance(tail, fx.GraphModule):
                 logits = extract_logits(tail(acts.to(self.images.dtype)))
             else:
                 logits = self._full(acts, rows)
             logits = class_logits(logits)
+            if ids is None:
+                return logits
             return logits.gather(1, ids.to(logits.device)[:, None])[:, 0]

@@ -21,6 +21,8 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from lightning_cam.methods.recent import check_ranks, finer_scores
+
 TargetSpec = Union[
     None, int, Sequence[int], torch.Tensor, np.ndarray, Callable[[Any], torch.Tensor]
 ]
@@ -522,6 +524,52 @@ def segmentation_scores(
         return torch.stack(rows, 1).reshape(batch * len(ids))
 
     return scores
+
+
+# ----------------------------------------------------------------------------- Finer-CAM
+
+
+class FinerTarget:
+    """Finer-CAM's target (Zhang, Gu et al., CVPR 2025): a class *against its most similar
+    classes*, ``S = sum_j p_j (y^t - alpha y^j) / sum_j p_j`` over the classes ``j`` whose
+    scores are closest to ``y^t`` (similarity ranks 1, 2, 3; fewer on models with fewer
+    classes), ``p = softmax(y)`` (see :func:`lightning_cam.methods.recent.finer_scores`).
+
+    Usable with every gradient method (``lc.GradCAM(model, layer)(x, target=FinerTarget())``
+    is the ``finercam`` method); the targets ``t`` are class ids as :class:`ClassTarget`'s.
+
+    Args:
+        class_ids: ``None`` (each sample's predicted class), an ``int`` or per-sample ids.
+        alpha: Comparison strength (0: the class score alone).
+        ranks: Similarity ranks of the comparison classes (rank 0 is the target itself).
+
+    Example:
+        >>> FinerTarget(0, ranks=(1,))(torch.tensor([[2.0, 1.0, -3.0]]))
+        tensor([1.])
+    """
+
+    def __init__(
+        self,
+        class_ids: None | int | Sequence[int] | torch.Tensor | np.ndarray = None,
+        alpha: float = 1.0,
+        ranks: Sequence[int] = (1, 2, 3),
+    ) -> None:
+        self.classes = ClassTarget(class_ids)
+        self.alpha = float(alpha)
+        self.ranks = check_ranks(ranks)
+
+    @property
+    def last_class_ids(self) -> torch.Tensor | None:
+        """The target classes of the last call ``(B,)``."""
+        return self.classes.last_class_ids
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        raw = extract_logits(output)
+        self.classes.last_logits = raw.detach()
+        logits = class_logits(raw)
+        ids = self.classes.resolve(logits)
+        self.classes.last_class_ids = ids
+        return finer_scores(logits, ids, self.alpha, self.ranks)
 
 
 # ----------------------------------------------------------------------------- other target kinds

@@ -46,6 +46,13 @@ from lightning_cam.methods.perturbation import (
     scorecam_weights,
     smoothgradcampp_weights,
 )
+from lightning_cam.methods.recent import (
+    fem_weights,
+    finercam_weights,
+    kpcacam_map,
+    segeigencam_map,
+    shapleycam_weights,
+)
 
 #: Registry of methods by canonical name. Names are what users pass as ``methods=``.
 METHODS: dict[str, Method] = {}
@@ -177,6 +184,37 @@ register(Method(
     "Deep Convolutional Neural Network Models, arXiv 1908.01224, 2019",
     smoothgradcampp_weights, title="Smooth Grad-CAM++",
     aliases=("smooth-grad-cam++", "smoothgradcampp", "smoothgradcamplusplus"),
+    needs_class_target=True,
+))
+register(Method(
+    "fem", "FEM", "activation",
+    "Fuad et al., Features understanding in 3D CNNs for actions recognition in video, "
+    "IPTA 2020",
+    fem_weights, title="FEM", aliases=("feature-explanation-method",),
+))
+register(Method(
+    "kpcacam", "KPCACAM", "activation",
+    "Karmani et al., KPCA-CAM: Visual Explainability of Deep Computer Vision Models using "
+    "Kernel PCA, arXiv 2410.00267, 2024",
+    kpcacam_map, returns="map", title="KPCA-CAM", aliases=("kpca-cam", "kpca_cam"),
+))
+register(Method(
+    "segeigencam", "SegEigenCAM", "gradient",
+    "Chung & Ying, Seg-Eigen-CAM: Eigen-Value-Based Visual Explanations for Semantic "
+    "Segmentation Models, Applied Sciences 2025",
+    segeigencam_map, returns="map", title="Seg-Eigen-CAM", aliases=("seg-eigen-cam",),
+))
+register(Method(
+    "shapleycam", "ShapleyCAM", "perturbation",
+    "Cai, CAMs as Shapley Value-based Explainers, arXiv 2501.06261, 2025",
+    shapleycam_weights, title="Shapley-CAM", aliases=("shapley-cam",),
+    needs_class_target=True,
+))
+register(Method(
+    "finercam", "FinerCAM", "perturbation",
+    "Zhang, Gu et al., Finer-CAM: Spotting the Difference Reveals Finer Details for Visual "
+    "Explanation, CVPR 2025",
+    finercam_weights, title="Finer-CAM", aliases=("finer-cam",),
     needs_class_target=True,
 ))
 

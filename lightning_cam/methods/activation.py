@@ -17,7 +17,7 @@ from lightning_cam.methods.core import LayerPass, spatial_dims
 from lightning_cam.methods.gradient import first_component
 
 
-def eigencam_map(job: LayerPass) -> torch.Tensor:
+def eigencam_map(job: LayerPass, sign: str = "correlate") -> torch.Tensor:
     """Eigen-CAM (Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal
     Components", IJCNN 2020).
 
@@ -28,12 +28,13 @@ def eigencam_map(job: LayerPass) -> torch.Tensor:
     Sign convention: a singular vector's sign is arbitrary (LAPACK's choice, which
     pytorch-grad-cam keeps, so its map is sometimes the ReLU of the negated projection). Here the
     sign makes the projection correlate positively with the channel-summed activations
-    ``sum_k A^k`` — the map is high where the layer is active.
+    ``sum_k A^k`` — the map is high where the layer is active. ``sign="peak"``: Seg-Eigen-CAM's
+    rule instead (Chung & Ying 2025, eq. 13: flip where ``|min| > |max|``).
 
     Returns:
         ``(B, *spatial)`` map (ReLU'd by the shared step).
     """
-    return first_component(job.activations)
+    return first_component(job.activations, sign=sign)
 
 
 def classifier_weights(job: LayerPass) -> tuple[torch.Tensor, str]:

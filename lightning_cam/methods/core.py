@@ -106,7 +106,9 @@ class LayerPass:
             inputs, no grad (Score-CAM's masked inputs).
         replay: ``(activations (N, K, *spatial), rows (N,), ids (N,)) -> (N,)``: class scores
             when the layer outputs ``activations`` for images ``rows`` (Ablation-CAM); runs only
-            the network after the layer where it can be split off.
+            the network after the layer where it can be split off. ``ids=None``: all class
+            scores ``(N, num_classes)``; differentiable in ``activations`` that require grad
+            (Shapley-CAM, Finer-CAM).
         layer_gradients: ``(images (N, C, H, W), ids (N,)) -> (activations, gradients)`` of the
             layer for other inputs (Smooth Grad-CAM++'s noisy samples).
     """
@@ -122,7 +124,7 @@ class LayerPass:
     forward_logits: Callable[[torch.Tensor], torch.Tensor] = field(
         default_factory=lambda: _no_tool("class logits of extra forward passes")
     )
-    replay: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = field(
+    replay: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] = field(
         default_factory=lambda: _no_tool("to replay the network after the layer")
     )
     layer_gradients: Callable[

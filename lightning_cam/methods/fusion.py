@@ -38,7 +38,9 @@ def fuse_maps(
 
     Each map is scaled (``scale``, default min-max to [0, 1]; Layer-CAM's ``tanh(2 M / max M)``),
     resized to ``size`` (bilinear), then combined element-wise: ``mean``, ``max`` or
-    ``product`` (a position counts only where every layer agrees), and min-max normalised.
+    ``product`` (a position counts only where every layer agrees: RefineCAM, Domeniconi et al.,
+    2026, as pytorch-grad-cam's ``RefineCAM``, which also re-normalises each map after resizing
+    it), and min-max normalised.
 
     Args:
         raw: One ``(B, h_l, w_l)`` map per layer.

@@ -145,14 +145,17 @@ def layercam_fuse_scale(cam: torch.Tensor) -> torch.Tensor:
     return torch.tanh(2.0 * _safe_div(cam, peak.expand_as(cam)))
 
 
-def first_component(x: torch.Tensor, sign_ref: torch.Tensor | None = None) -> torch.Tensor:
+def first_component(
+    x: torch.Tensor, sign_ref: torch.Tensor | None = None, sign: str = "correlate"
+) -> torch.Tensor:
     """Projection of each position on the first principal component of the channels.
 
     ``X`` ``(B, K, *spatial)`` is read as ``N = h*w`` samples of ``K`` features, centred over
     the positions; the map is ``(X - mean) @ v_1`` with ``v_1`` the first right singular vector.
-    The sign of a singular vector is arbitrary (LAPACK picks one); here it is chosen so that the
-    map correlates positively with ``sign_ref`` ``(B, *spatial)`` (default: ``sum_k X^k``); where
-    they do not correlate (a constant reference), so that the largest magnitude is positive.
+    The sign of a singular vector is arbitrary (LAPACK picks one); it is fixed by ``sign``
+    (see :func:`orient`): ``"correlate"`` (default) makes the map correlate positively with
+    ``sign_ref`` ``(B, *spatial)`` (default: ``sum_k X^k``); ``"peak"`` (Seg-Eigen-CAM's eq. 13)
+    makes the largest magnitude positive.
 
     Returns:
         ``(B, *spatial)`` float32 projections (not ReLU'd).
@@ -171,26 +174,48 @@ def first_component(x: torch.Tensor, sign_ref: torch.Tensor | None = None) -> to
     else:
         _, vecs = torch.linalg.eigh(m64.transpose(1, 2) @ m64)  # (B, K, K)
         proj = (m64 @ vecs[..., -1:])[..., 0].float()
-    ref = (x.float().sum(dim=1) if sign_ref is None else sign_ref.float()).reshape(b, -1)
-    ref = ref - ref.mean(dim=1, keepdim=True)
-    corr = (proj * ref).sum(dim=1, keepdim=True)
-    scale = proj.abs().sum(dim=1, keepdim=True) * ref.abs().amax(dim=1, keepdim=True)
-    tie = corr.abs() <= 1e-6 * scale
+    ref = x.float().sum(dim=1) if sign_ref is None else sign_ref.float()
+    return orient(proj, ref.reshape(b, -1), sign).reshape(b, *spatial)
+
+
+#: Sign rules of :func:`orient` (and of the Eigen methods' ``sign=`` option).
+SIGN_RULES = ("correlate", "peak")
+
+
+def orient(proj: torch.Tensor, ref: torch.Tensor | None, sign: str = "correlate") -> torch.Tensor:
+    """Fix the arbitrary sign of a principal-component projection ``proj`` ``(B, N)``.
+
+    ``"correlate"``: the sign that makes ``proj`` correlate positively with ``ref`` ``(B, N)``;
+    where they do not correlate (a constant reference), the ``"peak"`` rule. ``"peak"``
+    (Chung & Ying, Seg-Eigen-CAM, eq. 13): flip where ``|min| > |max|``, so the largest
+    magnitude is positive (sklearn's ``svd_flip`` rule, too).
+    """
+    if sign not in SIGN_RULES:
+        raise ValueError(f"sign must be one of {list(SIGN_RULES)}, got {sign!r}")
     peak = proj.amax(dim=1, keepdim=True) + proj.amin(dim=1, keepdim=True)  # > 0: max wins
-    sign = torch.where(torch.where(tie, peak, corr) < 0, -1.0, 1.0)
-    return (proj * sign).reshape(b, *spatial)
+    if sign == "peak" or ref is None:
+        key = peak
+    else:
+        ref = ref - ref.mean(dim=1, keepdim=True)
+        corr = (proj * ref).sum(dim=1, keepdim=True)
+        scale = proj.abs().sum(dim=1, keepdim=True) * ref.abs().amax(dim=1, keepdim=True)
+        key = torch.where(corr.abs() <= 1e-6 * scale, peak, corr)
+    return proj * torch.where(key < 0, -1.0, 1.0)
 
 
-def eigengradcam_map(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+def eigengradcam_map(
+    activations: torch.Tensor, gradients: torch.Tensor, sign: str = "correlate"
+) -> torch.Tensor:
     """EigenGrad-CAM (pytorch-grad-cam's ``EigenGradCAM``; Eigen-CAM of Muhammad & Yeasin,
     IJCNN 2020, applied to ``g ⊙ A``).
 
     ``L^c = ReLU(P_1(g ⊙ A))``: the projection of ``g ⊙ A`` on its first principal component
     (see :func:`first_component`), its sign chosen to correlate positively with
-    ``sum_k g^k ⊙ A^k`` (the HiRes-CAM map), so the map points at the class evidence.
+    ``sum_k g^k ⊙ A^k`` (the HiRes-CAM map), so the map points at the class evidence
+    (``sign="peak"``: Seg-Eigen-CAM's rule, the largest magnitude positive).
 
     Returns:
         ``(B, *spatial)`` map (ReLU'd by the shared step).
     """
     ga = gradients * activations
-    return first_component(ga, ga.sum(dim=1))
+    return first_component(ga, ga.sum(dim=1), sign)

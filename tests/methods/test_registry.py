@@ -470,7 +470,8 @@ def test_readme_lists_every_registered_method() -> None:
         assert f"| `{name}` | `{m.class_name}` | {m.kind} |" in readme, name
 
 
-@pytest.mark.parametrize("name", ["cam", "scorecam", "ablationcam", "smoothgradcam++"])
+@pytest.mark.parametrize("name", ["cam", "scorecam", "ablationcam", "smoothgradcam++",
+                                  "shapleycam", "finercam"])
 def test_explain_scores_refuses_class_only_methods_up_front(name: str) -> None:
     model = GapNet().eval()
     calls: list[int] = []
