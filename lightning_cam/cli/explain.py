@@ -107,6 +107,7 @@ _DATA_ONLY: dict[str, tuple[str, Any]] = {
     "overlays": ("--overlays", 0),
     "sanity_samples": ("--sanity-samples", 0),
     "guided_gradcam": ("--guided-gradcam", False),
+    "raw_maps": ("--raw-maps", False),
 }
 #: Flags of both modes whose default differs: ``dest -> (images default, --data default)``.
 _MODE_DEFAULTS: dict[str, tuple[Any, Any]] = {
@@ -191,6 +192,9 @@ def _add_data_arguments(group: Any) -> None:
                        help="maps at the layer's resolution or the input's (default: layer)")
     group.add_argument("--map-dtype", choices=("float16", "uint8"), default=no,
                        help="stored maps' dtype (default: float16)")
+    group.add_argument("--raw-maps", action="store_true", default=no,
+                       help="store each map's raw scale too (CAMWriter(normalize=False)): "
+                       "load_maps returns the method's raw map, comparable across images")
     group.add_argument("--shard-size", type=int, default=no, metavar="N",
                        help="images per shard (default: 1024)")
     group.add_argument("--overlays", type=int, default=no, metavar="N",

@@ -220,6 +220,7 @@ def _build_writer(args: argparse.Namespace, meta: Any) -> Any:
         overlays=args.overlays,
         sanity_samples=args.sanity_samples,
         guided_gradcam=args.guided_gradcam,
+        normalize=not args.raw_maps,
         mean=list(meta.mean),
         std=list(meta.std),
     )

@@ -392,17 +392,24 @@ def write_manifest(output_dir: Path, fingerprint: str) -> int:
 
 
 def load_maps(
-    output_dir: str | os.PathLike[str], shard: str, row: int, key: str
+    output_dir: str | os.PathLike[str], shard: str, row: int, key: str, raw: bool = True
 ) -> np.ndarray:
     """The map ``key`` (e.g. ``"cam/gradcam/layer4"``) of one image, as float32.
 
     ``shard`` and ``row`` come from the manifest; uint8 maps are scaled back to ``[0, 1]``.
+    A folder written with ``CAMWriter(normalize=False)`` stores each map's scale
+    (``cam_scale/...``): the raw map ``min + map * (max - min)`` is returned, or the [0, 1]
+    map with ``raw=False``.
 
     Example:
         ``load_maps(out, row.shard, row.row, "cam/gradcam/backbone")`` for a manifest row.
     """
+    scale_key = "cam_scale/" + key[len("cam/"):] if key.startswith("cam/") else None
     with np.load(Path(output_dir) / shard) as data:
         arr = data[key][row]
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    return arr.astype(np.float32)
+        scale = data[scale_key][row] if raw and scale_key in data.files else None
+    out = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
+    if scale is not None:
+        lo, hi = float(scale[0]), float(scale[1])
+        out = lo + out * (hi - lo)
+    return out

@@ -258,6 +258,12 @@ class CAMWriter(PredictionWriterBase):
         guided_gradcam: Also store guided Grad-CAM per method and layer.
         map_size: ``"layer"`` or ``"input"`` resolution of the stored CAMs.
         map_dtype: ``"float16"`` or ``"uint8"``.
+        normalize: ``True``: maps min-max normalised to [0, 1] per image. ``False``: the
+            method's raw map (after its ReLU where it has one), comparable across images,
+            classes and checkpoints, stored as its [0, 1] map plus its scale: each shard holds
+            ``cam_scale/{method}/{layer}`` ``(B, 2)`` float32 (the raw map's min and max at the
+            stored resolution), and :func:`~lightning_cam.predict.load_maps` returns the raw
+            map. Metrics and overlays use the [0, 1] maps either way.
         shard_size: Images per shard file.
         metrics: Per-image metrics (``pointing_game``, ``energy_pointing_game``,
             ``localisation_error`` need a mask or box in the batch; ``average_drop``,
@@ -318,8 +324,12 @@ class CAMWriter(PredictionWriterBase):
         max_batch: int | None = None,
         seed: int = 0,
         reuse_forward: bool = True,
+        normalize: bool = True,
     ) -> None:
         super().__init__(write_interval="batch")
+        if not isinstance(normalize, bool):
+            raise _misconf("normalize", normalize, "True or False")
+        self.normalize = normalize
         self._set_explanation(methods, layer, target, guided_backprop, guided_gradcam, max_batch)
         self._set_storage(output_dir, map_size, map_dtype, shard_size, overlays, overlay_ids)
         self._set_metrics(
@@ -454,6 +464,7 @@ class CAMWriter(PredictionWriterBase):
             "guided_gradcam": self.guided_gradcam,
             "map_size": self.map_size,
             "map_dtype": self.map_dtype,
+            "normalize": self.normalize,
             "metrics": self.metrics,
             "pointing_game_tolerance": self.pointing_game_tolerance,
             "deletion_steps": self.deletion_steps,
@@ -523,6 +534,7 @@ class CAMWriter(PredictionWriterBase):
             guided_backprop=self.guided_backprop,
             guided_gradcam=self.guided_gradcam,
             max_batch=self.max_batch,
+            normalize=self.normalize,
         )
         self._shards = storage.ShardWriter(
             self.output_dir, rank, fingerprint, shard_size=self.shard_size
@@ -842,7 +854,18 @@ class CAMWriter(PredictionWriterBase):
         arrays: dict[str, np.ndarray] = {}
         mask = torch.from_numpy(bad).view(-1, 1, 1)
         for (m, n), big in full.items():
-            cam = big if self.map_size == "input" else out.cams[m][n].float()
+            if self.normalize:
+                cam = big if self.map_size == "input" else out.cams[m][n].float()
+            else:  # raw maps: stored as [0, 1] maps and the scale that gives them back
+                raw = out.cams[m][n].float()
+                if self.map_size == "input":
+                    raw = upsample(raw, tuple(big.shape[1:]))
+                flat = raw.detach().flatten(1)
+                scale = torch.stack([flat.min(1).values, flat.max(1).values], 1).cpu()
+                arrays[f"cam_scale/{m}/{n}"] = scale.masked_fill(
+                    mask.view(-1, 1), math.nan
+                ).numpy()
+                cam = normalize_maps(raw)
             cam = cam.detach().cpu().masked_fill(mask, math.nan)
             if self.map_dtype == "uint8":
                 cam = (cam * 255.0).round().clamp(0, 255).nan_to_num(0.0)

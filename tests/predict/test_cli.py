@@ -14,6 +14,7 @@ import yaml
 
 from lightning_cam import cli
 from lightning_cam.data import ShapesDataset
+from lightning_cam.predict import load_maps
 from lightning_cam.predict.writer import overlay_stem
 from lightning_cam.tools import viz
 from tests.optional import require
@@ -206,3 +207,21 @@ def test_explain_an_hf_folder_without_a_classification_head_is_refused(
                     f"hf:{hf}", "--quiet") == 2
     err = capsys.readouterr().err
     assert "without a classification head" in err and "ViTModel" in err
+
+
+def test_explain_data_raw_maps(tmp_path: Path) -> None:
+    data = _folder(tmp_path / "data", tree=False)
+    w = _weights(tmp_path / "w.pth")
+    args = ["--data", str(data), "--network", "resnet18", "--weight-path", str(w),
+            "--image-size", "64", "--batch-size", "4", "--metrics", "average_drop", "--quiet"]
+    assert _explain(*args, "--output-dir", str(tmp_path / "raw"), "--raw-maps") == 0
+    assert _explain(*args, "--output-dir", str(tmp_path / "unit")) == 0
+    raw = pd.read_parquet(tmp_path / "raw" / "manifest.parquet").sort_values("index")
+    unit = pd.read_parquet(tmp_path / "unit" / "manifest.parquet").sort_values("index")
+    r, u = raw.iloc[0], unit.iloc[0]
+    key = "cam/gradcam/model.layer4"
+    big = load_maps(tmp_path / "raw", r["shard"], int(r["row"]), key)
+    small = load_maps(tmp_path / "unit", u["shard"], int(u["row"]), key)
+    assert big.max() > 0 and small.max() == pytest.approx(1.0, abs=1e-3)
+    # the same map, at its own scale
+    np.testing.assert_allclose((big - big.min()) / (big.max() - big.min()), small, atol=2e-3)

@@ -424,3 +424,40 @@ def test_another_dataset_of_the_same_length_is_refused(tmp_path: Path, ids: bool
     with pytest.raises(OutputFolderError, match="input 3x32x32 then, 3x16x16 now"):
         _run(out, data=small, metrics=["pointing_game"])
     _run(out, data=loader(with_id=True), metrics=["pointing_game"])  # the same data: resumes
+
+
+@pytest.mark.parametrize(("map_size", "map_dtype"), [("layer", "float16"), ("input", "uint8")])
+def test_raw_maps_are_stored_with_their_scale(tmp_path: Path, map_size: str,
+                                              map_dtype: str) -> None:
+    model = tiny_model()
+    out = tmp_path / "raw"
+    _run(out, model, normalize=False, metrics=["pointing_game"], map_size=map_size,
+         map_dtype=map_dtype)
+    df = _manifest(out)
+    data = TinyShapes(10)
+    images = torch.stack([data[i]["image"] for i in range(10)])
+    raw = lc.explain(model, images, layer="backbone", methods=("gradcam", "gradcam++"),
+                     upsample=False, normalize=False).cams["gradcam"]["backbone"]
+    if map_size == "input":
+        raw = upsample(raw, tuple(images.shape[2:]))
+    atol = 2e-3 if map_dtype == "float16" else 1 / 255
+    for i in (0, 7):
+        r = df.iloc[i]
+        got = load_maps(out, r["shard"], int(r["row"]), "cam/gradcam/backbone")
+        scale = float(raw[i].max())
+        assert scale > 0
+        np.testing.assert_allclose(got, raw[i].numpy(), rtol=0, atol=atol * scale)
+        unit = load_maps(out, r["shard"], int(r["row"]), "cam/gradcam/backbone", raw=False)
+        np.testing.assert_allclose(unit, normalize_maps(raw[i : i + 1])[0].numpy(), atol=atol)
+    # the metrics are those of the [0, 1] maps, as with normalize=True
+    same = _run(tmp_path / "unit", model, metrics=["pointing_game"], map_size=map_size,
+                map_dtype=map_dtype)
+    assert same.summary is not None
+    np.testing.assert_allclose(df["gradcam/backbone/pointing_game"],
+                               _manifest(tmp_path / "unit")["gradcam/backbone/pointing_game"])
+    assert '"normalize": false' in (out / "run.json").read_text()
+    # a rerun asking for [0, 1] maps into the raw folder is refused, naming the option
+    with pytest.raises(Exception, match="normalize"):
+        _run(out, model, metrics=["pointing_game"], map_size=map_size, map_dtype=map_dtype)
+    with pytest.raises(MisconfigurationException, match="normalize"):
+        CAMWriter(str(out), normalize="no")  # type: ignore[arg-type]
