@@ -28,6 +28,7 @@ from lightning_cam.engine.cam import (  # noqa: E402
     explain_segmentation,
 )
 from lightning_cam.engine.layers import default_layer, get_layer  # noqa: E402
+from lightning_cam.engine.multilabel import explain_multilabel  # noqa: E402
 from lightning_cam.engine.targets import (  # noqa: E402
     ClassTarget,
     EmbeddingTarget,
@@ -36,7 +37,6 @@ from lightning_cam.engine.targets import (  # noqa: E402
     RegressionTarget,
     SegmentationTarget,
     TextSimilarityTarget,
-    explain_multilabel,
 )
 from lightning_cam.methods import METHODS  # noqa: E402
 

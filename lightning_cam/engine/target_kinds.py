@@ -6,7 +6,7 @@ of :class:`~lightning_cam.engine.Explainer`. Targets holding per-image data (lab
 reference vectors) have ``batch_slice(start, stop)``, so ``max_batch`` gives the same maps as one
 pass. Methods that explain classes only (they re-score other inputs or read a classifier's
 weights: Score-CAM, Ablation-CAM, CAM) take class ids, not these targets; a multi-label head's
-labels are class ids to them, see :func:`explain_multilabel`.
+labels are class ids to them, see :func:`~lightning_cam.engine.multilabel.explain_multilabel`.
 
 Example:
     >>> import torch
@@ -25,25 +25,19 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from lightning_cam.engine.explainer import Explanation
-
 __all__ = [
     "CLIPImageEmbedder",
     "EmbeddingTarget",
-    "MultiLabelExplanation",
     "MultiLabelTarget",
     "RegressionTarget",
     "TextSimilarityTarget",
     "clip_text_embeddings",
-    "explain_multilabel",
     "multilabel_pairs",
 ]
 
@@ -66,7 +60,7 @@ def _int(value: Any) -> int | None:
     return None
 
 
-def _logits(output: Any, what: str) -> torch.Tensor:
+def read_logits(output: Any, what: str) -> torch.Tensor:
     """The output tensor: a tensor, an object with ``.logits`` or a dict with ``"logits"``."""
     if isinstance(output, torch.Tensor):
         return output
@@ -83,7 +77,7 @@ def _logits(output: Any, what: str) -> torch.Tensor:
 # ----------------------------------------------------------------------------- multi-label
 
 
-def _check_threshold(threshold: Any) -> float:
+def check_threshold(threshold: Any) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
         raise TypeError(f"threshold must be a probability in (0, 1), got {threshold!r}")
     if not 0.0 < float(threshold) < 1.0:
@@ -170,7 +164,7 @@ class MultiLabelTarget:
 
     One call explains one score per image: with one label per image it is that label's map;
     with several (``labels=None`` and several positive labels) the map of their summed logits.
-    For one map per (image, positive label) use :func:`explain_multilabel` (one forward and one
+    For one map per (image, positive label) use :func:`~lightning_cam.engine.multilabel.explain_multilabel` (one forward and one
     backward for all pairs), or :func:`multilabel_pairs` to build the pairs yourself.
 
     Args:
@@ -190,7 +184,7 @@ class MultiLabelTarget:
 
     def __init__(self, labels: LabelSpec = None, threshold: float = 0.5) -> None:
         self.labels = labels
-        self.threshold = _check_threshold(threshold)
+        self.threshold = check_threshold(threshold)
         self.last_labels: torch.Tensor | None = None
 
     def batch_slice(self, start: int, stop: int) -> MultiLabelTarget:
@@ -198,7 +192,7 @@ class MultiLabelTarget:
         return MultiLabelTarget(_slice_labels(self.labels, start, stop), self.threshold)
 
     def __call__(self, output: Any) -> torch.Tensor:
-        z = _logits(output, "MultiLabelTarget")
+        z = read_logits(output, "MultiLabelTarget")
         mask = _label_mask(z, self.labels, self.threshold)
         self.last_labels = mask
         return (z * mask.to(z.dtype)).sum(1)
@@ -222,128 +216,12 @@ def multilabel_pairs(
         >>> multilabel_pairs(torch.tensor([[0.0, 3.0], [2.0, 1.0]]), threshold=0.6)
         (tensor([0, 1, 1]), tensor([1, 0, 1]))
     """
-    mask = _label_mask(logits, labels, _check_threshold(threshold))
+    mask = _label_mask(logits, labels, check_threshold(threshold))
     rows, label_ids = mask.nonzero(as_tuple=True)
     return rows, label_ids
 
 
-@dataclass
-class MultiLabelExplanation:
-    """Maps per (image, label) of a multi-label head, from :func:`explain_multilabel`.
-
-    Attributes:
-        rows: ``(P,)`` the image of each pair.
-        labels: ``(P,)`` the label of each pair.
-        explanation: The engine's result for the ``P`` pairs: ``cams[method][layer]``
-            ``(P, H, W)``, ``scores`` ``(P,)`` (the labels' logits) ...; empty (no ``cams``)
-            when no image has a label.
-    """
-
-    rows: torch.Tensor
-    labels: torch.Tensor
-    explanation: Explanation | None = None
-    _index: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._index = {
-            (int(r), int(c)): p for p, (r, c) in enumerate(zip(self.rows, self.labels, strict=True))
-        }
-
-    def pairs(self) -> list[tuple[int, int]]:
-        """The ``(image, label)`` pairs, in the order of the maps."""
-        return list(self._index)
-
-    def cam(
-        self, image: int, label: int, method: str = "gradcam", layer: str | None = None
-    ) -> torch.Tensor:
-        """The map ``(H, W)`` of one image's label.
-
-        Raises:
-            KeyError: The pair was not explained (the label is not positive for that image).
-        """
-        if (image, label) not in self._index or self.explanation is None:
-            raise KeyError(f"(image {image}, label {label}) is not among {self.pairs()}")
-        return self.explanation.cam(method, layer)[self._index[(image, label)]]
-
-
-def explain_multilabel(
-    model: nn.Module,
-    images: torch.Tensor,
-    layer: Any = None,
-    methods: Sequence[str] = ("gradcam", "gradcam++"),
-    threshold: float = 0.5,
-    labels: LabelSpec = None,
-    max_batch: int | None = None,
-    reshape_transform: Any = "auto",
-    normalize: bool = True,
-    upsample: bool = True,
-) -> MultiLabelExplanation:
-    """One map per (image, positive label) of a multi-label (sigmoid) classifier ``(B, K)``.
-
-    The pairs come from :func:`multilabel_pairs` (with ``labels=None`` a no-grad forward reads
-    the labels above ``threshold``); then one :func:`lightning_cam.explain` of the images
-    repeated once per pair, with the pairs' labels as class ids: one forward and one backward
-    for all pairs (``max_batch`` bounds them), and any registered method (class-only ones such
-    as Score-CAM included). Each map explains the label's logit ``z_k``, not ``sigmoid(z_k)``.
-
-    Args:
-        model: ``(B, C, H, W) -> (B, K)`` logits (or ``.logits`` / ``['logits']``).
-        images: ``(B, C, H, W)``.
-        layer: As for :func:`lightning_cam.explain`.
-        methods: Method names.
-        threshold: Probability above which a label is positive (``labels=None``).
-        labels: As for :class:`MultiLabelTarget`: given labels skip the label-reading forward.
-        max_batch: Pairs per forward/backward pass (``None``: all).
-        reshape_transform: As for :func:`lightning_cam.explain`.
-        normalize: As for :func:`lightning_cam.explain`.
-        upsample: Maps at the image size (else the layer's).
-
-    Returns:
-        A :class:`MultiLabelExplanation`: ``.cam(image, label, method)``, ``.rows``, ``.labels``
-        and the engine's ``.explanation`` with maps ``(P, H, W)``.
-
-    Example:
-        >>> import torch, torchvision
-        >>> net = torchvision.models.resnet18(weights=None, num_classes=4)
-        >>> out = explain_multilabel(net, torch.rand(2, 3, 64, 64), "layer4", labels=[[0, 3], 1])
-        >>> out.pairs(), out.cam(0, 3).shape
-        ([(0, 0), (0, 3), (1, 1)], torch.Size([64, 64]))
-    """
-    from lightning_cam.engine.borrow import borrowed
-    from lightning_cam.engine.cam import explain
-    from lightning_cam.engine.explainer import Explanation
-    from lightning_cam.engine.wrappers import eager_forward
-
-    if not isinstance(images, torch.Tensor) or images.dim() < 3:
-        raise TypeError("images must be a tensor (B, C, H, W)")
-    threshold = _check_threshold(threshold)
-    if labels is None:
-        with borrowed(model), torch.inference_mode(False), torch.no_grad():
-            logits = _logits(eager_forward(model)(images), "explain_multilabel").detach()
-        _refuse_single_logit(logits.shape[-1])
-        rows, label_ids = multilabel_pairs(logits, None, threshold)
-    else:
-        rows, label_ids = _given_pairs(labels, images.shape[0])
-    rows, label_ids = rows.cpu(), label_ids.cpu()
-    if rows.numel() == 0:
-        return MultiLabelExplanation(rows, label_ids, Explanation())
-    result = explain(
-        model,
-        images[rows.to(images.device)],
-        layer,
-        methods=methods,
-        target=label_ids,
-        upsample=upsample,
-        max_batch=max_batch,
-        reshape_transform=reshape_transform,
-        normalize=normalize,
-    )
-    if result.logits is not None:
-        _refuse_single_logit(result.logits.shape[-1])
-    return MultiLabelExplanation(rows, label_ids, result)
-
-
-def _refuse_single_logit(k: int) -> None:
+def refuse_single_logit(k: int) -> None:
     if k == 1:
         raise ValueError(
             "a single-logit head (B, 1) is a binary classifier, not a multi-label one: explain "
@@ -351,7 +229,7 @@ def _refuse_single_logit(k: int) -> None:
         )
 
 
-def _given_pairs(labels: LabelSpec, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def given_pairs(labels: LabelSpec, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The (image, label) pairs of given labels, without running the model (the engine checks
     the labels against the head's width)."""
     if isinstance(labels, (torch.Tensor, np.ndarray)) and labels.ndim == 2:
@@ -435,7 +313,7 @@ class RegressionTarget:
         return RegressionTarget(index, self.direction)
 
     def __call__(self, output: Any) -> torch.Tensor:
-        y = _logits(output, "RegressionTarget")
+        y = read_logits(output, "RegressionTarget")
         if y.dim() == 1:
             y = y[:, None]
         if y.dim() != 2:
