@@ -164,8 +164,9 @@ class MultiLabelTarget:
 
     One call explains one score per image: with one label per image it is that label's map;
     with several (``labels=None`` and several positive labels) the map of their summed logits.
-    For one map per (image, positive label) use :func:`~lightning_cam.engine.multilabel.explain_multilabel` (one forward and one
-    backward for all pairs), or :func:`multilabel_pairs` to build the pairs yourself.
+    For one map per (image, positive label) use
+    :func:`~lightning_cam.engine.multilabel.explain_multilabel` (one forward and one backward
+    for all pairs), or :func:`multilabel_pairs` to build the pairs yourself.
 
     Args:
         labels: ``None``: each image's positive labels, ``sigmoid(z_k) > threshold``; an
