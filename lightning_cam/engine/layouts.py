@@ -13,9 +13,11 @@ way).
 - ``"tokens"``: ``(B, N, D)``; drop the prefix tokens and fold the patch tokens, row-major, into
   the patch grid of the input (``(H / p, W / p)`` for patch size ``p``, or a coarser grid of a
   hierarchical model). The prefix count and patch size come from the model when it is
-  recognised (below); for any other model the one split into 0 to 16 prefix tokens and a grid
-  ``(H / s, W / s)`` of the input at one stride ``s`` is taken, and a count that fits no such
-  split, or more than one, is refused (pass :func:`fold_tokens` with the model's own counts);
+  recognised (below); for any other model the one split into 0 to 16 prefix tokens (fewer
+  than the patches) and a grid ``(H / s, W / s)`` of the input at one stride ``s`` (one that
+  divides the input if any fits, else rounded the same way on both axes) is taken, and a count
+  that fits no such split, or more than one, is refused (pass :func:`fold_tokens` with the
+  model's own counts);
 - ``"channels_last"``: ``(B, h, w, C)``, permuted;
 - ``"channels_first"``: ``(B, C, h, w)``, read as it is;
 - ``"auto"`` (the default): decided per layer from what the model is and the output's shape:
@@ -181,11 +183,16 @@ def _tokens(
             "(see lightning_cam.engine.layers.default_layer) or pass "
             f"reshape_transform=callable output -> (B, C, h, w)."
         )
-    splits = [
-        (prefix, grid)
-        for prefix in range(min(_MAX_GUESSED_PREFIX, n - 1) + 1)
-        for grid in _exact_grids(n - prefix, image_size)
-    ]
+    splits: list[tuple[int, tuple[int, int]]] = []
+    for divides in (True, False):  # strides that divide the input first, then rounded ones
+        splits = [
+            (prefix, grid)
+            for prefix in range(min(_MAX_GUESSED_PREFIX, n - 1) + 1)
+            for grid in _exact_grids(n - prefix, image_size, divides)
+            if prefix < grid[0] * grid[1]  # prefix tokens are fewer than the patches
+        ]
+        if splits:
+            break
     if len(splits) == 1:
         prefix, grid = splits[0]
         return fold_tokens(prefix, grid)
@@ -207,13 +214,17 @@ def _tokens(
     )
 
 
-def _exact_grids(n: int, image_size: tuple[int, int]) -> list[tuple[int, int]]:
+def _exact_grids(
+    n: int, image_size: tuple[int, int], divides: bool = False
+) -> list[tuple[int, int]]:
     """The grids ``(h, w)`` of ``n`` patches that are the input at one stride ``s``, rounded the
     same way on both axes (``(H // s, W // s)`` or both rounded up): what a patch embedding of
-    stride ``s`` gives."""
+    stride ``s`` gives. ``divides``: only strides that divide both sides."""
     big_h, big_w = image_size
     found: set[tuple[int, int]] = set()
     for stride in range(1, max(big_h, big_w) + 1):
+        if divides and (big_h % stride or big_w % stride):
+            continue
         for grid in ((big_h // stride, big_w // stride),
                      (-(-big_h // stride), -(-big_w // stride))):
             if grid[0] * grid[1] == n:
