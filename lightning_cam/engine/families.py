@@ -181,6 +181,23 @@ def _hf_patch(m: nn.Module) -> tuple[int, int]:
     return pair(config.patch_size)
 
 
+def _hf_vision_patch(m: nn.Module) -> tuple[int, int]:
+    """A vision tower's patch size: ``config.vision_config`` of a two-tower model (CLIP)."""
+    config: Any = m.config
+    return pair(getattr(config, "vision_config", config).patch_size)
+
+
+def _clip_default_layer(m: nn.Module) -> str | None:
+    """CLIP's default layer: the vision tower's last block's ``layer_norm1``, whose input (the
+    block before's output) still reaches the image embedding through every patch token: the
+    last block's own output reaches it through the class token only."""
+    found = [n for n, _ in m.named_modules()
+             if n.rsplit(".", 1)[-1] == "layer_norm1" and "vision_model" in n.split(".")]
+    if not found:
+        found = [n for n, _ in m.named_modules() if n.rsplit(".", 1)[-1] == "layer_norm1"]
+    return found[-1] if found else None
+
+
 def _timm_patch(default: int) -> Callable[[nn.Module], tuple[int, int]]:
     def patch(m: nn.Module) -> tuple[int, int]:
         return pair(getattr(m.patch_embed, "patch_size", default))
@@ -285,6 +302,11 @@ FAMILIES: tuple[ModelFamily, ...] = (
         guided_unsupported=_ATTENTION,
     ),
     ModelFamily("HF ConvNeXt", "convnet", _hf("convnext", "convnextv2")),
+    ModelFamily(
+        "HF CLIP", "vit", _hf("clip", "clip_vision_model"), patch_size=_hf_vision_patch,
+        num_prefix_tokens=1, default_layer=_clip_default_layer,  # the class token, then patches
+        guided_unsupported=_ATTENTION,
+    ),
 )
 
 

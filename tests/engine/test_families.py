@@ -104,6 +104,11 @@ _CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, int] | None, int, st
                     hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], num_labels=3),
         None, 0, None, 64,
     ),
+    "HF CLIP": (
+        lambda: _hf("CLIPVisionConfig", "CLIPVisionModel", hidden_size=16, intermediate_size=32,
+                    num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
+        (8, 8), 1, "...encoder.layers.1.layer_norm1", 32,
+    ),
 }
 
 
@@ -145,7 +150,7 @@ def test_attention_families_refuse_guided_defaults_convnets_do_not() -> None:
     attention = {f.name for f in FAMILIES if f.guided_unsupported is not None}
     assert attention == {
         "torchvision ViT", "torchvision Swin", "torchvision MaxViT", "timm DeiT", "timm ViT",
-        "timm Swin", "HF ViT", "HF DeiT", "HF Swin",
+        "timm Swin", "HF ViT", "HF DeiT", "HF Swin", "HF CLIP",
     }
     assert all(f.kind == "convnet" for f in FAMILIES if f.name not in attention)
 

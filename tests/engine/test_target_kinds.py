@@ -389,3 +389,21 @@ def test_readme_targets_table_lists_every_target_kind() -> None:
     for name in target_kinds.__all__:
         if name.endswith("Target") or name == "explain_multilabel":
             assert f"| `{name}(" in section, name
+
+
+def test_clip_is_a_recognised_family() -> None:
+    # "auto" folds CLIP's tokens as fold_tokens(1, grid) does, and the default layer is the
+    # vision tower's last layer_norm1 (its input reaches the embedding through every patch)
+    clip = tiny_clip()
+    model = CLIPImageEmbedder(clip)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    ids = torch.randint(2, 50, (2, 6), generator=torch.Generator().manual_seed(4))
+    target = TextSimilarityTarget(-clip_text_embeddings(clip, ids)[0])
+    layer = "clip.vision_model.encoder.layers.0"
+    kw = {"methods": ["gradcam"], "target": target, "normalize": False}
+    auto = lc.explain(model, x, layer, **kw)
+    by_hand = lc.explain(model, x, layer, reshape_transform=fold_tokens(1, (4, 4)), **kw)
+    torch.testing.assert_close(auto.cams["gradcam"][layer], by_hand.cams["gradcam"][layer])
+    assert lc.default_layer(model, x) == "clip.vision_model.encoder.layers.1.layer_norm1"
+    default = lc.explain(model, x, None, **kw)
+    assert default.cams["gradcam"]["clip.vision_model.encoder.layers.1.layer_norm1"].max() > 0
