@@ -32,6 +32,7 @@ MOVED: dict[str, str] = {
     "_cli": "cli.common",
     "explain_cli": "cli.explain",
     "detect_cli": "cli.detect",
+    "predict.folder": "cli.data",
 }
 
 

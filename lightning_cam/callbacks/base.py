@@ -20,7 +20,7 @@ from lightning_cam.callbacks import render
 from lightning_cam.callbacks.batches import parse_batch
 from lightning_cam.callbacks.classification import ClassificationTask
 from lightning_cam.callbacks.detection import DetectionTask
-from lightning_cam.callbacks.options import KINDS, METRICS, CAMOptions
+from lightning_cam.callbacks.options import KINDS, METRICS, CAMOptions, register_signature
 from lightning_cam.callbacks.probes import ProbeSet
 from lightning_cam.callbacks.shared import SHARED, weights_version
 from lightning_cam.callbacks.sinks import PNGFolderSink, png_root, sink_for
@@ -465,6 +465,9 @@ class CAMCallback(CallbackBase):
 
     def _tolerance(self, images: torch.Tensor) -> float:
         return render.pointing_tolerance(self.options, images)
+
+
+register_signature(CAMCallback.__init__)
 
 
 class GradCAMCallback(CAMCallback):

@@ -183,14 +183,25 @@ class CAMOptions:
         return cls(**fields)
 
 
+#: The callback whose constructor signature holds the arguments (:func:`register_signature`).
+_SIGNATURE: list[Callable[..., Any]] = []
+
+
+def register_signature(init: Callable[..., Any]) -> None:
+    """Record the constructor whose signature is the one place the callbacks' arguments and
+    their defaults are written (``CAMCallback.__init__``, registered by
+    :mod:`lightning_cam.callbacks.base`, which imports this module, never the reverse)."""
+    _SIGNATURE[:] = [init]
+
+
 def callback_defaults() -> dict[str, Any]:
     """The keyword arguments of :class:`~lightning_cam.callbacks.CAMCallback` and their
     defaults, read from its signature (the one place they are written)."""
     import inspect
 
-    from lightning_cam.callbacks.base import CAMCallback  # lazy: base imports this module
-
-    params = list(inspect.signature(CAMCallback.__init__).parameters.values())[1:]
+    if not _SIGNATURE:  # the package's __init__ imports base, which registers it
+        raise RuntimeError("lightning_cam.callbacks.base has not registered CAMCallback yet")
+    params = list(inspect.signature(_SIGNATURE[0]).parameters.values())[1:]
     return {p.name: p.default for p in params}
 
 

@@ -10,7 +10,7 @@ Grad-CAM++): every other method ``m`` writes ``{stem}-{network}-{m}-heatmap.jpg`
 ``-{m}-cam.jpg``, and gets its columns in the sheets. An image's pictures are written all or
 none; every file is written atomically.
 
-With ``--data DIR`` the same parser selects the dataset mode (:mod:`lightning_cam.predict.folder`:
+With ``--data DIR`` the same parser selects the dataset mode (:mod:`lightning_cam.cli.data`:
 a folder on Lightning's predict loop); the flags of one mode (``_IMAGE_ONLY``, ``_DATA_ONLY``)
 are refused in the other. ``--model`` has the alias ``--network``, ``--method`` the alias
 ``--methods`` (the flags of :mod:`lightning_cam.cli.common`).
@@ -46,16 +46,6 @@ import numpy as np
 
 from lightning_cam.cli.common import (
     CLIError,
-    add_class_names_argument,
-    add_common_flags,
-    add_device_argument,
-    add_image_path_argument,
-    add_layer_argument,
-    add_method_argument,
-    add_model_argument,
-    add_output_dir_argument,
-    add_reshape_transform_argument,
-    add_weight_argument,
     default_images,
     one_line,
     output_folder,
@@ -64,6 +54,7 @@ from lightning_cam.cli.common import (
     selected_methods,
     write_text_atomic,
 )
+from lightning_cam.cli.explain_args import DEFAULT_NETWORK, PROG, build_parser, resolve_mode
 
 __all__ = [
     "build_parser",
@@ -77,160 +68,9 @@ __all__ = [
     "write_comparison_sheet",
 ]
 
-PROG = "lightning-cam explain"
 SUMMARY_FILE = "summary.json"
 MARKDOWN_FILE = "comparison.md"
 SHEET_TILE = 256  # longest side of a picture in a comparison sheet (never upscaled)
-
-_DEFAULT_NETWORK = "resnet50"
-
-
-#: Flags of one mode only, with their defaults: ``dest -> (flag, default)``. They are parsed
-#: without a default (argparse.SUPPRESS) so that a flag of the other mode can be refused.
-_IMAGE_ONLY: dict[str, tuple[str, Any]] = {
-    "image_path": ("--image-path", None),
-    "class_id": ("--class-id", None),
-    "device": ("--device", "cpu"),
-    "class_names": ("--class-names", None),
-    "reshape_transform": ("--reshape-transform", "auto"),
-}
-_DATA_ONLY: dict[str, tuple[str, Any]] = {
-    "metrics": ("--metrics", None),
-    "num_workers": ("--num-workers", 0),
-    "accelerator": ("--accelerator", "cpu"),
-    "devices": ("--devices", "1"),
-    "strategy": ("--strategy", "auto"),
-    "precision": ("--precision", None),
-    "map_size": ("--map-size", "layer"),
-    "map_dtype": ("--map-dtype", "float16"),
-    "shard_size": ("--shard-size", 1024),
-    "overlays": ("--overlays", 0),
-    "sanity_samples": ("--sanity-samples", 0),
-    "guided_gradcam": ("--guided-gradcam", False),
-    "raw_maps": ("--raw-maps", False),
-}
-#: Flags of both modes whose default differs: ``dest -> (images default, --data default)``.
-_MODE_DEFAULTS: dict[str, tuple[Any, Any]] = {
-    "output_dir": ("results", None),
-    "batch_size": (8, 16),
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``lightning-cam explain`` and ``lightning-cam explain --data``
-    (the dataset mode, :mod:`lightning_cam.predict.folder`)."""
-    from lightning_cam.methods import DEFAULT_METHODS
-
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description=(
-            "Explain image classifiers: Grad-CAM, Grad-CAM++, guided backprop and guided "
-            "Grad-CAM pictures for every image and network (the Grad-CAM.pytorch tool's outputs). "
-            "With --data DIR: explain and evaluate every image of a folder on Lightning's predict "
-            "loop (shards of maps, a Parquet manifest, a summary; resumable)."
-        ),
-    )
-    no = argparse.SUPPRESS
-    add_model_argument(
-        p, f"network name(s), comma- or space-separated, or 'all' (the seed networks); any "
-        f"torchvision classifier name works, and timm:<name> / hf:<save_pretrained folder> "
-        f"(default: {_DEFAULT_NETWORK}, or the backbone of a lightning-cam checkpoint given with "
-        "--weight-path; --data: one network)", several=True)
-    add_weight_argument(
-        p, "weights: a state_dict file (.pth/.pt) or a Lightning checkpoint of a lightning-cam "
-        "model; one per network, in the order of --model ('default' keeps torchvision's); "
-        "default: torchvision's DEFAULT weights (local torch cache, or a download when online)",
-        several=True)
-    add_layer_argument(p, "layer to explain, a dotted module name (default: the last "
-                       "convolutional stage; several layers: --data only)")
-    add_method_argument(p, "a heatmap and an overlay each", DEFAULT_METHODS)
-    add_output_dir_argument(p, default=no,
-                            help="output folder (default: results; required with --data)")
-    p.add_argument("--batch-size", type=int, default=no, metavar="N",
-                   help="images per forward pass (default: 8; --data: 16)")
-    p.add_argument("--image-size", type=int, default=None, metavar="N",
-                   help="model input side (default: the network's own, 299 for inception_v3, "
-                   "else 224)")
-    add_common_flags(p, "no progress bar and no final line (--data: no summary table)")
-
-    _add_image_arguments(p.add_argument_group("images (without --data)"))
-    _add_data_arguments(p.add_argument_group("a dataset (explain --data DIR)"))
-    return p
-
-
-def _add_image_arguments(group: Any) -> None:
-    """The flags of the images mode (refused with ``--data``)."""
-    no = argparse.SUPPRESS
-    add_image_path_argument(group, default=no)
-    add_reshape_transform_argument(group, default=no)
-    group.add_argument("--class-id", type=int, default=no, metavar="N",
-                       help="class to explain (default: the predicted class of each image)")
-    add_device_argument(group, default=no)
-    add_class_names_argument(group, "line i = class id i; default: the names the weights carry "
-                             "(ImageNet's for torchvision heads)", default=no)
-
-
-def _add_data_arguments(group: Any) -> None:
-    """``--data`` and the flags of the dataset mode (refused without it)."""
-    from lightning_cam.metrics import METRIC_NAMES
-
-    no = argparse.SUPPRESS
-    group.add_argument("--data", default=None, metavar="DIR",
-                       help="folder of images, or an ImageFolder tree (DIR/<class>/<image>), "
-                       "explained on Lightning's predict loop")
-    group.add_argument("--metrics", nargs="*", default=no, metavar="NAME",
-                       help=f"per-image metrics among {', '.join(METRIC_NAMES)} (default: "
-                       "average_drop increase_in_confidence; the localisation metrics need masks "
-                       "or boxes, which folders do not have)")
-    group.add_argument("--num-workers", type=int, default=no, metavar="N",
-                       help="DataLoader worker processes (default: 0)")
-    group.add_argument("--accelerator", default=no, help="Trainer accelerator (default: cpu)")
-    group.add_argument("--devices", default=no, help="Trainer devices (default: 1)")
-    group.add_argument("--strategy", default=no, help="Trainer strategy, e.g. ddp")
-    group.add_argument("--precision", default=no, help="Trainer precision, e.g. bf16-mixed")
-    group.add_argument("--map-size", choices=("layer", "input"), default=no,
-                       help="maps at the layer's resolution or the input's (default: layer)")
-    group.add_argument("--map-dtype", choices=("float16", "uint8"), default=no,
-                       help="stored maps' dtype (default: float16)")
-    group.add_argument("--raw-maps", action="store_true", default=no,
-                       help="store each map's raw scale too (CAMWriter(normalize=False)): "
-                       "load_maps returns the method's raw map, comparable across images")
-    group.add_argument("--shard-size", type=int, default=no, metavar="N",
-                       help="images per shard (default: 1024)")
-    group.add_argument("--overlays", type=int, default=no, metavar="N",
-                       help="overlay pictures of the first N images")
-    group.add_argument("--sanity-samples", type=int, default=no, metavar="N",
-                       help="images for the cascading randomisation sanity check (default: off)")
-    group.add_argument("--guided-gradcam", action="store_true", default=no,
-                       help="also store guided backprop and guided Grad-CAM")
-
-
-def resolve_mode(args: argparse.Namespace) -> str:
-    """``"data"`` (``--data`` given) or ``"images"``; fills in the mode's defaults.
-
-    Raises:
-        CLIError: A flag of the other mode was given.
-    """
-    data = args.data is not None
-    wrong, own = (_IMAGE_ONLY, _DATA_ONLY) if data else (_DATA_ONLY, _IMAGE_ONLY)
-    given = [flag for dest, (flag, _) in wrong.items() if hasattr(args, dest)]
-    if given:
-        flags = ", ".join(given)
-        if data:
-            raise CLIError(f"{flags}: not for explain --data (they are for explaining images, "
-                           "without --data)")
-        raise CLIError(f"{flags}: only for explain --data DIR (a dataset on the predict loop)")
-    for dest, (_, default) in own.items():
-        if not hasattr(args, dest):
-            setattr(args, dest, default)
-    for dest, defaults in _MODE_DEFAULTS.items():
-        if not hasattr(args, dest):
-            setattr(args, dest, defaults[data])
-    if not data and args.layer_name and len(args.layer_name) > 1:
-        raise CLIError(f"explain takes one --layer-name for images, got {len(args.layer_name)}: "
-                       f"{' '.join(args.layer_name)} (explain --data takes several)")
-    return "data" if data else "images"
-
 
 # ----------------------------------------------------------------------------- parsing
 
@@ -288,7 +128,7 @@ def _plan(args: argparse.Namespace) -> list[tuple[str | None, str | None]]:
         if backbone is not None:
             networks = [None]  # a lightning-cam checkpoint names its own network
         else:
-            networks = [_DEFAULT_NETWORK]
+            networks = [DEFAULT_NETWORK]
     if weights and len(weights) != len(networks):
         shown = ", ".join(str(n) for n in networks)
         raise CLIError(
@@ -584,13 +424,13 @@ def run_images(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lightning-cam explain`` with parsed arguments (:func:`build_parser`): images, or
-    with ``--data`` a dataset (:func:`lightning_cam.predict.folder.run`); the exit status.
+    with ``--data`` a dataset (:func:`lightning_cam.cli.data.run`); the exit status.
 
     Raises:
         CLIError, ValueError, OSError, RuntimeError: Bad input (reported by :func:`main`).
     """
     if resolve_mode(args) == "data":
-        from lightning_cam.predict.folder import run as run_dataset
+        from lightning_cam.cli.data import run as run_dataset
 
         return run_dataset(args)
     return run_images(args)

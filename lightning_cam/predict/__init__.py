@@ -5,8 +5,8 @@
 * :mod:`~lightning_cam.predict.evaluation`: per-image metrics and their synced dataset means;
 * :mod:`~lightning_cam.predict.sanity`: the cascading model-parameter randomisation test;
 * :mod:`~lightning_cam.predict.summary`: ``summary.json`` and ``summary.md``;
-* :mod:`~lightning_cam.predict.folder`: ``lightning-cam explain --data``: image folders through
-  the same loop.
+``lightning-cam explain --data`` (image folders through the same loop) is
+:mod:`lightning_cam.cli.data` (once ``lightning_cam.predict.folder``, still importable).
 """
 
 from lightning_cam.predict.storage import OutputFolderError, load_maps

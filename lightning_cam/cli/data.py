@@ -162,8 +162,8 @@ class ZooClassifier(pl.LightningModule):
 
 def build_parser() -> argparse.ArgumentParser:
     """The arguments of ``lightning-cam explain --data``: ``lightning-cam explain``'s parser
-    (:func:`lightning_cam.cli.explain.build_parser`), whose ``--data`` selects this mode."""
-    from lightning_cam.cli.explain import build_parser as explain_parser
+    (:func:`lightning_cam.cli.explain_args.build_parser`), whose ``--data`` selects this mode."""
+    from lightning_cam.cli.explain_args import build_parser as explain_parser
 
     return explain_parser()
 
@@ -228,7 +228,7 @@ def _build_writer(args: argparse.Namespace, meta: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``lightning-cam explain --data`` with the arguments of :func:`build_parser` (its
-    mode resolved, :func:`lightning_cam.cli.explain.resolve_mode`); returns the exit status."""
+    mode resolved, :func:`lightning_cam.cli.explain_args.resolve_mode`); returns the exit status."""
     from lightning_cam.predict.summary import SUMMARY_MD
 
     model, meta = _build_model(args)
@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_dataset(args: argparse.Namespace) -> int:
-    from lightning_cam.cli.explain import resolve_mode
+    from lightning_cam.cli.explain_args import resolve_mode
 
     if args.data is None:
         raise CLIError("the following argument is required: --data")
