@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import http.client
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,9 +41,9 @@ from lightning_cam.detection.architectures import (
 )
 from lightning_cam.zoo.classifiers import resolve_device
 from lightning_cam.zoo.weights import (
-    PretrainedWeightsUnavailableError,
     StateDictMismatchError,
     check_fit,
+    download_or_refuse,
     extract_state_dict,
     is_lightning_checkpoint,
     read_weight_file,
@@ -206,18 +205,11 @@ def _pretrained_detector(arch: str, sizes: dict[str, Any]) -> tuple[nn.Module, D
     if arch in CUSTOM_DETECTORS:
         raise ValueError(f"{arch} has no pretrained weights; pass --weight-path FILE")
     weights = torchvision.models.get_model_weights(arch).DEFAULT
-    cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
-    try:
-        model = load_pretrained(arch, weights, **sizes)
-    except (OSError, http.client.HTTPException) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PretrainedWeightsUnavailableError(
-            f"torchvision's pretrained weights for {arch} ({weights}) are not in the local "
-            f"torch cache ({cache}) and could not be downloaded ({reason[:160]}). Pass a "
-            f"weight file instead: --weight-path FILE (a state_dict saved with "
-            f"torch.save(detector.state_dict(), FILE), or a ShapesDetector checkpoint), or "
-            f"copy {os.path.basename(weights.url)} into {os.path.dirname(cache)}."
-        ) from err
+    model = download_or_refuse(
+        load_pretrained, arch, weights, arch,
+        "--weight-path FILE (a state_dict saved with torch.save(detector.state_dict(), FILE), or "
+        "a ShapesDetector checkpoint)", **sizes,
+    )  # fmt: skip
     cats = list(weights.meta.get("categories") or []) or None
     return model, DetectorMeta(arch, len(cats) if cats else 91, cats, f"torchvision:{weights}")
 

@@ -32,7 +32,6 @@ Example:
 from __future__ import annotations
 
 import difflib
-import http.client
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -55,6 +54,7 @@ from lightning_cam.zoo.weights import (
     WeightFileError,
     WeightFileNotFoundError,
     check_fit,
+    download_or_refuse,
     extract_state_dict,
     is_lightning_checkpoint,
     read_weight_file,
@@ -276,18 +276,11 @@ def _build_pretrained(
             f"num_classes={num_classes} does not fit torchvision's pretrained {arch} "
             f"({len(categories)} classes); pass a weight file for a fine-tuned head."
         )
-    cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
-    try:
-        model = load_pretrained(arch, weights)
-    except (OSError, http.client.HTTPException) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PretrainedWeightsUnavailableError(
-            f"torchvision's pretrained weights for {name} ({weights}) are not in the local torch "
-            f"cache ({cache}) and could not be downloaded ({reason[:160]}). Pass a weight file "
-            f"instead: --weight-path FILE on the command line (weight_path=FILE in Python), a "
-            f"state_dict saved with torch.save(model.state_dict(), FILE) or a Lightning "
-            f"checkpoint; or copy {os.path.basename(weights.url)} into {os.path.dirname(cache)}."
-        ) from err
+    model = download_or_refuse(
+        load_pretrained, arch, weights, name,
+        "--weight-path FILE on the command line (weight_path=FILE in Python), a state_dict saved "
+        "with torch.save(model.state_dict(), FILE) or a Lightning checkpoint",
+    )  # fmt: skip
     meta = ClassifierMeta(
         name=name,
         arch=arch,

@@ -21,9 +21,10 @@ Example:
 
 from __future__ import annotations
 
+import http.client
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "WeightFileError",
     "WeightFileNotFoundError",
     "check_fit",
+    "download_or_refuse",
     "extract_state_dict",
     "is_lightning_checkpoint",
     "is_state_dict",
@@ -87,6 +89,25 @@ class StateDictMismatchError(WeightFileError):
 
 class PretrainedWeightsUnavailableError(RuntimeError):
     """torchvision's DEFAULT weights are neither cached locally nor downloadable (offline)."""
+
+
+def download_or_refuse(
+    load: Callable[..., nn.Module], arch: str, weights: Any, name: str, advice: str, **kwargs: Any
+) -> nn.Module:
+    """``load(arch, weights, **kwargs)`` (torchvision's DEFAULT ``weights``, from the torch cache
+    or downloaded), or :class:`PretrainedWeightsUnavailableError` naming the cache file, why it
+    failed, ``advice`` (the weight file to pass instead) and where to copy the file."""
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+    try:
+        return load(arch, weights, **kwargs)
+    except (OSError, http.client.HTTPException) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PretrainedWeightsUnavailableError(
+            f"torchvision's pretrained weights for {name} ({weights}) are not in the local torch "
+            f"cache ({cache}) and could not be downloaded ({reason[:160]}). Pass a weight file "
+            f"instead: {advice}; or copy {os.path.basename(weights.url)} into "
+            f"{os.path.dirname(cache)}."
+        ) from err
 
 
 
