@@ -38,14 +38,16 @@ __all__ = [
     "RegressionTarget",
     "TextSimilarityTarget",
     "clip_text_embeddings",
+    "integer_id",
     "multilabel_pairs",
 ]
 
 LabelSpec = Union[None, int, Sequence[Any], torch.Tensor, np.ndarray]
 
 
-def _int(value: Any) -> int | None:
-    """An integer from an int of any type or a 0-d integer tensor / array, else ``None``."""
+def integer_id(value: Any) -> int | None:
+    """An integer (a class id, a label, an index) from an int of any type or a 0-d integer
+    tensor / array, else ``None`` (bools and floats are not integers here)."""
     if isinstance(value, (bool, np.bool_)):
         return None
     if isinstance(value, numbers.Integral):
@@ -100,7 +102,7 @@ def _label_mask(logits: torch.Tensor, labels: LabelSpec, threshold: float) -> to
     dev = logits.device
     if labels is None:
         return torch.sigmoid(logits.detach().float()) > threshold
-    single = _int(labels)
+    single = integer_id(labels)
     mask = torch.zeros(batch, k, dtype=torch.bool, device=dev)
     if single is not None:
         ids: list[list[int]] = [[single]] * batch
@@ -124,7 +126,7 @@ def _label_mask(logits: torch.Tensor, labels: LabelSpec, threshold: float) -> to
             )
         ids = []
         for entry in entries:
-            one = _int(entry)
+            one = integer_id(entry)
             if one is not None:
                 ids.append([one])
                 continue
@@ -132,7 +134,7 @@ def _label_mask(logits: torch.Tensor, labels: LabelSpec, threshold: float) -> to
                 entry, (Sequence, torch.Tensor, np.ndarray)
             ):
                 raise TypeError(f"a label set must be an int or a sequence of ints, got {entry!r}")
-            values = [_int(v) for v in entry]
+            values = [integer_id(v) for v in entry]
             if any(v is None for v in values):
                 raise TypeError(f"a label set must hold ints, got {entry!r}")
             ids.append([int(v) for v in values if v is not None])
@@ -152,7 +154,7 @@ def _label_mask(logits: torch.Tensor, labels: LabelSpec, threshold: float) -> to
 
 
 def _slice_labels(labels: LabelSpec, start: int, stop: int) -> LabelSpec:
-    if labels is None or _int(labels) is not None:
+    if labels is None or integer_id(labels) is not None:
         return labels
     return labels[start:stop]  # type: ignore[index]
 
@@ -248,7 +250,7 @@ def given_pairs(labels: LabelSpec, batch: int) -> tuple[torch.Tensor, torch.Tens
 def _label_sets(labels: LabelSpec, batch: int) -> list[list[int]]:
     """Per-image label sets of an int or a sequence of per-image entries (ints or sequences);
     anything else gives ``[]`` here and is refused by :func:`_label_mask`."""
-    one = _int(labels)
+    one = integer_id(labels)
     if one is not None:
         return [[one]] * batch
     if isinstance(labels, (str, bytes)) or not isinstance(
@@ -257,13 +259,13 @@ def _label_sets(labels: LabelSpec, batch: int) -> list[list[int]]:
         return []
     out: list[list[int]] = []
     for entry in labels:
-        e = _int(entry)
+        e = integer_id(entry)
         if e is not None:
             out.append([e])
         elif isinstance(entry, (Sequence, torch.Tensor, np.ndarray)) and not isinstance(
             entry, (str, bytes)
         ):
-            out.append([v for v in (_int(x) for x in entry) if v is not None])
+            out.append([v for v in (integer_id(x) for x in entry) if v is not None])
     return out
 
 
@@ -294,13 +296,13 @@ class RegressionTarget:
     ) -> None:
         if direction not in _DIRECTIONS:
             raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
-        one = _int(index)
+        one = integer_id(index)
         if one is None:
             if isinstance(index, (str, bytes)) or not isinstance(
                 index, (Sequence, torch.Tensor, np.ndarray)
             ):
                 raise TypeError(f"index must be an int or one int per image, got {index!r}")
-            values = [_int(v) for v in index]
+            values = [integer_id(v) for v in index]
             if any(v is None for v in values):
                 raise TypeError(f"index must be an int or one int per image, got {index!r}")
             self.index: int | torch.Tensor = torch.tensor(values, dtype=torch.long)

@@ -21,6 +21,10 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+# Multi-label, regression, embedding and CLIP targets live in engine/target_kinds.py, and are
+# reached from here too (``lc.targets.MultiLabelTarget``).
+from lightning_cam.engine.target_kinds import *  # noqa: F403
+from lightning_cam.engine.target_kinds import integer_id
 from lightning_cam.methods.recent import check_ranks, finer_scores
 
 TargetSpec = Union[
@@ -32,23 +36,6 @@ _TARGET_KINDS = (
     "per-image class ids (a list / tuple of ints, a 1-D integer numpy array or tensor), or a "
     "callable output -> (B,) scores (None: each image's predicted class)"
 )
-
-
-def _scalar_id(value: Any) -> int | None:
-    """An integer class id from an int of any type or a 0-d integer tensor / array, else None."""
-    if isinstance(value, (bool, np.bool_)):
-        return None
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
-        kind_ok = (
-            value.dtype.kind in "iu"
-            if isinstance(value, np.ndarray)
-            else not (value.dtype.is_floating_point or value.dtype.is_complex
-                      or value.dtype == torch.bool)
-        )
-        return int(value) if kind_ok else None
-    return None
 
 
 def normalize_target(target: Any) -> None | int | torch.Tensor | Callable[[Any], torch.Tensor]:
@@ -94,7 +81,7 @@ def normalize_target(target: Any) -> None | int | torch.Tensor | Callable[[Any],
             )
         ids = torch.from_numpy(target.astype(np.int64))
     elif isinstance(target, Sequence) and not isinstance(target, (str, bytes)):
-        values = [_scalar_id(v) for v in target]
+        values = [integer_id(v) for v in target]
         bad = [v for v, i in zip(target, values, strict=True) if i is None]
         if bad:
             raise TypeError(
@@ -570,8 +557,3 @@ class FinerTarget:
         ids = self.classes.resolve(logits)
         self.classes.last_class_ids = ids
         return finer_scores(logits, ids, self.alpha, self.ranks)
-
-
-# ----------------------------------------------------------------------------- other target kinds
-# Multi-label, regression, embedding and CLIP targets live in engine/target_kinds.py.
-from lightning_cam.engine.target_kinds import *  # noqa: E402, F403
