@@ -41,23 +41,30 @@ from lightning_cam.engine.targets import (  # noqa: E402
 from lightning_cam.methods import METHODS  # noqa: E402
 
 if TYPE_CHECKING:  # the generated classes, for IDEs and type checkers
-    from lightning_cam.engine.cam import (  # noqa: F401
+    from lightning_cam.engine.cam import (  # noqa: F401  # noqa: F401
         CAM,
         FEM,
         KPCACAM,
         AblationCAM,
+        DeepLift,
         EigenCAM,
         EigenGradCAM,
         FinerCAM,
         GradCAM,
         GradCAMElementWise,
         GradCAMPlusPlus,
+        GradientShap,
         HiResCAM,
+        IntegratedGradients,
         LayerCAM,
+        Occlusion,
+        Saliency,
         ScoreCAM,
         SegEigenCAM,
         ShapleyCAM,
+        SmoothGrad,
         SmoothGradCAMPlusPlus,
+        VarGrad,
         XGradCAM,
     )
 

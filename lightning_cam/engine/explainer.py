@@ -71,6 +71,9 @@ from lightning_cam.methods import (
     upsample,
 )
 
+#: The key of the input attributions' maps when no method of a call reads a layer.
+INPUT_KEY = "input"
+
 
 class NonFiniteWarning(RuntimeWarning):
     """Some samples had a non-finite score, activation or gradient: their maps are NaN."""
@@ -334,7 +337,7 @@ def _layer_map(
     calls that did not influence the score have zero gradient and add nothing. Without ``size``
     the maps are summed at the first call's resolution.
     """
-    if len(jobs) > 1 and method.extra_passes:
+    if len(jobs) > 1 and method.replays_layer:
         raise ValueError(
             f"method {method.name!r} perturbs one layer output, but layer {jobs[0].layer!r} is "
             f"called {len(jobs)} times per forward; choose a layer called once (or a gradient "
@@ -516,7 +519,8 @@ class Explainer:
         )
         self.guided_backprop = bool(guided_backprop or guided_gradcam)
         self.guided_gradcam = bool(guided_gradcam)
-        self._needs_layers = bool(self.methods)
+        # Input attributions (captum's) read no layer: with only those, none is captured.
+        self._needs_layers = any(METHODS[m].needs_layer for m in self.methods)
         if max_batch is not None and (
             isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
         ):
@@ -609,8 +613,9 @@ class Explainer:
                 ]
                 for n, gs in grads.items()
             }
+            inputs = self._attributions(fwd, ids, logits)
             with torch.no_grad():
-                result = self._assemble(tuple(images.shape[2:]), jobs, gb, upsample)
+                result = self._assemble(tuple(images.shape[2:]), jobs, gb, upsample, inputs)
                 _mark_nonfinite(result, fwd.scores, jobs, gb)
             result.scores = fwd.scores.detach().float()
             result.class_ids = ids
@@ -618,6 +623,23 @@ class Explainer:
             if isinstance(target_fn, ClassTarget):
                 result.logits = _read_output_kind(self.model, target_fn, logits)
             return result
+
+    def _attributions(
+        self, fwd: _Pass, ids: torch.Tensor | None, logits: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """The raw input-resolution maps ``(B, H, W)`` of the attribution methods (captum's),
+        computed inside the borrowed forward (eval mode, lock held), with gradients on."""
+        wanted = [m for m in self.methods if not METHODS[m].needs_layer]
+        if not wanted:
+            return {}
+        from lightning_cam.engine.replay import LogitsOf
+
+        job = LayerPass(
+            torch.empty(0), None, "input", self.model, fwd.x.detach(), ids, logits,
+            self.max_batch, logits_model=LogitsOf(self.model),
+        )
+        with torch.enable_grad():
+            return {m: METHODS[m].layer_map(job) for m in wanted}
 
     def _job(
         self,
@@ -631,7 +653,7 @@ class Explainer:
         """What a method gets for one layer call; the extra-pass tools only where the methods
         need them (perturbation methods on class targets)."""
         job = LayerPass(a, g, layer, self.model, x, ids, logits, self.max_batch)
-        if x is not None and any(METHODS[m].extra_passes for m in self.methods):
+        if x is not None and any(METHODS[m].replays_layer for m in self.methods):
             from lightning_cam.engine.replay import PassTools
 
             tools = PassTools(
@@ -829,7 +851,7 @@ class Explainer:
             )
             for n in names
         }
-        replayed = [m for m in self.methods if METHODS[m].extra_passes]
+        replayed = [m for m in self.methods if METHODS[m].replays_layer]
         folded = [n for n, fn in layouts.items() if fn is not None]
         if replayed and folded:
             raise ValueError(
@@ -931,11 +953,22 @@ class Explainer:
         jobs: dict[str, list[LayerPass]],
         gb: torch.Tensor | None,
         do_upsample: bool,
+        inputs: dict[str, torch.Tensor] | None = None,
     ) -> Explanation:
-        names = list(jobs)
+        names = list(jobs) or self._input_keys()
         result = Explanation(layers=names, guided=gb)
+        scale = normalize_maps if self.normalize else _keep
+        for m, raw in (inputs or {}).items():  # input attributions: one map, each layer's key
+            result.cams[m] = {n: scale(raw) for n in names}
+            if self.guided_gradcam:
+                assert gb is not None
+                result.guided_cams[m] = {n: gb * scale(raw)[:, None] for n in names}
+            if self.fuse is not None:
+                result.fused[m] = normalize_maps(raw)
         for m in self.methods:
             method = METHODS[m]
+            if not method.needs_layer:
+                continue
             result.cams[m] = {}
             if self.guided_gradcam:
                 result.guided_cams[m] = {}
@@ -948,7 +981,6 @@ class Explainer:
                     # One call: resize its map; several calls: sum the resized calls.
                     single = len(jobs[n]) == 1
                     full = upsample(raw, size) if single else _layer_map(jobs[n], method, size)
-                scale = normalize_maps if self.normalize else _keep
                 result.cams[m][n] = scale(full if do_upsample else raw)
                 if self.guided_gradcam:
                     assert gb is not None
@@ -958,6 +990,13 @@ class Explainer:
                                                       key=lambda s: torch.Size(s).numel())
                 result.fused[m] = fuse_maps(raws, self.fuse, common, method.fuse_scale)
         return result
+
+    def _input_keys(self) -> list[str]:
+        """Where the input attributions are filed when no method needs a layer: the layers
+        given (the pictures' names the caller asked for), else ``"input"``."""
+        if self.layers is None:
+            self.layers = [INPUT_KEY]
+        return list(self.layers)
 
     @staticmethod
     def _check_capture(model: nn.Module, capture: LayerCapture, names: list[str]) -> None:

@@ -31,7 +31,8 @@ import torch
 from torch import fx, nn
 
 from lightning_cam.engine.layers import get_layer
-from lightning_cam.engine.targets import class_logits, extract_logits
+from lightning_cam.engine.targets import class_logits, extract_logits, graph_output_kind
+from lightning_cam.engine.wrappers import eager_forward
 
 _TAILS: weakref.WeakKeyDictionary[nn.Module, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
@@ -185,3 +186,20 @@ class PassTools:
             if ids is None:
                 return logits
             return logits.gather(1, ids.to(logits.device)[:, None])[:, 0]
+
+
+class LogitsOf(nn.Module):
+    """The class scores of ``model`` as a module: ``images (N, C, H, W) -> (N, num_classes)``,
+    read as :class:`~lightning_cam.engine.targets.ClassTarget` reads them (the logits of any
+    output it accepts; a single-logit binary head ``(B, 1)`` as ``[-z, z]``, a sigmoid head's
+    ``p`` as ``[1 - p, p]``). The model runs eagerly (:func:`eager_forward`). What the
+    attribution methods (captum) are given; DeepLift hooks its submodules.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        raw = extract_logits(eager_forward(self.model)(images))
+        return class_logits(raw, sigmoid=graph_output_kind(raw) == "sigmoid")

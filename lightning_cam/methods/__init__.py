@@ -20,6 +20,15 @@ Example:
 from __future__ import annotations
 
 from lightning_cam.methods.activation import cam_weights, eigencam_map
+from lightning_cam.methods.attribution import (
+    deeplift_map,
+    gradient_shap_map,
+    integrated_gradients_map,
+    occlusion_map,
+    saliency_map,
+    smoothgrad_map,
+    vargrad_map,
+)
 from lightning_cam.methods.core import (
     KINDS,
     Kind,
@@ -215,6 +224,54 @@ register(Method(
     "Zhang, Gu et al., Finer-CAM: Spotting the Difference Reveals Finer Details for Visual "
     "Explanation, CVPR 2025",
     finercam_weights, title="Finer-CAM", aliases=("finer-cam",),
+    needs_class_target=True,
+))
+
+# Input attributions, computed by captum (optional; see lightning_cam.methods.attribution).
+register(Method(
+    "integrated_gradients", "IntegratedGradients", "attribution",
+    "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017 (captum)",
+    integrated_gradients_map, returns="map", title="Integrated Gradients",
+    aliases=("ig", "integratedgradients"), needs_class_target=True,
+))
+register(Method(
+    "smoothgrad", "SmoothGrad", "attribution",
+    "Smilkov et al., SmoothGrad: removing noise by adding noise, arXiv 1706.03825, 2017 "
+    "(captum NoiseTunnel)",
+    smoothgrad_map, returns="map", title="SmoothGrad", aliases=("smooth-grad",),
+    needs_class_target=True,
+))
+register(Method(
+    "vargrad", "VarGrad", "attribution",
+    "Adebayo et al., Local Explanation Methods for Deep Neural Networks Lack Sensitivity to "
+    "Parameter Values, ICLR workshops 2018 (captum NoiseTunnel)",
+    vargrad_map, returns="map", title="VarGrad", aliases=("var-grad",),
+    needs_class_target=True,
+))
+register(Method(
+    "occlusion", "Occlusion", "attribution",
+    "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014 (captum)",
+    occlusion_map, returns="map", title="Occlusion", needs_class_target=True,
+))
+register(Method(
+    "gradient_shap", "GradientShap", "attribution",
+    "Lundberg & Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS 2017 "
+    "(captum GradientShap)",
+    gradient_shap_map, returns="map", title="GradientShap", aliases=("gradientshap",),
+    needs_class_target=True,
+))
+register(Method(
+    "deeplift", "DeepLift", "attribution",
+    "Shrikumar et al., Learning Important Features Through Propagating Activation "
+    "Differences, ICML 2017 (captum)",
+    deeplift_map, returns="map", title="DeepLift", aliases=("deep-lift",),
+    needs_class_target=True,
+))
+register(Method(
+    "saliency", "Saliency", "attribution",
+    "Simonyan et al., Deep Inside Convolutional Networks: Visualising Image Classification "
+    "Models and Saliency Maps, ICLR workshops 2014 (captum)",
+    saliency_map, returns="map", title="Saliency", aliases=("vanilla-gradient",),
     needs_class_target=True,
 ))
 

@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 WeightFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Kind = Literal["gradient", "activation", "perturbation"]
-#: The three kinds of method, in the order their cost grows.
-KINDS: tuple[Kind, ...] = ("gradient", "activation", "perturbation")
+Kind = Literal["gradient", "activation", "perturbation", "attribution"]
+#: The kinds of method: the three CAM kinds in the order their cost grows, then the input
+#: attributions (captum's, :mod:`lightning_cam.methods.attribution`), which need no layer.
+KINDS: tuple[Kind, ...] = ("gradient", "activation", "perturbation", "attribution")
 
 
 def spatial_dims(t: torch.Tensor) -> tuple[int, ...]:
@@ -111,6 +112,9 @@ class LayerPass:
             (Shapley-CAM, Finer-CAM).
         layer_gradients: ``(images (N, C, H, W), ids (N,)) -> (activations, gradients)`` of the
             layer for other inputs (Smooth Grad-CAM++'s noisy samples).
+        logits_model: A module ``images (N, C, H, W) -> (N, num_classes)`` class scores,
+            differentiable (the borrowed model, in eval mode, read as the class targets read
+            it), for the attribution methods (captum's); ``None`` where not provided.
     """
 
     activations: torch.Tensor
@@ -130,6 +134,7 @@ class LayerPass:
     layer_gradients: Callable[
         [torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
     ] = field(default_factory=lambda: _no_tool("the layer's gradients for other inputs"))
+    logits_model: nn.Module | None = None
 
     def require_class_ids(self, method: str) -> torch.Tensor:
         """The class ids, or a clear error for targets that are not classes."""
@@ -161,11 +166,14 @@ class Method:
         class_name: Name of the generated public class (``"LayerCAM"``).
         kind: ``"gradient"`` (weights from activations and gradients: one forward + one
             backward shared by all of them), ``"activation"`` (activations only: no backward),
-            or ``"perturbation"`` (extra forward passes, batched, bounded by ``max_batch``).
+            ``"perturbation"`` (extra forward passes, batched, bounded by ``max_batch``), or
+            ``"attribution"`` (captum's input attributions: no layer; maps at the input's
+            resolution; extra forward and backward passes, bounded by ``max_batch``).
         paper: The reference (authors, title, venue, year).
         compute: The computation. Gradient methods: a function ``(A, g) -> weights`` that
             broadcast against ``A`` (or ``-> map`` when ``returns == "map"``). Activation and
             perturbation methods: a function ``(LayerPass) -> weights`` (or ``-> map``).
+            Attribution methods: ``(LayerPass) -> (B, H, W)`` map at the input's resolution.
         returns: ``"weights"`` (combined as ``ReLU(sum_k w_k A^k)``) or ``"map"`` (ReLU'd as is).
         title: Display name (``"Layer-CAM"``).
         aliases: Other accepted spellings (case-insensitive).
@@ -199,10 +207,23 @@ class Method:
 
     @property
     def extra_passes(self) -> bool:
-        """Whether the method runs extra forward passes of its own (``kind ==
-        "perturbation"``): the network is replayed after the layer on perturbed activations,
-        batched by ``max_batch``, so the layer must be called once and read as it is."""
+        """Whether the method runs extra forward passes of its own, batched by ``max_batch``
+        (``kind`` ``"perturbation"`` or ``"attribution"``): the costly ones."""
+        return self.kind in ("perturbation", "attribution")
+
+    @property
+    def replays_layer(self) -> bool:
+        """Whether the method replays the network after the layer on perturbed activations
+        (``kind == "perturbation"``), so the layer must be called once and read as it is."""
         return self.kind == "perturbation"
+
+    @property
+    def needs_layer(self) -> bool:
+        """Whether the method reads a layer (every CAM); ``False`` for the input attributions
+        (``kind == "attribution"``), whose maps are the input's: the engine files them under
+        each explained layer's name (the same map), or under ``"input"`` when no method of the
+        call needs a layer."""
+        return self.kind != "attribution"
 
     def layer_map(self, job: LayerPass) -> torch.Tensor:
         """The un-normalised map ``(B, *spatial)`` of one layer (ReLU'd, float32)."""

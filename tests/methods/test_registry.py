@@ -57,15 +57,18 @@ def test_registry_entries_are_complete_and_classes_generated() -> None:
         assert method_name(m.class_name) == name  # the class name is accepted as a name
         for alias in m.aliases:
             assert method_name(alias.upper()) == name
-    assert [METHODS[n].kind for n in ("hirescam", "eigencam", "scorecam")] == list(KINDS)
+    assert [METHODS[n].kind for n in ("hirescam", "eigencam", "scorecam",
+                                      "integrated_gradients")] == list(KINDS)
 
 
 def test_method_properties_follow_the_kind() -> None:
     """Callers read needs_backward / extra_passes, never kind strings: one answer per kind."""
-    expected = {"gradient": (True, False), "activation": (False, False),
-                "perturbation": (False, True)}
+    expected = {"gradient": (True, False, False, True), "activation": (False, False, False, True),
+                "perturbation": (False, True, True, True),
+                "attribution": (False, True, False, False)}
     for m in METHODS.values():
-        assert (m.needs_backward, m.extra_passes) == expected[m.kind], m.name
+        got = (m.needs_backward, m.extra_passes, m.replays_layer, m.needs_layer)
+        assert got == expected[m.kind], m.name
     assert METHODS["gradcam"].needs_backward and not METHODS["gradcam"].extra_passes
     assert not METHODS["eigencam"].needs_backward and not METHODS["eigencam"].extra_passes
     for name in ("scorecam", "ablationcam"):
@@ -84,12 +87,12 @@ class _Twice(nn.Module):
         return self.head(torch.relu(self.conv(torch.relu(self.conv(x)))).mean(dim=(2, 3)))
 
 
-def test_extra_passes_decides_which_methods_refuse_a_shared_layer() -> None:
+def test_replays_layer_decides_which_methods_refuse_a_shared_layer() -> None:
     """A layer called twice: methods with extra passes refuse it, the others sum the calls."""
     torch.manual_seed(0)
     model, x = _Twice().eval(), torch.rand(1, 3, 6, 6)
     for name, m in METHODS.items():
-        if m.extra_passes:
+        if m.replays_layer:
             with pytest.raises(ValueError, match="called 2 times"):
                 lc.explain(model, x, methods=[name], layer="conv", target=0)
     maps = lc.explain(model, x, methods=["gradcam", "eigencam"], layer="conv", target=0)
@@ -465,7 +468,9 @@ def test_every_method_is_harmless(name: str) -> None:
 def test_readme_lists_every_registered_method() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[2]
+    # The README's methods table, or a docs page's (docs/attributions.md: the attributions).
+    readme = "\n".join(p.read_text() for p in [root / "README.md", *sorted(root.glob("docs/*.md"))])
     for name, m in METHODS.items():
         assert f"| `{name}` | `{m.class_name}` | {m.kind} |" in readme, name
 
