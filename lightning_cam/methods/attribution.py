@@ -306,6 +306,15 @@ def deeplift_map(job: LayerPass, baseline: float = 0.0, reduce: str = "positive"
             warnings.filterwarnings("ignore", message=r"(?s).*inplace")
             for rows in _groups(len(x), 2, job):
                 out.append(dl.attribute(x[rows], baselines=baseline, target=ids[rows]))
+    except RuntimeError as err:
+        if "used more than once" not in str(err):
+            raise
+        raise ValueError(
+            "deeplift cannot explain this model: a nonlinearity module is called more than once "
+            "per forward (e.g. the one nn.ReLU of each torchvision ResNet block), where "
+            "captum's DeepLift has no Rescale multiplier. Use integrated_gradients or "
+            "gradient_shap (the same completeness), or a model with one module per call."
+        ) from err
     finally:
         for m, k in _captum_marks(model):
             if (id(m), k) not in before:

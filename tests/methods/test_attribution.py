@@ -235,3 +235,23 @@ def test_harmless_also_when_the_model_raises(name: str) -> None:
     lc.explain(model, torch.rand(2, 3, 8, 8), methods=[name], target=[0, 1])
     assert all(p.grad is None for p in model.parameters())
     assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+
+
+def test_deeplift_refuses_a_reused_relu_clearly_and_cleans_up() -> None:
+    require("captum", "pip install captum")
+
+    class Reused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.relu, self.fc = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.relu(self.relu(self.conv(x)) - 0.1).mean(dim=(2, 3)))
+
+    model = Reused().eval()
+    with pytest.raises(ValueError, match="called more than once"):
+        lc.DeepLift(model)(torch.rand(1, 3, 8, 8), target=0)
+    for m in model.modules():
+        assert not m._forward_hooks and not m._backward_hooks
+        assert "input" not in vars(m) and "output" not in vars(m)
+    lc.IntegratedGradients(model)(torch.rand(1, 3, 8, 8), target=0)  # the fix works
