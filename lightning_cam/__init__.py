@@ -41,7 +41,7 @@ from lightning_cam.engine.targets import (  # noqa: E402
 from lightning_cam.methods import METHODS  # noqa: E402
 
 if TYPE_CHECKING:  # the generated classes, for IDEs and type checkers
-    from lightning_cam.engine.cam import (  # noqa: F401  # noqa: F401
+    from lightning_cam.engine.cam import (  # noqa: F401
         CAM,
         FEM,
         KPCACAM,
@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # the generated classes, for IDEs and type checkers
         HiResCAM,
         IntegratedGradients,
         LayerCAM,
+        LeGrad,
         Occlusion,
         Saliency,
         ScoreCAM,

@@ -133,6 +133,14 @@ _KIND_TEXT = {
 }
 
 
+_GENERIC_EXAMPLE = """    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+    ...                       nn.Flatten(), nn.Linear(8, 5))
+    >>> {cls}(model, layer="1")(torch.rand(2, 3, 32, 32), target=3).shape
+    torch.Size([2, 32, 32])"""
+
+
 def _class_doc(m: Method) -> str:
     formula = inspect.getdoc(m.compute) or ""
     body = formula.split("\n\n", 1)[1] if "\n\n" in formula else ""
@@ -161,12 +169,7 @@ Args:
         across images, classes and checkpoints (fused maps stay in [0, 1]).
 
 Example:
-    >>> import torch
-    >>> from torch import nn
-    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-    ...                       nn.Flatten(), nn.Linear(8, 5))
-    >>> {m.class_name}(model, layer="1")(torch.rand(2, 3, 32, 32), target=3).shape
-    torch.Size([2, 32, 32])
+{m.doc_example or _GENERIC_EXAMPLE.format(cls=m.class_name)}
 """
 
 
@@ -209,6 +212,7 @@ if TYPE_CHECKING:
     class GradientShap(_BaseCAM): ...
     class DeepLift(_BaseCAM): ...
     class Saliency(_BaseCAM): ...
+    class LeGrad(_BaseCAM): ...
 
 
 def __getattr__(name: str) -> Any:

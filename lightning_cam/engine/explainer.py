@@ -632,12 +632,14 @@ class Explainer:
         wanted = [m for m in self.methods if not METHODS[m].needs_layer]
         if not wanted:
             return {}
+        from lightning_cam.engine.attention import attention_gradients
         from lightning_cam.engine.replay import LogitsOf
 
         job = LayerPass(
             torch.empty(0), None, "input", self.model, fwd.x.detach(), ids, logits,
             self.max_batch, logits_model=LogitsOf(self.model),
         )
+        job.attention_gradients = lambda xs, cs: attention_gradients(self.model, xs, cs)
         with torch.enable_grad():
             return {m: METHODS[m].layer_map(job) for m in wanted}
 

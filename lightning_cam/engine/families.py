@@ -36,6 +36,40 @@ _ATTENTION = (
 
 
 @dataclass(frozen=True)
+class AttentionParts:
+    """Where a ViT's attention maps are, for the attention methods (LeGrad).
+
+    Attributes:
+        blocks: The transformer blocks, in order (their outputs: the tokens ``(B, N, D)``).
+        attentions: Each block's attention module.
+        style: How its attention probabilities are read: ``"mha"`` (``nn.MultiheadAttention``,
+            recomputed from its weights, checked against its output) or ``"timm"`` (timm's
+            ``Attention`` with ``fused_attn`` off: the input of its ``attn_drop``).
+        head: ``tokens (B, N, D) -> (B, num_classes)``: the model's final norm and head applied
+            to any block's tokens (the class token, or timm's pooling).
+    """
+
+    blocks: list[nn.Module]
+    attentions: list[nn.Module]
+    style: Literal["mha", "timm"]
+    head: Callable[[Any], Any]
+
+
+def _tv_vit_attention(m: nn.Module) -> AttentionParts:
+    vit: Any = m
+    blocks = list(vit.encoder.layers.children())
+    return AttentionParts(blocks, [b.self_attention for b in blocks], "mha",
+                          lambda t: vit.heads(vit.encoder.ln(t)[:, 0]))
+
+
+def _timm_vit_attention(m: nn.Module) -> AttentionParts:
+    vit: Any = m
+    blocks = list(vit.blocks.children())
+    return AttentionParts(blocks, [b.attn for b in blocks], "timm",
+                          lambda t: vit.forward_head(vit.norm(t)))
+
+
+@dataclass(frozen=True)
 class ModelFamily:
     """One model family: how it is recognised, its layout, default layer and guided support.
 
@@ -51,6 +85,8 @@ class ModelFamily:
             ``None``: the generic rule of :func:`lightning_cam.engine.layers.default_layer`.
         guided_unsupported: Why guided backprop would be mostly the plain gradient (attention
             models), ``None`` when it shows something.
+        attention: ``module -> AttentionParts``: where its attention maps are (LeGrad), ``None``
+            where lightning-cam does not read them.
     """
 
     name: str
@@ -61,6 +97,7 @@ class ModelFamily:
     partitioned: tuple[str, ...] = ()
     default_layer: Callable[[nn.Module], str | None] | None = field(default=None, repr=False)
     guided_unsupported: str | None = None
+    attention: Callable[[nn.Module], AttentionParts] | None = field(default=None, repr=False)
 
     def recognise(self, module: nn.Module, root: str = "") -> Family | None:
         """The :class:`Family` of ``module`` (found at ``root``) when it matches, else ``None``."""
@@ -130,6 +167,11 @@ class Family:
     def guided_unsupported(self) -> str | None:
         """Why guided backprop is mostly the plain gradient here, ``None`` when it is not."""
         return self.record.guided_unsupported if self.record is not None else None
+
+    def attention_parts(self) -> AttentionParts | None:
+        """Where its attention maps are (:class:`AttentionParts`), ``None`` when not read."""
+        rule = self.record.attention if self.record is not None else None
+        return rule(self.module) if rule is not None else None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -251,7 +293,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
         "torchvision ViT", "vit", _of(_TV, "VisionTransformer"),
         patch_size=lambda m: pair(m.patch_size), num_prefix_tokens=1,
         default_layer=last_named("ln_1"),  # encoder.layers.encoder_layer_11.ln_1
-        guided_unsupported=_ATTENTION,
+        guided_unsupported=_ATTENTION, attention=_tv_vit_attention,
     ),
     ModelFamily(
         "torchvision Swin", "swin", _of(_TV, "SwinTransformer"), patch_size=_tv_swin_patch,
@@ -273,12 +315,12 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily(
         "timm DeiT", "vit", _timm_vit_like(distilled=True), patch_size=_timm_patch(16),
         num_prefix_tokens=_timm_prefix, default_layer=last_named("norm1"),
-        guided_unsupported=_ATTENTION,
+        guided_unsupported=_ATTENTION, attention=_timm_vit_attention,
     ),
     ModelFamily(
         "timm ViT", "vit", _timm_vit_like(distilled=False), patch_size=_timm_patch(16),
         num_prefix_tokens=_timm_prefix, default_layer=last_named("norm1"),  # blocks.11.norm1
-        guided_unsupported=_ATTENTION,
+        guided_unsupported=_ATTENTION, attention=_timm_vit_attention,
     ),
     ModelFamily(
         "timm Swin", "swin", _of("timm.", "SwinTransformer", "SwinTransformerV2"),

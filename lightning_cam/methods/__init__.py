@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 from lightning_cam.methods.activation import cam_weights, eigencam_map
+from lightning_cam.methods.attention import legrad_map
 from lightning_cam.methods.attribution import (
     deeplift_map,
     gradient_shap_map,
@@ -273,6 +274,19 @@ register(Method(
     "Models and Saliency Maps, ICLR workshops 2014 (captum)",
     saliency_map, returns="map", title="Saliency", aliases=("vanilla-gradient",),
     needs_class_target=True,
+))
+register(Method(
+    "legrad", "LeGrad", "attribution",
+    "Bousselham et al., LeGrad: An Explainability Method for Vision Transformers via Feature "
+    "Formation Sensitivity, arXiv 2404.03214, 2024",
+    legrad_map, returns="map", title="LeGrad", aliases=("le-grad",), needs_class_target=True,
+    doc_example=(
+        "    >>> import torch, torchvision\n"
+        "    >>> vit = torchvision.models.VisionTransformer(32, 8, num_layers=2, num_heads=2,\n"
+        "    ...     hidden_dim=16, mlp_dim=32, num_classes=5)\n"
+        "    >>> LeGrad(vit)(torch.rand(2, 3, 32, 32), target=3).shape\n"
+        "    torch.Size([2, 32, 32])"
+    ),
 ))
 
 __all__ = [

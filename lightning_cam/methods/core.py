@@ -115,6 +115,10 @@ class LayerPass:
         logits_model: A module ``images (N, C, H, W) -> (N, num_classes)`` class scores,
             differentiable (the borrowed model, in eval mode, read as the class targets read
             it), for the attribution methods (captum's); ``None`` where not provided.
+        attention_gradients: ``(images (N, C, H, W), ids (N,)) -> (grads, prefix, (gh, gw))``:
+            per transformer block, ``d s^l / d P^l`` ``(N, heads, T, T)`` of the class score
+            its tokens get from the model's head w.r.t. its attention probabilities, the
+            number of prefix tokens and the patch grid (LeGrad).
     """
 
     activations: torch.Tensor
@@ -135,6 +139,9 @@ class LayerPass:
         [torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
     ] = field(default_factory=lambda: _no_tool("the layer's gradients for other inputs"))
     logits_model: nn.Module | None = None
+    attention_gradients: Callable[
+        [torch.Tensor, torch.Tensor], tuple[list[torch.Tensor], int, tuple[int, int]]
+    ] = field(default_factory=lambda: _no_tool("a ViT's attention maps"))
 
     def require_class_ids(self, method: str) -> torch.Tensor:
         """The class ids, or a clear error for targets that are not classes."""
@@ -185,6 +192,8 @@ class Method:
             CAM and the perturbation methods, which re-score other inputs or read the
             classifier's weights. Surfaces with other targets (detection scores, callables)
             refuse these up front.
+        doc_example: The generated class's docstring example (doctest lines), where the
+            generic one (a small convnet) does not apply (LeGrad needs a ViT).
     """
 
     name: str
@@ -198,6 +207,7 @@ class Method:
     fuse_scale: Callable[[torch.Tensor], torch.Tensor] | None = None
     relu: bool = True
     needs_class_target: bool = False
+    doc_example: str = ""
 
     @property
     def needs_backward(self) -> bool:
