@@ -79,6 +79,42 @@ def kernel_matrix(
 #: Lanczos steps per restart of :func:`top_eigenpair`; matrices up to ``EIGH_MAX`` rows use
 #: ``eigh`` (faster there on CPU).
 LANCZOS_STEPS, EIGH_MAX = 48, 256
+#: Lanczos checks its Ritz pair's residual every this many steps (and stops when it is small).
+LANCZOS_CHECK = 8
+
+
+def _lanczos_top(
+    m: torch.Tensor, steps: int, restarts: int, tol: float
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Restarted Lanczos on one symmetric matrix ``(N, N)`` (matrix-vector products with
+    ``torch.mv``: a batched ``bmm`` of one column is several times slower on CPU); ``None``
+    when the residual is still above ``tol * |M|`` after ``restarts``."""
+    n = m.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(n, generator=gen, dtype=m.dtype).to(m.device)
+    scale = float(m.abs().amax()) * n  # >= the spectral norm
+    tiny = torch.finfo(m.dtype).tiny
+    q_all = m.new_zeros(steps, n)
+    mq_all = m.new_zeros(steps, n)
+    for _ in range(restarts):
+        q = v / v.norm().clamp(min=tiny)
+        for j in range(steps):
+            q_all[j] = q
+            w = torch.mv(m, q)
+            mq_all[j] = w
+            basis = q_all[: j + 1]
+            for _ in range(2):  # full re-orthogonalisation, twice
+                w = w - torch.mv(basis.T, torch.mv(basis, w))
+            q = w / w.norm().clamp(min=tiny)
+            if (j + 1) % LANCZOS_CHECK == 0 or j + 1 == steps:  # Rayleigh-Ritz, residual
+                qs, mqs = q_all[: j + 1], mq_all[: j + 1]
+                t = qs @ mqs.T
+                tv, ty = torch.linalg.eigh((t + t.T) / 2)
+                theta, y = tv[-1], ty[:, -1]
+                v = torch.mv(qs.T, y)
+                if float((torch.mv(mqs.T, y) - theta * v).norm()) <= tol * scale:
+                    return theta, v / v.norm()
+    return None
 
 
 def top_eigenpair(
@@ -88,43 +124,24 @@ def top_eigenpair(
     symmetric matrix of ``m`` ``(B, N, N)``.
 
     Up to :data:`EIGH_MAX` rows (16 x 16 maps): ``torch.linalg.eigh``. Larger: restarted
-    Lanczos, batched (``steps``
-    matrix-vector products per restart, fully re-orthogonalised, Rayleigh-Ritz on the
-    projection ``Q^T M Q``), from a fixed start vector (deterministic); a matrix whose residual
-    ``|M v - theta v|`` is still above ``tol * |M|`` after ``restarts`` falls back to ``eigh``.
+    Lanczos per matrix (``steps`` matrix-vector products per restart, fully
+    re-orthogonalised, Rayleigh-Ritz on the projection ``Q^T M Q``), from a fixed start vector
+    (deterministic); a matrix whose residual ``|M v - theta v|`` is still above ``tol * |M|``
+    after ``restarts`` falls back to ``eigh``.
     """
     b, n, _ = m.shape
     if n <= max(steps, EIGH_MAX):
         vals, vecs = torch.linalg.eigh(m)  # ascending
         return vals[:, -1], vecs[..., -1]
-    gen = torch.Generator().manual_seed(0)
-    v = torch.randn(n, generator=gen, dtype=m.dtype).to(m.device).expand(b, n)
-    scale = m.flatten(1).abs().amax(dim=1) * n  # >= the spectral norm
-    theta = m.new_zeros(b)
-    for _ in range(restarts):
-        q_all = m.new_zeros(b, n, steps)
-        mq_all = m.new_zeros(b, n, steps)
-        q = v / v.norm(dim=1, keepdim=True).clamp(min=torch.finfo(m.dtype).tiny)
-        for j in range(steps):
-            q_all[:, :, j] = q
-            w = torch.bmm(m, q[..., None])[..., 0]
-            mq_all[:, :, j] = w
-            basis = q_all[:, :, : j + 1]
-            for _ in range(2):  # full re-orthogonalisation, twice
-                w = w - torch.bmm(basis, torch.bmm(basis.transpose(1, 2), w[..., None]))[..., 0]
-            q = w / w.norm(dim=1, keepdim=True).clamp(min=torch.finfo(m.dtype).tiny)
-        t = torch.bmm(q_all.transpose(1, 2), mq_all)
-        tv, ty = torch.linalg.eigh((t + t.transpose(1, 2)) / 2)
-        theta, y = tv[:, -1], ty[:, :, -1:]
-        v = torch.bmm(q_all, y)[..., 0]
-        resid = (torch.bmm(mq_all, y)[..., 0] - theta[:, None] * v).norm(dim=1)
-        bad = resid > tol * scale
-        if not bool(bad.any()):
-            return theta, v / v.norm(dim=1, keepdim=True)
-    vals, vecs = torch.linalg.eigh(m[bad])
-    theta, v = theta.clone(), v.clone()
-    theta[bad], v[bad] = vals[:, -1], vecs[..., -1]
-    return theta, v / v.norm(dim=1, keepdim=True)
+    thetas, vs = [], []
+    for i in range(b):
+        found = _lanczos_top(m[i], steps, restarts, tol)
+        if found is None:
+            vals, vecs = torch.linalg.eigh(m[i])
+            found = vals[-1], vecs[:, -1]
+        thetas.append(found[0])
+        vs.append(found[1])
+    return torch.stack(thetas), torch.stack(vs)
 
 
 def kpcacam_map(
@@ -138,8 +155,9 @@ def kpcacam_map(
     ``tanh(gamma x_i·x_j + 1)``, ``gamma = 1 / channels``), centred in feature space
     ``K_c = K - 1_N K - K 1_N + 1_N K 1_N``; the map is the first kernel principal component
     ``L = ReLU(sqrt(lambda_1) alpha_1)`` (``alpha_1``: the top unit eigenvector of ``K_c``).
-    Batched, in float64: the top eigenpair by :func:`top_eigenpair` (Lanczos; a full ``eigh``
-    for small maps), never the whole spectrum.
+    The kernel in float32 (as sklearn computes it from float32 activations), its centring and
+    the top eigenpair in float64 by :func:`top_eigenpair` (Lanczos; a full ``eigh`` for small
+    maps), never the whole spectrum.
 
     Sign: as :func:`~lightning_cam.methods.activation.eigencam_map` — the map correlates
     positively with ``sum_k A^k`` (``sign="peak"``: the largest magnitude positive, sklearn's
@@ -156,9 +174,9 @@ def kpcacam_map(
     """
     a = job.activations
     b, spatial = a.shape[0], a.shape[2:]
-    x = a.double().reshape(b, a.shape[1], -1).transpose(1, 2)  # (B, N, K)
+    x = a.float().reshape(b, a.shape[1], -1).transpose(1, 2)  # (B, N, K)
     x = x - x.mean(dim=1, keepdim=True)
-    km = kernel_matrix(x, kernel, gamma)
+    km = kernel_matrix(x, kernel, gamma).double()  # the kernel in float32, as sklearn's
     km = km - km.mean(dim=1, keepdim=True) - km.mean(dim=2, keepdim=True) + km.mean(
         dim=(1, 2), keepdim=True
     )

@@ -16,7 +16,9 @@ from lightning_cam.methods import METHODS
 from lightning_cam.methods.attribution import reduce_channels, shap_baselines
 from tests.optional import require
 
-ATTRIBUTIONS = sorted(n for n, m in METHODS.items() if not m.needs_layer)
+# captum's (LeGrad, also of kind attribution, has tests/methods/test_legrad.py)
+ATTRIBUTIONS = sorted(n for n, m in METHODS.items()
+                      if m.compute.__module__ == "lightning_cam.methods.attribution")
 
 
 def _net() -> nn.Module:
