@@ -72,7 +72,7 @@ def _shapley_floor(model: torch.nn.Module, layer: str, x: torch.Tensor,
             h.remove()
         s = out.gather(1, ids[:, None]).sum()
         (g,) = torch.autograd.grad(s, keep[0], create_graph=True)
-        return torch.autograd.grad(g, keep[0], grad_outputs=keep[0].detach())
+        return torch.autograd.grad(g, keep[0], grad_outputs=keep[0].detach(), allow_unused=True)
 
     return run
 

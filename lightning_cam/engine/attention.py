@@ -93,14 +93,16 @@ def _kept(parts: AttentionParts) -> Iterator[tuple[list[list[torch.Tensor]], lis
                         f"legrad reads timm's Attention (fused_attn, attn_drop); "
                         f"{type(attn).__name__} has another structure."
                     )
-                fused = attn.fused_attn
-                attn.fused_attn = False
-                stack.callback(setattr, attn, "fused_attn", fused)
+                timm_attn: Any = attn
+                fused = timm_attn.fused_attn
+                timm_attn.fused_attn = False  # its unfused path materialises P
+                stack.callback(setattr, timm_attn, "fused_attn", fused)
 
                 def keep_probs(_m: nn.Module, args: Any, i: int = i) -> None:
                     probs[i].append(args[0])
 
-                stack.callback(attn.attn_drop.register_forward_pre_hook(keep_probs).remove)
+                drop: nn.Module = timm_attn.attn_drop
+                stack.callback(drop.register_forward_pre_hook(keep_probs).remove)
         yield probs, tokens
 
 

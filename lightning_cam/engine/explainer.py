@@ -641,7 +641,7 @@ class Explainer:
         )
         job.attention_gradients = lambda xs, cs: attention_gradients(self.model, xs, cs)
         with torch.enable_grad():
-            return {m: METHODS[m].layer_map(job) for m in wanted}
+            return {m: METHODS[m].layer_map(job).detach() for m in wanted}
 
     def _job(
         self,

@@ -71,6 +71,7 @@ def _direct(name: str, model: nn.Module, x: torch.Tensor, ids: torch.Tensor) -> 
 def test_equal_to_a_direct_captum_call(name: str) -> None:
     model, x, ids = _net(), torch.rand(3, 3, 16, 16), torch.tensor([0, 3, 1])
     ours = getattr(lc, METHODS[name].class_name)(model, normalize=False)(x, target=ids)
+    assert not ours.requires_grad and ours.grad_fn is None  # no graph kept alive
     ref = _direct(name, model, x.clone(), ids)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-6)
     normed = lc.explain(model, x, methods=[name], target=ids).cams[name]["input"]
