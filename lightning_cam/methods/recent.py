@@ -78,20 +78,31 @@ def kernel_matrix(
 
 #: Lanczos steps per restart of :func:`top_eigenpair`; matrices up to ``EIGH_MAX`` rows use
 #: ``eigh`` (faster there on CPU).
-LANCZOS_STEPS, EIGH_MAX = 48, 256
+LANCZOS_STEPS, EIGH_MAX = 48, 100
 #: Lanczos checks its Ritz pair's residual every this many steps (and stops when it is small).
 LANCZOS_CHECK = 8
 
 
+def _center(v: torch.Tensor) -> torch.Tensor:
+    return v - v.mean()
+
+
 def _lanczos_top(
-    m: torch.Tensor, steps: int, restarts: int, tol: float
+    m: torch.Tensor, steps: int, restarts: int, tol: float, centred: bool
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Restarted Lanczos on one symmetric matrix ``(N, N)`` (matrix-vector products with
-    ``torch.mv``: a batched ``bmm`` of one column is several times slower on CPU); ``None``
+    """Restarted Lanczos on one symmetric matrix ``(N, N)`` (``centred``: on ``H M H``, ``H =
+    I - 1 1^T / N``, applied to the vectors, never formed); matrix-vector products with
+    ``torch.mv`` (a batched ``bmm`` of one column is several times slower on CPU). ``None``
     when the residual is still above ``tol * |M|`` after ``restarts``."""
     n = m.shape[0]
+
+    def matvec(q: torch.Tensor) -> torch.Tensor:
+        return _center(torch.mv(m, _center(q))) if centred else torch.mv(m, q)
+
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(n, generator=gen, dtype=m.dtype).to(m.device)
+    if centred:
+        v = _center(v)
     scale = float(m.abs().amax()) * n  # >= the spectral norm
     tiny = torch.finfo(m.dtype).tiny
     q_all = m.new_zeros(steps, n)
@@ -100,11 +111,10 @@ def _lanczos_top(
         q = v / v.norm().clamp(min=tiny)
         for j in range(steps):
             q_all[j] = q
-            w = torch.mv(m, q)
+            w = matvec(q)
             mq_all[j] = w
             basis = q_all[: j + 1]
-            for _ in range(2):  # full re-orthogonalisation, twice
-                w = w - torch.mv(basis.T, torch.mv(basis, w))
+            w = w - torch.mv(basis.T, torch.mv(basis, w))  # full re-orthogonalisation
             q = w / w.norm().clamp(min=tiny)
             if (j + 1) % LANCZOS_CHECK == 0 or j + 1 == steps:  # Rayleigh-Ritz, residual
                 qs, mqs = q_all[: j + 1], mq_all[: j + 1]
@@ -118,27 +128,38 @@ def _lanczos_top(
 
 
 def top_eigenpair(
-    m: torch.Tensor, steps: int = LANCZOS_STEPS, restarts: int = 6, tol: float = 1e-10
+    m: torch.Tensor, steps: int = LANCZOS_STEPS, restarts: int = 6, tol: float | None = None,
+    centred: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The largest (algebraic) eigenvalue ``(B,)`` and a unit eigenvector ``(B, N)`` of each
-    symmetric matrix of ``m`` ``(B, N, N)``.
+    symmetric matrix of ``m`` ``(B, N, N)`` (``centred``: of ``H M H``, the double-centred
+    matrix, ``H = I - 1 1^T / N``).
 
-    Up to :data:`EIGH_MAX` rows (16 x 16 maps): ``torch.linalg.eigh``. Larger: restarted
-    Lanczos per matrix (``steps`` matrix-vector products per restart, fully
-    re-orthogonalised, Rayleigh-Ritz on the projection ``Q^T M Q``), from a fixed start vector
-    (deterministic); a matrix whose residual ``|M v - theta v|`` is still above ``tol * |M|``
-    after ``restarts`` falls back to ``eigh``.
+    Up to :data:`EIGH_MAX` rows (10 x 10 maps): ``torch.linalg.eigh``. Larger: restarted
+    Lanczos per matrix (``steps`` matrix-vector products per restart at most, fully
+    re-orthogonalised, Rayleigh-Ritz on ``Q^T M Q`` every :data:`LANCZOS_CHECK` steps), from a
+    fixed start vector (deterministic), in ``m``'s dtype; a matrix whose residual
+    ``|M v - theta v|`` is still above ``tol * |M|`` (``None``: 1e-10 in float64, 1e-6 in
+    float32) after ``restarts`` falls back to ``eigh``.
     """
     b, n, _ = m.shape
+    if tol is None:
+        tol = 1e-10 if m.dtype == torch.float64 else 1e-6
     if n <= max(steps, EIGH_MAX):
-        vals, vecs = torch.linalg.eigh(m)  # ascending
-        return vals[:, -1], vecs[..., -1]
+        if centred:
+            m = m - m.mean(dim=1, keepdim=True) - m.mean(dim=2, keepdim=True) + m.mean(
+                dim=(1, 2), keepdim=True)
+        vals, vecs = torch.linalg.eigh(m.double())  # ascending
+        return vals[:, -1].to(m.dtype), vecs[..., -1].to(m.dtype)
     thetas, vs = [], []
     for i in range(b):
-        found = _lanczos_top(m[i], steps, restarts, tol)
+        found = _lanczos_top(m[i], steps, restarts, tol, centred)
         if found is None:
-            vals, vecs = torch.linalg.eigh(m[i])
-            found = vals[-1], vecs[:, -1]
+            mi = m[i].double()
+            if centred:
+                mi = mi - mi.mean(0, keepdim=True) - mi.mean(1, keepdim=True) + mi.mean()
+            vals, vecs = torch.linalg.eigh(mi)
+            found = vals[-1].to(m.dtype), vecs[:, -1].to(m.dtype)
         thetas.append(found[0])
         vs.append(found[1])
     return torch.stack(thetas), torch.stack(vs)
@@ -155,9 +176,10 @@ def kpcacam_map(
     ``tanh(gamma x_i·x_j + 1)``, ``gamma = 1 / channels``), centred in feature space
     ``K_c = K - 1_N K - K 1_N + 1_N K 1_N``; the map is the first kernel principal component
     ``L = ReLU(sqrt(lambda_1) alpha_1)`` (``alpha_1``: the top unit eigenvector of ``K_c``).
-    The kernel in float32 (as sklearn computes it from float32 activations), its centring and
-    the top eigenpair in float64 by :func:`top_eigenpair` (Lanczos; a full ``eigh`` for small
-    maps), never the whole spectrum.
+    In float32 (as sklearn from float32 activations): the kernel, then the top eigenpair of
+    ``K_c`` by :func:`top_eigenpair` (Lanczos with the centring applied to its vectors, ``K_c
+    q = H K H q``, never formed; a full ``eigh`` in float64 for small maps), never the whole
+    spectrum.
 
     Sign: as :func:`~lightning_cam.methods.activation.eigencam_map` — the map correlates
     positively with ``sum_k A^k`` (``sign="peak"``: the largest magnitude positive, sklearn's
@@ -176,11 +198,8 @@ def kpcacam_map(
     b, spatial = a.shape[0], a.shape[2:]
     x = a.float().reshape(b, a.shape[1], -1).transpose(1, 2)  # (B, N, K)
     x = x - x.mean(dim=1, keepdim=True)
-    km = kernel_matrix(x, kernel, gamma).double()  # the kernel in float32, as sklearn's
-    km = km - km.mean(dim=1, keepdim=True) - km.mean(dim=2, keepdim=True) + km.mean(
-        dim=(1, 2), keepdim=True
-    )
-    val, vec = top_eigenpair(km)
+    km = kernel_matrix(x, kernel, gamma)  # float32, as sklearn's from float32 activations
+    val, vec = top_eigenpair(km, centred=True)  # of K_c, centred on the fly
     proj = (vec * val[:, None].clamp(min=0).sqrt()).float()
     return orient(proj, a.float().sum(dim=1).reshape(b, -1), sign).reshape(b, *spatial)
 
