@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> str:
         "|---|---|---|---|---|",
     ]
     for name, m in METHODS.items():
-        if m.needs_layer:
+        if m.compute.__module__ != "lightning_cam.methods.attribution":  # captum's only
             continue
         cls = getattr(lc, m.class_name)(model, normalize=False)
         try:
