@@ -1493,6 +1493,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip the perturbation methods' section (Ablation-CAM, Score-CAM ...)")
     p.add_argument("--no-writer", action="store_true",
                    help="skip the CAMWriter case (benchmarks/writer.py)")
+    p.add_argument("--no-recent", action="store_true",
+                   help="skip the recent methods and attributions (benchmarks/recent.py, "
+                        "benchmarks/attributions.py)")
     p.add_argument("--detectors", default=None,
                    help="comma-separated detectors for the K=1 vs K=10 case, '' to skip "
                    f"(default: all of {', '.join(DETECTORS)}; quick: the first)")
@@ -1603,6 +1606,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         case_writer = writer_bench.case_writer
         sections.append(Section(*case_writer(quick=args.quick, rounds=1 if args.quick else 3)))
         print(f"[writer] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    if not args.no_recent:  # the methods of 2020-25 and captum's attributions (issue 23)
+        t0 = time.perf_counter()
+        for stem, title, argv in (
+            ("recent", "The methods of 2020-25 against pytorch-grad-cam",
+             ["--batch", "2", "--repeats", "1" if args.quick else "3"]),
+            ("attributions", "captum's attributions through lightning-cam",
+             ["--size", "64", "--batch", "2", "--repeats", "1" if args.quick else "3"]),
+        ):
+            spec = importlib.util.spec_from_file_location(
+                f"lightning_cam_benchmarks_{stem}", Path(__file__).with_name(f"{stem}.py"))
+            assert spec is not None and spec.loader is not None
+            bench = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(bench)
+            sections.append(Section(title, bench.main([*argv, "--threads", str(args.threads)])))
+        print(f"[recent] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     raw["sections"] = [{"title": s.title, "body": s.body, "data": s.data} for s in sections]
     header["load_end"] = _load()
     header["wall_s"] = time.perf_counter() - start
