@@ -55,15 +55,28 @@ def _brute_force(model, processor, image, layer, query, label):
     return to_original(cam[None], resized, padded, IMAGE[1:])[0], score.detach(), out
 
 
+#: The layer compared with the brute force: the default (the backbone's last stage), except for
+#: Deformable DETR, whose random-init backbone CAMs are ~1e-10 (float rounding decides their
+#: sign): there the last level's input projection (GroupNorm-ed, well conditioned).
+LAYERS = {"deformable_detr": "model.input_proj.2"}
+
+
+def test_default_layer_is_the_backbones_last_stage():
+    for family in FAMILIES:
+        model, processor = tiny_detr(family)
+        layers = DetrExplainer(model, processor).layers
+        assert layers == ["model.backbone.model.encoder.stages.3"]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_maps_equal_brute_force_and_scores_are_reported(family):
     model, processor = tiny_detr(family)
-    explainer = DetrExplainer(model, processor, methods="gradcam", score_threshold=0.0, top_k=3)
+    explainer = DetrExplainer(model, processor, layer=LAYERS.get(family), methods="gradcam",
+                              score_threshold=0.0, top_k=3)
     image = _image()
     result = explainer(image)
     assert len(result) == 3
     layer = explainer.layers[0]
-    assert layer == "model.backbone.model.encoder.stages.3"
     torch.testing.assert_close(explainer.last_scores, result.scores, rtol=0, atol=1e-6)
     for k in range(3):
         q, c = explainer.last_queries[k], result.labels[k]
@@ -204,7 +217,8 @@ def test_refusals():
     wrong = T.DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
     with pytest.raises(ValueError, match="ambiguous"):
         DetrExplainer(model, wrong, score_threshold=0.0)(_image())
-    sdpa, proc = tiny_detr("detr", attn="sdpa")
+    sdpa, proc = tiny_detr("detr", attn=None)  # transformers picks sdpa
+    assert sdpa.config._attn_implementation != "eager"
     with pytest.raises(ValueError, match="eager"):
         DetrExplainer(sdpa, proc, cross_attention=True)
     with pytest.raises(TypeError, match="TorchScript"):
