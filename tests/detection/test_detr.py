@@ -259,3 +259,37 @@ def test_save_pretrained_folder_and_cli(tmp_path):
             for name in files.values():
                 assert (out / name).is_file()
     assert CROSS_ATTENTION in dets[0]["files"]
+
+
+def test_callback_on_a_lightning_module_wrapping_detr(tmp_path):
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from torch.utils.data import DataLoader
+
+    from lightning_cam import GradCAMCallback
+    from tests.callbacks.helpers import image_events
+
+    class DetrModule(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, self.image_processor = tiny_detr("conditional_detr")
+
+        def validation_step(self, batch, batch_idx):
+            pixels = self.image_processor(images=batch[0], return_tensors="pt", do_rescale=False)
+            self.model(**pixels)
+
+    def item(i):
+        target = {"boxes": torch.tensor([[10.0, 10.0, 40.0, 30.0]]), "labels": torch.tensor([0])}
+        return _image(i), target
+
+    loader = DataLoader([item(i) for i in range(2)], batch_size=2,
+                        collate_fn=lambda b: ([x for x, _ in b], [t for _, t in b]))
+    callback = GradCAMCallback(num_samples=2, detection_top_k=2, detection_score_threshold=0.0)
+    logger = TensorBoardLogger(str(tmp_path), name="detr")
+    trainer = pl.Trainer(accelerator="cpu", logger=logger, callbacks=[callback],
+                         enable_progress_bar=False, enable_model_summary=False)
+    module = DetrModule()
+    trainer.validate(module, dataloaders=loader)
+    tag = "gradcam/model.model.backbone.model.encoder.stages.3/detections"
+    assert tag in image_events(logger.log_dir)
+    assert all(not m._forward_hooks for m in module.modules())
