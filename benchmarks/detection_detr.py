@@ -51,6 +51,11 @@ from tests.detection.detr_models import tiny_detr  # noqa: E402
 LAYERS = {"detr": "model.input_projection", "rt_detr": "model.encoder_input_proj.2",
           "deformable_detr": "model.input_proj.2", "conditional_detr": "model.input_projection"}
 
+#: A late layer per family (ours only): the backward then runs through the decoder alone (DETR:
+#: the last encoder layer's tokens) or the decoder and the last fusion block (RT-DETR).
+LATE = {"detr": "model.encoder.layers.-1", "conditional_detr": "model.encoder.layers.-1",
+        "rt_detr": "model.encoder.pan_blocks.-1", "deformable_detr": "model.input_proj.2"}
+
 
 def build(family: str, quick: bool) -> tuple[Any, Any]:
     """A DETR-family model: ResNet-18-like backbone (``width`` 64), d_model 256, 6 + 6 layers,
@@ -164,12 +169,22 @@ def run_family(family: str, k: int, reps: int, warmup: int, quick: bool) -> list
     rows = [
         {"case": "no-grad forward (floor)", "s": t_floor, "diff": None},
         {"case": "image processor alone (in ours, not in the floor)", "s": t_pre, "diff": None},
-        {"case": f"lightning-cam DetrExplainer, K = {len(result)}", "s": t_ours, "diff": 0.0},
+        {"case": f"lightning-cam DetrExplainer, K = {len(result)}, `{layer}`", "s": t_ours,
+         "diff": 0.0},
     ]
+    late = LATE[family]
+    if late != layer:
+        index = late.rsplit(".", 1)
+        late = f"{index[0]}.{len(model.get_submodule(index[0])) - 1}" if index[1] == "-1" else late
+        explainer_late = DetrExplainer(model, processor, layer=late, methods="gradcam",
+                                       score_threshold=0.0, top_k=k)
+        t_late, _ = timed(lambda: explainer_late(image), reps, warmup)
+        rows.append({"case": f"lightning-cam DetrExplainer, K = {len(result)}, `{late}`",
+                     "s": t_late, "diff": None})
     model.requires_grad_(True)  # the recipe and pytorch-grad-cam need recorded parameters
     t_rec, rec = timed(lambda: _recipe(model, x, mask, layer, queries, labels, geometry), reps,
                        warmup)
-    rows.append({"case": f"one backward per box (K = {len(result)})", "s": t_rec,
+    rows.append({"case": f"one backward per box (K = {len(result)}), `{layer}`", "s": t_rec,
                  "diff": float((rec - ours).abs().max())})
     try:
         import pytorch_grad_cam  # noqa: F401
@@ -178,8 +193,8 @@ def run_family(family: str, k: int, reps: int, warmup: int, quick: bool) -> list
     else:
         t_pgc, pgc = timed(lambda: _pgc(model, x, mask, layer, queries, labels, geometry),
                            max(1, reps // 2), min(warmup, 1))
-        rows.append({"case": "pytorch-grad-cam GradCAM, one call per box", "s": t_pgc,
-                     "diff": float((pgc - ours).abs().max())})
+        rows.append({"case": f"pytorch-grad-cam GradCAM, one call per box, `{layer}`",
+                     "s": t_pgc, "diff": float((pgc - ours).abs().max())})
     for r in rows:
         r["family"] = type(model).__name__
         r["x"] = None if r["s"] is None else r["s"] / t_floor

@@ -394,7 +394,9 @@ class DetrExplainer(DetectionExplainerBase):
             result.attention_maps[CROSS_ATTENTION] = self._attention(
                 output, chosen["queries"][keep], size, resized, padded)
         self.last_queries = chosen["queries"][keep].cpu()
-        self.last_scores = explanation.scores.detach().float().cpu()
+        explained = explanation.scores
+        self.last_scores = (torch.zeros(0) if explained is None
+                            else explained.detach().float().cpu())
         return result
 
     def _select(self, output: Any, size: tuple[int, int]) -> dict[str, torch.Tensor]:

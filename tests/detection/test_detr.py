@@ -293,3 +293,23 @@ def test_callback_on_a_lightning_module_wrapping_detr(tmp_path):
     tag = "gradcam/model.model.backbone.model.encoder.stages.3/detections"
     assert tag in image_events(logger.log_dir)
     assert all(not m._forward_hooks for m in module.modules())
+
+
+def test_explain_detr_batch_finds_the_model_and_its_processor():
+    from lightning_cam.detection import explain_detr_batch, find_detr_model
+
+    model, processor = tiny_detr("rt_detr")
+    wrapper = torch.nn.Module()
+    wrapper.model, wrapper.image_processor = model, processor
+    assert find_detr_model(wrapper) is model and find_detr_model(torch.nn.Linear(2, 2)) is None
+    images = [_image(1), _image(2)[:, :40]]
+    results = explain_detr_batch(wrapper, images, methods="gradcam", top_k=2,
+                                 score_threshold=0.0)
+    direct = DetrExplainer(model, processor, methods="gradcam", top_k=2, score_threshold=0.0)
+    for image, result in zip(images, results, strict=True):
+        expected = direct(image)
+        assert result.map().shape == (2, *image.shape[1:])
+        torch.testing.assert_close(result.map(), expected.map())
+        torch.testing.assert_close(result.boxes, expected.boxes)
+    with pytest.raises(TypeError, match="does not wrap"):
+        explain_detr_batch(torch.nn.Linear(2, 2), images)
