@@ -313,3 +313,22 @@ def test_explain_detr_batch_finds_the_model_and_its_processor():
         torch.testing.assert_close(result.boxes, expected.boxes)
     with pytest.raises(TypeError, match="does not wrap"):
         explain_detr_batch(torch.nn.Linear(2, 2), images)
+
+
+def test_benchmark_runs_and_the_recipes_agree_with_ours():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "detection_detr.py"
+    spec = importlib.util.spec_from_file_location("lightning_cam_bench_detr", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    try:
+        spec.loader.exec_module(bench)
+        rows = bench.run_family("detr", k=3, reps=1, warmup=0, quick=True)
+    finally:
+        sys.modules.pop(spec.name, None)
+    recipe = [r for r in rows if r["case"].startswith("one backward per box")]
+    assert recipe and recipe[0]["diff"] < 1e-5  # no timing asserted: numbers only
