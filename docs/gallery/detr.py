@@ -38,8 +38,8 @@ def main(out_dir: pathlib.Path) -> list[pathlib.Path]:
         use_timm_backbone=False, backbone_config=backbone, use_pretrained_backbone=False,
         d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_queries=20,
-        num_labels=3, id2label={0: "circle", 1: "square", 2: "triangle"})
-    config._attn_implementation = "eager"  # cross-attention weights need eager attention
+        num_labels=3, id2label={0: "circle", 1: "square", 2: "triangle"},
+        attn_implementation="eager")  # cross-attention weights need eager attention
     model = transformers.DetrForObjectDetection(config).eval()
     processor = transformers.DetrImageProcessor(size={"shortest_edge": 192, "longest_edge": 288})
     image = ShapesDetectionDataset(num_samples=1, image_size=128, seed=3)[0][0]

@@ -27,11 +27,12 @@ def tiny_detr(
     import transformers as T
 
     torch.manual_seed(seed)
-    heads = dict(encoder_attention_heads=2, decoder_attention_heads=2,
-                 encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model)
+    extra = {"attn_implementation": attn} if attn is not None else {}
+    heads: dict[str, Any] = dict(encoder_attention_heads=2, decoder_attention_heads=2,
+                                 encoder_ffn_dim=2 * d_model, decoder_ffn_dim=2 * d_model)
     common = dict(use_timm_backbone=False, use_pretrained_backbone=False, d_model=d_model,
                   encoder_layers=layers, decoder_layers=max(layers, 2), num_queries=queries,
-                  num_labels=num_labels, **heads)
+                  num_labels=num_labels, **heads, **extra)
     aspect = {"shortest_edge": 64, "longest_edge": 96}
     if name in ("detr", "conditional_detr"):
         cls = "DetrForObjectDetection" if name == "detr" else "ConditionalDetrForObjectDetection"
@@ -58,11 +59,9 @@ def tiny_detr(
             decoder_in_channels=[hidden] * 3, encoder_ffn_dim=2 * d_model,
             decoder_ffn_dim=2 * d_model, decoder_layers=max(layers, 2), num_queries=queries,
             num_labels=num_labels, encoder_attention_heads=2, decoder_attention_heads=2,
-            decoder_n_points=2)
+            decoder_n_points=2, **extra)
         processor = T.RTDetrImageProcessor(size={"height": 64, "width": 96})
     else:
         raise ValueError(f"unknown family {name!r}; one of {FAMILIES}")
-    if attn is not None:
-        config._attn_implementation = attn
     model = getattr(T, cls)(config).eval()
     return model, processor
