@@ -159,9 +159,11 @@ def pointing_scores(
 
 class DetectionTask(TaskStrategy):
     """Detectors: a LightningModule that is or wraps a torchvision detector (see
-    :func:`lightning_cam.detection.find_detector`) or a detectron2 ``GeneralizedRCNN`` /
-    ``RetinaNet``. Probes are ``(image, target)`` pairs; results one
-    :class:`~lightning_cam.detection.DetectionResult` per probe image."""
+    :func:`lightning_cam.detection.find_detector`), a transformers DETR-family model
+    (:func:`lightning_cam.detection.find_detr_model`; its ``image_processor`` attribute used when
+    it has one) or a detectron2 ``GeneralizedRCNN`` / ``RetinaNet``. Probes are
+    ``(image, target)`` pairs; results one :class:`~lightning_cam.detection.DetectionResult`
+    per probe image."""
 
     name = "detection"
     state_name = "det_probes"
@@ -176,10 +178,14 @@ class DetectionTask(TaskStrategy):
     def _find(pl_module: Any) -> tuple[Any, str]:
         from lightning_cam.detection import find_detector
         from lightning_cam.detection.detectron2 import find_detectron2_model
+        from lightning_cam.detection.detr import find_detr_model
 
         detector = find_detector(pl_module)
         if detector is not None:
             return detector, "torchvision"
+        detr = find_detr_model(pl_module)
+        if detr is not None:
+            return detr, "hf"
         return find_detectron2_model(pl_module), "detectron2"
 
     @classmethod
@@ -267,6 +273,10 @@ class DetectionTask(TaskStrategy):
         if self.options.layer is None:
             if self.backend == "detectron2":
                 return [default_detectron2_layer(self.detector)]
+            if self.backend == "hf":
+                from lightning_cam.detection.detr import default_detr_layer
+
+                return [default_detr_layer(self.detector)]
             return [default_detection_layer(self.detector)]
         out = []
         for name in self.options.layer:
@@ -320,6 +330,12 @@ class DetectionTask(TaskStrategy):
 
             # images from detectron2's loaders are already resized by its mapper
             explainer = Detectron2Explainer(self.detector, min_size=0, **kwargs)
+        elif self.backend == "hf":
+            from lightning_cam.detection.detr import DetrExplainer
+
+            # the LightningModule's image_processor, else the family's default one
+            explainer = DetrExplainer(
+                self.detector, getattr(pl_module, "image_processor", None), **kwargs)
         else:
             explainer = DetectionExplainer(self.detector, **kwargs)
         device = getattr(pl_module, "device", torch.device("cpu"))

@@ -24,6 +24,13 @@ Example:
           --config-file PascalVOC-Detection/faster_rcnn_R_50_C4.yaml \\
           --weight-path model_final.pkl --layer-name backbone.res4 --roi \\
           --opts MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.3
+    $ lightning-cam detect --model hf:./detr-folder --image-path img.png --cross-attention
+
+``--model hf:<folder>``: a transformers DETR-family detector saved with ``save_pretrained``
+(DETR, Conditional / Deformable DETR, RT-DETR v1/v2; its ``preprocessor_config.json`` sets the
+input size), explained per query (:mod:`lightning_cam.detection.detr`); ``--cross-attention``
+also writes each detection's decoder cross-attention, ``{stem}-{model}-cross_attention-{k}-
+heatmap.jpg`` (DETR, Conditional DETR).
 
 With ``--backend detectron2`` (detectron2 installed from source), the detector is built from a
 detectron2 config (a model-zoo name or a YAML file, ``--opts KEY VALUE ...`` merged in) and its
@@ -67,6 +74,8 @@ from lightning_cam.cli.common import (
 PROG = "lightning-cam detect"
 SUMMARY_FILE = "summary.json"
 DEFAULT_MODEL = "fasterrcnn_resnet50_fpn"
+#: ``--model hf:<folder>``: a transformers DETR-family ``save_pretrained`` folder.
+HF_PREFIX = "hf:"
 #: The original tool's file suffixes; any other method ``m`` writes ``{m}-heatmap``.
 _ORIGINAL_SUFFIX = {"gradcam": "heatmap", "gradcam++": "heatmap++"}
 
@@ -92,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detection library of the model (detectron2: install it from source; "
                    "default: torchvision)")
     add_model_argument(p, f"torchvision detector: {', '.join(DETECTORS)} (default: "
-                       f"{DEFAULT_MODEL}, or the architecture of a ShapesDetector checkpoint)")
+                       f"{DEFAULT_MODEL}, or the architecture of a ShapesDetector checkpoint); "
+                       "hf:<folder>: a transformers DETR-family save_pretrained folder")
     add_weight_argument(p, "a state_dict file or a ShapesDetector Lightning checkpoint; default: "
                         "torchvision's DEFAULT (COCO) weights, from the torch cache or "
                         "downloaded. detectron2: the model's checkpoint (e.g. model_final.pkl), "
@@ -111,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "backbone's last stage")
     add_method_argument(p, "a heatmap per detection and layer", DEFAULT_METHODS,
                         detection_methods())
+    p.add_argument("--cross-attention", action="store_true",
+                   help="hf: models: also the decoder cross-attention of each detection's query "
+                   "(DETR, Conditional DETR)")
     p.add_argument("--roi", action="store_true",
                    help="also RoI-level heatmaps (Faster R-CNN): the CAM of the proposal's RoI "
                    "features, pasted into the proposal box")
@@ -173,6 +186,46 @@ def _torchvision_explainer(
         class_names=class_names,
     )
     return explainer, meta.name, meta.weights, {}
+
+
+def _is_hf(args: argparse.Namespace) -> bool:
+    return isinstance(args.model, str) and args.model.startswith(HF_PREFIX)
+
+
+def _check_hf_args(args: argparse.Namespace) -> None:
+    """Options that do not apply to a transformers DETR folder, before any work."""
+    for flag, given in (("--backend detectron2", args.backend == "detectron2"),
+                        ("--weight-path", args.weight_path is not None), ("--roi", args.roi),
+                        ("--min-size", args.min_size is not None),
+                        ("--max-size", args.max_size is not None),
+                        ("--config-file", args.config_file is not None),
+                        ("--opts", bool(args.opts)), ("--random-weights", args.random_weights)):
+        if given:
+            raise CLIError(f"{flag} does not apply to --model {args.model}: the folder holds the "
+                           "weights and, in preprocessor_config.json, the input size")
+    if not (Path(args.model[len(HF_PREFIX):]).expanduser() / "config.json").is_file():
+        raise CLIError(f"--model {args.model}: not a save_pretrained folder (no config.json)")
+
+
+def _hf_explainer(
+    args: argparse.Namespace, methods: list[str]
+) -> tuple[Any, str, str, dict[str, Any]]:
+    """The explainer of a transformers DETR-family folder, its name, where its weights are."""
+    from lightning_cam.detection.detr import DetrExplainer, load_detr_model
+
+    folder = args.model[len(HF_PREFIX):]
+    try:
+        model, processor = load_detr_model(folder, device=args.device)
+    except ImportError as err:
+        raise CLIError(str(err)) from err
+    class_names = read_class_names(args.class_names) if args.class_names else None
+    explainer = DetrExplainer(
+        model, processor, layer=args.layer_name, methods=methods,
+        score_threshold=args.score_threshold, top_k=args.top_k,
+        cross_attention=args.cross_attention, class_names=class_names,
+    )
+    name = _file_tag(Path(folder).expanduser().resolve().name)
+    return explainer, name, str(folder), {"model_class": type(model).__name__}
 
 
 def _check_detectron2_args(args: argparse.Namespace) -> None:
@@ -246,7 +299,11 @@ def _check_args(args: argparse.Namespace) -> list[str]:
     for flag, value in (("--min-size", args.min_size), ("--max-size", args.max_size)):
         if value is not None and value < 32:
             raise CLIError(f"{flag} must be >= 32, got {value}")
-    if args.backend == "detectron2":
+    if _is_hf(args):
+        _check_hf_args(args)
+    elif args.cross_attention:
+        raise CLIError("--cross-attention is for transformers DETR models (--model hf:<folder>)")
+    elif args.backend == "detectron2":
         _check_detectron2_args(args)
     else:
         for flag, given in (("--config-file", args.config_file is not None),
@@ -284,6 +341,10 @@ def _explain_image(
                 name = f"{stem}-{model}-{_file_tag(layer)}-{k}-{suffix}.jpg"
                 pictures[out_dir / name] = detection_heatmap(image, result, k, method, layer)
                 det["files"][method][layer] = name
+        for key in result.attention_maps:
+            name = f"{stem}-{model}-{key}-{k}-heatmap.jpg"
+            pictures[out_dir / name] = detection_heatmap(image, result, k, key)
+            det["files"][key] = {"decoder": name}
     pictures[out_dir / files["sheet"]] = render_detection(image, result)
     save_images(pictures)  # all of the image's files, or none
     record["files"] = files
@@ -312,7 +373,8 @@ def run(args: argparse.Namespace) -> int:
 
     methods = _check_args(args)
     sources = collect_images(args.image_path if args.image_path else default_images())
-    build = _detectron2_explainer if args.backend == "detectron2" else _torchvision_explainer
+    build = (_hf_explainer if _is_hf(args) else _detectron2_explainer
+             if args.backend == "detectron2" else _torchvision_explainer)
     explainer, model, weights, extra = build(args, methods)
     out_dir = output_folder(args.output_dir)
     records: list[dict[str, Any]] = []
@@ -327,7 +389,8 @@ def run(args: argparse.Namespace) -> int:
         _report(args, src, record, result)
         records.append(record)
     summary = {
-        "backend": args.backend, "model": model, **extra, "weights": weights,
+        "backend": "hf" if _is_hf(args) else args.backend, "model": model, **extra,
+        "weights": weights,
         "score_threshold": args.score_threshold, "top_k": args.top_k,
         "layers": explainer.result_layers, "methods": list(explainer.methods),
         "images": records, "failures": failures,

@@ -12,6 +12,9 @@ Where things are:
 * :mod:`~lightning_cam.detection.detectron2`: :class:`Detectron2Explainer` /
   :func:`build_detectron2_model`, the same for detectron2 models (Faster R-CNN, RetinaNet) when
   detectron2 is installed (importing this package never imports it).
+* :mod:`~lightning_cam.detection.detr`: :class:`DetrExplainer` / :func:`explain_detr_batch`
+  for Hugging Face DETR-family detectors (DETR, Conditional / Deformable DETR, RT-DETR), per
+  query, plus the decoder's cross-attention map (transformers is imported only when used).
 * :mod:`~lightning_cam.detection.base`: what both explainers share (selection, alignment, RoI
   pasting, the base class); :mod:`~lightning_cam.detection.result`: :class:`DetectionResult`.
 * :mod:`~lightning_cam.detection.discovery`: finding a detector in a wrapper, a batch's images
@@ -43,6 +46,13 @@ from lightning_cam.detection.detectron2 import (
     Detectron2Explainer,
     build_detectron2_model,
     explain_detectron2_batch,
+)
+from lightning_cam.detection.detr import (
+    DetrExplainer,
+    explain_detr_batch,
+    find_detr_model,
+    is_detr_model,
+    load_detr_model,
 )
 from lightning_cam.detection.discovery import (
     default_detection_layer,
@@ -76,6 +86,7 @@ __all__ = [
     "ROI_LAYER",
     "DetectionExplainer",
     "DetectionResult",
+    "DetrExplainer",
     "Detectron2Explainer",
     "DetectorMeta",
     "build_detector",
@@ -87,10 +98,14 @@ __all__ = [
     "detection_scores",
     "draw_detections",
     "explain_detection_batch",
+    "explain_detr_batch",
     "explain_detectron2_batch",
     "find_detector",
+    "find_detr_model",
+    "is_detr_model",
     "is_torchvision_detector",
     "layer_label",
+    "load_detr_model",
     "match_detections",
     "render_detection",
     "split_detection_batch",

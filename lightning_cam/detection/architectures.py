@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,6 +23,8 @@ from torch import nn
 __all__ = [
     "CUSTOM_DETECTORS",
     "DETECTORS",
+    "DETR_FAMILIES",
+    "DetrFamily",
     "SimpleDetectionBackbone",
     "make_detector",
     "resolve_detector",
@@ -207,3 +210,49 @@ def _set_anchors(model: Any, arch: str, sizes: tuple[int, ...]) -> None:
         model.anchor_generator = AnchorGenerator(per, ((0.5, 1.0, 2.0),) * levels)
     else:
         raise ValueError(f"anchor_sizes is not supported for {arch} (anchor-free)")
+
+
+# ----------------------------------------------------------------------------- DETR family
+# Hugging Face transformers detectors (lightning_cam.detection.detr explains them; transformers
+# is imported only there). One record per model class: how its own post-processing turns the
+# query logits into detections, and whether its decoder's cross-attention is a dense map.
+
+
+@dataclass(frozen=True)
+class DetrFamily:
+    """How a DETR-family model's own post-processing (its image processor's
+    ``post_process_object_detection``) selects detections from the query logits ``(Q, C')``.
+
+    Attributes:
+        model_class: The transformers class (its subclasses match too).
+        scores: ``"softmax"``: softmax over the ``C + 1`` logits of a query (the last class is
+            "no object"), a detection per query with its best object class (DETR);
+            ``"sigmoid"``: a sigmoid per (query, class) logit, the ``candidates`` highest pairs
+            (a query may give several detections, one per class).
+        candidates: ``"sigmoid"``: how many (query, class) pairs the post-processing keeps
+            before its threshold (``None``: the number of queries, as RT-DETR does).
+        dense_cross_attention: Whether the decoder's cross-attention is a softmax over every
+            encoder position (a map of the image); deformable attention samples a few
+            learned points per head and level instead.
+        multi_scale_encoder: Whether the encoder's tokens concatenate several feature levels
+            (no single grid to fold them into).
+    """
+
+    model_class: str
+    scores: str
+    candidates: int | None
+    dense_cross_attention: bool
+    multi_scale_encoder: bool
+
+
+#: The supported DETR-family models, by transformers class name.
+DETR_FAMILIES: dict[str, DetrFamily] = {
+    f.model_class: f
+    for f in (
+        DetrFamily("DetrForObjectDetection", "softmax", None, True, False),
+        DetrFamily("ConditionalDetrForObjectDetection", "sigmoid", 100, True, False),
+        DetrFamily("DeformableDetrForObjectDetection", "sigmoid", 100, False, True),
+        DetrFamily("RTDetrForObjectDetection", "sigmoid", None, False, False),
+        DetrFamily("RTDetrV2ForObjectDetection", "sigmoid", None, False, False),
+    )
+}

@@ -100,6 +100,7 @@ def scaled_result(result: DetectionResult, scale: float) -> DetectionResult:
         image_size=result.image_size, layers=result.layers, methods=result.methods,
         class_names=result.class_names,
         proposals=None if result.proposals is None else result.proposals * scale,
+        attention_maps=result.attention_maps,
     )
 
 

@@ -48,6 +48,9 @@ class DetectionResult:
         methods: The methods computed.
         class_names: Names indexed by label, when known.
         proposals: ``(K, 4)`` the proposal box of each detection (RoI-level maps only).
+        attention_maps: Maps that are no CAM method's, by name: ``"cross_attention"``, the
+            decoder cross-attention of each detection's query (DETR family, see
+            :mod:`lightning_cam.detection.detr`), ``(K, H, W)`` in ``[0, 1]``.
     """
 
     boxes: torch.Tensor
@@ -59,13 +62,16 @@ class DetectionResult:
     methods: list[str] = field(default_factory=list)
     class_names: list[str] | None = None
     proposals: torch.Tensor | None = None
+    attention_maps: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
     def map(self, method: str | None = None, layer: str | None = None) -> torch.Tensor:
         """The ``(K, H, W)`` maps of one method (``None``: the first computed) and layer
-        (``None``: the first layer)."""
+        (``None``: the first layer); ``method`` may also name one of :attr:`attention_maps`."""
+        if method in self.attention_maps and layer is None:
+            return self.attention_maps[method]
         m = self.methods[0] if method is None and self.methods else method_name(method or "")
         if m not in self.maps:
             raise ValueError(f"method {method!r} was not computed; have {self.methods}")
