@@ -1,0 +1,240 @@
+"""YOLO (ultralytics) per detection: maps equal a brute-force Grad-CAM of each detection's own
+score, the detections equal ultralytics' own NMS, boxes in the image's coordinates, hygiene,
+refusals. Random-init models from ultralytics' configs at 64-128 px (no downloads)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_cam.methods import normalize_maps, upsample
+from tests.optional import require
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+require("ultralytics", "pip install 'lightning-cam[integrations]' (ultralytics>=8.1)")
+
+from lightning_cam.detection.yolo import (  # noqa: E402
+    YOLO_NECK,
+    YOLOExplainer,
+    check_yolo_model,
+    find_yolo_model,
+    load_yolo,
+    yolo_neck_layers,
+)
+from lightning_cam.detection.yolo_ops import letterbox  # noqa: E402
+from lightning_cam.engine.layers import get_layer  # noqa: E402
+
+IMGSZ = 96
+
+
+def _model(cfg: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = load_yolo(cfg, num_classes=3)
+    # random heads give every anchor the same tiny score: spread the class logits a little
+    with torch.no_grad():
+        for seq in model.model[-1].cv3:
+            seq[-1].bias.normal_(0.0, 1.0)
+    return model
+
+
+@pytest.fixture(scope="module", params=["yolov8n.yaml", "yolo11n.yaml"])
+def model(request):
+    return _model(request.param)
+
+
+@pytest.fixture(scope="module")
+def v8():
+    return _model("yolov8n.yaml")
+
+
+def _image(h: int = 60, w: int = 100, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(3, h, w, generator=g)
+
+
+def _ultralytics_detections(model, x, conf, iou, max_det):
+    """Anchor, class, score and box of each detection, by ultralytics' own NMS."""
+    from ultralytics.utils.nms import non_max_suppression
+
+    with torch.no_grad():
+        y = model(x)[0]
+    out, idx = non_max_suppression(y, conf, iou, max_det=max_det, return_idxs=True)
+    return idx[0].flatten().long(), out[0][:, 5].long(), out[0][:, 4], out[0][:, :4]
+
+
+def _brute_force_gradcam(model, x, anchor, cls, layers, box):
+    """Grad-CAM of the single score sigmoid(logit[cls, anchor]), its own backward, by hand."""
+    acts: dict[str, torch.Tensor] = {}
+    hooks = [get_layer(model, n).register_forward_hook(
+        lambda _m, _i, o, n=n: acts.__setitem__(n, o)) for n in layers]
+    try:
+        with torch.enable_grad():
+            y = model(x)[0]
+            score = y[0, 4 + cls, anchor]
+            grads = torch.autograd.grad(score, [acts[n] for n in layers])
+    finally:
+        for h in hooks:
+            h.remove()
+    canvas = 0
+    for n, g in zip(layers, grads, strict=True):
+        a = acts[n].detach()
+        cam = F.relu((g.mean((2, 3), keepdim=True) * a).sum(1))
+        canvas = canvas + upsample(cam, box.canvas)
+    top, left = box.pad
+    crop = canvas[:, top : top + box.resized[0], left : left + box.resized[1]]
+    return normalize_maps(upsample(crop, box.size).clamp_min(0)), score.detach()
+
+
+def test_each_map_is_the_brute_force_gradcam_of_its_own_score(model):
+    image = _image()
+    explainer = YOLOExplainer(model, layer=[YOLO_NECK, "model.18"], methods="gradcam",
+                              score_threshold=0.05, top_k=4, imgsz=IMGSZ)
+    result = explainer(image)
+    assert len(result) >= 2
+    x, box = letterbox(image, IMGSZ, 32)
+    anchors, labels, scores, _ = _ultralytics_detections(model, x[None], 0.05, 0.7, 4)
+    assert torch.equal(result.labels, labels)
+    model.eval()
+    for k in range(len(result)):
+        for key, layers in ((YOLO_NECK, yolo_neck_layers(model)), ("model.18", ["model.18"])):
+            expected, score = _brute_force_gradcam(
+                model, x[None], int(anchors[k]), int(labels[k]), layers, box)
+            torch.testing.assert_close(result.map("gradcam", key)[k], expected[0],
+                                       atol=1e-5, rtol=0)
+            # the score explained is the one reported, and ultralytics' own
+            assert float(score) == pytest.approx(float(result.scores[k]), abs=1e-7)
+            assert float(scores[k]) == pytest.approx(float(result.scores[k]), abs=1e-7)
+
+
+def test_detections_and_boxes_are_ultralytics_own_in_image_coordinates(v8):
+    from ultralytics.utils.ops import scale_boxes
+
+    image = _image(70, 123, seed=4)  # not square, not a multiple of the stride
+    result = YOLOExplainer(v8, methods="gradcam", score_threshold=0.02, top_k=6,
+                           imgsz=IMGSZ)(image)
+    x, box = letterbox(image, IMGSZ, 32)
+    assert box.canvas == (64, 96) and box.pad == (4, 0)  # rectangular letterbox, centered
+    _check_same_letterbox_as_ultralytics(box)
+    _, labels, scores, boxes = _ultralytics_detections(v8, x[None], 0.02, 0.7, 6)
+    expected = scale_boxes(box.canvas, boxes.clone(), box.size)
+    assert len(result) == len(labels) > 0
+    torch.testing.assert_close(result.boxes, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(result.scores, scores, atol=1e-7, rtol=0)
+    assert result.map().shape == (len(result), 70, 123)
+    assert result.label_names()[0] == v8.names[int(labels[0])]
+
+
+def _check_same_letterbox_as_ultralytics(box):
+    import numpy as np
+    from ultralytics.data.augment import LetterBox
+
+    white = np.full((*box.size, 3), 255, np.uint8)
+    out = LetterBox(new_shape=(IMGSZ, IMGSZ), auto=True, stride=32)(image=white)
+    assert out.shape[:2] == box.canvas
+    rows, cols = np.nonzero(out[..., 0] == 255)
+    top, left = box.pad
+    assert (rows.min(), cols.min()) == (top, left)
+    assert (rows.max() + 1 - top, cols.max() + 1 - left) == box.resized
+
+
+def test_letterbox_round_trip_maps_to_the_image():
+    # a map that is 1 inside the resized image on the canvas and 0 on the padding comes back
+    # as a map of ones on the image
+    _, box = letterbox(torch.rand(3, 40, 96), 96, 32)
+    canvas = torch.zeros(1, *box.canvas)
+    top, left = box.pad
+    canvas[:, top : top + box.resized[0], left : left + box.resized[1]] = 2.0
+    canvas[:, top + 5, left + 7] = 3.0
+    out = box.maps_to_original(canvas)
+    assert out.shape == (1, 40, 96)
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0
+    assert int(out.argmax()) == 5 * 96 + 7
+
+
+def test_harmless_on_success_and_on_error(v8, monkeypatch):
+    from lightning_cam.detection import yolo
+
+    v8.train()
+    for p in v8.parameters():
+        p.grad = None
+    explainer = YOLOExplainer(v8, methods=("gradcam", "eigencam"), score_threshold=0.0,
+                              top_k=3, imgsz=64)
+    explainer(_image(50, 64))
+
+    def boom(*_a, **_k):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(yolo, "nms_with_anchors", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        explainer(_image(50, 64))
+    assert all(m.training for m in v8.modules())
+    assert all(p.grad is None for p in v8.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in v8.modules())
+    v8.eval()
+
+
+def test_no_detection_gives_empty_maps(v8):
+    result = YOLOExplainer(v8, methods="gradcam", score_threshold=1.0, imgsz=64)(_image())
+    assert len(result) == 0 and result.map().shape == (0, 60, 100)
+
+
+def test_fused_model_is_supported_and_agrees(tmp_path):
+    import copy
+
+    model = _model("yolov8n.yaml")
+    fused = copy.deepcopy(model).fuse(verbose=False)
+    image = _image()
+    kw = dict(methods="gradcam", score_threshold=0.05, top_k=3, imgsz=IMGSZ)
+    a, b = YOLOExplainer(model, **kw)(image), YOLOExplainer(fused, **kw)(image)
+    assert torch.equal(a.labels, b.labels)
+    torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.map(), b.map(), atol=1e-3, rtol=0)
+
+
+def test_checkpoint_round_trip_and_wrappers(v8, tmp_path):
+    import copy
+
+    path = tmp_path / "tiny.pt"
+    torch.save({"model": copy.deepcopy(v8).half(), "train_args": {"imgsz": 64}}, path)
+    loaded = load_yolo(path)
+    explainer = YOLOExplainer(loaded, methods="gradcam", score_threshold=0.05, top_k=2)
+    assert explainer.imgsz == 64  # the checkpoint's training size
+    ref = YOLOExplainer(v8, methods="gradcam", score_threshold=0.05, top_k=2, imgsz=64)
+    r1, r2 = explainer(_image()), ref(_image())
+    assert torch.equal(r1.labels, r2.labels)
+    torch.testing.assert_close(r1.scores, r2.scores, atol=2e-3, rtol=0)  # weights saved fp16
+    wrapper = torch.nn.Module()
+    wrapper.model = v8
+    assert find_yolo_model(wrapper) is v8
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_refusals_say_what_to_pass(v8, tmp_path):
+    with pytest.raises(ValueError, match="exported model.*pass the .pt"):
+        load_yolo("best.onnx")
+    with pytest.raises(ValueError, match="exported"):
+        load_yolo("best.torchscript")
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load_yolo(tmp_path / "missing.pt")
+    with pytest.raises(TypeError, match="TorchScript"):
+        check_yolo_model(torch.jit.script(torch.nn.Conv2d(3, 3, 1)))
+    with pytest.raises(TypeError, match="DetectionModel"):
+        YOLOExplainer(torch.nn.Conv2d(3, 3, 1))
+    with pytest.raises(ValueError, match="Segment head"):
+        load_yolo("yolov8n-seg.yaml", num_classes=2)
+    with pytest.raises(ValueError, match="Unknown|not found|no module|model.99"):
+        YOLOExplainer(v8, layer="model.99")
+
+
+def test_end_to_end_heads_refused_one_to_many_explained():
+    model = _model("yolo26n.yaml")
+    model.end2end = True
+    with pytest.raises(ValueError, match="NMS-free.*end2end = False"):
+        YOLOExplainer(model, imgsz=64)
+    model.end2end = False
+    result = YOLOExplainer(model, methods="gradcam", score_threshold=0.05, top_k=2,
+                           imgsz=64)(_image())
+    assert len(result) == 2 and result.map().shape == (2, 60, 100)
