@@ -176,10 +176,14 @@ class DetectionTask(TaskStrategy):
     def _find(pl_module: Any) -> tuple[Any, str]:
         from lightning_cam.detection import find_detector
         from lightning_cam.detection.detectron2 import find_detectron2_model
+        from lightning_cam.detection.yolo import find_yolo_model
 
         detector = find_detector(pl_module)
         if detector is not None:
             return detector, "torchvision"
+        yolo = find_yolo_model(pl_module)
+        if yolo is not None:
+            return yolo, "yolo"
         return find_detectron2_model(pl_module), "detectron2"
 
     @classmethod
@@ -190,10 +194,17 @@ class DetectionTask(TaskStrategy):
         self.detector, self.backend = self._find(pl_module)
         self._check_methods(pl_module)
         self.prefix = detector_prefix(pl_module, self.detector)
+        if self.backend == "yolo":
+            from lightning_cam.detection.yolo import check_yolo_model
+
+            try:  # refused heads (segment, end-to-end ...) fail here, not after training
+                check_yolo_model(self.detector)
+            except (TypeError, ValueError) as err:
+                raise MisconfigurationException(str(err)) from err
         if self.options.layer is None:
             return
         for name in self.options.layer:
-            if detector_layer(name, self.prefix, self.detector) is None:
+            if self._relative(name) is None:
                 names = [n for n, _ in self.detector.named_modules() if n]
                 close = difflib.get_close_matches(name, names, n=5)
                 raise MisconfigurationException(
@@ -214,6 +225,10 @@ class DetectionTask(TaskStrategy):
         if self.backend == "detectron2":
             fmt = getattr(self.detector, "input_format", "BGR")
             return split_detection_batch(batch) or split_detectron2_batch(batch, fmt)
+        if self.backend == "yolo":
+            from lightning_cam.detection.yolo import split_yolo_batch
+
+            return split_detection_batch(batch) or split_yolo_batch(batch)
         return split_detection_batch(batch)
 
     def capture(self, batch: Any) -> list[Any]:
@@ -263,16 +278,27 @@ class DetectionTask(TaskStrategy):
         """Layer names relative to the detector (default: the backbone's last stage)."""
         from lightning_cam.detection import default_detection_layer
         from lightning_cam.detection.detectron2 import default_detectron2_layer
+        from lightning_cam.detection.yolo import YOLO_NECK
 
         if self.options.layer is None:
             if self.backend == "detectron2":
                 return [default_detectron2_layer(self.detector)]
+            if self.backend == "yolo":
+                return [YOLO_NECK]
             return [default_detection_layer(self.detector)]
         out = []
         for name in self.options.layer:
-            rel = detector_layer(name, self.prefix, self.detector)
+            rel = self._relative(name)
             out.append(rel if rel is not None else name)
         return out
+
+    def _relative(self, name: str) -> str | None:
+        """``name`` relative to the detector (:func:`detector_layer`; YOLO: also its neck)."""
+        from lightning_cam.detection.yolo import YOLO_NECK
+
+        if self.backend == "yolo" and name in (YOLO_NECK, f"{self.prefix}.{YOLO_NECK}"):
+            return YOLO_NECK
+        return detector_layer(name, self.prefix, self.detector)
 
     def tag_name(self, layer: str) -> str:
         """The full dotted name of a detector ``layer`` in the LightningModule (the logged
@@ -320,6 +346,13 @@ class DetectionTask(TaskStrategy):
 
             # images from detectron2's loaders are already resized by its mapper
             explainer = Detectron2Explainer(self.detector, min_size=0, **kwargs)
+        elif self.backend == "yolo":
+            from lightning_cam.detection.yolo import YOLOExplainer
+
+            # validation images are at the training size: letterboxed at their own size
+            side = max((max(int(im.shape[-2]), int(im.shape[-1])) for im, _ in probes),
+                       default=640)
+            explainer = YOLOExplainer(self.detector, imgsz=max(side, 32), **kwargs)
         else:
             explainer = DetectionExplainer(self.detector, **kwargs)
         device = getattr(pl_module, "device", torch.device("cpu"))

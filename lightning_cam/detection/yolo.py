@@ -39,8 +39,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,8 @@ from lightning_cam.detection.base import (
 )
 from lightning_cam.detection.discovery import find_wrapped
 from lightning_cam.detection.result import DetectionResult
-from lightning_cam.detection.yolo_ops import Letterbox, letterbox, nms_with_anchors
-from lightning_cam.engine import Explainer
+from lightning_cam.detection.yolo_ops import Letterbox, letterbox, nms_with_anchors, xywh2xyxy
+from lightning_cam.engine import Explainer, borrowed
 from lightning_cam.engine.layers import get_layer
 
 __all__ = [
@@ -69,7 +70,9 @@ __all__ = [
     "find_yolo_model",
     "is_yolo_model",
     "load_yolo",
+    "split_yolo_batch",
     "yolo_neck_layers",
+    "yolo_targets",
 ]
 
 #: Key of the default maps: the Detect head's three inputs, one map per scale, summed.
@@ -173,14 +176,16 @@ def _load_pt(path: Path, device: Any) -> nn.Module:
 
 
 def load_yolo(
-    source: str | Path, num_classes: int | None = None, device: str | torch.device | None = None
+    source: str | Path | dict[str, Any],
+    num_classes: int | None = None,
+    device: str | torch.device | None = None,
 ) -> nn.Module:
     """An ultralytics ``DetectionModel`` from a ``.pt`` checkpoint or a ``.yaml`` config.
 
     Args:
         source: A ``.pt`` file (an ultralytics checkpoint: never downloaded) or a ``.yaml``
             config: a file, or one of ultralytics' own (``"yolov8n.yaml"``, ``"yolo11s.yaml"``),
-            built with random weights.
+            built with random weights; or a config as a dict (ultralytics' yaml, loaded).
         num_classes: A config's number of classes (default: the config's).
         device: Where to put the model.
 
@@ -188,6 +193,12 @@ def load_yolo(
         ValueError: An exported model (TorchScript, ONNX ...) or an unknown file type.
         FileNotFoundError: A ``.pt`` file that does not exist.
     """
+    if isinstance(source, dict):
+        from ultralytics.nn.tasks import DetectionModel
+
+        model = DetectionModel(source, nc=num_classes, verbose=False).eval()
+        check_yolo_model(model)
+        return model.to(device) if device is not None else model
     text = str(source)
     low = text.lower().rstrip("/")
     if low.endswith(EXPORTED_SUFFIXES):
@@ -199,8 +210,7 @@ def load_yolo(
     if low.endswith((".yaml", ".yml")):
         from ultralytics.nn.tasks import DetectionModel
 
-        model: nn.Module = DetectionModel(text, nc=num_classes, verbose=False)
-        model.eval()
+        model = DetectionModel(text, nc=num_classes, verbose=False).eval()
     elif low.endswith((".pt", ".pth")):
         path = Path(text)
         if not path.is_file():
@@ -309,6 +319,25 @@ class YOLOExplainer(DetectionExplainerBase):
         x, box = letterbox(image.detach().to(p.device), self.imgsz, self.stride)
         return x[None].to(p.dtype), box
 
+    def _channels(self) -> int | None:
+        cfg = getattr(self.model, "yaml", None)
+        return int(cfg.get("ch", 3)) if isinstance(cfg, dict) else None
+
+    def _select(self, output: Any) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """NMS on the raw output; ``(nms, keep, y, logits)``."""
+        y, logits = _raw_predictions(output, self.head)
+        det = nms_with_anchors(y[0], self.score_threshold, self.iou_threshold)
+        return det, select_detections(det.scores, self.score_threshold, self.top_k), y, logits
+
+    def detect(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The detections alone (one no-grad forward, no maps): ``boxes`` ``(K, 4)`` in the
+        image's pixels, ``labels``, ``scores``, as :meth:`__call__` reports them."""
+        x, box = self._input(check_image(image, self._channels()))
+        with borrowed(self.model), torch.no_grad():
+            det, keep, _, _ = self._select(self.model(x))
+        return {"boxes": box.boxes_to_original(det.boxes[keep]), "labels": det.labels[keep].long(),
+                "scores": det.scores[keep].float()}
+
     def __call__(self, image: torch.Tensor) -> DetectionResult:
         """Detect and explain one image.
 
@@ -319,21 +348,19 @@ class YOLOExplainer(DetectionExplainerBase):
             A :class:`DetectionResult` with the ``K <= top_k`` detections NMS keeps that score at
             least ``score_threshold``; ``K`` may be 0.
         """
-        channels = int(self.model.yaml.get("ch", 3)) if isinstance(self.model.yaml, dict) else None
-        x, box = self._input(check_image(image, channels))
+        x, box = self._input(check_image(image, self._channels()))
         chosen: dict[str, Any] = {}
 
         def score_fn(output: Any) -> torch.Tensor:
-            y, logits = _raw_predictions(output, self.head)
-            det = nms_with_anchors(y[0], self.score_threshold, self.iou_threshold)
-            keep = select_detections(det.scores, self.score_threshold, self.top_k)
+            det, keep, y, logits = self._select(output)
             chosen["det"], chosen["keep"] = det, keep
             anchors, labels = det.anchors[keep], det.labels[keep]
             if logits is None:
                 return y[0, 4 + labels, anchors]
             return torch.sigmoid(logits[0, labels, anchors].float())
 
-        explanation, _ = self._explainer.explain_scores(x, score_fn, upsample=False)
+        with _fresh_anchor_cache(self.head):
+            explanation, _ = self._explainer.explain_scores(x, score_fn, upsample=False)
         return self._result(explanation, chosen["det"], chosen["keep"], box)
 
     def _result(
@@ -368,10 +395,29 @@ class YOLOExplainer(DetectionExplainerBase):
         return result
 
 
+@contextlib.contextmanager
+def _fresh_anchor_cache(head: Any) -> Iterator[None]:
+    """The Detect head caches its anchors per input shape; a cache made under inference mode
+    (ultralytics' predictor, Lightning's validation) cannot enter autograd: rebuild it for the
+    call, then put the head's own cache back."""
+    saved = {n: getattr(head, n, None) for n in ("anchors", "strides", "shape")}
+    anchors = saved["anchors"]
+    stale = isinstance(anchors, torch.Tensor) and anchors.is_inference()
+    try:
+        if stale:
+            head.shape = None
+        yield
+    finally:
+        if stale:
+            for n, v in saved.items():
+                setattr(head, n, v)
+
+
 def _check_imgsz(imgsz: Any, model: Any) -> int | tuple[int, int]:
     if imgsz is None:
         args = getattr(model, "args", None)
         imgsz = args.get("imgsz", 640) if isinstance(args, dict) else 640
+        imgsz = 640 if imgsz is None else imgsz
     if isinstance(imgsz, (list, tuple)) and len(imgsz) == 1:
         imgsz = imgsz[0]
     if isinstance(imgsz, int) and not isinstance(imgsz, bool) and imgsz >= 32:
@@ -399,3 +445,41 @@ def explain_yolo_batch(
         class_names=class_names, imgsz=imgsz,
     )
     return explainer.explain(images)
+
+
+def split_yolo_batch(
+    batch: Any,
+) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]] | None] | None:
+    """``(images, targets)`` of an ultralytics batch ``{"img": (B, C, H, W), "batch_idx": (N,),
+    "cls": (N, 1), "bboxes": (N, 4) normalised xywh}`` (uint8 images become floats in
+    ``[0, 1]``; targets: boxes xyxy in pixels, labels); ``None`` when ``batch`` is not one."""
+    if not isinstance(batch, dict) or not isinstance(batch.get("img"), torch.Tensor):
+        return None
+    img = batch["img"]
+    if img.dim() != 4:
+        return None
+    images = list((img.float() / 255 if not img.is_floating_point() else img).unbind(0))
+    if not all(isinstance(batch.get(k), torch.Tensor) for k in ("batch_idx", "cls", "bboxes")):
+        return images, None
+    h, w = int(img.shape[-2]), int(img.shape[-1])
+    xyxy = xywh2xyxy(batch["bboxes"].float().reshape(-1, 4)) * torch.tensor(
+        [w, h, w, h], dtype=torch.float32, device=batch["bboxes"].device)
+    idx, cls = batch["batch_idx"].long().flatten(), batch["cls"].long().flatten()
+    targets = [{"boxes": xyxy[idx == i], "labels": cls[idx == i]} for i in range(len(images))]
+    return images, targets
+
+
+def yolo_targets(
+    targets: Sequence[dict[str, torch.Tensor]], size: tuple[int, int]
+) -> dict[str, torch.Tensor]:
+    """torchvision-style targets (``boxes`` xyxy pixels, ``labels``) of images of ``size``
+    ``(H, W)`` -> the ``batch_idx``, ``cls``, ``bboxes`` (normalised xywh) of ultralytics' loss."""
+    h, w = size
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    idx, cls, boxes = [], [], []
+    for i, t in enumerate(targets):
+        b = t["boxes"].detach().float().cpu().reshape(-1, 4) / scale
+        boxes.append(torch.cat([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]], dim=1))
+        cls.append(t["labels"].detach().float().cpu().reshape(-1, 1))
+        idx.append(torch.full((b.shape[0],), float(i)))
+    return {"batch_idx": torch.cat(idx), "cls": torch.cat(cls), "bboxes": torch.cat(boxes)}

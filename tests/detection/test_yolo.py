@@ -238,3 +238,137 @@ def test_end_to_end_heads_refused_one_to_many_explained():
     result = YOLOExplainer(model, methods="gradcam", score_threshold=0.05, top_k=2,
                            imgsz=64)(_image())
     assert len(result) == 2 and result.map().shape == (2, 60, 100)
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory) -> str:
+    from lightning_cam.data.detection import ShapesDetectionDataset
+    from lightning_cam.tools import viz
+
+    image, _ = ShapesDetectionDataset(1, image_size=96, seed=3)[0]
+    path = tmp_path_factory.mktemp("img") / "shapes.png"
+    viz.save_image(path, viz.to_uint8_image(image)[:, :80])  # 96 x 80, not square
+    return str(path)
+
+
+def test_cli_explains_a_checkpoint_as_the_python_api(v8, tmp_path, capsys, image_file):
+    import copy
+    import json
+
+    from lightning_cam.cli.detect import main
+    from lightning_cam.tools.image_io import collect_images
+
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"model": copy.deepcopy(v8), "train_args": {"imgsz": 64}}, ckpt)
+    out = tmp_path / "out"
+    code = main(["--image-path", image_file, "--model", f"yolo:{ckpt}", "--score-threshold",
+                 "0.05", "--top-k", "2", "--method", "gradcam", "--output-dir", str(out),
+                 "--quiet"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "ultralytics" and summary["layers"] == [YOLO_NECK]
+    dets = summary["images"][0]["detections"]
+    image = collect_images([image_file])[0].load()
+    tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
+    ref = YOLOExplainer(v8, methods="gradcam", score_threshold=0.05, top_k=2, imgsz=64)(tensor)
+    assert [d["box"] for d in dets] == [d["box"] for d in ref.to_dict()["detections"]]
+    assert (out / dets[0]["files"]["gradcam"][YOLO_NECK]).is_file()
+
+
+def test_cli_yaml_config_and_one_line_refusals(tmp_path, capsys, image_file):
+    from lightning_cam.cli.detect import main
+
+    code = main(["--image-path", image_file, "--model", "yolo:yolo11n.yaml", "--max-size", "64",
+                 "--score-threshold", "0", "--top-k", "1", "--method", "gradcam",
+                 "--output-dir", str(tmp_path / "a"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    for argv, message in (
+        (["--model", "yolo:best.onnx"], "exported model"),
+        (["--model", "yolo:yolov8n.yaml", "--roi"], "--roi is not for"),
+        (["--model", "yolo:"], "needs a file"),
+    ):
+        code = main(["--image-path", image_file, "--output-dir", str(tmp_path / "b"), *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_ultralytics_batches_round_trip_to_targets():
+    from lightning_cam.detection.yolo import split_yolo_batch, yolo_targets
+
+    targets = [{"boxes": torch.tensor([[4.0, 8.0, 20.0, 30.0]]), "labels": torch.tensor([2])},
+               {"boxes": torch.tensor([[0.0, 0.0, 64.0, 48.0], [10.0, 12.0, 14.0, 16.0]]),
+                "labels": torch.tensor([1, 3])}]
+    batch = {"img": torch.full((2, 3, 48, 64), 255, dtype=torch.uint8),
+             **yolo_targets(targets, (48, 64))}
+    images, back = split_yolo_batch(batch)
+    assert len(images) == 2 and images[0].dtype == torch.float32 and float(images[0].max()) == 1
+    for t, b in zip(targets, back, strict=True):
+        torch.testing.assert_close(b["boxes"], t["boxes"])
+        assert torch.equal(b["labels"], t["labels"])
+    assert split_yolo_batch([torch.rand(3, 8, 8)]) is None
+
+
+def _shapes_module():
+    from lightning_cam.detection.yolo_module import ShapesYOLO
+
+    torch.manual_seed(0)
+    module = ShapesYOLO(width=0.125)
+    with torch.no_grad():
+        for seq in module.model.model[-1].cv3:
+            seq[-1].bias.normal_(0.0, 1.0)
+    return module
+
+
+def test_callback_logs_yolo_detection_maps_with_a_real_trainer(tmp_path):
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from torch.utils.data import DataLoader
+
+    from lightning_cam import GradCAMCallback
+    from lightning_cam.data.detection import ShapesDetectionDataset, collate_detection
+    from tests.callbacks.helpers import image_events
+
+    module = _shapes_module()
+    data = DataLoader(ShapesDetectionDataset(2, image_size=64, seed=5), batch_size=2,
+                      collate_fn=collate_detection)
+    logger = TensorBoardLogger(str(tmp_path), name="yolo")
+    callback = GradCAMCallback(num_samples=2, detection_top_k=2, detection_score_threshold=0.0)
+    trainer = pl.Trainer(accelerator="cpu", logger=logger, callbacks=[callback],
+                         enable_progress_bar=False, enable_model_summary=False)
+    module.train()
+    trainer.validate(module, dataloaders=data)
+    assert "gradcam/model.neck/detections" in image_events(logger.log_dir)
+    assert all(p.grad is None for p in module.parameters())
+    assert not any(m._forward_hooks for m in module.modules())
+
+
+def test_callback_refuses_an_end_to_end_yolo_at_setup():
+    import pytorch_lightning as pl
+
+    from lightning_cam import GradCAMCallback
+    from lightning_cam._compat import MisconfigurationException
+
+    class Wrapper(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = _model("yolo26n.yaml")
+            self.model.end2end = True
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    with pytest.raises(MisconfigurationException, match="NMS-free"):
+        GradCAMCallback().setup(trainer, Wrapper(), stage="validate")
+
+
+def test_an_anchor_cache_made_under_inference_mode_is_rebuilt_and_restored(v8):
+    image = _image()
+    x, _ = letterbox(image, IMGSZ, 32)
+    v8.eval()
+    with torch.inference_mode():
+        v8(x[None])  # as ultralytics' predictor: the head caches inference-mode anchors
+    head = v8.model[-1]
+    cached = head.anchors
+    result = YOLOExplainer(v8, methods="gradcam", score_threshold=0.05, top_k=2,
+                           imgsz=IMGSZ)(image)
+    assert len(result) == 2 and head.anchors is cached
