@@ -15,10 +15,15 @@ ultralytics model once the user has imported ultralytics; :func:`load_yolo` impo
   :meth:`~lightning_cam.engine.Explainer.explain_scores`), with the model as given (eval mode
   during the call, every flag restored, no hook left, ``param.grad`` untouched).
 * **Layers.** By default :data:`YOLO_NECK`: the three neck outputs that feed the Detect head
-  (the head's ``f`` inputs, e.g. ``model.15``, ``model.18``, ``model.21`` of YOLOv8), each
-  scale's map brought onto the input canvas and the three summed before normalising, as the
-  per-level calls of RetinaNet's shared head are. Any module of the model can be named too
-  (``"model.18"``, ``"model.22.cv3.0"``): one map each.
+  (the head's ``f`` inputs, e.g. ``model.15``, ``model.18``, ``model.21`` of YOLOv8) *as the
+  head sees them*: the gradient of a detection's score w.r.t. each scale's head input, through
+  the head (:mod:`~lightning_cam.detection.yolo_head`), the three maps summed, as the
+  per-level calls of RetinaNet's shared head are. A detection's score depends on the head's
+  input at its own scale only, so for gradient methods its map comes from that scale; the
+  whole model runs without autograd recording and the ``K`` scores are recomputed from their
+  windows of the head's input. Any module of the model can be named too (``"model.18"``,
+  ``"model.22.cv3.0"``): one map each, of the gradient of the model's own output through the
+  whole network (a second forward and backward when given with :data:`YOLO_NECK`).
 * **Original coordinates.** The image is letterboxed as ultralytics' predictor does
   (:func:`~lightning_cam.detection.yolo_ops.letterbox`); boxes and maps are brought back to the
   image as given.
@@ -57,6 +62,7 @@ from lightning_cam.detection.base import (
 )
 from lightning_cam.detection.discovery import find_wrapped
 from lightning_cam.detection.result import DetectionResult
+from lightning_cam.detection.yolo_head import YOLOAdapter, head_scores, local_radius
 from lightning_cam.detection.yolo_ops import Letterbox, letterbox, nms_with_anchors, xywh2xyxy
 from lightning_cam.engine import Explainer, borrowed
 from lightning_cam.engine.layers import get_layer
@@ -75,7 +81,10 @@ __all__ = [
     "yolo_targets",
 ]
 
-#: Key of the default maps: the Detect head's three inputs, one map per scale, summed.
+_PREFIX = "model."  # the model inside the adapter the engine explains
+
+#: Key of the default maps: the Detect head's three inputs (gradients through the head), the
+#: scales' maps summed.
 YOLO_NECK = "neck"
 
 #: File endings of ultralytics exports (refused: their graph hides the scores).
@@ -137,7 +146,7 @@ def check_yolo_model(model: Any) -> nn.Module:
         )
     from ultralytics.nn.modules import head as heads
 
-    det = found.model[-1]  # type: ignore[index]
+    det: Any = found.model[-1]  # type: ignore[index]
     plain = tuple(getattr(heads, n) for n in ("Detect", "v10Detect") if hasattr(heads, n))
     if type(det) not in plain:
         raise ValueError(
@@ -170,9 +179,11 @@ def yolo_neck_layers(model: nn.Module) -> list[str]:
 def _load_pt(path: Path, device: Any) -> nn.Module:
     from ultralytics.nn import tasks
 
-    loader = getattr(tasks, "load_checkpoint", None) or tasks.attempt_load_one_weight
+    # ultralytics >= 8.4: load_checkpoint; before: attempt_load_one_weight
+    old = "attempt_load_one_weight"
+    loader: Any = getattr(tasks, "load_checkpoint", None) or getattr(tasks, old)
     model, _ = loader(str(path), device=device, fuse=False)
-    return model
+    return model  # type: ignore[no-any-return]
 
 
 def load_yolo(
@@ -196,7 +207,7 @@ def load_yolo(
     if isinstance(source, dict):
         from ultralytics.nn.tasks import DetectionModel
 
-        model = DetectionModel(source, nc=num_classes, verbose=False).eval()
+        model: nn.Module = DetectionModel(source, nc=num_classes, verbose=False).eval()
         check_yolo_model(model)
         return model.to(device) if device is not None else model
     text = str(source)
@@ -283,7 +294,8 @@ class YOLOExplainer(DetectionExplainerBase):
         imgsz: int | tuple[int, int] | None = None,
     ) -> None:
         self.head: Any = check_yolo_model(model)
-        self.model: Any = find_yolo_model(model)
+        found: Any = find_yolo_model(model)
+        self.model = found
         self.methods = check_selection(methods, score_threshold, top_k)
         if not 0.0 <= float(iou_threshold) <= 1.0:
             raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold!r}")
@@ -298,12 +310,20 @@ class YOLOExplainer(DetectionExplainerBase):
         self.layers = self._check_layers(layer)
         self.roi_cams, self.roi_layer = False, ""
         self._neck = yolo_neck_layers(self.model)
-        captured = [n for n in self.layers if n != YOLO_NECK]
-        if YOLO_NECK in self.layers:
-            captured = list(dict.fromkeys([*self._neck, *captured]))
-        self._captured = captured
+        self._adapter = YOLOAdapter(self.model)
+        cls_head = getattr(self.head, "one2many", {}).get("cls_head", None)
+        self._branches = list(cls_head if cls_head is not None else self.head.cv3)
+        self._radii: list[int | None] = [local_radius(b) for b in self._branches]
         # raw maps (normalize=False) at the layers' resolution: brought to the image here
-        self._explainer = Explainer(self.model, captured, methods=self.methods, normalize=False)
+        self._neck_explainer = (
+            Explainer(self._adapter, "neck", methods=self.methods, normalize=False)
+            if YOLO_NECK in self.layers else None
+        )
+        named = [_PREFIX + n for n in self.layers if n != YOLO_NECK]
+        self._layer_explainer = (
+            Explainer(self._adapter, named, methods=self.methods, normalize=False)
+            if named else None
+        )
 
     def _check_layers(self, layer: str | Sequence[str] | None) -> list[str]:
         names = [layer] if isinstance(layer, str) else list(layer) if layer is not None else []
@@ -350,21 +370,72 @@ class YOLOExplainer(DetectionExplainerBase):
         """
         x, box = self._input(check_image(image, self._channels()))
         chosen: dict[str, Any] = {}
-
-        def score_fn(output: Any) -> torch.Tensor:
-            det, keep, y, logits = self._select(output)
-            chosen["det"], chosen["keep"] = det, keep
-            anchors, labels = det.anchors[keep], det.labels[keep]
-            if logits is None:
-                return y[0, 4 + labels, anchors]
-            return torch.sigmoid(logits[0, labels, anchors].float())
-
+        cams: dict[str, dict[str, torch.Tensor]] = {m: {} for m in self.methods}
         with _fresh_anchor_cache(self.head):
-            explanation, _ = self._explainer.explain_scores(x, score_fn, upsample=False)
-        return self._result(explanation, chosen["det"], chosen["keep"], box)
+            if self._neck_explainer is not None:
+                explanation, _ = self._neck_explainer.explain_scores(
+                    x, lambda out: self._neck_scores(out, chosen), upsample=False)
+                self._check_explained(explanation.scores, chosen)
+                for m in self.methods:
+                    cams[m][YOLO_NECK] = explanation.cams[m]["neck"]
+            if self._layer_explainer is not None:
+                explanation, _ = self._layer_explainer.explain_scores(
+                    x, lambda out: self._output_scores(out, chosen), upsample=False)
+                self._check_explained(explanation.scores, chosen)
+                for m in self.methods:
+                    for n in self.layers:
+                        if n != YOLO_NECK:
+                            cams[m][n] = explanation.cams[m][_PREFIX + n]
+        return self._result(cams, chosen["det"], chosen["keep"], box)
+
+    def _selected(self, output: Any, chosen: dict[str, Any]) -> tuple[Any, torch.Tensor, Any]:
+        """NMS on the raw output; the same detections in every pass of a call."""
+        det, keep, y, logits = self._select(output)
+        if "det" in chosen and not torch.equal(chosen["det"].anchors[chosen["keep"]],
+                                               det.anchors[keep]):
+            raise RuntimeError("the model gave other detections in a second forward of the same "
+                               "input (is it deterministic in eval mode?)")
+        chosen["det"], chosen["keep"] = det, keep
+        return det, keep, (y, logits)
+
+    def _neck_scores(self, output: Any, chosen: dict[str, Any]) -> torch.Tensor:
+        """The kept detections' scores from the head's inputs (the ``neck`` leaves)."""
+        out, feats = output
+        det, keep, _ = self._selected(out, chosen)
+        if feats is None:
+            raise ValueError(
+                "this ultralytics version's outputs do not carry the Detect head's inputs "
+                f"(ultralytics >= 8.4 does); explain named layers instead: layer={self._neck}"
+            )
+        anchors, labels = det.anchors[keep], det.labels[keep]
+        scores = head_scores(self._branches, self._radii, feats, anchors, labels)
+        expected = det.scores[keep].to(scores.device, scores.dtype)
+        if any(r is not None for r in self._radii) and not torch.allclose(
+                scores.detach(), expected, rtol=0, atol=1e-5):
+            self._radii = [None] * len(self._branches)  # not local after all: whole maps
+            scores = head_scores(self._branches, self._radii, feats, anchors, labels)
+        return scores
+
+    def _output_scores(self, output: Any, chosen: dict[str, Any]) -> torch.Tensor:
+        """The kept detections' scores from the model's own outputs (named layers)."""
+        det, keep, (y, logits) = self._selected(output[0], chosen)
+        anchors, labels = det.anchors[keep], det.labels[keep]
+        if logits is None:
+            return y[0, 4 + labels, anchors]  # type: ignore[no-any-return]
+        return torch.sigmoid(logits[0, labels, anchors].float())
+
+    @staticmethod
+    def _check_explained(explained: torch.Tensor, chosen: dict[str, Any]) -> None:
+        """Never a map of another score than the one reported."""
+        reported = chosen["det"].scores[chosen["keep"]].float().cpu()
+        if explained.numel() and not torch.allclose(explained.cpu(), reported, rtol=0,
+                                                    atol=1e-5):
+            raise RuntimeError(f"explained scores {explained.tolist()} != reported "
+                               f"{reported.tolist()}: the model's head does not match its output")
 
     def _result(
-        self, explanation: Any, det: Any, keep: torch.Tensor, box: Letterbox
+        self, cams: dict[str, dict[str, torch.Tensor]], det: Any, keep: torch.Tensor,
+        box: Letterbox,
     ) -> DetectionResult:
         result = DetectionResult(
             boxes=box.boxes_to_original(det.boxes[keep]).cpu(),
@@ -376,22 +447,12 @@ class YOLOExplainer(DetectionExplainerBase):
             class_names=self.class_names,
         )
         k = int(keep.numel())
-        if k and not torch.allclose(explanation.scores.cpu(), result.scores, rtol=0, atol=1e-6):
-            raise RuntimeError(  # never a map of another score than the one reported
-                f"explained scores {explanation.scores.tolist()} != reported "
-                f"{result.scores.tolist()}: the model's logits do not match its predictions"
-            )
         for m in self.methods:
-            cams = explanation.cams[m]
-            result.maps[m] = {}
-            for n in self.layers:
-                if k == 0:
-                    result.maps[m][n] = torch.zeros((0, *box.size))
-                    continue
-                parts = self._neck if n == YOLO_NECK else [n]
-                canvas = sum(box.canvas_maps(cams[p]) for p in parts)
-                assert isinstance(canvas, torch.Tensor)
-                result.maps[m][n] = box.maps_to_original(canvas).cpu()
+            result.maps[m] = {
+                n: box.maps_to_original(box.canvas_maps(cams[m][n])).cpu() if k
+                else torch.zeros((0, *box.size))
+                for n in self.layers
+            }
         return result
 
 

@@ -80,9 +80,10 @@ class ShapesYOLO(pl.LightningModule):
         self.save_hyperparameters()
         from ultralytics.cfg import get_cfg
 
-        self.model = load_yolo(_config(cfg, width), num_classes=num_classes)
-        self.model.args = get_cfg()  # the loss gains (box, cls, dfl) of ultralytics' defaults
-        self.model.names = dict(enumerate(self.class_names))
+        model: Any = load_yolo(_config(cfg, width), num_classes=num_classes)
+        model.args = get_cfg()  # the loss gains (box, cls, dfl) of ultralytics' defaults
+        model.names = dict(enumerate(self.class_names))
+        self.model = model
         self._preds: list[dict[str, torch.Tensor]] = []
         self._targets: list[dict[str, torch.Tensor]] = []
 

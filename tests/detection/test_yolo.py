@@ -22,7 +22,6 @@ from lightning_cam.detection.yolo import (  # noqa: E402
     check_yolo_model,
     find_yolo_model,
     load_yolo,
-    yolo_neck_layers,
 )
 from lightning_cam.detection.yolo_ops import letterbox  # noqa: E402
 from lightning_cam.engine.layers import get_layer  # noqa: E402
@@ -65,27 +64,50 @@ def _ultralytics_detections(model, x, conf, iou, max_det):
     return idx[0].flatten().long(), out[0][:, 5].long(), out[0][:, 4], out[0][:, :4]
 
 
-def _brute_force_gradcam(model, x, anchor, cls, layers, box):
-    """Grad-CAM of the single score sigmoid(logit[cls, anchor]), its own backward, by hand."""
-    acts: dict[str, torch.Tensor] = {}
-    hooks = [get_layer(model, n).register_forward_hook(
-        lambda _m, _i, o, n=n: acts.__setitem__(n, o)) for n in layers]
-    try:
-        with torch.enable_grad():
-            y = model(x)[0]
-            score = y[0, 4 + cls, anchor]
-            grads = torch.autograd.grad(score, [acts[n] for n in layers])
-    finally:
-        for h in hooks:
-            h.remove()
-    canvas = 0
-    for n, g in zip(layers, grads, strict=True):
-        a = acts[n].detach()
-        cam = F.relu((g.mean((2, 3), keepdim=True) * a).sum(1))
-        canvas = canvas + upsample(cam, box.canvas)
+def _to_image(canvas, box):
     top, left = box.pad
     crop = canvas[:, top : top + box.resized[0], left : left + box.resized[1]]
-    return normalize_maps(upsample(crop, box.size).clamp_min(0)), score.detach()
+    return normalize_maps(upsample(crop, box.size).clamp_min(0))
+
+
+def _gradcam(a, g):
+    return F.relu((g.mean((2, 3), keepdim=True) * a).sum(1))
+
+
+def _brute_force_layer(model, x, anchor, cls, layer, box):
+    """Grad-CAM of a named layer for the single score y[4 + cls, anchor] of the model's own
+    output (the whole graph), its own backward, by hand."""
+    acts: dict[str, torch.Tensor] = {}
+    hook = get_layer(model, layer).register_forward_hook(
+        lambda _m, _i, o: acts.__setitem__("a", o))
+    try:
+        with torch.enable_grad():
+            score = model(x)[0][0, 4 + cls, anchor]
+            (g,) = torch.autograd.grad(score, [acts["a"]])
+    finally:
+        hook.remove()
+    return _to_image(upsample(_gradcam(acts["a"].detach(), g), box.canvas), box), score.detach()
+
+
+def _brute_force_neck(model, x, anchor, cls, box):
+    """Grad-CAM of the head's three inputs for the single score sigmoid(cv3[l](x_l)[cls, i, j])
+    (the class branch on the whole map), its own backward; the levels' maps summed at the
+    finest level's resolution, as the engine sums the calls of one layer."""
+    with torch.no_grad():
+        feats = [f.detach().requires_grad_(True) for f in model(x)[1]["feats"]]
+    sizes = [f.shape[-2] * f.shape[-1] for f in feats]
+    level = next(lv for lv in range(3) if anchor < sum(sizes[: lv + 1]))
+    pos = anchor - sum(sizes[:level])
+    i, j = divmod(pos, feats[level].shape[-1])
+    with torch.enable_grad():
+        score = torch.sigmoid(model.model[-1].cv3[level](feats[level])[0, cls, i, j])
+        grads = torch.autograd.grad(score, feats, allow_unused=True)
+    size = tuple(feats[0].shape[-2:])
+    total = 0
+    for f, g in zip(feats, grads, strict=True):
+        cam = _gradcam(f.detach(), g) if g is not None else f.new_zeros((1, *f.shape[-2:]))
+        total = total + upsample(cam, size)
+    return _to_image(upsample(total, box.canvas), box), score.detach(), level
 
 
 def test_each_map_is_the_brute_force_gradcam_of_its_own_score(model):
@@ -98,15 +120,43 @@ def test_each_map_is_the_brute_force_gradcam_of_its_own_score(model):
     anchors, labels, scores, _ = _ultralytics_detections(model, x[None], 0.05, 0.7, 4)
     assert torch.equal(result.labels, labels)
     model.eval()
+    levels = set()
     for k in range(len(result)):
-        for key, layers in ((YOLO_NECK, yolo_neck_layers(model)), ("model.18", ["model.18"])):
-            expected, score = _brute_force_gradcam(
-                model, x[None], int(anchors[k]), int(labels[k]), layers, box)
-            torch.testing.assert_close(result.map("gradcam", key)[k], expected[0],
-                                       atol=1e-5, rtol=0)
-            # the score explained is the one reported, and ultralytics' own
-            assert float(score) == pytest.approx(float(result.scores[k]), abs=1e-7)
-            assert float(scores[k]) == pytest.approx(float(result.scores[k]), abs=1e-7)
+        a, c = int(anchors[k]), int(labels[k])
+        expected, score, level = _brute_force_neck(model, x[None], a, c, box)
+        levels.add(level)
+        torch.testing.assert_close(result.map("gradcam", YOLO_NECK)[k], expected[0],
+                                   atol=1e-5, rtol=0)
+        # the score explained is the one reported, and ultralytics' own
+        assert float(score) == pytest.approx(float(result.scores[k]), abs=1e-6)
+        assert float(scores[k]) == pytest.approx(float(result.scores[k]), abs=1e-7)
+        expected, score = _brute_force_layer(model, x[None], a, c, "model.18", box)
+        torch.testing.assert_close(result.map("gradcam", "model.18")[k], expected[0],
+                                   atol=1e-5, rtol=0)
+        assert float(score) == pytest.approx(float(result.scores[k]), abs=1e-7)
+
+
+def test_window_scores_equal_the_whole_map_at_every_border():
+    from lightning_cam.detection.yolo_head import head_scores, local_radius
+
+    torch.manual_seed(0)
+    model = _model("yolo11n.yaml")
+    head = model.model[-1]
+    feats = [torch.randn(1, c, h, w, requires_grad=True) for c, (h, w) in
+             zip((64, 128, 256), ((6, 5), (3, 3), (2, 2)), strict=True)]
+    branches = list(head.cv3)
+    radii = [local_radius(b) for b in branches]
+    assert radii == [2, 2, 2]  # DWConv 3x3, 1x1, DWConv 3x3, 1x1, 1x1
+    anchors = torch.arange(30 + 9 + 4)  # every position of every level
+    labels = anchors % 3
+    model.eval()
+    fast = head_scores(branches, radii, feats, anchors, labels)
+    slow = head_scores(branches, [None] * 3, feats, anchors, labels)
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=0)
+    g_fast = torch.autograd.grad(fast[[0, 7, 33, 42]].sum(), feats)
+    g_slow = torch.autograd.grad(slow[[0, 7, 33, 42]].sum(), feats)
+    for a, b in zip(g_fast, g_slow, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
 def test_detections_and_boxes_are_ultralytics_own_in_image_coordinates(v8):
