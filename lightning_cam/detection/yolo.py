@@ -38,7 +38,7 @@ Example:
     >>> import torch
     >>> model = load_yolo("yolov8n.yaml", num_classes=3)
     >>> explainer = YOLOExplainer(model, score_threshold=0.0, top_k=2, imgsz=64)
-    >>> explainer(torch.rand(3, 48, 64)).map("gradcam", YOLO_NECK).shape
+    >>> explainer(torch.rand(3, 48, 64)).map("eigengradcam", YOLO_NECK).shape
     torch.Size([2, 48, 64])
 """
 
@@ -176,13 +176,36 @@ def yolo_neck_layers(model: nn.Module) -> list[str]:
     return [f"model.{int(i) % len(model.model)}" for i in inputs]  # type: ignore[arg-type]
 
 
+@contextlib.contextmanager
+def _quiet_ultralytics() -> Iterator[None]:
+    """ultralytics logs to stdout at INFO while building ("Overriding model.yaml nc=..."):
+    warnings only, for the duration (a library does not print)."""
+    import logging
+
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _build(cfg: Any, num_classes: int | None) -> nn.Module:
+    from ultralytics.nn.tasks import DetectionModel
+
+    with _quiet_ultralytics():
+        return DetectionModel(cfg, nc=num_classes, verbose=False).eval()
+
+
 def _load_pt(path: Path, device: Any) -> nn.Module:
     from ultralytics.nn import tasks
 
     # ultralytics >= 8.4: load_checkpoint; before: attempt_load_one_weight
     old = "attempt_load_one_weight"
     loader: Any = getattr(tasks, "load_checkpoint", None) or getattr(tasks, old)
-    model, _ = loader(str(path), device=device, fuse=False)
+    with _quiet_ultralytics():
+        model, _ = loader(str(path), device=device, fuse=False)
     return model  # type: ignore[no-any-return]
 
 
@@ -205,9 +228,7 @@ def load_yolo(
         FileNotFoundError: A ``.pt`` file that does not exist.
     """
     if isinstance(source, dict):
-        from ultralytics.nn.tasks import DetectionModel
-
-        model: nn.Module = DetectionModel(source, nc=num_classes, verbose=False).eval()
+        model = _build(source, num_classes)
         check_yolo_model(model)
         return model.to(device) if device is not None else model
     text = str(source)
@@ -219,9 +240,7 @@ def load_yolo(
             "from (or its .yaml config)."
         )
     if low.endswith((".yaml", ".yml")):
-        from ultralytics.nn.tasks import DetectionModel
-
-        model = DetectionModel(text, nc=num_classes, verbose=False).eval()
+        model = _build(text, num_classes)
     elif low.endswith((".pt", ".pth")):
         path = Path(text)
         if not path.is_file():
@@ -312,7 +331,8 @@ class YOLOExplainer(DetectionExplainerBase):
         self._neck = yolo_neck_layers(self.model)
         self._adapter = YOLOAdapter(self.model)
         cls_head = getattr(self.head, "one2many", {}).get("cls_head", None)
-        self._branches = list(cls_head if cls_head is not None else self.head.cv3)
+        branches: Any = cls_head if cls_head is not None else self.head.cv3
+        self._branches = list(branches)
         self._radii: list[int | None] = [local_radius(b) for b in self._branches]
         # raw maps (normalize=False) at the layers' resolution: brought to the image here
         self._neck_explainer = (
@@ -425,11 +445,11 @@ class YOLOExplainer(DetectionExplainerBase):
         return torch.sigmoid(logits[0, labels, anchors].float())
 
     @staticmethod
-    def _check_explained(explained: torch.Tensor, chosen: dict[str, Any]) -> None:
+    def _check_explained(explained: torch.Tensor | None, chosen: dict[str, Any]) -> None:
         """Never a map of another score than the one reported."""
         reported = chosen["det"].scores[chosen["keep"]].float().cpu()
-        if explained.numel() and not torch.allclose(explained.cpu(), reported, rtol=0,
-                                                    atol=1e-5):
+        if explained is not None and explained.numel() and not torch.allclose(
+                explained.cpu(), reported, rtol=0, atol=1e-5):
             raise RuntimeError(f"explained scores {explained.tolist()} != reported "
                                f"{reported.tolist()}: the model's head does not match its output")
 

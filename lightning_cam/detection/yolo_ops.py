@@ -10,7 +10,10 @@ inverse for boxes and maps), and the NMS that keeps the anchor index of every ke
 
 Example:
     >>> import torch
-    >>> x, box = letterbox(torch.rand(3, 50, 100), 64, stride=32)
+    >>> x, box = letterbox(torch.rand(3, 50, 100), 64, stride=32)  # rectangular
+    >>> tuple(x.shape), box.resized, box.pad
+    ((3, 32, 64), (32, 64), (0, 0))
+    >>> x, box = letterbox(torch.rand(3, 50, 100), 64, stride=32, auto=False)  # square
     >>> tuple(x.shape), box.resized, box.pad
     ((3, 64, 64), (32, 64), (16, 0))
 """
