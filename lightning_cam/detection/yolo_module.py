@@ -83,7 +83,7 @@ class ShapesYOLO(pl.LightningModule):
         model: Any = load_yolo(_config(cfg, width), num_classes=num_classes)
         model.args = get_cfg()  # the loss gains (box, cls, dfl) of ultralytics' defaults
         model.names = dict(enumerate(self.class_names))
-        self.model = model
+        self.model = model.train()  # a LightningModule starts in training mode
         self._preds: list[dict[str, torch.Tensor]] = []
         self._targets: list[dict[str, torch.Tensor]] = []
 
