@@ -330,6 +330,8 @@ class YOLOExplainer(DetectionExplainerBase):
         self.roi_cams, self.roi_layer = False, ""
         self._neck = yolo_neck_layers(self.model)
         self._adapter = YOLOAdapter(self.model)
+        # the wrapper's own flags in eval mode (the model's stay the user's: borrowed per call)
+        self._adapter.training = self._adapter.neck.training = False
         cls_head = getattr(self.head, "one2many", {}).get("cls_head", None)
         branches: Any = cls_head if cls_head is not None else self.head.cv3
         self._branches = list(branches)
