@@ -35,7 +35,8 @@ only); class names come from detectron2's dataset metadata.
 With ``--model yolo:<file.pt | config.yaml>`` (ultralytics installed), the detector is an
 ultralytics YOLO ``DetectionModel`` (a checkpoint, or a config with random weights, seeded);
 ``--max-size`` is its letterbox size (default: the checkpoint's training ``imgsz``, else 640),
-the default layer the neck outputs feeding its head (``neck``), class names its own.
+the default layer the neck outputs feeding its head (``neck``), the default method
+Seg-Eigen-CAM (what localised a YOLO's detections best), class names its own.
 """
 
 from __future__ import annotations
@@ -309,6 +310,10 @@ def _check_args(args: argparse.Namespace) -> list[str]:
         if args.roi and args.model and not _resolve_detector(args.model).startswith("fasterrcnn"):
             raise CLIError(f"--roi needs a two-stage detector (Faster R-CNN); {args.model} has no "
                            "RoI heads")
+    if _is_yolo(args):
+        from lightning_cam.detection.yolo import YOLO_DEFAULT_METHODS
+
+        return selected_methods(args, YOLO_DEFAULT_METHODS)
     return selected_methods(args, DEFAULT_METHODS)
 
 
