@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{min(args.num_images, len(data))} (AP50 {quality['map']:.3f}, recall50 "
         f"{quality['recall']:.3f}). Detections with score >= {args.score_threshold}, at most "
         f"{args.top_k} per image: {detections}, of which {matched} match a true object and are "
-        f"scored. {elapsed:.0f} s for all methods and layers ({args.threads} thread(s)). `{YOLO_NECK}`: the Detect head's "
+        f"scored. {elapsed:.0f} s for all methods and layers ({args.threads} thread(s)). "
+        f"`{YOLO_NECK}`: the Detect head's "
         "inputs (gradients through the head, the three scales summed); `model.15/18/21`: the "
         "same tensors as modules of the network (gradients through the whole network). Produced "
         "by `python benchmarks/detection_quality_yolo.py`.",

@@ -3,7 +3,8 @@
 One shapes image, a random-init yolov8n (class biases spread so that detections survive NMS:
 no training fits the gallery's minute, so the maps show the layout, not a trained model's
 evidence): a row per detection, its box, then its map at the neck (the head's inputs) for
-Grad-CAM and EigenGrad-CAM, and at ``model.18`` (the P4 neck output, whole-network gradient).
+Seg-Eigen-CAM (the YOLO default) and Grad-CAM, and at ``model.18`` (the P4 neck output,
+whole-network gradient).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def main(out_dir: pathlib.Path) -> list[pathlib.Path]:
     image, _ = ShapesDetectionDataset(1, image_size=128, seed=2)[0]
     image = image[:, :, :112]  # not square: the letterbox is undone
     explainer = YOLOExplainer(model, layer=[YOLO_NECK, "model.18"],
-                              methods=("gradcam", "eigengradcam"), score_threshold=0.0,
+                              methods=("segeigencam", "gradcam"), score_threshold=0.0,
                               top_k=3, imgsz=128)
     result = explainer(image)
     picture = render_detection(viz.to_uint8_image(image), result, tile_size=160)
