@@ -422,3 +422,16 @@ def test_an_anchor_cache_made_under_inference_mode_is_rebuilt_and_restored(v8):
     result = YOLOExplainer(v8, methods="gradcam", score_threshold=0.05, top_k=2,
                            imgsz=IMGSZ)(image)
     assert len(result) == 2 and head.anchors is cached
+
+
+def test_importing_lightning_cam_never_imports_ultralytics():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, lightning_cam, lightning_cam.detection, lightning_cam.cli.detect, "
+            "lightning_cam.callbacks; print('ultralytics' in sys.modules)")
+    repo = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": repo})
+    assert out.stdout.strip() == "False"
