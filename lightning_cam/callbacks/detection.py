@@ -179,6 +179,7 @@ class DetectionTask(TaskStrategy):
         from lightning_cam.detection import find_detector
         from lightning_cam.detection.detectron2 import find_detectron2_model
         from lightning_cam.detection.detr import find_detr_model
+        from lightning_cam.detection.yolo import find_yolo_model
 
         detector = find_detector(pl_module)
         if detector is not None:
@@ -186,6 +187,9 @@ class DetectionTask(TaskStrategy):
         detr = find_detr_model(pl_module)
         if detr is not None:
             return detr, "hf"
+        yolo = find_yolo_model(pl_module)
+        if yolo is not None:
+            return yolo, "yolo"
         return find_detectron2_model(pl_module), "detectron2"
 
     @classmethod
@@ -196,10 +200,17 @@ class DetectionTask(TaskStrategy):
         self.detector, self.backend = self._find(pl_module)
         self._check_methods(pl_module)
         self.prefix = detector_prefix(pl_module, self.detector)
+        if self.backend == "yolo":
+            from lightning_cam.detection.yolo import check_yolo_model
+
+            try:  # refused heads (segment, end-to-end ...) fail here, not after training
+                check_yolo_model(self.detector)
+            except (TypeError, ValueError) as err:
+                raise MisconfigurationException(str(err)) from err
         if self.options.layer is None:
             return
         for name in self.options.layer:
-            if detector_layer(name, self.prefix, self.detector) is None:
+            if self._relative(name) is None:
                 names = [n for n, _ in self.detector.named_modules() if n]
                 close = difflib.get_close_matches(name, names, n=5)
                 raise MisconfigurationException(
@@ -220,6 +231,10 @@ class DetectionTask(TaskStrategy):
         if self.backend == "detectron2":
             fmt = getattr(self.detector, "input_format", "BGR")
             return split_detection_batch(batch) or split_detectron2_batch(batch, fmt)
+        if self.backend == "yolo":
+            from lightning_cam.detection.yolo import split_yolo_batch
+
+            return split_detection_batch(batch) or split_yolo_batch(batch)
         return split_detection_batch(batch)
 
     def capture(self, batch: Any) -> list[Any]:
@@ -269,6 +284,7 @@ class DetectionTask(TaskStrategy):
         """Layer names relative to the detector (default: the backbone's last stage)."""
         from lightning_cam.detection import default_detection_layer
         from lightning_cam.detection.detectron2 import default_detectron2_layer
+        from lightning_cam.detection.yolo import YOLO_NECK
 
         if self.options.layer is None:
             if self.backend == "detectron2":
@@ -277,12 +293,22 @@ class DetectionTask(TaskStrategy):
                 from lightning_cam.detection.detr import default_detr_layer
 
                 return [default_detr_layer(self.detector)]
+            if self.backend == "yolo":
+                return [YOLO_NECK]
             return [default_detection_layer(self.detector)]
         out = []
         for name in self.options.layer:
-            rel = detector_layer(name, self.prefix, self.detector)
+            rel = self._relative(name)
             out.append(rel if rel is not None else name)
         return out
+
+    def _relative(self, name: str) -> str | None:
+        """``name`` relative to the detector (:func:`detector_layer`; YOLO: also its neck)."""
+        from lightning_cam.detection.yolo import YOLO_NECK
+
+        if self.backend == "yolo" and name in (YOLO_NECK, f"{self.prefix}.{YOLO_NECK}"):
+            return YOLO_NECK
+        return detector_layer(name, self.prefix, self.detector)
 
     def tag_name(self, layer: str) -> str:
         """The full dotted name of a detector ``layer`` in the LightningModule (the logged
@@ -336,6 +362,13 @@ class DetectionTask(TaskStrategy):
             # the LightningModule's image_processor, else the family's default one
             explainer = DetrExplainer(
                 self.detector, getattr(pl_module, "image_processor", None), **kwargs)
+        elif self.backend == "yolo":
+            from lightning_cam.detection.yolo import YOLOExplainer
+
+            # validation images are at the training size: letterboxed at their own size
+            side = max((max(int(im.shape[-2]), int(im.shape[-1])) for im, _ in probes),
+                       default=640)
+            explainer = YOLOExplainer(self.detector, imgsz=max(side, 32), **kwargs)
         else:
             explainer = DetectionExplainer(self.detector, **kwargs)
         device = getattr(pl_module, "device", torch.device("cpu"))

@@ -31,11 +31,19 @@ Example:
 input size), explained per query (:mod:`lightning_cam.detection.detr`); ``--cross-attention``
 also writes each detection's decoder cross-attention, ``{stem}-{model}-cross_attention-{k}-
 heatmap.jpg`` (DETR, Conditional DETR).
+    $ lightning-cam detect --image-path street.jpg --model yolo:best.pt     # ultralytics YOLO
+    $ lightning-cam detect --image-path img.png --model yolo:yolo11n.yaml --max-size 320
 
 With ``--backend detectron2`` (detectron2 installed from source), the detector is built from a
 detectron2 config (a model-zoo name or a YAML file, ``--opts KEY VALUE ...`` merged in) and its
 checkpoint ``--weight-path`` (required; ``--random-weights`` runs untrained weights, for testing
 only); class names come from detectron2's dataset metadata.
+
+With ``--model yolo:<file.pt | config.yaml>`` (ultralytics installed), the detector is an
+ultralytics YOLO ``DetectionModel`` (a checkpoint, or a config with random weights, seeded);
+``--max-size`` is its letterbox size (default: the checkpoint's training ``imgsz``, else 640),
+the default layer the neck outputs feeding its head (``neck``), the default method
+Seg-Eigen-CAM (what localised a YOLO's detections best), class names its own.
 """
 
 from __future__ import annotations
@@ -76,6 +84,8 @@ SUMMARY_FILE = "summary.json"
 DEFAULT_MODEL = "fasterrcnn_resnet50_fpn"
 #: ``--model hf:<folder>``: a transformers DETR-family ``save_pretrained`` folder.
 HF_PREFIX = "hf:"
+#: ``--model yolo:<pt|yaml>``: an ultralytics YOLO detection model.
+YOLO_PREFIX = "yolo:"
 #: The original tool's file suffixes; any other method ``m`` writes ``{m}-heatmap``.
 _ORIGINAL_SUFFIX = {"gradcam": "heatmap", "gradcam++": "heatmap++"}
 
@@ -102,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: torchvision)")
     add_model_argument(p, f"torchvision detector: {', '.join(DETECTORS)} (default: "
                        f"{DEFAULT_MODEL}, or the architecture of a ShapesDetector checkpoint); "
-                       "hf:<folder>: a transformers DETR-family save_pretrained folder")
+                       f"{HF_PREFIX}<folder>: a transformers DETR-family save_pretrained folder; "
+                       f"or {YOLO_PREFIX}<file.pt|config.yaml>, an ultralytics YOLO model")
     add_weight_argument(p, "a state_dict file or a ShapesDetector Lightning checkpoint; default: "
                         "torchvision's DEFAULT (COCO) weights, from the torch cache or "
                         "downloaded. detectron2: the model's checkpoint (e.g. model_final.pkl), "
@@ -288,6 +299,47 @@ def _detectron2_explainer(
     return explainer, _file_tag(name), weights, {"config_file": str(args.config_file)}
 
 
+def _is_yolo(args: argparse.Namespace) -> bool:
+    return isinstance(args.model, str) and args.model.startswith(YOLO_PREFIX)
+
+
+def _check_yolo_args(args: argparse.Namespace) -> None:
+    """Options that mean nothing for an ultralytics YOLO model, and ultralytics installed."""
+    if not args.model[len(YOLO_PREFIX):]:
+        raise CLIError(f"--model {YOLO_PREFIX} needs a file: {YOLO_PREFIX}best.pt or "
+                       f"{YOLO_PREFIX}yolo11n.yaml")
+    for flag, given in (("--backend detectron2", args.backend == "detectron2"),
+                        ("--weight-path", args.weight_path is not None),
+                        ("--roi", args.roi), ("--min-size", args.min_size is not None)):
+        if given:
+            raise CLIError(f"{flag} is not for --model {YOLO_PREFIX}... (the weights are the .pt "
+                           "file; --max-size is the letterbox size; no RoI heads)")
+    try:
+        import ultralytics  # noqa: F401
+    except ImportError as err:
+        raise CLIError(f"--model {YOLO_PREFIX}... needs ultralytics: pip install "
+                       f"'ultralytics>=8.1' ({err})") from err
+
+
+def _yolo_explainer(
+    args: argparse.Namespace, methods: list[str]
+) -> tuple[Any, str, str, dict[str, Any]]:
+    """The ultralytics YOLO model's explainer, its name (the file's stem), its weights."""
+    from lightning_cam.detection.yolo import YOLOExplainer, load_yolo
+
+    source = args.model[len(YOLO_PREFIX):]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # a config's random weights: the same every run
+        model = load_yolo(source, device=args.device)
+    class_names = read_class_names(args.class_names) if args.class_names is not None else None
+    explainer = YOLOExplainer(
+        model, layer=args.layer_name, methods=methods, score_threshold=args.score_threshold,
+        top_k=args.top_k, class_names=class_names, imgsz=args.max_size,
+    )
+    random = source.lower().endswith((".yaml", ".yml"))
+    return explainer, _file_tag(Path(source).stem), "random" if random else source, {}
+
+
 def _check_args(args: argparse.Namespace) -> list[str]:
     """Step 1: the numbers and the backend's options checked; the methods to run."""
     from lightning_cam.detection.base import DEFAULT_METHODS
@@ -299,10 +351,12 @@ def _check_args(args: argparse.Namespace) -> list[str]:
     for flag, value in (("--min-size", args.min_size), ("--max-size", args.max_size)):
         if value is not None and value < 32:
             raise CLIError(f"{flag} must be >= 32, got {value}")
+    if args.cross_attention and not _is_hf(args):
+        raise CLIError("--cross-attention is for transformers DETR models (--model hf:<folder>)")
     if _is_hf(args):
         _check_hf_args(args)
-    elif args.cross_attention:
-        raise CLIError("--cross-attention is for transformers DETR models (--model hf:<folder>)")
+    elif _is_yolo(args):
+        _check_yolo_args(args)
     elif args.backend == "detectron2":
         _check_detectron2_args(args)
     else:
@@ -313,6 +367,10 @@ def _check_args(args: argparse.Namespace) -> list[str]:
         if args.roi and args.model and not _resolve_detector(args.model).startswith("fasterrcnn"):
             raise CLIError(f"--roi needs a two-stage detector (Faster R-CNN); {args.model} has no "
                            "RoI heads")
+    if _is_yolo(args):
+        from lightning_cam.detection.yolo import YOLO_DEFAULT_METHODS
+
+        return selected_methods(args, YOLO_DEFAULT_METHODS)
     return selected_methods(args, DEFAULT_METHODS)
 
 
@@ -373,8 +431,9 @@ def run(args: argparse.Namespace) -> int:
 
     methods = _check_args(args)
     sources = collect_images(args.image_path if args.image_path else default_images())
-    build = (_hf_explainer if _is_hf(args) else _detectron2_explainer
-             if args.backend == "detectron2" else _torchvision_explainer)
+    build = (_hf_explainer if _is_hf(args) else _yolo_explainer if _is_yolo(args)
+             else _detectron2_explainer if args.backend == "detectron2"
+             else _torchvision_explainer)
     explainer, model, weights, extra = build(args, methods)
     out_dir = output_folder(args.output_dir)
     records: list[dict[str, Any]] = []
@@ -389,7 +448,8 @@ def run(args: argparse.Namespace) -> int:
         _report(args, src, record, result)
         records.append(record)
     summary = {
-        "backend": "hf" if _is_hf(args) else args.backend, "model": model, **extra,
+        "backend": ("hf" if _is_hf(args) else "ultralytics" if _is_yolo(args)
+                    else args.backend), "model": model, **extra,
         "weights": weights,
         "score_threshold": args.score_threshold, "top_k": args.top_k,
         "layers": explainer.result_layers, "methods": list(explainer.methods),

@@ -15,6 +15,9 @@ Where things are:
 * :mod:`~lightning_cam.detection.detr`: :class:`DetrExplainer` / :func:`explain_detr_batch`
   for Hugging Face DETR-family detectors (DETR, Conditional / Deformable DETR, RT-DETR), per
   query, plus the decoder's cross-attention map (transformers is imported only when used).
+* :mod:`~lightning_cam.detection.yolo`: :class:`YOLOExplainer` / :func:`load_yolo`, the same
+  for ultralytics YOLO detection models (v8, 11; importing this package never imports
+  ultralytics), with :mod:`~lightning_cam.detection.yolo_ops` (letterbox, NMS with anchors).
 * :mod:`~lightning_cam.detection.base`: what both explainers share (selection, alignment, RoI
   pasting, the base class); :mod:`~lightning_cam.detection.result`: :class:`DetectionResult`.
 * :mod:`~lightning_cam.detection.discovery`: finding a detector in a wrapper, a batch's images
@@ -72,6 +75,14 @@ from lightning_cam.detection.render import (
     render_detection,
 )
 from lightning_cam.detection.result import ROI_LAYER, DetectionResult
+from lightning_cam.detection.yolo import (
+    YOLO_NECK,
+    YOLOExplainer,
+    explain_yolo_batch,
+    find_yolo_model,
+    is_yolo_model,
+    load_yolo,
+)
 from lightning_cam.detection.zoo import (
     CUSTOM_DETECTORS,
     DETECTORS,
@@ -84,11 +95,13 @@ __all__ = [
     "CUSTOM_DETECTORS",
     "DETECTORS",
     "ROI_LAYER",
+    "YOLO_NECK",
     "DetectionExplainer",
     "DetectionResult",
     "DetrExplainer",
     "Detectron2Explainer",
     "DetectorMeta",
+    "YOLOExplainer",
     "build_detector",
     "build_detectron2_model",
     "configure_detector",
@@ -100,12 +113,16 @@ __all__ = [
     "explain_detection_batch",
     "explain_detr_batch",
     "explain_detectron2_batch",
+    "explain_yolo_batch",
     "find_detector",
     "find_detr_model",
     "is_detr_model",
+    "find_yolo_model",
     "is_torchvision_detector",
+    "is_yolo_model",
     "layer_label",
     "load_detr_model",
+    "load_yolo",
     "match_detections",
     "render_detection",
     "split_detection_batch",

@@ -400,14 +400,21 @@ def _mark_nonfinite(
     scores: torch.Tensor,
     jobs: dict[str, list[LayerPass]],
     gb: torch.Tensor | None,
+    activations_bad: torch.Tensor | None = None,
 ) -> None:
     """Find the samples with a non-finite score, activation, gradient or map (a method's own
     extra passes can be the first to meet a NaN: Score-CAM's baseline forward of a zero image,
-    say); NaN all their maps, fused ones included."""
+    say); NaN all their maps, fused ones included. ``activations_bad``: the samples whose
+    activations are known non-finite (then the jobs' activations, copies of the image's, are
+    not scanned again)."""
     bad = ~torch.isfinite(scores.detach()).reshape(-1)
+    if activations_bad is not None:
+        bad = bad | activations_bad.to(bad.device)
     for layer_jobs in jobs.values():
         for job in layer_jobs:
-            for t in (job.activations, job.gradients):
+            checked = (job.gradients,) if activations_bad is not None else (
+                job.activations, job.gradients)
+            for t in checked:
                 if t is not None:
                     bad = bad | ~torch.isfinite(t).flatten(1).all(1).to(bad.device)
     if gb is not None:
@@ -740,7 +747,12 @@ class Explainer:
                 gb = gb[rows.to(gb.device), index.to(gb.device)]
             with torch.no_grad():
                 result = self._assemble(tuple(images.shape[2:]), jobs, gb, upsample)
-                _mark_nonfinite(result, scores, jobs, gb)
+                # each score's activations are its image's: checked once per image
+                per_image = torch.zeros(images.shape[0], dtype=torch.bool)
+                for acts in fwd.capture.activations.values():
+                    for a in acts:
+                        per_image |= ~torch.isfinite(a.detach()).flatten(1).all(1).cpu()
+                _mark_nonfinite(result, scores, jobs, gb, per_image[index])
             _warn_nonfinite(result.nonfinite, "scores")
             result.scores = scores.detach().float()
             return result, output
