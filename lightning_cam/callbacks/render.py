@@ -149,9 +149,9 @@ class MetricScalars:
         boxes = probes.get("box")
         tolerance = pointing_tolerance(options, probes["image"])
         gt: dict[str, torch.Tensor] = {}
-        if masks is not None and masks.dim() == 3:
+        if masks is not None and masks.dim() == images.dim() - 1:
             gt["masks"] = masks.bool()
-        elif boxes is not None and boxes.dim() == 2 and boxes.shape[1] == 4:
+        elif boxes is not None and images.dim() == 4 and boxes.dim() == 2 and boxes.shape[1] == 4:
             gt["boxes"] = boxes.float()
         # Samples with non-finite values (a diverged model, a NaN pixel) have NaN maps, not
         # explanations: the scalars are over the other samples, and absent when none is left.

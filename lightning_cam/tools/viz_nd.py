@@ -214,7 +214,8 @@ def _row(tiles: Sequence[np.ndarray], padding: int = 2, fill: int = 255) -> np.n
 
 
 def peak_index(cam: ArrayLike) -> tuple[int, ...]:
-    """The index of a map's largest value (NaN ignored; the centre of a constant map).
+    """The index of a map's largest value (NaN ignored; the centre of a constant map; of a
+    plateau of maxima, the one closest to its centroid).
 
     Example:
         >>> import numpy as np
@@ -226,7 +227,10 @@ def peak_index(cam: ArrayLike) -> tuple[int, ...]:
         raise ValueError("peak_index needs a non-empty map")
     if not np.isfinite(arr).any() or float(arr.max()) <= float(arr.min()):
         return tuple(s // 2 for s in arr.shape)
-    return tuple(int(i) for i in np.unravel_index(int(np.argmax(arr)), arr.shape))
+    # a plateau of maxima (a saturated map): the maximum closest to the plateau's centroid
+    at = np.argwhere(arr == arr.max())
+    best = at[int(np.argmin(((at - at.mean(0)) ** 2).sum(1)))]
+    return tuple(int(i) for i in best)
 
 
 def _cut(x: np.ndarray, axis: int, index: int) -> np.ndarray:
