@@ -16,14 +16,16 @@ Pictures are ``uint8`` ``(H, W, 3)`` RGB arrays keyed by tag (``{method}/{layer}
 videos (the ``*_video`` tags of video inputs) are ``uint8`` ``(T, H, W, 3)`` frames, which
 :meth:`ImageSink.log` passes to :meth:`ImageSink.log_videos`: TensorBoard gets an animated GIF
 image summary (what ``SummaryWriter.add_video`` writes, without its moviepy dependency), W&B a
-``wandb.Video``, MLflow a GIF artifact, the PNG fallback a ``.gif`` file; a logger with no
-video support gets none (each video's ``*_strip`` picture shows its frames). Scalars are
-floats keyed by tag; all at ``step=trainer.global_step``. The sinks for W&B and
+``wandb.Video`` of the same GIF (W&B's own encoding of raw frames needs moviepy), MLflow a GIF
+artifact, the PNG fallback a ``.gif`` file; a logger with no video support gets none (each
+video's ``*_strip`` picture shows its frames). Scalars are floats keyed by tag; all at
+``step=trainer.global_step``. The sinks for W&B and
 MLflow import nothing of ``wandb`` / ``mlflow`` themselves: the loggers bring their packages.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -220,9 +222,8 @@ class WandbSink(ImageSink):
 
         images, videos = split_videos(pictures)
         row: dict[str, Any] = {tag: wandb.Image(pic) for tag, pic in images.items()}
-        for tag, frames in videos.items():  # (T, 3, H, W) uint8
-            row[tag] = wandb.Video(viz_nd.video_tensor(frames)[0].numpy(), fps=VIDEO_FPS,
-                                   format="gif")  # fmt: skip
+        for tag, frames in videos.items():  # our GIF bytes: raw frames would need moviepy
+            row[tag] = wandb.Video(io.BytesIO(viz_nd.encode_gif(frames, VIDEO_FPS)), format="gif")
         row.update(scalars)
         if row:
             self.logger.log_metrics(row, step=step)
