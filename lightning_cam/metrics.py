@@ -12,7 +12,10 @@ Two families, all pure tensor functions (no hooks, no Lightning):
 Conventions shared by every function:
 
 * ``maps`` are saliency maps ``(B, H, W)``, float, aligned pixel for pixel with the images
-  ``(B, C, H, W)`` (upsample CAMs to the image first); nominally in ``[0, 1]``.
+  ``(B, C, H, W)`` (upsample CAMs to the image first); nominally in ``[0, 1]``. Signals and
+  volumes / videos work the same way: maps ``(B, L)`` for inputs ``(B, C, L)``, ``(B, D, H, W)``
+  for ``(B, C, D, H, W)``, with masks of the maps' shape ("pixel" then means sample or voxel;
+  boxes and the localisation error are 2-D only).
 * A box is ``(x1, y1, x2, y2)`` in continuous pixel coordinates: pixel ``(row y, col x)`` covers
   ``[x, x + 1) x [y, y + 1)`` and belongs to the box when its centre ``(x + 0.5, y + 0.5)``
   satisfies ``x1 <= x + 0.5 < x2`` and ``y1 <= y + 0.5 < y2`` (see :func:`boxes_to_masks`).
@@ -106,18 +109,24 @@ HIGHER_IS_BETTER: dict[str, bool] = {n: s.higher_is_better for n, s in METRICS.i
 POINTING_GAME_TOLERANCE_AT_224 = 15.0
 
 
-def pointing_tolerance(tolerance: float | None, size: Sequence[int]) -> float:
+def pointing_tolerance(tolerance: float | None, size: Sequence[int], rank: int = 2) -> float:
     """The pointing game's hit radius in pixels for images of ``size`` ``(..., H, W)``.
 
     ``tolerance`` when given, else the original protocol's 15 pixels at 224 x 224 scaled to the
-    images' shorter side (the rule of the callbacks and of ``CAMWriter``).
+    images' shorter side (the rule of the callbacks and of ``CAMWriter``). ``rank``: the inputs'
+    spatial rank: ``1`` scales by the signal's length ``size[-1]``; ``3`` (volumes, videos) by
+    the shorter in-plane side ``min(H, W)``, as for images.
 
     Example:
         >>> pointing_tolerance(None, (112, 224)), pointing_tolerance(3, (112, 224))
         (7.5, 3.0)
+        >>> pointing_tolerance(None, (1, 2, 448), rank=1)
+        30.0
     """
     if tolerance is not None:
         return float(tolerance)
+    if rank == 1:
+        return POINTING_GAME_TOLERANCE_AT_224 * int(size[-1]) / 224.0
     h, w = int(size[-2]), int(size[-1])
     return POINTING_GAME_TOLERANCE_AT_224 * min(h, w) / 224.0
 
@@ -130,10 +139,11 @@ def pointing_tolerance(tolerance: float | None, size: Sequence[int]) -> float:
 def _check_maps(maps: object, *, values: Literal["any", "nonneg", "unit"]) -> torch.Tensor:
     if not isinstance(maps, torch.Tensor):
         raise TypeError(f"maps must be a torch.Tensor (B, H, W), got {type(maps).__name__}")
-    if maps.dim() != 3:
+    if maps.dim() not in (2, 3, 4):
         raise ValueError(
-            f"maps must have shape (B, H, W), got {tuple(maps.shape)}"
-            + (" (squeeze the channel dimension)" if maps.dim() == 4 and maps.shape[1] == 1 else "")
+            "maps must have shape (B, H, W) (or (B, L) of signals, (B, D, H, W) of volumes), "
+            f"got {tuple(maps.shape)}"
+            + (" (squeeze the channel dimension)" if maps.dim() == 5 and maps.shape[1] == 1 else "")
         )
     if not maps.is_floating_point():
         raise ValueError(f"maps must be a floating-point tensor, got dtype {maps.dtype}")
@@ -159,15 +169,21 @@ def _check_maps(maps: object, *, values: Literal["any", "nonneg", "unit"]) -> to
 def _check_images(images: object, maps: torch.Tensor) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor (B, C, H, W), got {type(images).__name__}")
-    if images.dim() != 4 or not images.is_floating_point():
+    if images.dim() not in (3, 4, 5) or not images.is_floating_point():
         raise ValueError(
-            f"images must be a floating-point tensor of shape (B, C, H, W), got shape "
-            f"{tuple(images.shape)} and dtype {images.dtype}"
+            f"images must be a floating-point tensor of shape (B, C, H, W) (or (B, C, L), "
+            f"(B, C, D, H, W)), got shape {tuple(images.shape)} and dtype {images.dtype}"
         )
     if (images.shape[0], *images.shape[2:]) != tuple(maps.shape):
+        squeeze = (
+            " (squeeze the maps' channel dimension)"
+            if maps.dim() == images.dim() and maps.shape[1] == 1
+            else ""
+        )
         raise ValueError(
             f"maps shape {tuple(maps.shape)} does not match images shape {tuple(images.shape)}: "
-            "expected maps (B, H, W) for images (B, C, H, W); upsample the maps to the image size"
+            "expected maps (B, H, W) for images (B, C, H, W) (maps (B, *spatial) for inputs "
+            f"(B, C, *spatial)); upsample the maps to the image size{squeeze}"
         )
     return images
 
@@ -178,7 +194,12 @@ def _check_masks(masks: object, maps: torch.Tensor) -> torch.Tensor:
     if tuple(masks.shape) != tuple(maps.shape):
         raise ValueError(
             f"masks shape {tuple(masks.shape)} does not match maps shape {tuple(maps.shape)}: "
-            "expected both (B, H, W)"
+            "expected both (B, H, W) (or both (B, L), (B, D, H, W))"
+            + (
+                " (squeeze the maps' channel dimension)"
+                if maps.dim() == masks.dim() + 1 and maps.shape[1] == 1
+                else ""
+            )
         )
     if masks.dtype != torch.bool:
         bad = masks[(masks != 0) & (masks != 1)]
@@ -200,6 +221,11 @@ def _object_masks(
         )
     if masks is not None:
         return _check_masks(masks, maps)
+    if maps.dim() != 3:
+        raise ValueError(
+            f"boxes (x1, y1, x2, y2) locate objects in images; maps of shape "
+            f"{tuple(maps.shape)} are {maps.dim() - 1}-D: give masks of the maps' shape instead"
+        )
     boxes = _check_boxes(boxes)
     if boxes.shape[0] != maps.shape[0]:
         raise ValueError(
@@ -350,14 +376,18 @@ def boxes_to_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor
 
 
 def _dilate(masks: torch.Tensor, tolerance: float) -> torch.Tensor:
-    """Pixels within Euclidean distance ``tolerance`` (between pixel centres) of a mask pixel."""
+    """Pixels within Euclidean distance ``tolerance`` (between pixel centres) of a mask pixel
+    (masks ``(B, *spatial)`` of 1 to 3 spatial dimensions: a segment, disk or ball)."""
     radius = int(math.floor(tolerance))
     if radius == 0:
         return masks
+    rank = masks.dim() - 1
     offsets = torch.arange(-radius, radius + 1, device=masks.device, dtype=torch.float32)
-    disk = (offsets[:, None] ** 2 + offsets[None, :] ** 2) <= tolerance**2
+    grids = torch.meshgrid(*([offsets] * rank), indexing="ij")
+    ball = sum(g**2 for g in grids) <= tolerance**2
+    conv = (F.conv1d, F.conv2d, F.conv3d)[rank - 1]
     # Counts are small integers, exact in float32: a pixel is reached when the count is > 0.
-    reached = F.conv2d(masks[:, None].float(), disk[None, None].float(), padding=radius)
+    reached = conv(masks[:, None].float(), ball[None, None].float(), padding=radius)
     return reached[:, 0] > 0.5
 
 
@@ -409,7 +439,10 @@ def pointing_game(
     if not math.isfinite(tolerance) or tolerance < 0:
         raise ValueError(f"tolerance must be a finite number of pixels >= 0, got {tolerance!r}")
     objects = _dilate(_object_masks(maps, masks, boxes), float(tolerance))
-    peak = maps.flatten(1).amax(dim=1)[:, None, None] if maps.numel() else maps.new_zeros(0, 1, 1)
+    ones = (1,) * (maps.dim() - 1)
+    peak = (
+        maps.flatten(1).amax(dim=1).view(-1, *ones) if maps.numel() else maps.new_zeros(0, *ones)
+    )
     maximal = maps == peak
     hits = (maximal & objects).flatten(1).any(dim=1) & (peak.flatten() > 0)
     return hits.to(maps.dtype)
@@ -520,7 +553,8 @@ def average_drop_increase(
         # Flat index j: image j // 2, unmodified when j is even, masked when odd.
         j = torch.arange(start, stop, device=images.device)
         b = j // 2
-        scale = torch.where((j % 2 == 1)[:, None, None, None], masked_maps[b], 1.0)
+        odd = (j % 2 == 1).view(-1, *([1] * (images.dim() - 1)))
+        scale = torch.where(odd, masked_maps[b], 1.0)
         return images[b] * scale
 
     log_probs = _log_probabilities(model, make_batch, 2 * batch, batch_size)
@@ -575,16 +609,21 @@ def blur(
     """Gaussian blur of ``(B, C, H, W)`` images, the ``"blur"`` baseline of deletion/insertion.
 
     RISE's kernel (size 11, sigma 5), separable, with replicate padding: unlike RISE's zero
-    padding it does not darken the borders, and a constant image stays constant.
+    padding it does not darken the borders, and a constant image stays constant. Signals
+    ``(B, C, L)`` and volumes / videos ``(B, C, D, H, W)`` are blurred along every axis alike.
     """
     half = kernel_size // 2
     x = torch.arange(kernel_size, device=images.device, dtype=images.dtype) - half
     k = torch.exp(-(x**2) / (2 * sigma**2))
     k = k / k.sum()
-    channels = images.shape[1]
-    out = F.pad(images, (half, half, half, half), mode="replicate")
-    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    return F.conv2d(out, k.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    channels, rank = images.shape[1], images.dim() - 2
+    conv = (F.conv1d, F.conv2d, F.conv3d)[rank - 1]
+    out = F.pad(images, (half, half) * rank, mode="replicate")
+    for axis in range(rank):  # the last axis first, as the 2-D version did
+        shape = [1] * rank
+        shape[rank - 1 - axis] = -1
+        out = conv(out, k.view(1, 1, *shape).expand(channels, 1, *shape), groups=channels)
+    return out
 
 
 def saliency_ranks(maps: torch.Tensor) -> torch.Tensor:
@@ -662,13 +701,14 @@ def deletion_insertion_auc(
     _check_positive_int("batch_size", batch_size, allow_none=True)
     if baseline not in ("zero", "blur"):
         raise ValueError(f"baseline must be 'zero' or 'blur', got {baseline!r}")
-    batch, _, height, width = images.shape
+    batch = images.shape[0]
     ids = _class_id_tensor(class_ids, batch, images.device)
-    pixels = height * width
+    pixels = images.shape[2:].numel()
+    ones = (1,) * (images.dim() - 1)
     device = images.device
 
     base = torch.zeros_like(images) if baseline == "zero" else blur(images)
-    ranks = saliency_ranks(maps.to(device))[:, None]  # (B, 1, H, W)
+    ranks = saliency_ranks(maps.to(device))[:, None]  # (B, 1, *spatial)
     counts = torch.arange(steps + 1, device=device) * pixels // steps  # n_k
     per_image = 2 * (steps + 1)
 
@@ -677,8 +717,8 @@ def deletion_insertion_auc(
         j = torch.arange(start, stop, device=device)
         b, rest = j // per_image, j % per_image
         insertion, k = rest // (steps + 1), rest % (steps + 1)
-        top = ranks[b] < counts[k][:, None, None, None]
-        use_base = top != (insertion == 1)[:, None, None, None]
+        top = ranks[b] < counts[k].view(-1, *ones)
+        use_base = top != (insertion == 1).view(-1, *ones)
         return torch.where(use_base, base[b], images[b])
 
     log_probs = _log_probabilities(model, make_batch, batch * per_image, batch_size)
@@ -759,6 +799,11 @@ def localisation_error(
     Returns:
         ``(B,)`` float tensor of 0 / 1.
     """
+    if maps.dim() != 3:
+        raise ValueError(
+            f"localisation_error compares 2-D boxes; maps of shape {tuple(maps.shape)} are "
+            f"{maps.dim() - 1}-D (use pointing_game / energy_pointing_game with masks)"
+        )
     found = localisation_boxes(maps, threshold)
     true = boxes.detach().float().cpu().tolist()
     errors = [
@@ -784,7 +829,8 @@ def image_metrics(
     the one dispatch from a name of :data:`METRICS` to its function (callbacks and
     ``CAMWriter``).
 
-    Localisation metrics without a mask or box give NaN (not applicable). ``model``,
+    Localisation metrics without a mask or box give NaN (not applicable), and so does the
+    localisation error (a 2-D box metric) for signals and volumes. ``model``,
     ``images`` and ``class_ids`` are only read by the metrics that query the model (``class_ids``
     ``None``: the predicted classes).
 
@@ -814,7 +860,9 @@ def image_metrics(
             out["energy_pointing_game"] = (
                 energy_pointing_game(maps, **gt).cpu() if have else nan
             )
-    if "localisation_error" in wanted:
+    if "localisation_error" in wanted and maps.dim() != 3:  # a 2-D box metric
+        out["localisation_error"] = nan
+    elif "localisation_error" in wanted:
         if boxes is None and masks is not None:
             boxes = masks_to_boxes(masks)
         out["localisation_error"] = localisation_error(maps, boxes) if boxes is not None else nan

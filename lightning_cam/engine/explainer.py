@@ -245,14 +245,23 @@ def _chunk(target: Any, ids: torch.Tensor | None, start: int, stop: int) -> Any:
     return batch_slice(start, stop) if callable(batch_slice) else target
 
 
+#: Spatial ranks of the inputs the engine explains: signals ``(B, C, L)``, images
+#: ``(B, C, H, W)``, volumes and videos ``(B, C, D, H, W)`` / ``(B, C, T, H, W)``.
+SPATIAL_RANKS: tuple[int, ...] = (1, 2, 3)
+
+
 def _check_images(images: Any) -> None:
     if not isinstance(images, torch.Tensor):
         raise TypeError(
-            f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}"
+            "images must be a torch.Tensor of shape (B, C, L), (B, C, H, W) or "
+            f"(B, C, D, H, W), got {type(images).__name__}"
         )
-    if images.dim() != 4:
-        hint = " (add a batch dimension: images[None])" if images.dim() == 3 else ""
-        raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}{hint}")
+    if images.dim() - 2 not in SPATIAL_RANKS:
+        hint = " (add a batch dimension: images[None])" if images.dim() == 2 else ""
+        raise ValueError(
+            "images must have shape (B, C, L) (signals), (B, C, H, W) (images) or "
+            f"(B, C, D, H, W) (volumes, videos), got {tuple(images.shape)}{hint}"
+        )
     if not images.is_floating_point():
         raise TypeError(
             f"images must be a floating-point tensor, got dtype {images.dtype}; "
@@ -369,6 +378,60 @@ def _score_index(
             f"batch_index must hold {k} image indices in 0..{batch - 1}, got {index.tolist()}"
         )
     return index
+
+
+_INPUTS = {1: "signals (B, C, L)", 2: "images (B, C, H, W)", 3: "volumes / videos (B, C, D, H, W)"}
+
+
+def _check_rank(
+    layer: str,
+    act: torch.Tensor,
+    layout: Callable[[torch.Tensor], torch.Tensor] | None,
+    images: torch.Tensor,
+) -> None:
+    """Refuse a layer whose map (after its layout) is not of the input's spatial rank, or whose
+    first dimension is not the batch: its map could not be laid over the input."""
+    shape = tuple(act.shape)
+    read = tuple(layout(act.detach()[:1]).shape) if layout is not None else shape
+    rank = images.dim() - 2
+    if shape[0] != images.shape[0] and layout is None:
+        single = (
+            " If images is a single image (C, H, W), add the batch dimension: images[None]."
+            if images.dim() == 3
+            else ""
+        )
+        raise ValueError(
+            f"Layer {layer!r} outputs {shape}, whose first dimension is not the batch of "
+            f"{images.shape[0]} {_INPUTS[rank]}: not one map per input.{single}"
+        )
+    if len(read) - 2 != rank:
+        raise ValueError(
+            f"Layer {layer!r} outputs {shape}"
+            + (f" (read as {read})" if read != shape else "")
+            + f": a map of {len(read) - 2} spatial dimension(s), but the inputs are "
+            f"{_INPUTS[rank]} ({tuple(images.shape)}), so its map cannot be laid over them. "
+            "Choose a layer whose output has the input's spatial rank (None: the default "
+            "layer), or explain the sub-model that takes what this layer sees (e.g. a "
+            "spectrogram model from the spectrogram)."
+        )
+
+
+@contextmanager
+def _unbatched_image_hint(model: nn.Module, images: torch.Tensor) -> Iterator[None]:
+    """A 3-D input to a model of 2-D convolutions only is most likely one image ``(C, H, W)``
+    without its batch dimension (read here as signals ``(B, C, L)``): say so when it fails."""
+    try:
+        yield
+    except (RuntimeError, ValueError) as err:  # torch's conv / norm shape errors
+        ranks = {type(m) for m in model.modules()}
+        if images.dim() != 3 or nn.Conv2d not in ranks or nn.Conv1d in ranks:
+            raise
+        raise ValueError(
+            f"The model failed on images of shape {tuple(images.shape)}, read as a batch of "
+            f"{images.shape[0]} signals (B, C, L), and it has 2-D convolutions only: if this is "
+            "one image (C, H, W), add the batch dimension (images[None]). The model's error: "
+            f"{err}"
+        ) from err
 
 
 def _keep(cam: torch.Tensor) -> torch.Tensor:
@@ -771,7 +834,8 @@ class Explainer:
             if guided:
                 _check_guided_reachable(model)
             run = eager_forward(model)
-            names = self._layer_names(images) if self._needs_layers else []
+            with _unbatched_image_hint(model, images):
+                names = self._layer_names(images) if self._needs_layers else []
             x = images.detach().clone() if (images.is_inference() or guided) else images.detach()
             switch = GuidedSwitch(False)
             capture = stack.enter_context(
@@ -784,7 +848,8 @@ class Explainer:
                 mode = stack.enter_context(GuidedReLUMode(switch, inputs_only=True))
             else:
                 stack.enter_context(torch.no_grad())
-            output = run(x)
+            with _unbatched_image_hint(model, images):
+                output = run(x)
             capture.close()
             with torch.enable_grad():
                 scores = target_fn(output)
@@ -817,7 +882,7 @@ class Explainer:
         if self._family is False:
             self._family = recognise(unwrap(self.model))
         family = self._family if isinstance(self._family, Family) else None
-        size = (int(images.shape[-2]), int(images.shape[-1]))
+        size = tuple(int(s) for s in images.shape[2:])
         layouts = {
             n: layout_transform(
                 self.reshape_transform,
@@ -829,6 +894,8 @@ class Explainer:
             )
             for n in names
         }
+        for n, fn in layouts.items():
+            _check_rank(n, capture.activations[n][0], fn, images)
         replayed = [m for m in self.methods if METHODS[m].extra_passes]
         folded = [n for n, fn in layouts.items() if fn is not None]
         if replayed and folded:

@@ -51,6 +51,14 @@ class ModelFamily:
             ``None``: the generic rule of :func:`lightning_cam.engine.layers.default_layer`.
         guided_unsupported: Why guided backprop would be mostly the plain gradient (attention
             models), ``None`` when it shows something.
+        token_grids: ``module -> grids``: the token grids ``(t, h, w)`` its layers hold, for
+            families whose tokens are not a 2-D patch grid (torchvision MViT: its patch
+            embedding's grid, then each pooling stage's), ``None``: none.
+        maps_channels_first: Every map the family's layers output is ``(B, C, *spatial)`` (plain
+            convnets: MONAI networks, torchvision video ResNets and S3D): ``"auto"`` reads them
+            as they are, with no channels-last guess.
+        whole_model: Matches the model itself only, never a submodule (a ``Conv1d`` block
+            inside a 2-D network, e.g. ECA channel attention, is no 1-D CNN).
     """
 
     name: str
@@ -61,10 +69,15 @@ class ModelFamily:
     partitioned: tuple[str, ...] = ()
     default_layer: Callable[[nn.Module], str | None] | None = field(default=None, repr=False)
     guided_unsupported: str | None = None
+    token_grids: Callable[[nn.Module], tuple[tuple[int, ...], ...]] | None = field(
+        default=None, repr=False
+    )
+    maps_channels_first: bool = False
+    whole_model: bool = False
 
     def recognise(self, module: nn.Module, root: str = "") -> Family | None:
         """The :class:`Family` of ``module`` (found at ``root``) when it matches, else ``None``."""
-        if not self.matches(module):
+        if (self.whole_model and root) or not self.matches(module):
             return None
         prefix = self.num_prefix_tokens
         return Family(
@@ -76,6 +89,7 @@ class ModelFamily:
             int(prefix(module) if callable(prefix) else prefix),
             self.partitioned,
             record=self,
+            token_grids=self.token_grids(module) if self.token_grids is not None else (),
         )
 
 
@@ -93,6 +107,7 @@ class Family:
             registers).
         partitioned: Module names whose insides work on partitions (see :meth:`partitions`).
         record: The :class:`ModelFamily` it was recognised by (``None``: built by hand).
+        token_grids: The token grids of its layers (``(t, h, w)`` of an MViT), else ``()``.
     """
 
     name: str
@@ -103,6 +118,12 @@ class Family:
     num_prefix_tokens: int = 0
     partitioned: tuple[str, ...] = ()
     record: ModelFamily | None = field(default=None, repr=False, compare=False)
+    token_grids: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def maps_channels_first(self) -> bool:
+        """Whether every map of the family is ``(B, C, *spatial)`` (read as it is)."""
+        return self.record is not None and self.record.maps_channels_first
 
     def partitions(self, layer: str) -> bool:
         """Whether ``layer`` lies inside a module that works on window / grid partitions
@@ -235,6 +256,86 @@ def last_child(container: str) -> Callable[[nn.Module], str | None]:
     return rule
 
 
+def _mro_of(prefix: str, *names: str) -> Callable[[nn.Module], bool]:
+    """Matches classes with an ancestor named ``names`` (any, if none) under ``prefix``: a
+    user's subclass of a MONAI network is recognised as the network."""
+
+    def match(m: nn.Module) -> bool:
+        return any(
+            c.__module__.startswith(prefix) and (not names or c.__name__ in names)
+            for c in type(m).__mro__
+        )
+
+    return match
+
+
+def _conv_out(n: int, conv: Any, axis: int) -> int:
+    """The output length of ``conv`` (a ConvNd) along ``axis`` for an input of length ``n``."""
+    k, s, p, d = (pair3(getattr(conv, a))[axis] for a in
+                  ("kernel_size", "stride", "padding", "dilation"))
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def pair3(v: Any) -> tuple[int, ...]:
+    """``2 -> (2, 2, 2)``; ``(1, 2, 2) -> (1, 2, 2)``."""
+    return tuple(int(x) for x in v) if isinstance(v, (tuple, list)) else (int(v),) * 3
+
+
+def _mvit_grids(m: nn.Module) -> tuple[tuple[int, ...], ...]:
+    """torchvision MViT's token grids ``(t, h, w)``: the patch embedding's (the model's own
+    ``pos_encoding`` sizes, fixed at construction), then the grid after each block whose query
+    pooling changes it (``attn.pool_q.pool``, a strided Conv3d: ``(n + 2p - k) // s + 1``)."""
+    enc: Any = m.pos_encoding
+    grid = (int(enc.temporal_size), *(int(v) for v in enc.spatial_size))
+    grids = [grid]
+    for block in m.blocks:  # type: ignore[union-attr]
+        pool = getattr(block.attn, "pool_q", None)
+        if pool is None:
+            continue
+        grid = tuple(_conv_out(n, pool.pool, i) for i, n in enumerate(grid))
+        if grid != grids[-1]:
+            grids.append(grid)
+    return tuple(grids)
+
+
+def _is_conv1d_net(m: nn.Module) -> bool:
+    """A 1-D CNN: a model with ``nn.Conv1d`` layers and no 2-D or 3-D convolution (its
+    ``(B, C, L)`` outputs are maps, not tokens)."""
+    kinds = {type(x) for x in m.modules()}
+    convs = [k for k in kinds if issubclass(k, nn.modules.conv._ConvNd)]
+    return any(issubclass(k, nn.Conv1d) for k in convs) and not any(
+        issubclass(k, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+        for k in convs
+    )
+
+
+_POOLS_1D = (nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d, nn.AvgPool1d, nn.MaxPool1d)
+# Element-wise modules that may follow a convolution before its pooling: the map the pool sees
+# is theirs (a ReLU'd map, as ``layer4`` of a ResNet is).
+_ELEMENTWISE = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Tanh,
+    nn.BatchNorm1d, nn.InstanceNorm1d, nn.GroupNorm,
+)
+
+
+def _last_conv1d(m: nn.Module) -> str | None:
+    """A 1-D CNN's default layer: its last ``nn.Conv1d`` before the last 1-D pooling (in the
+    order the modules are registered; the last ``Conv1d`` when no pooling follows one), or the
+    last of the element-wise modules (activation, norm) registered right after it: the map the
+    pool sees. A 1 x 1 convolution after the global pool (a convolutional classifier) is not a
+    map."""
+    order = [(n, x) for n, x in m.named_modules() if n]
+    convs = [i for i, (_, x) in enumerate(order) if isinstance(x, nn.Conv1d)]
+    pools = [i for i, (_, x) in enumerate(order) if isinstance(x, _POOLS_1D)]
+    if not convs:
+        return None
+    before = [i for i in convs if pools and i < pools[-1]]
+    at = (before or convs)[-1]
+    while at + 1 < len(order) and isinstance(order[at + 1][1], _ELEMENTWISE):
+        at += 1
+    return order[at][0]
+
+
 # ----------------------------------------------------------------------------- the records
 # Default layers, relative to the recognised module. ViT-style models: the output of the last
 # block's first norm (what the field recommends: the last block's output feeds only the class
@@ -306,6 +407,39 @@ FAMILIES: tuple[ModelFamily, ...] = (
         "HF CLIP", "vit", _hf("clip", "clip_vision_model"), patch_size=_hf_vision_patch,
         num_prefix_tokens=1, default_layer=_clip_default_layer,  # the class token, then patches
         guided_unsupported=_ATTENTION,
+    ),
+    # Volumes, videos and signals: maps (B, C, *spatial) of the input's rank.
+    ModelFamily(
+        "MONAI DenseNet", "convnet", _mro_of("monai.networks.nets.densenet", "DenseNet"),
+        default_layer=lambda m: "class_layers.relu",  # the ReLU'd last features, before the pool
+        maps_channels_first=True,
+    ),
+    ModelFamily(
+        "MONAI ResNet", "convnet", _mro_of("monai.networks.nets.resnet", "ResNet"),
+        default_layer=lambda m: "layer4", maps_channels_first=True,
+    ),
+    ModelFamily(
+        "MONAI SENet", "convnet", _mro_of("monai.networks.nets.senet", "SENet"),  # SEResNet50 ...
+        default_layer=lambda m: "layer4", maps_channels_first=True,
+    ),
+    ModelFamily(
+        "torchvision video ResNet", "convnet", _of(_TV + "video.", "VideoResNet"),  # r3d, mc3,
+        default_layer=lambda m: "layer4", maps_channels_first=True,  # r2plus1d
+    ),
+    ModelFamily(
+        "torchvision S3D", "convnet", _of(_TV + "video.", "S3D"),
+        default_layer=lambda m: "features",  # not the 1x1x1-conv classifier after the pool
+        maps_channels_first=True,
+    ),
+    ModelFamily(
+        "torchvision MViT", "vit", _of(_TV + "video.", "MViT"), num_prefix_tokens=1,
+        default_layer=last_named("norm1"),  # blocks.15.norm1: the class token, then T'H'W'
+        guided_unsupported=_ATTENTION, token_grids=_mvit_grids,
+    ),
+    ModelFamily(
+        # Channels-last-looking outputs still checked: a Conv1d front end may feed (B, L, D)
+        # sequence layers.
+        "1-D CNN", "convnet", _is_conv1d_net, default_layer=_last_conv1d, whole_model=True,
     ),
 )
 

@@ -162,8 +162,14 @@ def family_default_layer(model: nn.Module) -> str | None:
     return family.default_layer() if family is not None else None
 
 
-def _is_spatial(out: Any) -> bool:
-    return isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[2] * out.shape[3] > 1
+_MAP_OF_RANK = {1: "(B, C, l)", 2: "(B, C, h, w)", 3: "(B, C, d, h, w)"}
+
+
+def _is_spatial(out: Any, rank: int = 2) -> bool:
+    """A feature map of the input's spatial ``rank`` with more than one position."""
+    return (
+        isinstance(out, torch.Tensor) and out.dim() == rank + 2 and out.shape[2:].numel() > 1
+    )
 
 
 def default_layer(
@@ -172,7 +178,9 @@ def default_layer(
     """Find the default target layer with one probe forward pass.
 
     The default is the last module (in order of completion during the forward pass) whose output
-    is a spatial feature map ``(B, C, h, w)`` with ``h * w > 1``, skipping pooling, dropout,
+    is a spatial feature map ``(B, C, h, w)`` with ``h * w > 1`` (for signals ``(B, C, L)`` and
+    volumes / videos ``(B, C, D, H, W)``: a map of the input's rank, ``(B, C, l)`` /
+    ``(B, C, d, h, w)`` with more than one position), skipping pooling, dropout,
     identity and flatten modules. For torchvision classifiers this gives ``layer4`` (ResNets),
     ``features`` (VGG, DenseNet, MobileNet v2), ``Mixed_7c`` (Inception v3) and ``conv5``
     (ShuffleNet v2): the last convolutional stage, as in the original Grad-CAM.
@@ -185,7 +193,8 @@ def default_layer(
 
     Args:
         model: The model.
-        images: A batch ``(B, C, H, W)``; only ``images[:1]`` is used.
+        images: A batch ``(B, C, H, W)`` (or ``(B, C, L)``, ``(B, C, D, H, W)``); only
+            ``images[:1]`` is used.
         forward: What to call with the images instead of ``model`` (e.g. its eager forward,
             see :func:`lightning_cam.engine.wrappers.eager_forward`).
 
@@ -200,11 +209,12 @@ def default_layer(
         return family
     names = {m: n for n, m in model.named_modules() if n}
     order: list[str] = []
+    rank = images.dim() - 2
 
     def hook(module: nn.Module, _inp: Any, out: Any) -> None:
         if isinstance(module, _PASS_THROUGH):
             return
-        if _is_spatial(out):
+        if _is_spatial(out, rank):
             order.append(names[module])
 
     handles = [m.register_forward_hook(hook) for m in names]
@@ -216,8 +226,9 @@ def default_layer(
             h.remove()
     if not order:
         raise ValueError(
-            f"No layer of {_model_name(model)} outputs a spatial feature map (B, C, h, w) "
-            f"with h*w > 1 for input {tuple(images.shape[1:])}, so there is no map to explain "
+            f"No layer of {_model_name(model)} outputs a spatial feature map "
+            f"{_MAP_OF_RANK.get(rank, '(B, C, *spatial)')} with more than one position for "
+            f"input {tuple(images.shape[1:])}, so there is no map to explain "
             "(e.g. an MLP on flattened inputs); class activation maps need a convolutional or "
             "token layer (tokens: pass that layer and reshape_transform='tokens'), or a larger "
             "input if the last stages shrink to 1 x 1."

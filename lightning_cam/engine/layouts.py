@@ -39,6 +39,17 @@ way).
 
   Refusals are :class:`ValueError` s naming the layer, its output shape and the fix.
 
+**Other spatial ranks** (signals ``(B, C, L)``, volumes and videos ``(B, C, D, H, W)`` /
+``(B, C, T, H, W)``): a layer's map has the input's rank, ``(B, C, *spatial)``. ``"auto"`` reads
+such an output as it is (a recognised plain convnet family — MONAI networks, torchvision video
+ResNets and S3D — always; any other model, 1-D CNNs included, unless its middle dimensions fit
+the input's grid while its last ones do not, which is refused as channels-last-looking); a 1-D
+model's ``(B, C, L)`` output is a map, never tokens. Token outputs ``(B, N, D)`` of a volume or
+video model are folded for families whose token grids are known (torchvision MViT: one class
+token, then ``T' x H' x W'`` patches, the grid of its patch embedding or of a later pooling
+stage); any other is refused. ``"channels_last"`` permutes ``(B, *spatial, C)``; ``"tokens"`` on a 1-D input
+folds ``(B, N, D)`` into ``(B, D, N - prefix)``.
+
 Example:
     >>> import torch, torchvision
     >>> vit = torchvision.models.vit_b_16(weights=None, image_size=64)
@@ -51,6 +62,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Union
 
@@ -61,12 +73,14 @@ from lightning_cam.engine.families import Family, recognise
 __all__ = [
     "LAYOUTS",
     "Family",
+    "axes_fit",
     "ReshapeTransform",
     "channels_last",
     "check_reshape_transform",
     "fold_tokens",
     "grid_fits",
     "layout_transform",
+    "nd_layout",
     "recognise",
 ]
 
@@ -99,6 +113,22 @@ def grid_fits(
     return False
 
 
+def axes_fit(grid: Sequence[int], image_size: Sequence[int]) -> bool:
+    """Whether every axis of ``grid`` is the input's axis at *some* stride of its own (floor or
+    ceil): the check for volumes and videos, whose temporal and spatial strides differ.
+
+    Example:
+        >>> axes_fit((2, 4, 4), (16, 64, 64)), axes_fit((512, 2, 4), (16, 64, 64))
+        (True, False)
+    """
+    if len(grid) != len(image_size):
+        return False
+    return all(
+        any(_fits(int(n), int(size), s) for s in range(1, int(size) + 1))
+        for n, size in zip(grid, image_size, strict=True)
+    )
+
+
 def _grids(
     n: int, image_size: tuple[int, int], strides: Iterable[int] | None
 ) -> list[tuple[int, int]]:
@@ -113,27 +143,31 @@ def _grids(
 
 
 def fold_tokens(
-    num_prefix_tokens: int, grid: tuple[int, int]
+    num_prefix_tokens: int, grid: tuple[int, ...]
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``(B, N, D) -> (B, D, h, w)``: drop the first ``num_prefix_tokens`` tokens, then fold the
-    rest (row-major) into ``grid = (h, w)``.
+    """``(B, N, D) -> (B, D, *grid)``: drop the first ``num_prefix_tokens`` tokens, then fold the
+    rest (row-major) into ``grid``: ``(h, w)`` for images, ``(t, h, w)`` for videos (MViT),
+    ``(n,)`` for signals.
 
     Example:
         >>> fold_tokens(1, (2, 3))(torch.zeros(4, 7, 5)).shape
         torch.Size([4, 5, 2, 3])
+        >>> fold_tokens(1, (2, 2, 3))(torch.zeros(4, 13, 5)).shape
+        torch.Size([4, 5, 2, 2, 3])
     """
-    h, w = grid
+    dims = tuple(int(g) for g in grid)
+    order = (0, len(dims) + 1, *range(1, len(dims) + 1))
 
     def fold(t: torch.Tensor) -> torch.Tensor:
         patches = t[:, num_prefix_tokens:, :]
-        return patches.reshape(t.shape[0], h, w, t.shape[-1]).permute(0, 3, 1, 2)
+        return patches.reshape(t.shape[0], *dims, t.shape[-1]).permute(*order)
 
     return fold
 
 
 def channels_last(t: torch.Tensor) -> torch.Tensor:
-    """``(B, h, w, C) -> (B, C, h, w)``."""
-    return t.permute(0, 3, 1, 2)
+    """``(B, h, w, C) -> (B, C, h, w)`` (any rank: ``(B, *spatial, C) -> (B, C, *spatial)``)."""
+    return t.permute(0, t.dim() - 1, *range(1, t.dim() - 1))
 
 
 def check_reshape_transform(value: Any, argument: str = "reshape_transform") -> ReshapeTransform:
@@ -246,7 +280,8 @@ def layout_transform(
         spec: The ``reshape_transform`` (validated by :func:`check_reshape_transform`).
         layer: The layer's dotted name (for messages).
         shape: The shape of its output.
-        image_size: ``(H, W)`` of the input images.
+        image_size: ``(H, W)`` of the input images (``(L,)`` of signals, ``(D, H, W)`` of
+            volumes and videos: see :func:`nd_layout`).
         family: :func:`recognise` of the model (``None``: not recognised).
         batch: The number of images; with ``"auto"``, an output of a recognised model whose
             first dimension differs (windows or heads folded into the batch) is refused.
@@ -259,7 +294,9 @@ def layout_transform(
             message names the layer, its shape and the fix).
     """
     if callable(spec) and not isinstance(spec, str):
-        return _checked_callable(spec, layer)
+        return _checked_callable(spec, layer, len(image_size))
+    if len(image_size) != 2:
+        return nd_layout(spec, layer, shape, tuple(image_size), family, batch)
     if spec in ("tokens", "channels_last", "channels_first"):
         return _named(spec, layer, shape, image_size, family)
     if family is not None:
@@ -298,7 +335,7 @@ def _refuse_partitions(
     layer: str, shape: Sequence[int], family: Family, batch: int | None
 ) -> None:
     """``"auto"`` in a recognised model: refuse partitions, heads or windows in the batch."""
-    folded = batch is not None and len(shape) in (3, 4) and shape[0] != batch
+    folded = batch is not None and len(shape) >= 3 and shape[0] != batch
     if family.partitions(layer) or folded:
         raise ValueError(
             f"{_where(layer, shape)} in a {family.name}: window or grid partitions (or heads) "
@@ -362,16 +399,125 @@ def _auto_map(
 
 
 def _checked_callable(
-    fn: Callable[[torch.Tensor], torch.Tensor], layer: str
+    fn: Callable[[torch.Tensor], torch.Tensor], layer: str, rank: int = 2
 ) -> Callable[[torch.Tensor], torch.Tensor]:
+    want = _MAP_SHAPES.get(rank, "(B, C, *spatial)")
+
     def apply(t: torch.Tensor) -> torch.Tensor:
         out = fn(t)
-        if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != t.shape[0]:
+        if (
+            not isinstance(out, torch.Tensor)
+            or out.dim() != rank + 2
+            or out.shape[0] != t.shape[0]
+        ):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(
                 f"reshape_transform turned the output {tuple(t.shape)} of layer {layer!r} into "
-                f"{got}; it must return (B, C, h, w) with the same B ({t.shape[0]})."
+                f"{got}; it must return {want} with the same B ({t.shape[0]})."
             )
         return out
 
     return apply
+
+
+# ----------------------------------------------------------------------------- other ranks
+
+_MAP_SHAPES = {1: "(B, C, l)", 2: "(B, C, h, w)", 3: "(B, C, d, h, w)"}
+
+
+def nd_layout(
+    spec: ReshapeTransform,
+    layer: str,
+    shape: Sequence[int],
+    image_size: tuple[int, ...],
+    family: Family | None,
+    batch: int | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """:func:`layout_transform` for signals ``(L,)`` and volumes / videos ``(D, H, W)``.
+
+    A map has the input's rank, ``(B, C, *spatial)``; an output of another rank is returned as
+    it is (``None``) and refused by the engine, which names both ranks.
+
+    Example:
+        >>> layout_transform("auto", "conv", (2, 16, 50), (100,), None) is None
+        True
+        >>> layout_transform("channels_last", "x", (2, 4, 4, 4, 8), (8, 8, 8), None)(
+        ...     torch.zeros(2, 4, 4, 4, 8)).shape
+        torch.Size([2, 8, 4, 4, 4])
+    """
+    rank = len(image_size)
+    is_map = len(shape) == rank + 2
+    if spec == "tokens":
+        if len(shape) != 3:
+            raise ValueError(
+                f"{_where(layer, shape)}, not tokens (B, N, D): reshape_transform='tokens' "
+                f"does not apply; use 'auto', 'channels_last', 'channels_first' or a callable "
+                f"output -> {_MAP_SHAPES[rank]}."
+            )
+        return _nd_tokens(layer, shape, image_size, family)
+    if spec in ("channels_last", "channels_first"):
+        if not is_map:
+            raise ValueError(
+                f"{_where(layer, shape)}, not a {rank + 2}-D map of the {rank}-D input: "
+                f"reshape_transform={spec!r} does not apply; use 'auto', 'tokens' or a callable "
+                f"output -> {_MAP_SHAPES[rank]}."
+            )
+        return channels_last if spec == "channels_last" else None
+    if family is not None:
+        _refuse_partitions(layer, shape, family, batch)
+    if is_map:
+        if family is not None and family.maps_channels_first:
+            return None
+        first = axes_fit(shape[2:], image_size)
+        last = axes_fit(shape[1:-1], image_size)
+        if last and not first:
+            raise ValueError(
+                f"{_where(layer, shape)}: its middle dimensions fit the "
+                f"{'x'.join(map(str, image_size))} input and its last ones do not, so it looks "
+                f"channels-last (B, *spatial, C). Pass reshape_transform='channels_last', or "
+                f"'channels_first' if it really is {_MAP_SHAPES[rank]}, or a callable."
+            )
+        return None
+    if len(shape) == 3 and (family is not None and family.token_grids):
+        return _nd_tokens(layer, shape, image_size, family)
+    if len(shape) == 3:
+        raise ValueError(
+            f"{_where(layer, shape)}, a sequence (B, N, D) in a model of "
+            f"{'x'.join(map(str, image_size))} inputs whose token layout lightning-cam does not "
+            f"know; choose a convolutional layer {_MAP_SHAPES[rank]} or pass "
+            "reshape_transform=lightning_cam.engine.layouts.fold_tokens(num_prefix_tokens, "
+            "grid) with the model's own prefix count and token grid."
+        )
+    return None
+
+
+def _nd_tokens(
+    layer: str, shape: Sequence[int], image_size: tuple[int, ...], family: Family | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Tokens ``(B, N, D)`` of a signal, volume or video model, folded into the family's grid
+    (or, for signals, ``N - prefix`` tokens at one stride of the length)."""
+    n = int(shape[1])
+    size = "x".join(map(str, image_size))
+    if family is not None and family.token_grids:
+        prefix = family.num_prefix_tokens
+        found = [g for g in family.token_grids if math.prod(g) == n - prefix]
+        if found:
+            return fold_tokens(prefix, found[0])
+        raise ValueError(
+            f"{_where(layer, shape)}: {n} tokens, but a {family.name} has {prefix} prefix "
+            f"token(s) and grids {list(family.token_grids)} ({size} input): the layer does not "
+            "hold one token per patch. Choose a block's norm1 (the default layer) or pass "
+            "reshape_transform=fold_tokens(num_prefix_tokens, grid)."
+        )
+    splits = [
+        (p, (n - p,)) for p in range(min(_MAX_GUESSED_PREFIX, n - 1) + 1)
+        if len(image_size) == 1 and image_size[0] % (n - p) == 0 and p < n - p
+    ]
+    if len(splits) == 1:
+        return fold_tokens(*splits[0])
+    raise ValueError(
+        f"{_where(layer, shape)}: {n} tokens of a {size} input "
+        + ("can be split several ways " if splits else "fit no known token grid ")
+        + "into prefix tokens and patches; pass reshape_transform=lightning_cam.engine.layouts."
+        "fold_tokens(num_prefix_tokens, grid) with the model's own counts."
+    )

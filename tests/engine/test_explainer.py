@@ -389,7 +389,8 @@ def test_foreign_module_as_layer() -> None:
 @pytest.mark.parametrize(
     ("images", "exc", "match"),
     [
-        (torch.rand(3, 8, 8), ValueError, r"shape \(B, C, H, W\), got \(3, 8, 8\).*images\[None\]"),
+        # A 3-D tensor is a batch of signals (B, C, L); for a 2-D model, one image unbatched.
+        (torch.rand(3, 8, 8), ValueError, r"shape \(3, 8, 8\).*one image.*images\[None\]"),
         (torch.rand(8, 8), ValueError, r"got \(8, 8\)"),
         (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), TypeError, "floating-point"),
         ([[1.0]], TypeError, "torch.Tensor"),

@@ -112,6 +112,71 @@ _CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, int] | None, int, st
 }
 
 
+def _monai(name: str, **kwargs) -> nn.Module:
+    nets = require("monai", "pip install monai").networks.nets
+    return getattr(nets, name)(**kwargs)
+
+
+def _tiny_mvit() -> nn.Module:
+    """torchvision's MViT v2 layout (class token, relative positions, residual pooling) in
+    three blocks at 4 x 32 x 32: mvit_v2_s itself fixes 16 x 224 x 224."""
+    from torchvision.models.video.mvit import MSBlockConfig, MViT
+
+    def block(i: int, o: int, heads: int, stride_q: list[int]) -> MSBlockConfig:
+        return MSBlockConfig(heads, i, o, [3, 3, 3], [3, 3, 3], stride_q, [1, 2, 2])
+
+    return MViT(
+        (32, 32), 4, [block(8, 8, 1, [1, 1, 1]), block(8, 16, 2, [1, 2, 2]),
+                      block(16, 16, 2, [1, 1, 1])],
+        residual_pool=True, residual_with_cls_embed=False, rel_pos_embed=True,
+        proj_after_attn=True, num_classes=3,
+    )
+
+
+def _s3d() -> nn.Module:
+    model = torchvision.models.video.s3d(weights=None, num_classes=3)
+    model.avgpool = nn.AdaptiveAvgPool3d(1)  # its (2, 7, 7) pool needs 16 x 224 x 224 inputs
+    return model
+
+
+def _cnn1d() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv1d(2, 8, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(8, 16, 3, padding=1), nn.BatchNorm1d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, 3),
+    )
+
+
+# Volumes, videos and signals: the input's shape (C, *spatial) instead of a square size.
+_CASES.update({
+    "MONAI DenseNet": (
+        lambda: _monai("DenseNet121", spatial_dims=3, in_channels=1, out_channels=2,
+                       init_features=8, growth_rate=4, block_config=(1, 1, 1, 1)),
+        None, 0, "class_layers.relu", (1, 64, 64, 64),
+    ),
+    "MONAI ResNet": (
+        lambda: _monai("ResNet", block="basic", layers=[1, 1, 1, 1],
+                       block_inplanes=[8, 16, 32, 64], spatial_dims=3, n_input_channels=1,
+                       num_classes=2),
+        None, 0, "layer4", (1, 32, 32, 32),
+    ),
+    "MONAI SENet": (
+        lambda: _monai("SEResNet50", spatial_dims=3, in_channels=1, num_classes=2,
+                       layers=(1, 1, 1, 1)),
+        None, 0, "layer4", (1, 64, 64, 64),
+    ),
+    "torchvision video ResNet": (
+        lambda: torchvision.models.video.r3d_18(weights=None, num_classes=3),
+        None, 0, "layer4", (3, 8, 32, 32),
+    ),
+    "torchvision S3D": (_s3d, None, 0, "features", (3, 16, 64, 64)),
+    "torchvision MViT": (
+        _tiny_mvit, None, 1, "blocks.2.norm1", (3, 4, 32, 32),
+    ),
+    "1-D CNN": (_cnn1d, None, 0, "5", (2, 64)),
+})
+
+
 def test_every_record_has_a_case_and_names_are_unique() -> None:
     names = [f.name for f in FAMILIES]
     assert len(names) == len(set(names))
@@ -136,7 +201,7 @@ def test_each_record_recognises_its_model(name: str) -> None:
     others = [f.name for f in FAMILIES if f is not record and f.recognise(model) is not None]
     assert others == []
     assert (guided_support(model) is None) == (record.guided_unsupported is None)
-    x = torch.rand(1, 3, size, size)
+    x = torch.rand(1, 3, size, size) if isinstance(size, int) else torch.rand(1, *size)
     got = default_layer(model, x)
     if layer is None:
         assert fam.default_layer() is None  # the generic rule
@@ -150,9 +215,11 @@ def test_attention_families_refuse_guided_defaults_convnets_do_not() -> None:
     attention = {f.name for f in FAMILIES if f.guided_unsupported is not None}
     assert attention == {
         "torchvision ViT", "torchvision Swin", "torchvision MaxViT", "timm DeiT", "timm ViT",
-        "timm Swin", "HF ViT", "HF DeiT", "HF Swin", "HF CLIP",
+        "timm Swin", "HF ViT", "HF DeiT", "HF Swin", "HF CLIP", "torchvision MViT",
     }
     assert all(f.kind == "convnet" for f in FAMILIES if f.name not in attention)
+    # MViT's tokens are read through its own grids, not a 2-D patch size.
+    assert {f.name for f in FAMILIES if f.token_grids is not None} == {"torchvision MViT"}
 
 
 def test_recognised_inside_a_wrapper_with_its_root() -> None:
