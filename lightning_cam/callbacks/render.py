@@ -117,10 +117,13 @@ def render_grids(
 
 def pointing_tolerance(options: CAMOptions, images: torch.Tensor) -> float:
     """The pointing game's hit radius in pixels (:func:`lightning_cam.metrics.pointing_tolerance`:
-    ``pointing_game_tolerance``, or 15 pixels at 224 x 224 scaled to the images' shorter side)."""
+    ``pointing_game_tolerance``, or 15 pixels at 224 x 224 scaled to the images' shorter side;
+    for signals ``(B, C, L)`` to the length ``L``)."""
     from lightning_cam import metrics as M
 
-    return M.pointing_tolerance(options.pointing_game_tolerance, images.shape)
+    return M.pointing_tolerance(
+        options.pointing_game_tolerance, images.shape, rank=images.dim() - 2
+    )
 
 
 class MetricScalars:

@@ -738,8 +738,8 @@ class CAMWriter(PredictionWriterBase):
         with torch.inference_mode(False):  # a normal tensor: autograd may save it
             return parts["label"].clone()
 
-    def _tolerance(self, size: tuple[int, int]) -> float:
-        return pointing_tolerance(self.pointing_game_tolerance, size)
+    def _tolerance(self, size: tuple[int, ...]) -> float:
+        return pointing_tolerance(self.pointing_game_tolerance, size, rank=len(size))
 
     def _explain(self, parts: dict[str, Any]) -> Explanation:
         assert self._explainer is not None
@@ -825,7 +825,7 @@ class CAMWriter(PredictionWriterBase):
         parts: dict[str, Any],
         full: dict[tuple[str, str], torch.Tensor],
         class_ids: torch.Tensor | None,
-        size: tuple[int, int],
+        size: tuple[int, ...],
     ) -> dict[str, torch.Tensor]:
         if not self.metrics:
             return {}
