@@ -193,6 +193,7 @@ class ClassificationTask(TaskStrategy):
         )
         self._checked: weakref.WeakSet[Any] = weakref.WeakSet()
         self._batch_checked = False
+        self._display_checked = False
         self._scalars = render.MetricScalars()
 
     @classmethod
@@ -252,6 +253,9 @@ class ClassificationTask(TaskStrategy):
         if pl_module not in self._checked:
             self._check_model(trainer, pl_module, x)
             self._checked.add(pl_module)
+        if not self._display_checked:  # the first batch, training or validation
+            self._check_display(images)
+            self._display_checked = True
         if validation and not self._batch_checked:
             if not x.is_floating_point():
                 self._check_integer_images(trainer, pl_module, x, _shown(x))
@@ -452,8 +456,13 @@ class ClassificationTask(TaskStrategy):
                 f"inputs {tuple(images.shape)}: give {spatial} masks of the inputs' size, or "
                 "mask_key=None."
             )
+        self._check_display(images)
+
+    def _check_display(self, images: torch.Tensor) -> None:
+        """Refuse inputs the pictures cannot show (mean/std of another channel count, ...)."""
+        who, opts = self._who(), self.options
         try:
-            if rank == 2:
+            if images.dim() == 4:
                 render.display_images(images[:1].detach().cpu(), opts)
             else:
                 render_nd.check_display(images[:1], opts)

@@ -147,8 +147,8 @@ def _display(
         if arr.dtype == np.uint8:
             raise TypeError("mean/std were given but the input is uint8 (already display range)")
         bshape = (-1,) + (1,) * spatial
-        m = np.broadcast_to(np.asarray(0.0 if mean is None else mean, np.float64).ravel(), (c,))
-        s = np.broadcast_to(np.asarray(1.0 if std is None else std, np.float64).ravel(), (c,))
+        m, s = (_per_channel(v, d, c, name) for v, d, name in ((mean, 0.0, "mean"),
+                                                                (std, 1.0, "std")))  # fmt: skip
         x64 = x64 * s.reshape(bshape) + m.reshape(bshape)
     elif arr.dtype == np.uint8:
         x64 = x64 / 255.0
@@ -158,6 +158,16 @@ def _display(
     x64 = np.clip(x64, 0.0, 1.0)
     rgb = x64 if c == 3 else np.repeat(x64[:1], 3, axis=0)
     return np.moveaxis(rgb, 0, -1).astype(np.float32)
+
+
+def _per_channel(value: object, default: float, channels: int, name: str) -> np.ndarray:
+    v = np.asarray(default if value is None else value, np.float64).ravel()
+    if v.size not in (1, channels):
+        raise ValueError(
+            f"{name} has {v.size} values for an input of {channels} channel(s): give one value "
+            f"or {channels}"
+        )
+    return np.broadcast_to(v, (channels,))
 
 
 def _blend(image01: np.ndarray, cam01: np.ndarray, alpha: float, colormap: str) -> np.ndarray:
@@ -587,7 +597,7 @@ def _plot(
         axes[2].imshow(strip, extent=(0, length, 0, 1), aspect="auto", interpolation="nearest")
         axes[2].set_yticks([])
     axes[-1].tick_params(labelsize=6)
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.9 if title else 0.97, bottom=0.14)
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.87 if title else 0.97, bottom=0.14)
     canvas = fig.canvas
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())  # type: ignore[attr-defined]

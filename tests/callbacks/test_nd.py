@@ -179,6 +179,17 @@ def test_guided_pictures_of_volumes_are_refused_at_first_batch(flag: str, tmp_pa
     assert trainer.global_step == 0  # refused before any training step
 
 
+def test_rgb_statistics_on_grey_volumes_are_refused_before_training(tmp_path: Any) -> None:
+    data = torch.utils.data.DataLoader(_Volumes((8, 8, 8)), batch_size=4)
+    cb = lc.GradCAMCallback(layer="backbone", mean=[0.485, 0.456, 0.406],
+                            std=[0.229, 0.224, 0.225])  # fmt: skip
+    trainer = make_trainer(tmp_path, [cb], max_epochs=1, limit_train_batches=1,
+                           limit_val_batches=1, num_sanity_val_steps=0)  # fmt: skip
+    with pytest.raises(MisconfigurationException, match="mean has 3 values for an input of 1"):
+        trainer.fit(_module(3), data, data)
+    assert trainer.global_step == 0
+
+
 def _run_config(name: str, tmp_path: Path, *extra: str) -> str:
     from lightning_cam.cli import main
 

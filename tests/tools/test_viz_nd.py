@@ -173,3 +173,12 @@ def test_signal_band_refuses_a_map_of_another_length() -> None:
         viz_nd.signal_band(np.zeros(64), np.zeros(16))
     with pytest.raises(ValueError, match=r"mask must be \(64,\)"):
         viz_nd.signal_band(np.zeros(64), np.zeros(64), mask=np.zeros(10))
+
+
+def test_mean_std_of_another_channel_count_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match=r"mean has 3 values for an input of 1 channel"):
+        viz_nd.volume_slices(np.zeros((1, 8, 8, 8)), np.zeros((8, 8, 8)), mean=[0.5] * 3,
+                             std=[0.2] * 3)  # fmt: skip
+    undone = viz_nd.video_frames(np.full((1, 2, 4, 4), -1.0), np.zeros((2, 4, 4)), alpha=0.0,
+                                 mean=0.5, std=0.5)  # fmt: skip
+    assert int(undone.max()) == 0  # -1 * 0.5 + 0.5 = 0: black
