@@ -16,6 +16,7 @@ is the map alone, ``alpha = 1``; guided pictures are 2-D only):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,8 @@ def _signals(images: torch.Tensor, cams: torch.Tensor, probes: Mapping[str, torc
 
 def _volumes(images: torch.Tensor, cams: torch.Tensor, captions: list[str],
              options: CAMOptions, alpha: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    kw = {"alpha": alpha, "colormap": options.colormap, "mean": options.mean, "std": options.std}
+    kw: dict[str, Any] = {"alpha": alpha, "colormap": options.colormap, "mean": options.mean,
+                          "std": options.std}  # fmt: skip
     slices, montages = [], []
     for i in range(cams.shape[0]):
         slices.append(_caption(viz_nd.volume_slices(images[i], cams[i], size=options.tile_size,
@@ -87,7 +89,8 @@ def _volumes(images: torch.Tensor, cams: torch.Tensor, captions: list[str],
 
 def _videos(images: torch.Tensor, cams: torch.Tensor, captions: list[str],
             options: CAMOptions, alpha: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    kw = {"alpha": alpha, "colormap": options.colormap, "mean": options.mean, "std": options.std}
+    kw: dict[str, Any] = {"alpha": alpha, "colormap": options.colormap, "mean": options.mean,
+                          "std": options.std}  # fmt: skip
     frames = [viz_nd.video_frames(images[i], cams[i], **kw) for i in range(cams.shape[0])]
     strip = _stack([_caption(viz_nd.video_strip(f, size=options.tile_size), captions[i])
                     for i, f in enumerate(frames)])  # fmt: skip
@@ -146,7 +149,7 @@ def check_display(images: torch.Tensor, options: CAMOptions) -> None:
     x = x if x.dtype == torch.uint8 else x.float()
     empty = torch.zeros(tuple(x.shape[2:]))
     kind = spatial_kind(x, options)
-    kw = {"colormap": options.colormap}
+    kw: dict[str, Any] = {"colormap": options.colormap}
     if kind == "signal":
         viz_nd.signal_band(x[0], empty, width=192, height=96, **kw)
     elif kind == "volume":

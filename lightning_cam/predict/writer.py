@@ -996,7 +996,7 @@ class CAMWriter(PredictionWriterBase):
         from lightning_cam.tools import viz, viz_nd
 
         kind = viz_nd.picture_kind(images.dim() - 2, self.third_axis)  # type: ignore[arg-type]
-        stats = {"mean": self.mean, "std": self.std}
+        stats: dict[str, Any] = {"mean": self.mean, "std": self.std}
         for i, image_id in wanted:
             x = images[i].detach().float().cpu()
             stem = overlay_stem(image_id)
