@@ -47,8 +47,8 @@ the input's grid while its last ones do not, which is refused as channels-last-l
 model's ``(B, C, L)`` output is a map, never tokens. Token outputs ``(B, N, D)`` of a volume or
 video model are folded for families whose token grids are known (torchvision MViT: one class
 token, then ``T' x H' x W'`` patches, the grid of its patch embedding or of a later pooling
-stage); any other is refused. ``"channels_last"`` permutes ``(B, *spatial, C)``; ``"tokens"`` on a 1-D input
-folds ``(B, N, D)`` into ``(B, D, N - prefix)``.
+stage); any other is refused. ``"channels_last"`` permutes ``(B, *spatial, C)``; ``"tokens"``
+on a 1-D input folds ``(B, N, D)`` into ``(B, D, N - prefix)``.
 
 Example:
     >>> import torch, torchvision
