@@ -307,3 +307,103 @@ class ShapesSegmenter(_ShapesModule):
     def configure_optimizers(self) -> Any:
         """Adam at ``lr``."""
         return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])
+
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_MAXPOOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_GLOBAL_MAX = {1: nn.AdaptiveMaxPool1d, 2: nn.AdaptiveMaxPool2d, 3: nn.AdaptiveMaxPool3d}
+
+
+def nd_backbone(
+    spatial_dims: int, in_channels: int = 1, widths: tuple[int, ...] = (8, 16, 32)
+) -> nn.Sequential:
+    """The compact CNN of :func:`simple_backbone` for inputs of ``spatial_dims`` spatial axes
+    (``(B, C, L)``, ``(B, C, H, W)`` or ``(B, C, D, H, W)``): conv-BN-ReLU blocks, max-pooling
+    after all but the last.
+
+    Example:
+        >>> nd_backbone(3)(torch.rand(2, 1, 24, 24, 24)).shape
+        torch.Size([2, 32, 6, 6, 6])
+    """
+    if spatial_dims not in _CONV:
+        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
+    blocks: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip((in_channels, *widths[:-1]), widths, strict=True)):
+        layers: list[nn.Module] = [
+            _CONV[spatial_dims](c_in, c_out, 3, padding=1, bias=False),
+            _NORM[spatial_dims](c_out),
+            nn.ReLU(inplace=True),
+        ]
+        if i < len(widths) - 1:
+            layers.append(_MAXPOOL[spatial_dims](2))
+        blocks.append(nn.Sequential(*layers))
+    return nn.Sequential(*blocks)
+
+
+class NDClassifier(_ShapesModule):
+    """A compact classifier of signals ``(B, C, L)``, images or volumes ``(B, C, D, H, W)`` as
+    a LightningModule: ``self.backbone`` (:func:`nd_backbone`, the natural Grad-CAM layer)
+    followed by ``self.head`` (global max pool + linear), for the embedded 3-D shapes
+    (:class:`~lightning_cam.data.Shapes3DDataModule`) and signals
+    (:class:`~lightning_cam.data.SignalsDataModule`). Inputs go in as the datasets give them
+    (no normalisation inside). Batches, logged values, optimiser and schedule are those of
+    :class:`ShapesClassifier`.
+
+    Args:
+        spatial_dims: 1 (signals), 2 (images) or 3 (volumes, videos).
+        in_channels: Input channels.
+        num_classes: Number of classes.
+        widths: Channels of the backbone's blocks.
+        lr: Peak learning rate of the one-cycle schedule.
+        weight_decay: AdamW weight decay.
+        class_names: Optional class names, indexed by label.
+
+    Raises:
+        ValueError: On a bad ``spatial_dims``, ``num_classes`` below 2, a non-positive ``lr``,
+            a negative ``weight_decay`` or ``class_names`` of the wrong length.
+
+    Example:
+        >>> NDClassifier(spatial_dims=1)(torch.rand(2, 1, 256)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        num_classes: int = 3,
+        widths: tuple[int, ...] = (8, 16, 32),
+        lr: float = 1e-2,
+        weight_decay: float = 1e-4,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names must have num_classes={num_classes} entries, got "
+                f"{len(class_names)}: {list(class_names)}"
+            )
+        self.save_hyperparameters()
+        widths = tuple(int(w) for w in widths)
+        self.backbone = nd_backbone(spatial_dims, in_channels, widths)
+        self.head = nn.Sequential(
+            _GLOBAL_MAX[spatial_dims](1), nn.Flatten(), nn.Linear(widths[-1], num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, num_classes)`` of inputs ``(B, C, *spatial)``."""
+        return self.head(self.backbone(x))
+
+    _shared_step = ShapesClassifier._shared_step
+    training_step = ShapesClassifier.training_step
+    validation_step = ShapesClassifier.validation_step
+    test_step = ShapesClassifier.test_step
+    predict_step = ShapesClassifier.predict_step
+    configure_optimizers = ShapesClassifier.configure_optimizers

@@ -144,6 +144,11 @@ class CAMCallback(CallbackBase):
             torchvision: ``255``; Lightning's segmentation example: ``250``), a list of them, or
             ``None``; negative labels (``-100``, cross-entropy's default) are always void.
             Void pixels are neither explained nor scored.
+        third_axis: For inputs of three spatial axes, what the first one is: ``"depth"``
+            (volumes ``(B, C, D, H, W)``: the orthogonal slices through the map's peak and a
+            slice montage) or ``"time"`` (videos ``(B, C, T, H, W)``: a frame strip and an
+            animation, TensorBoard's and W&B's video panels). Signals ``(B, C, L)`` are
+            plotted with the map as a colour band (:mod:`lightning_cam.tools.viz_nd`).
 
     Example:
         >>> from pytorch_lightning import Trainer
@@ -183,6 +188,7 @@ class CAMCallback(CallbackBase):
         output_transform: Callable[[Any], torch.Tensor] | str | None = None,
         reshape_transform: Callable[[torch.Tensor], torch.Tensor] | str = "auto",
         ignore_index: int | list[int] | None = 255,
+        third_axis: Literal["depth", "time"] = "depth",
     ) -> None:
         # by name, never by position: the signature above is the one place the arguments are
         # written (CAMOptions reads their names and defaults from it)
@@ -375,7 +381,7 @@ class CAMCallback(CallbackBase):
             sink.log(pictures, scalars, step)
         if pictures and not any(sink.takes_images for sink in sinks):
             root = png_root(trainer)
-            PNGFolderSink(root).log_images(pictures, step)
+            PNGFolderSink(root).log(pictures, {}, step)
             names = ", ".join(type(lg).__name__ for lg in loggers)
             why = f"no logger takes images ({names})" if loggers else "the trainer has no logger"
             self._warn_once("png", f"{why}; writing the pictures as PNG files under {root}.")

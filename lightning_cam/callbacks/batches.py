@@ -56,10 +56,12 @@ def parse_batch(
         if "label" in keys and len(batch) > 1 and isinstance(batch[1], torch.Tensor):
             out["label"] = batch[1]
     img = out["image"]
-    if not isinstance(img, torch.Tensor) or img.dim() != 4:
+    if not isinstance(img, torch.Tensor) or img.dim() not in (3, 4, 5):
         desc = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
         raise MisconfigurationException(
-            f"{owner} expects batches whose images are a tensor (B, C, H, W); found {desc} "
+            f"{owner} expects batches whose inputs are a tensor (B, C, H, W) (images), "
+            f"(B, C, L) (signals) or (B, C, D, H, W) / (B, C, T, H, W) (volumes, videos); "
+            f"found {desc} "
             f"in a {type(batch).__name__} batch. Batches may be (x, y, ...) tuples, tensors or "
             f"dicts with image_key={image_key!r}; override {owner}.extract() for other layouts."
         )

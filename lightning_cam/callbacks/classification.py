@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from lightning_cam._compat import MisconfigurationException
-from lightning_cam.callbacks import render
+from lightning_cam.callbacks import render, render_nd
 from lightning_cam.callbacks.options import misconf
 from lightning_cam.callbacks.task import CallbackView, TaskStrategy
 from lightning_cam.engine import Explainer, Explanation, borrowed, concat_explanations
@@ -193,6 +193,7 @@ class ClassificationTask(TaskStrategy):
         )
         self._checked: weakref.WeakSet[Any] = weakref.WeakSet()
         self._batch_checked = False
+        self._display_checked = False
         self._scalars = render.MetricScalars()
 
     @classmethod
@@ -252,6 +253,9 @@ class ClassificationTask(TaskStrategy):
         if pl_module not in self._checked:
             self._check_model(trainer, pl_module, x)
             self._checked.add(pl_module)
+        if not self._display_checked:  # the first batch, training or validation
+            self._check_display(images)
+            self._display_checked = True
         if validation and not self._batch_checked:
             if not x.is_floating_point():
                 self._check_integer_images(trainer, pl_module, x, _shown(x))
@@ -312,16 +316,22 @@ class ClassificationTask(TaskStrategy):
             raise misconf("target", opts.target, f"a class id in 0..{value.shape[1] - 1}")
         self._readers[pl_module] = (read, where)
         layers = self.layers(pl_module, xf)
+        self._settle_kinds(x)
         cams = self._check_methods(trainer, pl_module, xf, layers, read)
         height, width = int(x.shape[-2]), int(x.shape[-1])
+        rank = x.dim() - 2
         for name in layers:
             cam = cams[opts.methods[0]][name]
-            if cam.dim() != 3:
+            if cam.dim() != rank + 1:
+                spatial = {1: "(l)", 2: "(h, w)", 3: "(d, h, w)"}.get(rank, f"{rank}-D")
                 raise MisconfigurationException(
-                    f"{who}: layer {name!r} gives maps of shape {tuple(cam.shape[1:])}, not 2-D "
-                    "(h, w): its output is not a (B, C, h, w) feature map (tokens?). Choose a "
-                    "convolutional layer."
+                    f"{who}: layer {name!r} gives maps of shape {tuple(cam.shape[1:])} for "
+                    f"inputs {tuple(x.shape)}, not {spatial} maps of the input's {rank} spatial "
+                    f"axes: its output is not a (B, C, {spatial[1:-1]}) feature map (tokens?). "
+                    "Choose a convolutional layer."
                 )
+            if rank != 2:
+                continue
             h, w = int(cam.shape[-2]), int(cam.shape[-1])
             if max(h, w) > 2 and abs(math.log((h / w) / (height / width))) > math.log(2.5):
                 raise MisconfigurationException(
@@ -330,6 +340,29 @@ class ClassificationTask(TaskStrategy):
                     "(B, C, h, w) and give a wrong picture. Choose a layer with a (B, C, h, w) "
                     "output (e.g. the block before a permute)."
                 )
+
+    def _settle_kinds(self, x: torch.Tensor) -> None:
+        """Inputs that are not 2-D images get overlay and heatmap pictures only: the automatic
+        guided Grad-CAM (``log_guided_gradcam=None``) is dropped; guided pictures asked for
+        explicitly are refused, with the fix."""
+        if x.dim() == 4:
+            return
+        opts = self.options
+        if opts.guided_gradcam_auto:
+            opts.kinds = [k for k in opts.kinds if k != "guided_gradcam"]
+        guided = [k for k in opts.kinds if k not in render_nd.ND_KINDS]
+        if guided:
+            kind = render_nd.spatial_kind(x, opts)
+            raise MisconfigurationException(
+                f"{self._who()}: log_{guided[0]}=True draws 2-D images, but the inputs are "
+                f"{tuple(x.shape)} ({kind}s): set log_{guided[0]}=False; {kind}s are shown "
+                "with log_overlay / log_heatmap."
+            )
+        if not opts.kinds and not opts.metrics:
+            raise MisconfigurationException(
+                f"{self._who()}: nothing to log for {tuple(x.shape)} inputs: set "
+                "log_overlay=True or log_heatmap=True, or give metrics."
+            )
 
     def _probe_explain(
         self, trainer: Any, pl_module: Any, xf: torch.Tensor, layers: list[str], read: Reader,
@@ -415,14 +448,24 @@ class ClassificationTask(TaskStrategy):
                     "logits; fix label_key or use target='pred'."
                 )
         mask = parts.get("mask")
-        if mask is not None and tuple(mask.shape[-2:]) != tuple(images.shape[-2:]):
+        rank = images.dim() - 2
+        if mask is not None and tuple(mask.shape[-rank:]) != tuple(images.shape[-rank:]):
+            spatial = {1: "(B, L)", 2: "(B, H, W)", 3: "(B, D, H, W)"}[rank]
             raise MisconfigurationException(
                 f"{who}: the masks (mask_key={opts.mask_key!r}) are {tuple(mask.shape)} for "
-                f"images {tuple(images.shape)}: give (B, H, W) masks of the images' size, or "
+                f"inputs {tuple(images.shape)}: give {spatial} masks of the inputs' size, or "
                 "mask_key=None."
             )
+        self._check_display(images)
+
+    def _check_display(self, images: torch.Tensor) -> None:
+        """Refuse inputs the pictures cannot show (mean/std of another channel count, ...)."""
+        who, opts = self._who(), self.options
         try:
-            render.display_images(images[:1].detach().cpu(), opts)
+            if images.dim() == 4:
+                render.display_images(images[:1].detach().cpu(), opts)
+            else:
+                render_nd.check_display(images[:1], opts)
         except (TypeError, ValueError) as err:
             raise MisconfigurationException(
                 f"{who}: cannot show the probe images {tuple(images.shape)} "
@@ -521,7 +564,8 @@ class ClassificationTask(TaskStrategy):
         opts = self.options
         layers = self.layers(pl_module, probes["image"])
         names = self.class_names(trainer, pl_module)
-        pictures = render.render_grids(opts, probes, result, layers, names) if opts.kinds else {}
+        draw = render.render_grids if probes["image"].dim() == 4 else render_nd.render_nd
+        pictures = draw(opts, probes, result, layers, names) if opts.kinds else {}
         scalars: dict[str, float] = {}
         if opts.metrics:
             read = self._readers.get(pl_module)

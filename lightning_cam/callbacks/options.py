@@ -131,6 +131,7 @@ class CAMOptions:
     ignore_index: list[int] = field(default_factory=lambda: [255])
     guided_gradcam_auto: bool = False
     requested_kinds: list[str] | None = None
+    third_axis: str = "depth"
 
     def for_model(self, pl_module: Any) -> str | None:
         """Settle the kinds for ``pl_module``: with ``log_guided_gradcam=None`` (the default),
@@ -294,6 +295,15 @@ def check_mean_std(mean: Any, std: Any) -> tuple[list[float] | None, list[float]
     return [float(v) for v in mean], [float(v) for v in std]
 
 
+def check_third_axis(value: Any) -> str:
+    """``third_axis``: what the first of three spatial axes is, ``"depth"`` (volumes
+    ``(B, C, D, H, W)``: orthogonal slices and a montage) or ``"time"`` (videos
+    ``(B, C, T, H, W)``: a frame strip and an animation)."""
+    if value not in ("depth", "time"):
+        raise misconf("third_axis", value, "'depth' (volumes) or 'time' (videos)")
+    return str(value)
+
+
 def check_batch_keys(**keys: Any) -> None:
     """``image_key`` / ``label_key`` are str; ``mask_key``, ``box_key``, ``id_key`` str or
     ``None``."""
@@ -349,6 +359,7 @@ def _check_display(a: dict[str, Any]) -> dict[str, Any]:
         "colormap": colormap,
         "alpha": float(alpha),
         "tile_size": check_int("tile_size", a["tile_size"], 16),
+        "third_axis": check_third_axis(a.get("third_axis", "depth")),
     }
 
 

@@ -117,10 +117,13 @@ def render_grids(
 
 def pointing_tolerance(options: CAMOptions, images: torch.Tensor) -> float:
     """The pointing game's hit radius in pixels (:func:`lightning_cam.metrics.pointing_tolerance`:
-    ``pointing_game_tolerance``, or 15 pixels at 224 x 224 scaled to the images' shorter side)."""
+    ``pointing_game_tolerance``, or 15 pixels at 224 x 224 scaled to the images' shorter side;
+    for signals ``(B, C, L)`` to the length ``L``)."""
     from lightning_cam import metrics as M
 
-    return M.pointing_tolerance(options.pointing_game_tolerance, images.shape)
+    return M.pointing_tolerance(
+        options.pointing_game_tolerance, images.shape, rank=images.dim() - 2
+    )
 
 
 class MetricScalars:
@@ -149,9 +152,9 @@ class MetricScalars:
         boxes = probes.get("box")
         tolerance = pointing_tolerance(options, probes["image"])
         gt: dict[str, torch.Tensor] = {}
-        if masks is not None and masks.dim() == 3:
+        if masks is not None and masks.dim() == images.dim() - 1:
             gt["masks"] = masks.bool()
-        elif boxes is not None and boxes.dim() == 2 and boxes.shape[1] == 4:
+        elif boxes is not None and images.dim() == 4 and boxes.dim() == 2 and boxes.shape[1] == 4:
             gt["boxes"] = boxes.float()
         # Samples with non-finite values (a diverged model, a NaN pixel) have NaN maps, not
         # explanations: the scalars are over the other samples, and absent when none is left.

@@ -13,12 +13,19 @@ Supporting another logger is one class appended to :data:`SINKS`, nothing else::
                 self.logger.experiment.save(tag, picture, step)
 
 Pictures are ``uint8`` ``(H, W, 3)`` RGB arrays keyed by tag (``{method}/{layer}/{kind}``);
-scalars are floats keyed by tag; both at ``step=trainer.global_step``. The sinks for W&B and
+videos (the ``*_video`` tags of video inputs) are ``uint8`` ``(T, H, W, 3)`` frames, which
+:meth:`ImageSink.log` passes to :meth:`ImageSink.log_videos`: TensorBoard gets an animated GIF
+image summary (what ``SummaryWriter.add_video`` writes, without its moviepy dependency), W&B a
+``wandb.Video`` of the same GIF (W&B's own encoding of raw frames needs moviepy), MLflow a GIF
+artifact, the PNG fallback a ``.gif`` file; a logger with no video support gets none (each
+video's ``*_strip`` picture shows its frames). Scalars are floats keyed by tag; all at
+``step=trainer.global_step``. The sinks for W&B and
 MLflow import nothing of ``wandb`` / ``mlflow`` themselves: the loggers bring their packages.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -63,6 +70,11 @@ class ImageSink:
         """Write every picture under its tag at ``step``."""
         raise NotImplementedError
 
+    def log_videos(self, videos: Mapping[str, np.ndarray], step: int) -> None:
+        """Write every video ``(T, H, W, 3)`` under its tag at ``step`` (by default none:
+        loggers without a video panel show the ``*_strip`` pictures)."""
+        return None
+
     def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
         """Write every scalar under its tag at ``step``."""
         if scalars:
@@ -71,10 +83,27 @@ class ImageSink:
     def log(
         self, pictures: Mapping[str, np.ndarray], scalars: Mapping[str, float], step: int
     ) -> None:
-        """Write one run's pictures (when :attr:`takes_images`) and scalars."""
+        """Write one run's pictures and videos (when :attr:`takes_images`) and scalars."""
         if pictures and self.takes_images:
-            self.log_images(pictures, step)
+            images, videos = split_videos(pictures)
+            if images:
+                self.log_images(images, step)
+            if videos:
+                self.log_videos(videos, step)
         self.log_scalars(scalars, step)
+
+
+def split_videos(
+    pictures: Mapping[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(images, videos)`` of ``pictures``: ``(H, W, 3)`` arrays and ``(T, H, W, 3)`` ones."""
+    images = {k: v for k, v in pictures.items() if v.ndim == 3}
+    videos = {k: v for k, v in pictures.items() if v.ndim == 4}
+    return images, videos
+
+
+#: Frames a second of the logged videos.
+VIDEO_FPS = 4.0
 
 
 class DisabledSink(ImageSink):
@@ -118,8 +147,37 @@ def _is_summary_writer(obj: Any) -> bool:
     )
 
 
+def _tensorboard_gif(tag: str, frames: np.ndarray) -> Any:
+    """A TensorBoard image summary holding an animated GIF of ``frames`` (the summary
+    ``SummaryWriter.add_video`` writes; TensorBoard's image panel plays it)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    from lightning_cam.tools import viz_nd
+
+    t, height, width = frames.shape[:3]
+    image = Summary.Image(
+        height=height, width=width, colorspace=3,
+        encoded_image_string=viz_nd.encode_gif(frames, VIDEO_FPS),
+    )  # fmt: skip
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
+
+
 class TensorBoardSink(ImageSink):
-    """``TensorBoardLogger``: image summaries in the run's event file."""
+    """``TensorBoardLogger``: image summaries in the run's event file (videos as animated GIF
+    image summaries, as ``add_video`` writes them)."""
+
+    def log_videos(self, videos: Mapping[str, np.ndarray], step: int) -> None:
+        experiment = self.logger.experiment
+        get_writer = getattr(experiment, "_get_file_writer", None)
+        for tag, frames in videos.items():
+            if callable(get_writer):
+                get_writer().add_summary(_tensorboard_gif(tag, frames), step)
+            else:  # another SummaryWriter: its own add_video (needs moviepy)
+                from lightning_cam.tools import viz_nd
+
+                experiment.add_video(
+                    tag, viz_nd.video_tensor(frames), global_step=step, fps=VIDEO_FPS
+                )
 
     @classmethod
     def accepts(cls, logger: Any) -> bool:
@@ -160,7 +218,12 @@ class WandbSink(ImageSink):
     ) -> None:
         import wandb  # the logger's own package
 
-        row: dict[str, Any] = {tag: wandb.Image(pic) for tag, pic in pictures.items()}
+        from lightning_cam.tools import viz_nd
+
+        images, videos = split_videos(pictures)
+        row: dict[str, Any] = {tag: wandb.Image(pic) for tag, pic in images.items()}
+        for tag, frames in videos.items():  # our GIF bytes: raw frames would need moviepy
+            row[tag] = wandb.Video(io.BytesIO(viz_nd.encode_gif(frames, VIDEO_FPS)), format="gif")
         row.update(scalars)
         if row:
             self.logger.log_metrics(row, step=step)
@@ -188,6 +251,19 @@ class MLflowSink(ImageSink):
         client, run_id = self.logger.experiment, self.logger.run_id
         for tag, picture in pictures.items():
             client.log_image(run_id, picture, key=mlflow_key(tag), step=step)
+
+    def log_videos(self, videos: Mapping[str, np.ndarray], step: int) -> None:
+        import tempfile
+
+        from lightning_cam.tools import viz_nd
+
+        client, run_id = self.logger.experiment, self.logger.run_id
+        with tempfile.TemporaryDirectory() as folder:
+            for tag, frames in videos.items():
+                key = mlflow_key(tag)
+                path = os.path.join(folder, f"step_{step:07d}.gif")
+                viz_nd.save_gif(path, frames, VIDEO_FPS)
+                client.log_artifact(run_id, path, artifact_path=f"videos/{key}")
 
     def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
         super().log_scalars({mlflow_key(k): v for k, v in scalars.items()}, step)
@@ -246,6 +322,13 @@ class PNGFolderSink(ImageSink):
             path = os.path.join(self.root, *tag.split("/"), f"step_{step:07d}.png")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             viz.save_image(path, picture)
+
+    def log_videos(self, videos: Mapping[str, np.ndarray], step: int) -> None:
+        from lightning_cam.tools import viz_nd
+
+        for tag, frames in videos.items():
+            path = os.path.join(self.root, *tag.split("/"), f"step_{step:07d}.gif")
+            viz_nd.save_gif(path, frames, VIDEO_FPS)
 
     def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
         return None

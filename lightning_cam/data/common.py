@@ -69,6 +69,14 @@ class SplitsDataModule(pl.LightningDataModule):
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
 
+    def split_seed(self, split: str) -> int:
+        """The dataset seed of ``split`` (one of ``"train"``, ``"val"``, ``"test"``), derived
+        from the module's ``seed`` and the split's name: the splits never share a sample."""
+        if split not in self.SPLITS:
+            raise ValueError(f"split must be one of {self.SPLITS}, got {split!r}")
+        entropy = [int(getattr(self, "seed", 0)), self.SPLITS.index(split) + 1]
+        return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
     def dataset(self, split: str) -> Dataset:  # pragma: no cover - defined by subclasses
         raise NotImplementedError
 

@@ -15,8 +15,10 @@ is killed leaves at most a maps file without index (ignored, then replaced or re
 temporary files (removed); a rerun skips the images listed in complete indexes.
 
 Maps in a shard (``.npz``, read with ``numpy.load``): one array per key ``"cam/{method}/{layer}"``
-of shape ``(N, h, w)`` (``N`` images in shard order), ``"guided_backprop"`` ``(N, 3, H, W)`` and
-``"guided_gradcam/{method}/{layer}"`` ``(N, 3, H, W)`` when asked for, and ``"index"`` ``(N,)``.
+of shape ``(N, h, w)`` (``N`` images in shard order; ``(N, l)`` for signals, ``(N, d, h, w)``
+for volumes and videos: maps keep the input's spatial rank), ``"guided_backprop"``
+``(N, 3, H, W)`` and ``"guided_gradcam/{method}/{layer}"`` ``(N, 3, H, W)`` when asked for, and
+``"index"`` ``(N,)``.
 CAMs are float16 in ``[0, 1]`` (or uint8, ``round(255 * map)``) at the layer's resolution (or the
 input's); guided outputs are float16.
 

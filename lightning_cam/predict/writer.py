@@ -49,6 +49,7 @@ from lightning_cam.callbacks.options import (
     check_methods,
     check_metrics,
     check_target,
+    check_third_axis,
     check_tolerance,
     misconf,
 )
@@ -234,9 +235,13 @@ class CAMWriter(PredictionWriterBase):
     ``predicted_prob``, one column per ``{method}/{layer}/{metric}``, ``status`` (``"ok"``, or
     the dataset's reason for an image it could not read: see :meth:`extract`), ``nonfinite``
     (a NaN / inf input, logit or map), ``input_hash`` / ``input_shape`` (the model input's
-    content hash and shape: a rerun with other data at the same indices is refused), and
-    ``shard`` / ``row``: where its maps are. An unreadable or non-finite image gets NaN maps
-    (0 in uint8), NaN metrics left out of the means, no predicted class and no overlay.
+    content hash and shape: a rerun with other data at the same indices is refused),
+    ``map_shape`` (the stored maps' shape, e.g. ``6x6x6`` for a volume at a layer of
+    ``(B, C, 6, 6, 6)``), and ``shard`` / ``row``: where its maps are. Signals ``(B, C, L)``,
+    volumes and videos ``(B, C, D, H, W)`` are explained like images: their maps have the
+    input's spatial rank (``(L,)``, ``(D, H, W)``) and their metrics are per input. An
+    unreadable or non-finite image gets NaN maps (0 in uint8), NaN metrics left out of the
+    means, no predicted class and no overlay.
     ``summary.json`` and ``summary.md`` hold the dataset means (synced across ranks), the count
     of each ``status`` when some images were not explained, and the sanity check (or why it
     failed); the means are also logged to the trainer's logger as
@@ -275,13 +280,16 @@ class CAMWriter(PredictionWriterBase):
         sanity_samples: Images (those of dataset index ``< sanity_samples``) for the cascading
             model-parameter randomisation test; 0 turns it off.
         sanity_stages: Points of the cascade at which the similarity is measured.
-        overlays: Write overlay pictures of the images of dataset index ``< overlays``.
+        overlays: Write overlay pictures of the images of dataset index ``< overlays``
+            (``.jpg``; signals: ``-signal.png`` plots; volumes: ``-slices.png`` through the
+            map's peak and ``-montage.png``; videos: ``-frames.gif`` and ``-strip.png``).
         overlay_ids: Also write overlays of these image ids.
         mean: Per-channel mean used to normalise the images (to draw overlays).
         std: Per-channel std used to normalise the images.
         image_key: Key of the images in dict batches.
         label_key: Key of the labels.
-        mask_key: Key of the object masks ``(B, H, W)``.
+        mask_key: Key of the object masks ``(B, H, W)`` (``(B, L)``, ``(B, D, H, W)`` for
+            signals, volumes).
         box_key: Key of the object boxes ``(B, 4)``.
         id_key: Key of the image ids (strings or ints); default id: the dataset index.
         max_batch: Images per explanation pass (bounds memory; ``None``: the whole batch).
@@ -290,6 +298,8 @@ class CAMWriter(PredictionWriterBase):
             forward per batch instead of two) when it calls the module on the batch's image
             tensor itself, checked equal on the first batch; full precision only (under mixed
             precision ``predict_step`` runs in autocast and keeps its own forward).
+        third_axis: For inputs of three spatial axes, ``"depth"`` (volumes: slice pictures)
+            or ``"time"`` (videos: GIF and frame strip), as the callbacks' ``third_axis``.
 
     Raises:
         MisconfigurationException: A bad argument (named, with what is allowed).
@@ -325,6 +335,7 @@ class CAMWriter(PredictionWriterBase):
         seed: int = 0,
         reuse_forward: bool = True,
         normalize: bool = True,
+        third_axis: Literal["depth", "time"] = "depth",
     ) -> None:
         super().__init__(write_interval="batch")
         if not isinstance(normalize, bool):
@@ -348,6 +359,7 @@ class CAMWriter(PredictionWriterBase):
         self.mask_key, self.box_key, self.id_key = mask_key, box_key, id_key
         self.seed = seed
         self.reuse_forward = bool(reuse_forward)
+        self.third_axis = check_third_axis(third_axis)
         self._reset()
 
     def _set_explanation(
@@ -726,8 +738,8 @@ class CAMWriter(PredictionWriterBase):
         with torch.inference_mode(False):  # a normal tensor: autograd may save it
             return parts["label"].clone()
 
-    def _tolerance(self, size: tuple[int, int]) -> float:
-        return pointing_tolerance(self.pointing_game_tolerance, size)
+    def _tolerance(self, size: tuple[int, ...]) -> float:
+        return pointing_tolerance(self.pointing_game_tolerance, size, rank=len(size))
 
     def _explain(self, parts: dict[str, Any]) -> Explanation:
         assert self._explainer is not None
@@ -747,7 +759,7 @@ class CAMWriter(PredictionWriterBase):
     ) -> None:
         assert self._shards is not None
         images: torch.Tensor = parts["image"]
-        size = (int(images.shape[2]), int(images.shape[3]))
+        size = tuple(int(d) for d in images.shape[2:])  # (L,), (H, W) or (D, H, W)
         if not self._layers:
             self._check_end(out)
             self._layers = list(out.layers)
@@ -770,7 +782,8 @@ class CAMWriter(PredictionWriterBase):
             for k, v in columns.items():
                 columns[k] = v.float().masked_fill(mask.to(v.device), math.nan)
             for key, maps in full.items():
-                full[key] = maps.masked_fill(mask.to(maps.device).view(-1, 1, 1), math.nan)
+                rows = mask.to(maps.device).view(-1, *([1] * (maps.dim() - 1)))
+                full[key] = maps.masked_fill(rows, math.nan)
         self._quality.update(columns)
         stored = self._stored_maps(out, full, bad)
         self._check_space(trainer, stored, len(ids))
@@ -812,7 +825,7 @@ class CAMWriter(PredictionWriterBase):
         parts: dict[str, Any],
         full: dict[tuple[str, str], torch.Tensor],
         class_ids: torch.Tensor | None,
-        size: tuple[int, int],
+        size: tuple[int, ...],
     ) -> dict[str, torch.Tensor]:
         if not self.metrics:
             return {}
@@ -852,8 +865,8 @@ class CAMWriter(PredictionWriterBase):
         the maps of ``bad`` images are NaN (0 in uint8: see the ``nonfinite`` and ``status``
         columns)."""
         arrays: dict[str, np.ndarray] = {}
-        mask = torch.from_numpy(bad).view(-1, 1, 1)
         for (m, n), big in full.items():
+            mask = torch.from_numpy(bad).view(-1, *([1] * (big.dim() - 1)))
             if self.normalize:
                 cam = big if self.map_size == "input" else out.cams[m][n].float()
             else:  # raw maps: stored as [0, 1] maps and the scale that gives them back
@@ -910,6 +923,8 @@ class CAMWriter(PredictionWriterBase):
         status = parts.get("status")
         hashes = parts["input_hash"]
         shape = "x".join(str(int(d)) for d in parts["image"].shape[1:])
+        first = next((a for k, a in stored.items() if k.startswith("cam/")), None)
+        map_shape = "x".join(str(int(d)) for d in first.shape[1:]) if first is not None else ""
         logits = out.logits.float() if out.logits is not None else None
         probs = (
             class_probabilities(logits).cpu() if logits is not None and logits.dim() == 2 else None
@@ -925,6 +940,7 @@ class CAMWriter(PredictionWriterBase):
             row["status"] = str(status[i]) if status is not None else STATUS_OK
             row["nonfinite"] = bool(nonfinite[i])
             row["input_hash"], row["input_shape"] = hashes[i], shape
+            row["map_shape"] = map_shape
             row["label"] = int(labels[i]) if labels is not None else None
             known = explained is not None and not (bad and self.target == "predicted")
             row["explained_class"] = int(explained[i]) if known else None  # type: ignore[index]
@@ -957,12 +973,47 @@ class CAMWriter(PredictionWriterBase):
         folder = self.output_dir / "overlays"
         folder.mkdir(exist_ok=True)
         images = parts["image"]
+        if images.dim() != 4:
+            self._write_nd_overlays(folder, images, full, [(i, ids[i]) for i in wanted])
+            return
         for i in wanted:
             picture = viz.to_uint8_image(images[i].detach().float().cpu(), self.mean, self.std)
             stem = overlay_stem(ids[i])
             for (m, n), maps in full.items():
                 path = folder / f"{stem}-{_SAFE_PART.sub('_', m)}-{_SAFE_PART.sub('_', n)}.jpg"
                 viz.save_image(path, viz.overlay(picture, maps[i].cpu().numpy()))
+
+    def _write_nd_overlays(
+        self,
+        folder: Path,
+        images: torch.Tensor,
+        full: dict[tuple[str, str], torch.Tensor],
+        wanted: list[tuple[int, str]],
+    ) -> None:
+        """The pictures of signals (``-signal.png``), volumes (``-slices.png`` through the map's
+        peak, ``-montage.png``) and videos (``-frames.gif``, ``-strip.png``), from the rank
+        (:mod:`lightning_cam.tools.viz_nd`)."""
+        from lightning_cam.tools import viz, viz_nd
+
+        kind = viz_nd.picture_kind(images.dim() - 2, self.third_axis)  # type: ignore[arg-type]
+        stats: dict[str, Any] = {"mean": self.mean, "std": self.std}
+        for i, image_id in wanted:
+            x = images[i].detach().float().cpu()
+            stem = overlay_stem(image_id)
+            for (m, n), maps in full.items():
+                base = f"{stem}-{_SAFE_PART.sub('_', m)}-{_SAFE_PART.sub('_', n)}"
+                cam = maps[i].detach().float().cpu()
+                if kind == "signal":
+                    viz.save_image(folder / f"{base}-signal.png", viz_nd.signal_band(x, cam))
+                elif kind == "volume":
+                    viz.save_image(folder / f"{base}-slices.png",
+                                   viz_nd.volume_slices(x, cam, **stats))  # fmt: skip
+                    viz.save_image(folder / f"{base}-montage.png",
+                                   viz_nd.volume_montage(x, cam, **stats))  # fmt: skip
+                else:
+                    frames = viz_nd.video_frames(x, cam, **stats)
+                    viz_nd.save_gif(folder / f"{base}-frames.gif", frames)
+                    viz.save_image(folder / f"{base}-strip.png", viz_nd.video_strip(frames))
 
     # ------------------------------------------------------------------ the end
 

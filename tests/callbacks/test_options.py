@@ -170,7 +170,10 @@ def test_parse_batch_is_shared() -> None:
     for who in (lc.GradCAMCallback(), CAMWriter("out")):
         name = type(who).__name__
         with pytest.raises(MisconfigurationException, match=f"{name} expects batches"):
-            who.extract(torch.zeros(3, 8, 8))
+            who.extract(torch.zeros(8, 8))  # (B, C, L), (B, C, H, W), (B, C, D, H, W) are taken
+        with pytest.raises(MisconfigurationException, match=f"{name} expects batches"):
+            who.extract(torch.zeros(1, 1, 2, 2, 2, 2))
+        assert who.extract(torch.zeros(2, 1, 16))["image"].shape == (2, 1, 16)
 
 
 def _module_imports(path: Path, package: str) -> set[str]:
