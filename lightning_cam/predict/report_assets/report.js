@@ -102,7 +102,7 @@
       D.metrics.forEach(function (k) {
         var mean = D.means[metricKey(k, v)] || [null, 0];
         var cell = el("td", { className: "hist" }, [
-          el("div", { text: fmt(mean[0]) + "  (" + mean[1] + " images)" }),
+          el("div", { text: (mean[0] === null ? "—" : mean[0].toFixed(3)) + "  (" + mean[1] + " images)" }),
           histogram(D.metric_columns[metricKey(k, v)] || [], 140, 40)]);
         row.appendChild(cell);
       });
