@@ -29,9 +29,12 @@ demo: $(STAMP)
 # the package's docstring examples (--doctest-modules). Every test runs for real: the script
 # installs detectron2 (CPU, pure Python) once, and LIGHTNING_CAM_REQUIRE_OPTIONAL=1 turns the
 # skips of tests whose optional packages (detectron2, the peer CAM libraries) are missing into
-# failures.
+# failures. install_chromium.sh installs the Chromium the report's browser tests drive;
+# install_fiftyone_db.sh FiftyOne's database server where fiftyone-db could not download it.
 test: $(TEST_STAMP)
 	bash scripts/install_detectron2.sh $(VENV)
+	bash scripts/install_chromium.sh
+	bash scripts/install_fiftyone_db.sh $(VENV)
 	$(VENV)/bin/ruff check lightning_cam tests examples benchmarks
 	$(PY) -m mypy lightning_cam
 	LIGHTNING_CAM_REQUIRE_OPTIONAL=1 $(PY) -m pytest -q --doctest-modules lightning_cam tests

@@ -4,7 +4,8 @@
 subcommands (model, data, trainer and callbacks from YAML). ``lightning-cam explain`` explains
 pretrained or trained classifiers from the shell (see :mod:`lightning_cam.cli.explain`).
 ``lightning-cam predict`` with a :class:`~lightning_cam.predict.CAMWriter` among the callbacks
-explains a whole dataset and prints the summary table at the end.
+explains a whole dataset and prints the summary table at the end; ``lightning-cam report OUT``
+writes its HTML report (:mod:`lightning_cam.cli.report`).
 
 Example:
     $ lightning-cam fit --config configs/shapes.yaml
@@ -21,6 +22,7 @@ from typing import Any
 _TOOLS = {
     "explain": "lightning_cam.cli.explain",
     "detect": "lightning_cam.cli.detect",
+    "report": "lightning_cam.cli.report",
 }
 
 

@@ -255,6 +255,10 @@ def run(args: argparse.Namespace) -> int:
         **kwargs,
     )
     trainer.predict(ZooClassifier(model), loader, return_predictions=False)
+    if trainer.is_global_zero:  # where the images are, for `lightning-cam report`
+        from lightning_cam.predict.audit import record_images
+
+        record_images(args.output_dir, dataset.root)
     if trainer.is_global_zero and not args.quiet:
         out = Path(args.output_dir)
         print((out / SUMMARY_MD).read_text(encoding="utf-8"))
@@ -263,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         done = f"{len(dataset) - bad} images explained"
         done += f", {bad} not (see the manifest's status)" if bad else ""
         print(f"{done}; manifest: {out / 'manifest.parquet'}")
+        print(f"Browse it: lightning-cam report {out}")
     return 0
 
 

@@ -101,6 +101,10 @@ def test_explain_data_on_an_image_folder_tree(tmp_path: Path,
     assert df["label"].tolist() == [0 if i.startswith("circle/") else 1 for i in df["id"]]
     stem = overlay_stem("circle/im0.png")
     assert (tmp_path / "out" / "overlays" / f"{stem}-gradcam-model.layer4.jpg").exists()
+    # the --data folder is recorded: `lightning-cam report OUT` finds the images
+    assert "lightning-cam report" in out
+    assert cli.main(["report", str(tmp_path / "out"), "--quiet"]) == 0
+    assert len(list((tmp_path / "out" / "report" / "thumbs").glob("*.jpg"))) == 6
     # a rerun with the same arguments has nothing left to do and keeps the outputs
     assert _explain(*args, "--quiet") == 0
     assert len(pd.read_parquet(tmp_path / "out" / "manifest.parquet")) == 6

@@ -1,0 +1,1 @@
+"""The static files of the HTML report (:mod:`lightning_cam.predict.report`)."""
