@@ -79,14 +79,17 @@ class _BaseCAM:
         """Compute the maps for a batch.
 
         Args:
-            images: ``(B, C, H, W)`` floating-point images, as the model expects them.
+            images: ``(B, C, H, W)`` floating-point images, as the model expects them (or
+                signals ``(B, C, L)``, volumes / videos ``(B, C, D, H, W)``: maps of their
+                spatial shape, see docs/inputs-nd.md).
             target: ``None`` (each sample's predicted class), an integer class id (any integer
                 type, e.g. ``numpy.int64`` or a 0-d tensor such as ``logits.argmax()``),
                 per-sample class ids (list / tuple of integers, 1-D integer numpy array or
                 tensor), or a callable ``output -> (B,)`` scores (gradient and activation
                 methods; perturbation methods and CAM need classes).
-            upsample: ``True``: maps ``(B, H, W)`` at the image size (bilinear). ``False``: at
-                the layer's resolution ``(B, h, w)``.
+            upsample: ``True``: maps ``(B, H, W)`` at the image size (bilinear; linear for
+                signals, trilinear for volumes). ``False``: at the layer's resolution
+                ``(B, h, w)``.
 
         Returns:
             Float32 maps in [0, 1] (min-max per sample; an all-zero map stays zero), or the
@@ -98,7 +101,8 @@ class _BaseCAM:
         :class:`~lightning_cam.engine.explainer.NonFiniteWarning` per call naming them.
 
         Raises:
-            ValueError: Images not 4-D, target of the wrong length or out of range, a layer
+            ValueError: Images not 3-D, 4-D or 5-D, target of the wrong length or out of
+                range, a layer of another spatial rank than the images, a layer
                 that is never reached, whose output is not spatial or 1 x 1, or that the scores
                 do not depend on.
             TypeError: A target of another type (e.g. ``"2"``, ``2.0``); a layer inside a
@@ -341,7 +345,7 @@ def explain(
 
     Args:
         model: Any image model.
-        images: ``(B, C, H, W)``.
+        images: ``(B, C, H, W)`` (or ``(B, C, L)``, ``(B, C, D, H, W)``).
         layer: Dotted name, module, list of either, or ``None`` (default layer).
         methods: Names from :data:`lightning_cam.methods.METHODS` (any accepted spelling).
         target: As for :meth:`GradCAM.cam`.

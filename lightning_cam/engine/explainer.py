@@ -153,6 +153,9 @@ def _warn_output_kind(
 class Explanation:
     """Everything one engine call produced for a batch ``(B, C, H, W)``.
 
+    Signals ``(B, C, L)`` and volumes / videos ``(B, C, D, H, W)`` give maps of their spatial
+    shape, ``(B, L)`` / ``(B, D, H, W)``, and guided gradients of the input's shape.
+
     Attributes:
         cams: ``cams[method][layer]``: float32 maps ``(B, H, W)`` (or the layer's ``(B, h, w)``
             with ``upsample=False``), ReLU'd and min-max normalised to [0, 1] per sample; with
@@ -628,10 +631,12 @@ class Explainer:
         """Explain a batch.
 
         Args:
-            images: ``(B, C, H, W)`` floating-point images, as the model expects them.
+            images: ``(B, C, H, W)`` floating-point images, as the model expects them (or
+                ``(B, C, L)`` signals, ``(B, C, D, H, W)`` volumes / videos).
             target: ``None`` (predicted class), an ``int``, per-sample class ids, or a callable
                 ``output -> (B,)`` scores.
-            upsample: Return maps at the image size (bilinear) instead of the layer's.
+            upsample: Return maps at the image size (bilinear; linear / trilinear for signals /
+                volumes) instead of the layer's.
 
         Returns:
             An :class:`Explanation`.
