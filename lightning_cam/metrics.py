@@ -384,7 +384,7 @@ def _dilate(masks: torch.Tensor, tolerance: float) -> torch.Tensor:
     rank = masks.dim() - 1
     offsets = torch.arange(-radius, radius + 1, device=masks.device, dtype=torch.float32)
     grids = torch.meshgrid(*([offsets] * rank), indexing="ij")
-    ball = sum(g**2 for g in grids) <= tolerance**2
+    ball = torch.stack([g**2 for g in grids]).sum(0) <= tolerance**2
     conv = (F.conv1d, F.conv2d, F.conv3d)[rank - 1]
     # Counts are small integers, exact in float32: a pixel is reached when the count is > 0.
     reached = conv(masks[:, None].float(), ball[None, None].float(), padding=radius)

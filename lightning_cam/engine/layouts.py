@@ -270,7 +270,7 @@ def layout_transform(
     spec: ReshapeTransform,
     layer: str,
     shape: Sequence[int],
-    image_size: tuple[int, int],
+    image_size: tuple[int, ...],
     family: Family | None,
     batch: int | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor] | None:
