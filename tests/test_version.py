@@ -15,7 +15,8 @@ def test_version_has_one_source() -> None:
     assert lightning_cam.__version__ == _version.__version__
     assert re.fullmatch(r"\d+\.\d+\.\d+((a|b|rc|\.dev)\d+)?", lightning_cam.__version__)
     pyproject = (ROOT / "pyproject.toml").read_text()  # (tomllib is 3.11+)
-    assert not re.search(r"^version\s*=", pyproject, flags=re.M)
+    project = pyproject.split("\n[project]\n", 1)[1].split("\n[", 1)[0]
+    assert not re.search(r"^version\s*=", project, flags=re.M)
     assert re.search(r'^dynamic = \["version"\]', pyproject, flags=re.M)
     assert 'version = { attr = "lightning_cam._version.__version__" }' in pyproject
 
