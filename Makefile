@@ -32,7 +32,7 @@ demo: $(STAMP)
 # failures.
 test: $(TEST_STAMP)
 	bash scripts/install_detectron2.sh $(VENV)
-	$(VENV)/bin/ruff check lightning_cam tests examples benchmarks
+	$(VENV)/bin/ruff check lightning_cam tests examples benchmarks docs scripts
 	$(PY) -m mypy lightning_cam
 	LIGHTNING_CAM_REQUIRE_OPTIONAL=1 $(PY) -m pytest -q --doctest-modules lightning_cam tests
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir $(VENV)/site-strict
@@ -51,7 +51,7 @@ check-wheel: $(TEST_STAMP)
 	bash scripts/check_wheel.sh $(VENV)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check lightning_cam tests examples benchmarks
+	$(VENV)/bin/ruff check lightning_cam tests examples benchmarks docs scripts
 
 bench: $(TEST_STAMP)
 	$(PY) benchmarks/run.py
