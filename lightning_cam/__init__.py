@@ -69,7 +69,7 @@ if TYPE_CHECKING:  # the generated classes, for IDEs and type checkers
         XGradCAM,
     )
 
-__version__ = "0.1.0"
+from lightning_cam._version import __version__ as __version__  # noqa: E402
 
 # GradCAM, GradCAMPlusPlus, HiResCAM, ..., ScoreCAM: one class per registered method.
 globals().update(CAM_CLASSES)

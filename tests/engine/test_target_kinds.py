@@ -379,13 +379,13 @@ def test_the_method_classes_take_these_targets(target: object) -> None:
     torch.testing.assert_close(got, expected)
 
 
-def test_readme_targets_table_lists_every_target_kind() -> None:
+def test_docs_targets_table_lists_every_target_kind() -> None:
     from pathlib import Path
 
     from lightning_cam.engine import target_kinds
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("### Targets", 1)[1].split("\n## ", 1)[0]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "python-api.md").read_text()
+    section = page.split("## Targets", 1)[1].split("\n## ", 1)[0]
     for name in target_kinds.__all__:
         if name.endswith("Target") or name == "explain_multilabel":
             assert f"| `{name}(" in section, name
