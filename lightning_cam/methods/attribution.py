@@ -285,6 +285,24 @@ def _captum_marks(model: nn.Module) -> list[tuple[nn.Module, str]]:
     return [(m, k) for m in model.modules() for k in ("input", "output") if k in vars(m)]
 
 
+@contextlib.contextmanager
+def _unpool_allowed() -> Iterator[None]:
+    """captum's DeepLift max-pool rule calls ``max_unpool``, which torch has no deterministic
+    kernel for: under ``torch.use_deterministic_algorithms(True)`` (Lightning's
+    ``deterministic=True``) it would raise after the training time was spent. For that call the
+    mode is ``warn_only`` (torch then warns once that the op may not be deterministic, on CUDA
+    where overlapping windows race), restored after."""
+    strict = (torch.are_deterministic_algorithms_enabled()
+              and not torch.is_deterministic_algorithms_warn_only_enabled())
+    if strict:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        if strict:
+            torch.use_deterministic_algorithms(True, warn_only=False)
+
+
 def deeplift_map(job: LayerPass, baseline: float = 0.0, reduce: str = "positive") -> torch.Tensor:
     """DeepLift (Shrikumar et al., "Learning Important Features Through Propagating Activation
     Differences", ICML 2017), captum's ``DeepLift`` (Rescale rule).
@@ -301,7 +319,7 @@ def deeplift_map(job: LayerPass, baseline: float = 0.0, reduce: str = "positive"
     dl = captum_attr().DeepLift(model)
     out = []
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _unpool_allowed():
             warnings.filterwarnings("ignore", message=r"(?s).*hooks and attributes will be remov")
             warnings.filterwarnings("ignore", message=r"(?s).*inplace")
             for rows in _groups(len(x), 2, job):

@@ -258,3 +258,24 @@ def test_deeplift_refuses_a_reused_relu_clearly_and_cleans_up() -> None:
         assert not m._forward_hooks and not m._backward_hooks
         assert "input" not in vars(m) and "output" not in vars(m)
     lc.IntegratedGradients(model)(torch.rand(1, 3, 8, 8), target=0)  # the fix works
+
+
+def test_deeplift_under_deterministic_algorithms_on_a_max_pool_model() -> None:
+    # Lightning's deterministic=True (the main job's config) sets use_deterministic_algorithms;
+    # captum's max-pool rule calls max_unpool, which has no deterministic kernel: the map is
+    # still made (equal to the one without the mode) and the strict mode comes back after.
+    require("captum", "pip install captum")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    free = lc.explain(net, x, "0", methods=["deeplift"], target=1).cam("deeplift")
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.warns(UserWarning, match="deterministic"):
+            got = lc.explain(net, x, "0", methods=["deeplift"], target=1).cam("deeplift")
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    torch.testing.assert_close(got, free)
