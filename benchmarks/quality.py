@@ -11,9 +11,21 @@ the metrics of :mod:`lightning_cam.metrics` against the ground-truth masks:
   image masked by the map (Grad-CAM++),
 - deletion AUC (lower is better) and insertion AUC (higher is better), 16 steps, zero baseline
   (RISE),
+- average gain % (Opti-CAM; higher is better) of the same masked image,
+- ROAD (Rong et al., ICML 2022): the class probability after removing the p % most (MoRF, lower
+  is better) or least (LeRF, higher is better) relevant pixels by noisy linear imputation (noise
+  0.01, seed 0), at ``--percentages`` (default :data:`lightning_cam.metrics.ROAD_PERCENTAGES`),
+  their mean in the main table and each percentage in two more tables,
 
 plus a uniform random map as the chance level. Maps: the methods' own, upsampled to the image
-and min-max normalised. A method that refuses the model is listed with its reason.
+and min-max normalised. A method that refuses the model is listed with its reason. Class scores
+are softmax probabilities (``--raw-scores``: ROAD on the raw logits instead, as torchcam and
+pytorch-grad-cam's ``ClassifierOutputTarget`` score).
+
+ROAD's speed is measured in the same run against pytorch-grad-cam's (``metrics/road.py``,
+MoRF + LeRF averagers over the same percentages, one image and one percentage at a time): on the
+first ``--speed-images`` shapes images with Grad-CAM's maps, and on ``--speed-images`` random
+224 x 224 images with a torchvision ResNet-18 (``weights=None``) and smooth random maps.
 
 Run (from the repository root)::
 
@@ -44,23 +56,146 @@ import lightning_cam as lc  # noqa: E402
 from lightning_cam import metrics as M  # noqa: E402
 from lightning_cam.methods import METHODS  # noqa: E402
 
-COLUMNS = ("pointing", "energy", "avg_drop", "increase", "deletion", "insertion")
+COLUMNS = ("pointing", "energy", "avg_drop", "increase", "gain", "deletion", "insertion",
+           "road_morf", "road_lerf")
 HEADERS = ("pointing game ↑", "energy pointing ↑", "avg drop % ↓", "increase % ↑",
-           "deletion AUC ↓", "insertion AUC ↑")
+           "avg gain % ↑", "deletion AUC ↓", "insertion AUC ↑", "ROAD MoRF ↓", "ROAD LeRF ↑")
+#: Columns printed with 3 decimals (the others are percentages, 1 decimal).
+FINE = ("pointing", "energy", "deletion", "insertion", "road_morf", "road_lerf")
+
+Scores = dict[str, float | list[float]]
 
 
 def score(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
-          maps: torch.Tensor, batch: int) -> dict[str, float]:
-    drop, inc = M.average_drop_increase(model, images, maps, labels, batch_size=batch)
+          maps: torch.Tensor, batch: int, percentages: list[float], raw: bool) -> Scores:
+    drop, inc, gain = M.average_drop_increase_gain(model, images, maps, labels, batch_size=batch)
     dele, ins = M.deletion_insertion_auc(model, images, maps, labels, steps=16, batch_size=batch)
+    road = M.road(model, images, maps, labels, percentages, raw_scores=raw, batch_size=batch)
     return {
         "pointing": float(M.pointing_game(maps, masks).mean()),
         "energy": float(M.energy_pointing_game(maps, masks).mean()),
         "avg_drop": float(drop.mean()),
         "increase": float(100 * inc.float().mean()),
+        "gain": float(gain.mean()),
         "deletion": float(dele.mean()),
         "insertion": float(ins.mean()),
+        "road_morf": float(road.morf.mean()),
+        "road_lerf": float(road.lerf.mean()),
+        "morf_curve": road.morf.mean(0).tolist(),
+        "lerf_curve": road.lerf.mean(0).tolist(),
     }
+
+
+def road_speed(model: torch.nn.Module, images: torch.Tensor, maps: torch.Tensor,
+               labels: torch.Tensor, percentages: list[float]) -> tuple[float, float]:
+    """Seconds per image of our ROAD (MoRF + LeRF, every percentage, forwards included) and of
+    pytorch-grad-cam's averagers on the same images, maps and classes."""
+    from pytorch_grad_cam.metrics.road import (
+        ROADLeastRelevantFirstAverage,
+        ROADMostRelevantFirstAverage,
+    )
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    t0 = time.perf_counter()
+    M.road(model, images, maps, labels, percentages)
+    ours = (time.perf_counter() - t0) / images.shape[0]
+    # pytorch-grad-cam's percentile is the share kept: 100 - p removes p % (both orders).
+    kept = [100 - p for p in percentages]
+    targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in labels]
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for averager in (ROADMostRelevantFirstAverage(kept), ROADLeastRelevantFirstAverage(kept)):
+            averager(images, maps.numpy(), targets, model)
+    return ours, (time.perf_counter() - t0) / images.shape[0]
+
+
+def speed_lines(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                layer: str, count: int, percentages: list[float]) -> list[str]:
+    """The ROAD timing paragraph: shapes images, then 224 x 224 ResNet-18."""
+    import torchvision
+
+    n = min(count, images.shape[0])
+    out = lc.explain(model, images[:n], layer, methods=("gradcam",), target=labels[:n])
+    small = road_speed(model, images[:n], out.cams["gradcam"][out.layers[0]], labels[:n],
+                       percentages)
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None).eval()
+    big = torch.rand(count, 3, 224, 224)
+    smooth = torch.nn.functional.interpolate(torch.rand(count, 1, 7, 7), size=(224, 224),
+                                             mode="bilinear", align_corners=False)[:, 0]
+    with torch.no_grad():
+        ids = net(big).argmax(1)
+    large = road_speed(net, big, smooth, ids, percentages)
+    return [
+        f"- ROAD's cost ({len(percentages)} percentages x MoRF + LeRF = "
+        f"{2 * len(percentages)} imputations and forwards per image, on this machine's CPU, "
+        f"torch threads {torch.get_num_threads()}): shapes 64 x 64, {n} images: "
+        f"**{1e3 * small[0]:.0f} ms / image** (pytorch-grad-cam's ROAD averagers on the same "
+        f"maps: {1e3 * small[1]:.0f} ms, {small[1] / small[0]:.1f} x); ResNet-18 at 224 x 224, "
+        f"{count} images: **{large[0]:.2f} s / image** (pytorch-grad-cam: {large[1]:.2f} s, "
+        f"{large[1] / large[0]:.1f} x). Ours: one block-diagonal sparse system per image for "
+        "all its masks (built with array operations, one SuperLU factorisation), then batched "
+        "forwards; theirs: one `lil_matrix` built and solved per image and mask, one forward "
+        "per mask.",
+    ]
+
+
+Row = tuple[str, str, Scores | str, float]
+
+
+def method_rows(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor,
+                labels: torch.Tensor, args: argparse.Namespace) -> list[Row]:
+    """One row per registered method (its scores, or why it refuses), then the chance level."""
+    rows: list[Row] = []
+    for name, m in METHODS.items():
+        t0 = time.perf_counter()
+        try:
+            out = lc.explain(model, images, args.layer, methods=(name,), target=labels,
+                             max_batch=args.batch)
+        except ValueError as err:
+            reason = str(err).split(". ")[0]
+            reason = reason.split(", but ", 1)[-1]  # the why, without the method's requirement
+            rows.append((m.title, m.kind, f"refused: {reason}", 0.0))
+            continue
+        secs = time.perf_counter() - t0
+        maps = out.cams[name][out.layers[0]]
+        rows.append((m.title, m.kind, score(model, images, masks, labels, maps, args.batch,
+                                            args.percentages, args.raw_scores), secs))
+        print(f"{name}: {rows[-1][2]}", file=sys.stderr, flush=True)
+    rand = torch.rand(images.shape[0], *images.shape[2:], generator=torch.Generator()
+                      .manual_seed(0))
+    rows.append(("random map (chance)", "—", score(model, images, masks, labels, rand,
+                                                   args.batch, args.percentages,
+                                                   args.raw_scores), 0.0))
+    return rows
+
+
+def main_table(rows: list[Row], num: int) -> list[str]:
+    lines = [
+        "| method | kind | " + " | ".join(HEADERS) + " | ms / image |",
+        "|---|---|" + "---:|" * (len(HEADERS) + 1),
+    ]
+    for title, kind, res, secs in rows:
+        if isinstance(res, str):
+            lines.append(f"| {title} | {kind} | {res} |" + " |" * len(HEADERS))
+            continue
+        vals = " | ".join(f"{res[c]:.3f}" if c in FINE else f"{res[c]:.1f}" for c in COLUMNS)
+        ms = f"{1e3 * secs / num:.2f}" if secs else "—"
+        lines.append(f"| {title} | {kind} | {vals} | {ms} |")
+    return lines
+
+
+def curve_table(rows: list[Row], key: str, percentages: list[float]) -> list[str]:
+    lines = [
+        "| method | " + " | ".join(f"{p:g} %" for p in percentages) + " |",
+        "|---|" + "---:|" * len(percentages),
+    ]
+    for title, _, res, _ in rows:
+        if not isinstance(res, str):
+            curve = res[key]
+            assert isinstance(curve, list)
+            lines.append(f"| {title} | " + " | ".join(f"{v:.3f}" for v in curve) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=200, help="test images (default %(default)s)")
     p.add_argument("--layer", default="backbone", help="explained layer (default %(default)s)")
     p.add_argument("--batch", type=int, default=64, help="images per forward")
+    p.add_argument("--percentages", type=float, nargs="+", default=list(M.ROAD_PERCENTAGES),
+                   help="ROAD's removed percentages (default %(default)s)")
+    p.add_argument("--raw-scores", action="store_true",
+                   help="ROAD on raw logits instead of softmax probabilities")
+    p.add_argument("--speed-images", type=int, default=4,
+                   help="images of the ROAD timing against pytorch-grad-cam (0: skip)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "quality.md"))
     args = p.parse_args(argv)
@@ -90,50 +231,33 @@ def main(argv: list[str] | None = None) -> int:
     labels = torch.stack([s["label"] for s in items])
     with torch.no_grad():
         acc = float((model(images).argmax(1) == labels).float().mean())
-    rows: list[tuple[str, str, dict[str, float] | str, float]] = []
-    for name, m in METHODS.items():
-        t0 = time.perf_counter()
-        try:
-            out = lc.explain(model, images, args.layer, methods=(name,), target=labels,
-                             max_batch=args.batch)
-        except ValueError as err:
-            reason = str(err).split(". ")[0]
-            reason = reason.split(", but ", 1)[-1]  # the why, without the method's requirement
-            rows.append((m.title, m.kind, f"refused: {reason}", 0.0))
-            continue
-        secs = time.perf_counter() - t0
-        maps = out.cams[name][out.layers[0]]
-        rows.append((m.title, m.kind, score(model, images, masks, labels, maps, args.batch),
-                     secs))
-        print(f"{name}: {rows[-1][2]}", file=sys.stderr, flush=True)
-    rand = torch.rand(images.shape[0], *images.shape[2:], generator=torch.Generator()
-                      .manual_seed(0))
-    rows.append(("random map (chance)", "—", score(model, images, masks, labels, rand,
-                                                   args.batch), 0.0))
+    rows = method_rows(model, images, masks, labels, args)
+    scores = "raw logits" if args.raw_scores else "softmax probabilities"
+    pct = " ".join(f"{v:g}" for v in args.percentages)
     lines = [
         "## Explanation quality on the shapes data",
         "",
         f"- {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; "
-        f"`python benchmarks/quality.py --num {args.num} --layer {args.layer}` on "
+        f"`python benchmarks/quality.py --num {args.num} --layer {args.layer} --percentages "
+        f"{pct}{' --raw-scores' if args.raw_scores else ''}` on "
         f"`{Path(found[-1]).name}` (`lightning-cam fit --config configs/shapes.yaml`); test "
         f"accuracy on these images {acc:.1%}.",
         f"- The first {args.num} images of the shapes test split (64 x 64, one object, "
         "distractors), explained for their ground-truth class at layer "
         f"`{args.layer}` (8 x 8); metrics against the ground-truth masks (see the header of "
         "`benchmarks/quality.py`); ms / image: the explanation alone, on this machine's CPU.",
-        "",
-        "| method | kind | " + " | ".join(HEADERS) + " | ms / image |",
-        "|---|---|" + "---:|" * (len(HEADERS) + 1),
+        f"- Class scores: {scores} (average drop, increase and gain always probabilities). "
+        f"ROAD: noisy linear imputation, noise 0.01, seed 0; MoRF / LeRF columns: the mean "
+        f"over the percentages {pct}.",
     ]
-    for title, kind, res, secs in rows:
-        if isinstance(res, str):
-            lines.append(f"| {title} | {kind} | {res} |" + " |" * len(HEADERS))
-            continue
-        vals = " | ".join(
-            f"{res[c]:.3f}" if c in ("pointing", "energy", "deletion", "insertion")
-            else f"{res[c]:.1f}" for c in COLUMNS)
-        ms = f"{1e3 * secs / args.num:.2f}" if secs else "—"
-        lines.append(f"| {title} | {kind} | {vals} | {ms} |")
+    if args.speed_images:
+        lines += speed_lines(model, images, labels, args.layer, args.speed_images,
+                             args.percentages)
+    lines += ["", *main_table(rows, args.num), "",
+              f"ROAD MoRF ({scores} of the class after removing the p % most relevant pixels; "
+              "lower is better):", "", *curve_table(rows, "morf_curve", args.percentages), "",
+              "ROAD LeRF (after removing the p % least relevant pixels; higher is better):", "",
+              *curve_table(rows, "lerf_curve", args.percentages)]
     lines += [
         "",
         "Reading the table: the default classifier's head is global *max* pooling + linear, so "

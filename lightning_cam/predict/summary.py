@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_cam.metrics import HIGHER_IS_BETTER
+from lightning_cam.metrics import HIGHER_IS_BETTER, SCORES, score_note
 from lightning_cam.predict import storage
 from lightning_cam.predict.sanity import SIMILARITIES
 
@@ -126,6 +126,7 @@ def write_summary(
         "methods": list(methods),
         "layers": list(layers),
         "metrics": _quality_json(methods, layers, metrics, quality),
+        "metric_scores": {k: SCORES.get(k, "none") for k in metrics},
         "config": config,
     }
     md = [
@@ -136,6 +137,8 @@ def write_summary(
         "",
         markdown_table(methods, layers, metrics, quality) if metrics else "(no metrics)",
     ]
+    if score_note(metrics):
+        md += ["", score_note(metrics)]
     md += _status_part(output_dir, summary)
     md += _sanity_part(methods, layers, sanity, sanity_stages, sanity_error, summary)
     text = json.dumps(_clean(summary), indent=2, default=str) + "\n"

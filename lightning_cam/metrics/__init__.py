@@ -6,8 +6,12 @@ Two families, all pure tensor functions (no hooks, no Lightning):
   "Top-down Neural Attention by Excitation Backprop", ECCV 2016) and
   :func:`energy_pointing_game` (Wang et al., "Score-CAM", CVPR-W 2020).
 * **Faithfulness**, without ground truth, by querying the model: :func:`average_drop_increase`
-  (Chattopadhyay et al., "Grad-CAM++", WACV 2018) and :func:`deletion_insertion_auc`
-  (Petsiuk et al., "RISE", BMVC 2018).
+  (Chattopadhyay et al., "Grad-CAM++", WACV 2018), :func:`average_gain` (Zhang et al.,
+  "Opti-CAM", 2023), :func:`deletion_insertion_auc` (Petsiuk et al., "RISE", BMVC 2018) and
+  :func:`road` (Rong et al., "ROAD", ICML 2022: MoRF / LeRF with noisy linear imputation,
+  :mod:`lightning_cam.metrics.imputation`).
+
+Quantus (an optional dependency) can call our methods through :func:`quantus_explain_func`.
 
 Conventions shared by every function:
 
@@ -21,7 +25,11 @@ Conventions shared by every function:
   satisfies ``x1 <= x + 0.5 < x2`` and ``y1 <= y + 0.5 < y2`` (see :func:`boxes_to_masks`).
 * Metrics that query the model borrow it: eval mode and ``torch.no_grad()`` for the call, every
   submodule's training flag restored afterwards (also when the model raises), ``param.grad``
-  never touched. Class scores are softmax probabilities of the logits.
+  never touched.
+* **Class scores**: softmax probabilities of the logits (a ``(B, 1)`` head: the sigmoid, read
+  as ``[1 - p, p]``) unless a function's ``raw_scores=True``, which reads the model's own output
+  for the class (a logit for an ordinary head; torchcam's convention). :attr:`MetricSpec.score`
+  says which one each registered name uses; the names ending in ``_logit`` are the raw ones.
 
 Example:
     >>> import torch
@@ -51,6 +59,7 @@ from lightning_cam.engine.targets import (
     sigmoid_as_logits,
 )
 from lightning_cam.engine.wrappers import unwrap
+from lightning_cam.metrics.interop import quantus_explain_func as quantus_explain_func
 
 ClassIds = int | Sequence[int] | torch.Tensor | None
 Baseline = Literal["zero", "blur"]
@@ -74,11 +83,15 @@ class MetricSpec:
         needs: ``"ground_truth"`` (a mask or a box of the object) or ``"model"`` (extra
             forwards of the model on modified images).
         higher_is_better: For the summaries' arrows.
+        score: The class score a model metric reads: ``"probability"`` (softmax, the
+            default of every function), ``"logit"`` (the model's raw output for the class,
+            ``raw_scores=True``; the name ends in ``_logit``), ``"none"`` (ground-truth metrics).
     """
 
     name: str
     needs: Literal["ground_truth", "model"]
     higher_is_better: bool
+    score: Literal["probability", "logit", "none"] = "none"
 
 
 #: Every metric, the ones that need ground truth (a mask or a box) first. Add a metric here
@@ -89,10 +102,19 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("pointing_game", "ground_truth", True),
         MetricSpec("energy_pointing_game", "ground_truth", True),
         MetricSpec("localisation_error", "ground_truth", False),
-        MetricSpec("average_drop", "model", False),
-        MetricSpec("increase_in_confidence", "model", True),
-        MetricSpec("deletion_auc", "model", False),
-        MetricSpec("insertion_auc", "model", True),
+        MetricSpec("average_drop", "model", False, "probability"),
+        MetricSpec("increase_in_confidence", "model", True, "probability"),
+        MetricSpec("deletion_auc", "model", False, "probability"),
+        MetricSpec("insertion_auc", "model", True, "probability"),
+        MetricSpec("average_gain", "model", True, "probability"),
+        MetricSpec("deletion_auc_logit", "model", False, "logit"),
+        MetricSpec("insertion_auc_logit", "model", True, "logit"),
+        MetricSpec("road_morf", "model", False, "probability"),
+        MetricSpec("road_lerf", "model", True, "probability"),
+        MetricSpec("road_combined", "model", True, "probability"),
+        MetricSpec("road_morf_logit", "model", False, "logit"),
+        MetricSpec("road_lerf_logit", "model", True, "logit"),
+        MetricSpec("road_combined_logit", "model", True, "logit"),
     )
 }
 #: The metric names, in :data:`METRICS` order.
@@ -105,6 +127,31 @@ LOCALISATION_METRICS: tuple[str, ...] = tuple(
 FAITHFULNESS_METRICS: tuple[str, ...] = tuple(n for n, s in METRICS.items() if s.needs == "model")
 #: Whether a higher value is better, for the summary tables.
 HIGHER_IS_BETTER: dict[str, bool] = {n: s.higher_is_better for n, s in METRICS.items()}
+#: The class score each metric reads (``"probability"``, ``"logit"`` or ``"none"``).
+SCORES: dict[str, str] = {n: s.score for n, s in METRICS.items()}
+#: ROAD's default removal percentages (pytorch-grad-cam's; symmetric, so that its
+#: "percentile kept" convention removes the same fractions).
+ROAD_PERCENTAGES: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+#: Standard deviation of the noise of ROAD's imputation (the paper's, and its peers').
+ROAD_NOISE = 0.01
+
+
+def score_note(names: Sequence[str]) -> str:
+    """One sentence saying which class scores the metrics ``names`` read (``""`` when none
+    reads the model), for the summaries.
+
+    Example:
+        >>> score_note(["road_morf", "road_morf_logit"])
+        'Class scores: softmax probabilities; the names ending in _logit: the raw model output.'
+    """
+    kinds = {METRICS[n].score for n in names if n in METRICS} - {"none"}
+    if not kinds:
+        return ""
+    if kinds == {"logit"}:
+        return "Class scores: the raw model output for the class (logits), not probabilities."
+    if kinds == {"probability"}:
+        return "Class scores: softmax probabilities (not logits)."
+    return "Class scores: softmax probabilities; the names ending in _logit: the raw model output."
 #: The pointing game's default hit radius: 15 pixels at 224 x 224 (Zhang et al., ECCV 2016).
 POINTING_GAME_TOLERANCE_AT_224 = 15.0
 
@@ -305,13 +352,26 @@ def _log_probabilities(
     total: int,
     batch_size: int | None,
 ) -> torch.Tensor:
-    """Run ``model`` on ``total`` inputs built chunk by chunk; return log-softmax ``(total, K)``.
+    """Run ``model`` on ``total`` inputs built chunk by chunk; return log-softmax ``(total, K)``."""
+    return _forward_scores(model, make_batch, total, batch_size)[0]
+
+
+def _forward_scores(
+    model: nn.Module,
+    make_batch: Callable[[int, int], torch.Tensor],
+    total: int,
+    batch_size: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` on ``total`` inputs built chunk by chunk; return ``(log-softmax, raw)``,
+    each ``(total, K)`` float32. Raw scores are the model's output (a ``(B, 1)`` head's ``z``
+    read as ``[-z, z]``; a sigmoid head's ``logit(p)``).
 
     The model is borrowed: eval mode and ``torch.no_grad()`` for the call, every submodule's
     training flag restored afterwards, also when the model raises.
     """
     step = total if batch_size is None else batch_size
     chunks: list[torch.Tensor] = []
+    raws: list[torch.Tensor] = []
     sigmoid = returns_sigmoid(unwrap(model))  # its (B, 1) output is p, not a logit
     with borrowed(model), torch.no_grad():
         for start in range(0, total, max(step, 1)):
@@ -326,7 +386,9 @@ def _log_probabilities(
             if sigmoid and logits.dim() == 2 and logits.shape[1] == 1:
                 logits = sigmoid_as_logits(logits)
             chunks.append(class_log_probabilities(logits))
-    return torch.cat(chunks)
+            raw = logits.detach().float()
+            raws.append(torch.cat([-raw, raw], dim=1) if raw.shape[1:] == (1,) else raw)
+    return torch.cat(chunks), torch.cat(raws)
 
 
 # --------------------------------------------------------------------------------------------
@@ -542,6 +604,51 @@ def average_drop_increase(
         >>> drop.shape, inc.dtype
         (torch.Size([2]), torch.bool)
     """
+    drop, increase, _ = average_drop_increase_gain(model, images, maps, class_ids, batch_size)
+    return drop, increase
+
+
+def average_drop_increase_gain(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    class_ids: ClassIds,
+    batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image drop, increase and gain in confidence, from the same ``2 B`` forwards.
+
+    With ``Y_i`` and ``O_i`` as in :func:`average_drop_increase` (softmax probabilities of the
+    explained class on the image and on ``images * maps[:, None]``), the gain of Opti-CAM
+    (Zhang et al., "Opti-CAM: Optimizing saliency maps for interpretability", CVIU 2024,
+    arXiv:2301.07002) is::
+
+        gain_i = max(0, O_i - Y_i) / (1 - Y_i) * 100        (0 when Y_i = 1)
+
+    the mirror of the drop: how much of the room left above ``Y_i`` the masked image gains.
+    Average Gain % is ``mean(gain_i)``, higher is better (see :func:`average_gain`). Like the
+    drop it needs probabilities (``1 - Y`` is meaningless for a logit): no ``raw_scores``.
+
+    Args:
+        model: As for :func:`average_drop_increase`.
+        images: ``(B, C, H, W)`` model inputs.
+        maps: ``(B, H, W)`` saliency maps in ``[0, 1]``.
+        class_ids: An ``int``, ``(B,)`` ids, or ``None`` for the predicted classes.
+        batch_size: Most images per forward; ``None`` for one forward.
+
+    Returns:
+        ``(drop_percent, increase, gain_percent)``: ``(B,)`` floats in ``[0, 100]``, ``(B,)``
+        bools, ``(B,)`` floats in ``[0, 100]``.
+
+    Raises:
+        ValueError: As :func:`average_drop_increase`.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+        >>> d, i, g = average_drop_increase_gain(model, torch.rand(2, 3, 4, 4), torch.ones(2, 4, 4),
+        ...                                      class_ids=0)
+        >>> d.tolist(), i.tolist(), g.tolist()  # the masked image is the image
+        ([0.0, 0.0], [False, False], [0.0, 0.0])
+    """
     maps = _check_maps(maps, values="unit")
     images = _check_images(images, maps)
     _check_positive_int("batch_size", batch_size, allow_none=True)
@@ -563,7 +670,10 @@ def average_drop_increase(
     log_y, log_o = log_probs.gather(2, ids.view(batch, 1, 1).expand(batch, 2, 1)).unbind(1)
     log_y, log_o = log_y.squeeze(1), log_o.squeeze(1)
     drop = 100.0 * (1.0 - torch.exp(log_o - log_y)).clamp(min=0.0)
-    return drop, log_o > log_y
+    room = -torch.expm1(log_y.double())  # 1 - Y, exact near Y = 1
+    rise = (log_o.double().exp() - log_y.double().exp()).clamp(min=0.0)
+    gain = torch.where(room > 0, 100.0 * rise / room.clamp(min=1e-300), 0.0).clamp(max=100.0)
+    return drop, log_o > log_y, gain.to(drop.dtype)
 
 
 def average_drop(
@@ -601,6 +711,22 @@ def increase_in_confidence(
     return (
         100.0 * average_drop_increase(model, images, maps, class_ids, batch_size)[1].float().mean()
     )
+
+
+def average_gain(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    class_ids: ClassIds,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Average Gain % (Opti-CAM): ``mean_i max(0, O_i - Y_i) / (1 - Y_i) * 100``; higher is
+    better. Softmax probabilities; see :func:`average_drop_increase_gain`.
+
+    Returns:
+        0-dim float tensor in ``[0, 100]``.
+    """
+    return average_drop_increase_gain(model, images, maps, class_ids, batch_size)[2].mean()
 
 
 def blur(
@@ -647,6 +773,7 @@ def deletion_insertion_auc(
     steps: int = 16,
     baseline: Baseline = "zero",
     batch_size: int | None = None,
+    raw_scores: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Deletion and insertion AUC (Petsiuk et al., "RISE", BMVC 2018).
 
@@ -679,9 +806,12 @@ def deletion_insertion_auc(
         steps: Number of steps of each curve, ``>= 1``.
         baseline: ``"zero"`` or ``"blur"``.
         batch_size: Most images per forward; ``None`` for one forward.
+        raw_scores: ``False``: ``p`` is the softmax probability (AUCs in ``[0, 1]``, RISE's).
+            ``True``: the model's raw output for the class (a logit; torchcam's convention),
+            AUCs in logit units (the metric names ``deletion_auc_logit`` / ``insertion_auc_logit``).
 
     Returns:
-        ``(deletion_auc, insertion_auc)``, each ``(B,)`` float in ``[0, 1]``.
+        ``(deletion_auc, insertion_auc)``, each ``(B,)`` float (in ``[0, 1]`` for probabilities).
 
     Raises:
         ValueError: Shapes that do not agree, non-finite maps, bad ``steps``, ``baseline``,
@@ -721,14 +851,216 @@ def deletion_insertion_auc(
         use_base = top != (insertion == 1).view(-1, *ones)
         return torch.where(use_base, base[b], images[b])
 
-    log_probs = _log_probabilities(model, make_batch, batch * per_image, batch_size)
+    log_probs, raw = _forward_scores(model, make_batch, batch * per_image, batch_size)
     log_probs = log_probs.view(batch, 2, steps + 1, -1)
     ids = _resolve_class_ids(ids, log_probs[:, 0, 0])  # deletion step 0: the unmodified image
     index = ids.view(batch, 1, 1, 1).expand(batch, 2, steps + 1, 1)
-    curves = log_probs.gather(3, index).squeeze(3).exp()  # (B, 2, steps + 1)
+    scores = raw.view_as(log_probs) if raw_scores else log_probs.exp()
+    curves = scores.gather(3, index).squeeze(3)  # (B, 2, steps + 1)
     fractions = counts.to(curves.dtype) / pixels
     auc = torch.trapezoid(curves, fractions, dim=-1)
     return auc[:, 0], auc[:, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# ROAD: RemOve And Debias (noisy linear imputation)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_percentages(percentages: object) -> tuple[float, ...]:
+    if isinstance(percentages, (str, bytes)) or not isinstance(percentages, Sequence):
+        raise ValueError(
+            f"percentages must be a sequence of numbers in (0, 100), got {percentages!r}"
+        )
+    out: list[float] = []
+    for p in percentages:
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 100:
+            raise ValueError(
+                f"percentages must lie in (0, 100) (a share of the pixels removed; 100 would "
+                f"leave nothing to impute from), got {p!r} in {list(percentages)}"
+            )
+        out.append(float(p))
+    if not out:
+        raise ValueError("percentages is empty: give at least one, e.g. ROAD_PERCENTAGES")
+    return tuple(out)
+
+
+def road_masks(maps: torch.Tensor, percentages: Sequence[float]) -> torch.Tensor:
+    """The pixels ROAD removes: ``(B, 2 P, H, W)`` bool, MoRF for each percentage then LeRF.
+
+    With ``N = H * W`` and ``n_p = floor(p N / 100)``, MoRF removes the ``n_p`` most salient
+    pixels, LeRF the ``n_p`` least salient (ranks of :func:`saliency_ranks`: ties in raster
+    order). pytorch-grad-cam thresholds at ``np.percentile`` (ties all on one side, counts
+    ``N - ceil((N - 1)(100 - p) / 100)``) and Quantus keeps ``int(N p / 100)`` of an unstable
+    argsort: the three agree when ``N`` is a multiple of 100 and the map has no ties.
+
+    Example:
+        >>> road_masks(torch.tensor([[[0.9, 0.1], [0.5, 0.3]]]), [50]).int().tolist()
+        [[[[1, 0], [1, 0]], [[0, 1], [0, 1]]]]
+    """
+    percentages = _check_percentages(percentages)
+    pixels = maps.shape[1] * maps.shape[2]
+    ranks = saliency_ranks(maps)[:, None]  # (B, 1, H, W)
+    counts = torch.tensor([math.floor(p * pixels / 100) for p in percentages],
+                          device=maps.device).view(1, -1, 1, 1)  # fmt: skip
+    return torch.cat([ranks < counts, ranks >= pixels - counts], dim=1)
+
+
+@dataclass(frozen=True)
+class ROADCurves:
+    """The scores of ROAD's imputed images (see :func:`road`).
+
+    Attributes:
+        percentages: The removed percentages ``p`` (``P`` of them).
+        score: ``"probability"`` (softmax) or ``"logit"`` (raw model output for the class).
+        original: ``(B,)`` score of the explained class on the unmodified image.
+        morf: ``(B, P)`` its score after removing the ``p %`` most relevant pixels (lower is
+            better: a faithful map points at the evidence).
+        lerf: ``(B, P)`` after removing the ``p %`` least relevant pixels (higher is better).
+        morf_kept: ``(B, P)`` bool, the class is still the model's top class (MoRF): the
+            paper's accuracy curve is its mean over images, and Quantus's ``ROAD`` its value.
+        lerf_kept: ``(B, P)`` bool, the same under LeRF.
+    """
+
+    percentages: tuple[float, ...]
+    score: str
+    original: torch.Tensor
+    morf: torch.Tensor
+    lerf: torch.Tensor
+    morf_kept: torch.Tensor
+    lerf_kept: torch.Tensor
+
+    def combined(self) -> torch.Tensor:
+        """``(B,)`` ``mean_p (LeRF_p - MoRF_p) / 2``: pytorch-grad-cam's ``ROADCombined``
+        (its score differences cancel the original score); higher is better."""
+        return (self.lerf - self.morf).mean(dim=1) / 2
+
+
+def road(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    class_ids: ClassIds,
+    percentages: Sequence[float] = ROAD_PERCENTAGES,
+    noise: float = ROAD_NOISE,
+    raw_scores: bool = False,
+    batch_size: int | None = None,
+    seed: int | None = 0,
+) -> ROADCurves:
+    """ROAD, RemOve And Debias (Rong, Leemann et al., "A Consistent and Efficient Evaluation
+    Strategy for Attribution Methods", ICML 2022).
+
+    For each percentage ``p``, the ``p %`` most relevant (MoRF) or least relevant (LeRF) pixels
+    (:func:`road_masks`) are removed by noisy linear imputation
+    (:func:`lightning_cam.metrics.imputation.noisy_linear_imputation`: each removed pixel the
+    weighted mean of its 8 neighbours, 1/6 on the edges and 1/12 on the diagonals, one sparse
+    linear system, plus ``noise * N(0, 1)``); the imputation, unlike a constant, leaks no
+    information through the shape of the removed region. The model scores the explained class
+    ``c`` on each imputed image: MoRF scores should fall fast, LeRF scores stay high.
+
+    Scores: softmax probabilities by default; ``raw_scores=True`` reads the model's own output
+    for the class (a logit; pytorch-grad-cam's ``ClassifierOutputTarget`` and torchcam do).
+    The paper plots the model's accuracy against ``p``: :attr:`ROADCurves.morf_kept` /
+    :attr:`ROADCurves.lerf_kept`, whose means over images are that curve.
+
+    Peers, on the same maps and masks (noise 0): pytorch-grad-cam's
+    ``ROADMostRelevantFirst(percentile=100 - p)`` returns ``morf - original`` for its target
+    (the same numbers with ``ClassifierOutputSoftmaxTarget``; with ``raw_scores=True`` for
+    ``ClassifierOutputTarget``), its ``percentile`` being the share *kept*; its
+    ``ROADLeastRelevantFirst(percentile=100 - p)`` gives ``lerf - original``; Quantus's
+    ``ROAD`` is MoRF only and returns ``morf_kept``. The removed pixels agree as
+    :func:`road_masks` says.
+
+    Cost: ``B (2 P + 1)`` images in forwards of at most ``batch_size``; the imputation of one
+    image solves one block-diagonal sparse system for its ``2 P`` masks on the CPU (see
+    ``benchmarks/quality.md`` for timings). The model is borrowed as in
+    :func:`average_drop_increase`.
+
+    Args:
+        model: Classifier returning logits ``(N, num_classes)`` (or with a ``logits`` attribute).
+        images: ``(B, C, H, W)`` model inputs (``noise`` is in their units).
+        maps: ``(B, H, W)`` saliency maps aligned with ``images``; only their order matters.
+        class_ids: An ``int``, ``(B,)`` ids, or ``None`` for the class predicted on each
+            unmodified image.
+        percentages: Percentages of the pixels removed, each in ``(0, 100)``.
+        noise: Standard deviation of the imputation noise (``0``: plain linear imputation).
+        raw_scores: Score raw outputs instead of softmax probabilities (see above).
+        batch_size: Most images per forward; ``None`` for one forward.
+        seed: Seed of the noise (reproducible values); ``None``: torch's global generator.
+
+    Returns:
+        A :class:`ROADCurves`.
+
+    Raises:
+        ValueError: Shapes that do not agree, non-finite maps, bad ``percentages``, ``noise``,
+            ``class_ids`` or ``batch_size``.
+        TypeError: A model output without class logits.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+        >>> curves = road(model, torch.rand(2, 3, 8, 8), torch.rand(2, 8, 8), None, [25, 50])
+        >>> curves.morf.shape, curves.lerf_kept.dtype, curves.score
+        (torch.Size([2, 2]), torch.bool, 'probability')
+    """
+    forward = _road_forward(model, images, maps, class_ids, percentages, noise, batch_size, seed)
+    return _road_curves(*forward, raw_scores=raw_scores)
+
+
+def _road_forward(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    class_ids: ClassIds,
+    percentages: Sequence[float],
+    noise: float,
+    batch_size: int | None,
+    seed: int | None,
+) -> tuple[tuple[float, ...], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(percentages, log-softmax, raw, ids)``: scores ``(B, 2 P + 1, K)`` of the unmodified
+    image, then MoRF, then LeRF images, for both score kinds from one set of forwards."""
+    from lightning_cam.metrics.imputation import noisy_linear_imputation
+
+    maps = _check_maps(maps, values="any")
+    images = _check_images(images, maps)
+    checked = _check_percentages(percentages)
+    _check_positive_int("batch_size", batch_size, allow_none=True)
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+        raise ValueError(f"noise must be a number >= 0, got {noise!r}")
+    batch = images.shape[0]
+    ids = _class_id_tensor(class_ids, batch, images.device)
+    generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+    removed = road_masks(maps.to(images.device), checked)
+    imputed = noisy_linear_imputation(images, removed, float(noise), generator)
+    stack = torch.cat([images[:, None], imputed], dim=1).flatten(0, 1)  # (B (2P + 1), C, H, W)
+    log_probs, raw = _forward_scores(
+        model, lambda start, stop: stack[start:stop], stack.shape[0], batch_size
+    )
+    log_probs = log_probs.view(batch, 2 * len(checked) + 1, -1)
+    ids = _resolve_class_ids(ids, log_probs[:, 0])
+    return checked, log_probs, raw.view_as(log_probs), ids
+
+
+def _road_curves(
+    percentages: tuple[float, ...],
+    log_probs: torch.Tensor,
+    raw: torch.Tensor,
+    ids: torch.Tensor,
+    raw_scores: bool,
+) -> ROADCurves:
+    batch, images, _ = log_probs.shape
+    count = len(percentages)
+    scores = raw if raw_scores else log_probs.exp()
+    picked = scores.gather(2, ids.view(batch, 1, 1).expand(batch, images, 1))[..., 0]
+    kept = log_probs.argmax(dim=2) == ids[:, None]
+    return ROADCurves(
+        percentages=percentages,
+        score="logit" if raw_scores else "probability",
+        original=picked[:, 0],
+        morf=picked[:, 1 : count + 1],
+        lerf=picked[:, count + 1 :],
+        morf_kept=kept[:, 1 : count + 1],
+        lerf_kept=kept[:, count + 1 :],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -824,6 +1156,7 @@ def image_metrics(
     tolerance: float,
     deletion_steps: int = 16,
     batch_size: int | None = None,
+    road_percentages: Sequence[float] = ROAD_PERCENTAGES,
 ) -> dict[str, torch.Tensor]:
     """Per-image values ``(B,)`` of the metrics ``names`` for maps ``(B, H, W)`` in ``[0, 1]``:
     the one dispatch from a name of :data:`METRICS` to its function (callbacks and
@@ -832,7 +1165,9 @@ def image_metrics(
     Localisation metrics without a mask or box give NaN (not applicable), and so does the
     localisation error (a 2-D box metric) for signals and volumes. ``model``,
     ``images`` and ``class_ids`` are only read by the metrics that query the model (``class_ids``
-    ``None``: the predicted classes).
+    ``None``: the predicted classes). The ROAD names are means over ``road_percentages``
+    (:func:`road`, noise :data:`ROAD_NOISE`, seed 0); each name's class score is
+    :data:`SCORES`' (``_logit``: raw outputs, else softmax probabilities).
 
     Raises:
         ValueError: For a name not in :data:`METRICS`, or a metric that queries the model
@@ -868,23 +1203,53 @@ def image_metrics(
         out["localisation_error"] = localisation_error(maps, boxes) if boxes is not None else nan
     if model is None or images is None:
         return {k: out[k] for k in names}
-    if wanted & {"average_drop", "increase_in_confidence"}:
-        drop, inc = average_drop_increase(
-            model, images, maps.to(images.device), class_ids, batch_size=batch_size
+    out.update(
+        _model_metrics(
+            wanted, model, images, maps.to(images.device), class_ids, deletion_steps,
+            batch_size, road_percentages,
+        )
+    )  # fmt: skip
+    return {k: out[k] for k in names}
+
+
+def _model_metrics(
+    wanted: set[str],
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    class_ids: torch.Tensor | None,
+    deletion_steps: int,
+    batch_size: int | None,
+    road_percentages: Sequence[float],
+) -> dict[str, torch.Tensor]:
+    """The per-image values of the metrics of ``wanted`` that query the model, each family
+    from one set of forwards."""
+    out: dict[str, torch.Tensor] = {}
+    if wanted & {"average_drop", "increase_in_confidence", "average_gain"}:
+        drop, inc, gain = average_drop_increase_gain(
+            model, images, maps, class_ids, batch_size=batch_size
         )
         out["average_drop"] = drop.float().cpu()
         out["increase_in_confidence"] = 100.0 * inc.float().cpu()
-    if wanted & {"deletion_auc", "insertion_auc"}:
-        dele, ins = deletion_insertion_auc(
-            model,
-            images,
-            maps.to(images.device),
-            class_ids,
-            steps=deletion_steps,
-            batch_size=batch_size,
+        out["average_gain"] = gain.float().cpu()
+    for suffix, raw in (("", False), ("_logit", True)):
+        if wanted & {f"deletion_auc{suffix}", f"insertion_auc{suffix}"}:
+            dele, ins = deletion_insertion_auc(
+                model, images, maps, class_ids, steps=deletion_steps, batch_size=batch_size,
+                raw_scores=raw,
+            )  # fmt: skip
+            out[f"deletion_auc{suffix}"] = dele.float().cpu()
+            out[f"insertion_auc{suffix}"] = ins.float().cpu()
+    if any(n.startswith("road_") for n in wanted):
+        forward = _road_forward(
+            model, images, maps, class_ids, road_percentages, ROAD_NOISE, batch_size, 0
         )
-        out["deletion_auc"], out["insertion_auc"] = dele.float().cpu(), ins.float().cpu()
-    return {k: out[k] for k in names}
+        for suffix, raw in (("", False), ("_logit", True)):
+            curves = _road_curves(*forward, raw_scores=raw)
+            out[f"road_morf{suffix}"] = curves.morf.mean(dim=1).float().cpu()
+            out[f"road_lerf{suffix}"] = curves.lerf.mean(dim=1).float().cpu()
+            out[f"road_combined{suffix}"] = curves.combined().float().cpu()
+    return out
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
