@@ -80,3 +80,24 @@ files = [Path(f) for f in Path("explained").glob("*.jpg")]
 assert summary and len(files) >= 6, (summary, files)
 print(f"check_wheel: ok ({len(tags)} image tags in TensorBoard, {len(files)} pictures)")
 PY
+echo "check_wheel: lightning-cam explain --data, then lightning-cam report"
+"$FRESH" - <<'PY'
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lightning_cam.data import ShapesDataset
+
+folder = Path("audit_images")
+folder.mkdir()
+shapes = ShapesDataset(num_samples=4, seed=1)
+for i in range(4):
+    image = shapes[i]["image"]
+    rgb = (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    cv2.imwrite(str(folder / f"im{i}.png"), rgb[:, :, ::-1])
+PY
+"$BIN" explain --data audit_images --weight-path "$CKPT" --output-dir audit --quiet
+"$BIN" report audit --quiet
+test -s audit/report/index.html && test -s audit/manifest.parquet
+echo "check_wheel: ok (audit folder and its report)"
