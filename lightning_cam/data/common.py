@@ -50,9 +50,21 @@ class SplitsDataModule(pl.LightningDataModule):
     """
 
     SPLITS = ("train", "val", "test")
+    #: The class names, indexed by label (each data module's own).
+    CLASSES: tuple[str, ...] = ()
     collate_fn: Any = None
     batch_size: int
     num_workers: int
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes."""
+        return len(self.CLASSES)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class names, indexed by label."""
+        return list(self.CLASSES)
 
     @staticmethod
     def _check_sizes(

@@ -321,6 +321,8 @@ class ShapesDataModule(SplitsDataModule):
         (torch.Size([8, 3, 64, 64]), torch.Size([8, 4]), 4)
     """
 
+    CLASSES = CLASSES
+
     def __init__(
         self,
         num_train: int = 2000,
@@ -347,16 +349,6 @@ class ShapesDataModule(SplitsDataModule):
         self.clutter = clutter
         self._datasets: dict[str, ShapesDataset] = {}
         ShapesDataset(1, image_size=image_size)  # validates image_size up front
-
-    @property
-    def num_classes(self) -> int:
-        """The number of classes (4)."""
-        return len(CLASSES)
-
-    @property
-    def class_names(self) -> list[str]:
-        """The class names, indexed by label."""
-        return list(CLASSES)
 
     def split_seed(self, split: str) -> int:
         """The dataset seed of ``split`` (one of ``"train"``, ``"val"``, ``"test"``)."""

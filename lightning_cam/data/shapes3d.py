@@ -162,6 +162,8 @@ class Shapes3DDataModule(SplitsDataModule):
         torch.Size([4, 1, 24, 24, 24])
     """
 
+    CLASSES = CLASSES_3D
+
     def __init__(
         self,
         num_train: int = 384,
@@ -184,16 +186,6 @@ class Shapes3DDataModule(SplitsDataModule):
         self.clutter = clutter
         self._datasets: dict[str, Shapes3DDataset] = {}
         Shapes3DDataset(1, volume_size=volume_size)  # validates volume_size up front
-
-    @property
-    def num_classes(self) -> int:
-        """The number of classes (3)."""
-        return len(CLASSES_3D)
-
-    @property
-    def class_names(self) -> list[str]:
-        """The class names, indexed by label."""
-        return list(CLASSES_3D)
 
     def dataset(self, split: str) -> Shapes3DDataset:
         """The (cached) dataset of ``split``."""

@@ -160,6 +160,8 @@ class SignalsDataModule(SplitsDataModule):
         torch.Size([4, 1, 256])
     """
 
+    CLASSES = CLASSES_1D
+
     def __init__(
         self,
         num_train: int = 1024,
@@ -182,16 +184,6 @@ class SignalsDataModule(SplitsDataModule):
         self.clutter = clutter
         self._datasets: dict[str, SignalsDataset] = {}
         SignalsDataset(1, length=length)  # validates length up front
-
-    @property
-    def num_classes(self) -> int:
-        """The number of classes (3)."""
-        return len(CLASSES_1D)
-
-    @property
-    def class_names(self) -> list[str]:
-        """The class names, indexed by label."""
-        return list(CLASSES_1D)
 
     def dataset(self, split: str) -> SignalsDataset:
         """The (cached) dataset of ``split``."""
