@@ -27,6 +27,15 @@ from lightning_cam.tools import viz
 DetProbe = tuple[torch.Tensor, dict[str, torch.Tensor] | None]
 
 
+#: The batch layouts each backend reads besides torchvision's (for the refusal's message).
+_FORMATS = {
+    "hf": ", or its image processor's output (a mapping with 'pixel_values', optionally "
+    "'pixel_mask' and 'labels' with 'class_labels' and normalised 'boxes')",
+    "yolo": ", or ultralytics' batches (a mapping with 'img', 'batch_idx', 'cls', 'bboxes')",
+    "detectron2": ", or detectron2's (a list of dicts with 'image' and 'instances')",
+}
+
+
 def detector_prefix(pl_module: nn.Module, detector: nn.Module) -> str:
     """The dotted name of ``detector`` inside ``pl_module`` (``""`` when it is the module)."""
     for name, module in pl_module.named_modules():
@@ -161,7 +170,9 @@ class DetectionTask(TaskStrategy):
     """Detectors: a LightningModule that is or wraps a torchvision detector (see
     :func:`lightning_cam.detection.find_detector`), a transformers DETR-family model
     (:func:`lightning_cam.detection.find_detr_model`; its ``image_processor`` attribute used when
-    it has one) or a detectron2 ``GeneralizedRCNN`` / ``RetinaNet``. Probes are
+    it has one, else the family's default processor without its resize; batches in torchvision's
+    format or its image processor's, :func:`~lightning_cam.detection.detr_data.
+    split_hf_detection_batch`) or a detectron2 ``GeneralizedRCNN`` / ``RetinaNet``. Probes are
     ``(image, target)`` pairs; results one :class:`~lightning_cam.detection.DetectionResult`
     per probe image."""
 
@@ -173,6 +184,7 @@ class DetectionTask(TaskStrategy):
         self.detector: Any = None
         self.backend = "torchvision"
         self.prefix = ""
+        self.processor: Any = None  # a DETR's image processor (the module's, else the default)
 
     @staticmethod
     def _find(pl_module: Any) -> tuple[Any, str]:
@@ -200,6 +212,15 @@ class DetectionTask(TaskStrategy):
         self.detector, self.backend = self._find(pl_module)
         self._check_methods(pl_module)
         self.prefix = detector_prefix(pl_module, self.detector)
+        if self.backend == "hf":
+            from lightning_cam.detection.detr import default_image_processor
+
+            self.processor = getattr(pl_module, "image_processor", None)
+            if self.processor is None:
+                # the family's defaults, but the images explained at their batched size (the
+                # training size, whatever resized them), not at the default 800 px
+                self.processor = default_image_processor(self.detector)
+                self.processor.do_resize = False
         if self.backend == "yolo":
             from lightning_cam.detection.yolo import check_yolo_model
 
@@ -235,6 +256,10 @@ class DetectionTask(TaskStrategy):
             from lightning_cam.detection.yolo import split_yolo_batch
 
             return split_detection_batch(batch) or split_yolo_batch(batch)
+        if self.backend == "hf":
+            from lightning_cam.detection.detr_data import split_hf_detection_batch
+
+            return split_detection_batch(batch) or split_hf_detection_batch(batch, self.processor)
         return split_detection_batch(batch)
 
     def capture(self, batch: Any) -> list[Any]:
@@ -244,8 +269,8 @@ class DetectionTask(TaskStrategy):
                 f"{type(self.callback).__name__}: the LightningModule wraps a detector "
                 f"({type(self.detector).__name__}), so validation batches must be "
                 "(list of (C, H, W) float images, list of target dicts with 'boxes' and "
-                f"'labels'); got {type(batch).__name__}. Override extract_detection() for "
-                "other layouts."
+                f"'labels'){_FORMATS.get(self.backend, '')}; got {type(batch).__name__}. "
+                "Override extract_detection() for other layouts."
             )
         images, targets = parts
         # references only: the probe set copies the samples it keeps
@@ -360,8 +385,7 @@ class DetectionTask(TaskStrategy):
             from lightning_cam.detection.detr import DetrExplainer
 
             # the LightningModule's image_processor, else the family's default one
-            explainer = DetrExplainer(
-                self.detector, getattr(pl_module, "image_processor", None), **kwargs)
+            explainer = DetrExplainer(self.detector, self.processor, **kwargs)
         elif self.backend == "yolo":
             from lightning_cam.detection.yolo import YOLOExplainer
 

@@ -82,6 +82,7 @@ __all__ = [
     "CROSS_ATTENTION",
     "DetrExplainer",
     "default_detr_layer",
+    "default_image_processor",
     "detr_family",
     "explain_detr_batch",
     "find_detr_model",
@@ -271,7 +272,8 @@ class DetrExplainer(DetectionExplainerBase):
         self.model: Any = model
         self.score_threshold = float(score_threshold)
         self.top_k = top_k
-        self.processor = image_processor if image_processor is not None else _processor(model)
+        self.processor = (image_processor if image_processor is not None
+                          else default_image_processor(model))
         if not callable(getattr(self.processor, "post_process_object_detection", None)):
             raise TypeError(
                 f"image_processor {type(self.processor).__name__} has no "
@@ -474,7 +476,7 @@ def _require_transformers() -> Any:
     return transformers
 
 
-def _processor(model: Any) -> Any:
+def default_image_processor(model: Any) -> Any:
     """The family's default image processor (default settings), for a model built in code."""
     transformers = _require_transformers()
     family = detr_family(model)
@@ -504,7 +506,7 @@ def load_detr_model(
     if (path / "preprocessor_config.json").is_file():
         processor = transformers.AutoImageProcessor.from_pretrained(str(path))
     else:
-        processor = _processor(model)
+        processor = default_image_processor(model)
     return model, processor
 
 

@@ -332,3 +332,98 @@ def test_benchmark_runs_and_the_recipes_agree_with_ours():
         sys.modules.pop(spec.name, None)
     recipe = [r for r in rows if r["case"].startswith("one backward per box")]
     assert recipe and recipe[0]["diff"] < 1e-5  # no timing asserted: numbers only
+
+
+def _hf_batch(processor, count=2):
+    """What the Hugging Face fine-tuning recipe feeds a LightningModule: the processor's output
+    for uint8 images with COCO annotations (two sizes, so the second is padded)."""
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    images = [g.integers(0, 256, (64, 96 - 16 * i, 3), dtype=np.uint8) for i in range(count)]
+    annotations = [{"image_id": i, "annotations": [
+        {"bbox": [10.0 + i, 8.0, 30.0, 20.0], "category_id": 1 + i, "area": 600.0, "iscrowd": 0}]}
+        for i in range(count)]
+    batch = processor(images=images, annotations=annotations, return_tensors="pt")
+    return images, batch
+
+
+def test_hugging_face_batches_split_back_to_images_and_boxes():
+    from lightning_cam.detection.detr_data import hf_detection_labels, split_hf_detection_batch
+
+    _, processor = tiny_detr("detr")
+    images, batch = _hf_batch(processor)
+    assert batch["pixel_values"].shape[-2:] == (64, 96)  # the second image is padded
+    got, targets = split_hf_detection_batch(batch, processor)
+    for i, (image, out, target) in enumerate(zip(images, got, targets, strict=True)):
+        expected = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+        assert out.shape == expected.shape
+        torch.testing.assert_close(out, expected, atol=2e-6, rtol=0)
+        torch.testing.assert_close(target["boxes"],
+                                   torch.tensor([[10.0 + i, 8.0, 40.0 + i, 28.0]]), atol=1e-4,
+                                   rtol=0)
+        assert target["labels"].tolist() == [1 + i]
+    # and back: the labels a DETR's loss reads, normalised by the canvas
+    (labels,) = hf_detection_labels(targets[:1], (64, 96))
+    torch.testing.assert_close(labels["boxes"], batch["labels"][0]["boxes"], atol=1e-5, rtol=0)
+    assert split_hf_detection_batch({"image": torch.zeros(1, 3, 4, 4)}, processor) is None
+    no_labels = {"pixel_values": batch["pixel_values"]}
+    assert split_hf_detection_batch(no_labels, processor)[1] is None
+
+
+def test_callback_on_the_hugging_face_recipe_module(tmp_path):
+    """A LightningModule written as the Hugging Face DETR fine-tuning recipe writes it: dict
+    batches from the processor (no image_processor attribute on the module), labels with
+    normalised boxes; the callback logs a map per detection, equal to the explainer's on the
+    batch's images, and the pointing game of the matched detections."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from lightning_cam import GradCAMCallback
+    from lightning_cam.detection.detr_data import split_hf_detection_batch
+    from tests.callbacks.helpers import image_events
+
+    model, processor = tiny_detr("detr")
+
+    class Detr(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values, pixel_mask):
+            return self.model(pixel_values=pixel_values, pixel_mask=pixel_mask)
+
+        def validation_step(self, batch, batch_idx):
+            out = self.model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"],
+                             labels=batch["labels"])
+            self.log("val/loss", out.loss, batch_size=len(batch["labels"]))
+
+    _, batch = _hf_batch(processor)
+    loader = DataLoader([batch], batch_size=None)
+    callback = GradCAMCallback(num_samples=2, detection_top_k=2, detection_score_threshold=0.0,
+                               metrics=["pointing_game"])
+    logger = pl.loggers.TensorBoardLogger(str(tmp_path), name="hf")
+    trainer = pl.Trainer(accelerator="cpu", logger=logger, callbacks=[callback],
+                         enable_progress_bar=False, enable_model_summary=False)
+    module = Detr()
+    trainer.validate(module, dataloaders=loader)
+    tags = image_events(logger.log_dir)
+    assert "gradcam/model.model.backbone.model.encoder.stages.3/detections" in tags
+    assert all(not m._forward_hooks and not m._backward_hooks for m in module.modules())
+    # the maps are the explainer's on the batch's images, at their batched size
+    images, _ = split_hf_detection_batch(batch, processor)
+    unresized = copy.deepcopy(processor)
+    unresized.do_resize = False
+    direct = DetrExplainer(model, unresized, methods="gradcam", top_k=2, score_threshold=0.0)
+    results = callback.explain_detections(trainer, module)
+    assert [r.image_size for r in results] == [(64, 96), (64, 80)]
+    for image, result in zip(images, results, strict=True):
+        expected = direct(image)
+        torch.testing.assert_close(result.map(), expected.map())
+        torch.testing.assert_close(result.scores, expected.scores)
+    # the probes' targets are the batch's labels in pixels (what the pointing game reads)
+    probes = callback.probe_set("det_probes").data
+    for i, (_, target) in enumerate(probes):
+        torch.testing.assert_close(target["boxes"], torch.tensor([[10.0 + i, 8.0, 40.0 + i, 28.0]]),
+                                   atol=1e-4, rtol=0)
+        assert target["labels"].tolist() == [1 + i]
