@@ -254,9 +254,9 @@ class MultiLabelTask(ClassificationTask):
         inner = {f"model.{n}": n for n in layers}
         return LogitsOf(pl_module, read), list(inner), inner
 
-    def compute(
+    def compute(  # type: ignore[override]  # this task's result type
         self, trainer: Any, pl_module: Any, probes: Any, plan: Any
-    ) -> MultiLabelExplanation:  # type: ignore[override]  # this task's result type
+    ) -> MultiLabelExplanation:
         methods, layers, guided = plan
         device = module_device(pl_module)
         convert, ctx = precision_of(trainer)
