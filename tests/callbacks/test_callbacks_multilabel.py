@@ -208,7 +208,7 @@ def _refused(tmp_path: Any, module: Any, labels: str, match: str, sanity: int = 
         (1, "one", 2, r"single-logit binary head\). Use target='label'"),
         (4, "class-ids", 2, r"class ids \(or a binary head's 0/1 labels\)\. Use target='label'"),
         (4, "class-ids", 0, r"are \(8,\) int64: class ids"),  # a training batch's, no sanity
-        (4, "narrow", 0, r"\(8, 3\) float32 for a head of 4 logits: give multi-hot labels \(B, 4\)"),
+        (4, "narrow", 0, r"\(8, 3\) float32 for a head of 4 logits: give multi-hot labels"),
         (4, "soft", 2, r"0/1 multi-hot labels; .* holding \[0\.0, 0\.5\]"),
     ],
 )
