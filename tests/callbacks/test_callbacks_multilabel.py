@@ -252,3 +252,41 @@ def test_integer_multi_hot_labels_and_no_label_at_all(tmp_path: Any) -> None:
     events = image_events(tb_dir(tmp_path))
     assert not any(tag.startswith("gradcam/") for tag in events)
     assert not math.isnan(trainer.callback_metrics["val_loss"])
+
+
+def test_a_tuple_output_is_read_and_layers_keep_their_names(tmp_path: Any) -> None:
+    """``(logits, features)`` outputs: the logits are read as for the other targets; the tags
+    and maps name the module's own layers."""
+    base = _module_cls()
+
+    class TupleNet(base):  # type: ignore[misc, valid-type]
+        def forward(self, x: torch.Tensor) -> Any:
+            feats = self.backbone(x)
+            return self.head(feats.mean(dim=(2, 3))), feats
+
+        def _loss(self, batch: Any) -> torch.Tensor:
+            return self.loss(self(batch["image"])[0], batch["labels"].float())
+
+    class First(nn.Module):
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)[0]
+
+    torch.manual_seed(0)
+    module = TupleNet()
+    cb = lc.CAMCallback(layer="backbone", target="labels", label_key="labels", num_samples=4,
+                        log_guided_gradcam=False)  # fmt: skip
+    trainer = make_trainer(tmp_path, [cb], limit_train_batches=1, num_sanity_val_steps=0)
+    with pytest.warns(UserWarning, match="no true label"):
+        trainer.fit(module, *_loaders())
+    assert "gradcam/backbone/overlay" in image_events(tb_dir(tmp_path))
+    probes = cb.probes
+    out = lc.explain_multilabel(First(module), probes["image"], "net.backbone",
+                                methods=["gradcam"], labels=probes["label"])  # fmt: skip
+    assert cb.last_result.pairs() == out.pairs() and out.pairs()
+    for i, k in out.pairs():
+        torch.testing.assert_close(cb.last_result.cam(i, k, layer="backbone"), out.cam(i, k),
+                                   atol=1e-5, rtol=0)  # fmt: skip
