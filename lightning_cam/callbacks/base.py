@@ -99,7 +99,14 @@ class CAMCallback(CallbackBase):
             mid-epoch validations count). Lightning's ``check_val_every_n_epoch`` decides when
             validation runs; this decides which of those runs are explained.
         target: ``"pred"`` (each probe's predicted class; ``"predicted"`` is the same),
-            ``"label"`` (its ground-truth label from the batch), or an int class id.
+            ``"label"`` (its ground-truth label from the batch), an int class id, or
+            ``"labels"`` for multi-label (sigmoid) heads validated on multi-hot labels
+            ``(B, K)``: one tile per (probe, true label), captioned with the label's name and
+            its sigmoid probability, from one forward and one batched backward
+            (:func:`lightning_cam.explain_multilabel`; see
+            :mod:`lightning_cam.callbacks.multilabel`), metrics per pair and per label
+            (``{method}/{layer}/{metric}/label_{name}``). Detectors and segmentation models
+            ignore ``target``.
         log_heatmap: Log the colourised maps.
         log_overlay: Log the maps over the images.
         log_guided_backprop: Log guided backprop.
@@ -163,7 +170,7 @@ class CAMCallback(CallbackBase):
         layer: str | list[str] | None = None,
         num_samples: int = 8,
         every_n_epochs: int = 1,
-        target: Literal["pred", "predicted", "label"] | int = "pred",
+        target: Literal["pred", "predicted", "label", "labels"] | int = "pred",
         log_heatmap: bool = False,
         log_overlay: bool = True,
         log_guided_backprop: bool = False,
@@ -203,6 +210,7 @@ class CAMCallback(CallbackBase):
         self._checked_train = self._checked_val = False
         self._warned: set[str] = set()
         self.last_explanation: Explanation | None = None
+        self.last_result: Any = None  # the task's last result presented (any task)
 
     def __getattr__(self, name: str) -> Any:
         # the options read as attributes (``cb.methods``, ``cb.layer``, ``cb.kinds``, ...)
@@ -237,7 +245,7 @@ class CAMCallback(CallbackBase):
 
     @override
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        cls = task_class(pl_module)
+        cls = task_class(pl_module, self.options)
         if type(self.task) is not cls:
             self.task = cls(self)
         reason = self.options.for_model(pl_module)
@@ -329,6 +337,7 @@ class CAMCallback(CallbackBase):
             self._warn_once("noprobe", "no validation batch reached the callback, nothing to log.")
             return
         result = self.compute(trainer, pl_module)
+        self.last_result = result
         if isinstance(result, Explanation):
             self.last_explanation = result
         pictures, scalars = self.task.present(trainer, pl_module, probes.data, result)

@@ -155,12 +155,12 @@ def _shown(x: torch.Tensor) -> str:
     return f"{tuple(x.shape)} {str(x.dtype).replace('torch.', '')}"
 
 
-def _device(pl_module: Any) -> torch.device:
+def module_device(pl_module: Any) -> torch.device:
     device = getattr(pl_module, "device", None)
     return device if isinstance(device, torch.device) else torch.device("cpu")
 
 
-def _precision(trainer: Any) -> tuple[Callable[[torch.Tensor], torch.Tensor], Any]:
+def precision_of(trainer: Any) -> tuple[Callable[[torch.Tensor], torch.Tensor], Any]:
     """The trainer's input conversion and forward context (autocast, half weights)."""
     plugin = getattr(trainer, "precision_plugin", None)
     convert = getattr(plugin, "convert_input", None)
@@ -171,7 +171,8 @@ def _precision(trainer: Any) -> tuple[Callable[[torch.Tensor], torch.Tensor], An
     )
 
 
-def _rng(device: torch.device) -> Any:
+def fork_rng(device: torch.device) -> Any:
+    """A fork of the RNG streams (CPU, and ``device``'s when CUDA) restored on exit."""
     # The callbacks draw no random numbers; fork_rng leaves the training RNG stream exactly as
     # it was whatever the model does in eval mode.
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
@@ -205,7 +206,7 @@ class ClassificationTask(TaskStrategy):
     def setup(self, trainer: Any, pl_module: Any) -> None:
         opts = self.options
         self.check_layer_names(pl_module)
-        if opts.target not in ("pred", "label"):
+        if isinstance(opts.target, int):
             num = self.num_classes(trainer, pl_module)
             if num is not None and int(opts.target) >= num:
                 raise misconf("target", opts.target, f"a class id in 0..{num - 1}")
@@ -235,6 +236,16 @@ class ClassificationTask(TaskStrategy):
             )
         return found[0]
 
+    def checked_reader(
+        self, trainer: Any, pl_module: Any, images: torch.Tensor
+    ) -> tuple[Reader, str]:
+        """``(reader, where)`` of ``pl_module``'s logits, after the model-level checks on two
+        of ``images`` when this module was not checked yet (``trainer.validate(other)``)."""
+        if pl_module not in self._readers:
+            self._check_model(trainer, pl_module, images[:2])
+            self._checked.add(pl_module)
+        return self._readers[pl_module]
+
     def check(self, trainer: Any, pl_module: Any, batch: Any, validation: bool) -> None:
         """See :meth:`TaskStrategy.check`. Model-level checks (output, layers, map layout) run
         once per module; batch-level ones (dtype, labels, masks, display) on the first
@@ -263,9 +274,9 @@ class ClassificationTask(TaskStrategy):
             self._batch_checked = True
 
     def _forward(self, trainer: Any, pl_module: Any, x: torch.Tensor) -> Any:
-        device = _device(pl_module)
-        convert, ctx = _precision(trainer)
-        with _rng(device), borrowed(pl_module), torch.inference_mode(False), torch.no_grad():
+        device = module_device(pl_module)
+        convert, ctx = precision_of(trainer)
+        with fork_rng(device), borrowed(pl_module), torch.inference_mode(False), torch.no_grad():
             with ctx:
                 return pl_module(convert(x.to(device)))
 
@@ -306,14 +317,7 @@ class ClassificationTask(TaskStrategy):
                 f"{who}: {where} gives {_shape(value)} for {x.shape[0]} images; expected class "
                 "logits (B, num_classes) or scores (B,). Fix output_transform."
             )
-        if value.dim() == 1 and opts.target != "pred":
-            raise misconf(
-                "target",
-                opts.target,
-                f"'pred': {where} gives one score per image (B,), so there is no class to pick",
-            )
-        if value.dim() == 2 and isinstance(opts.target, int) and opts.target >= value.shape[1]:
-            raise misconf("target", opts.target, f"a class id in 0..{value.shape[1] - 1}")
+        self.check_output(pl_module, value, where)
         self._readers[pl_module] = (read, where)
         layers = self.layers(pl_module, xf)
         self._settle_kinds(x)
@@ -340,6 +344,19 @@ class ClassificationTask(TaskStrategy):
                     "(B, C, h, w) and give a wrong picture. Choose a layer with a (B, C, h, w) "
                     "output (e.g. the block before a permute)."
                 )
+
+    def check_output(self, pl_module: Any, value: torch.Tensor, where: str) -> None:
+        """Refuse a ``target`` the output ``value`` (``(B, K)`` logits or ``(B,)`` scores, read
+        from the module's output at ``where``) cannot serve."""
+        opts = self.options
+        if value.dim() == 1 and opts.target != "pred":
+            raise misconf(
+                "target",
+                opts.target,
+                f"'pred': {where} gives one score per image (B,), so there is no class to pick",
+            )
+        if value.dim() == 2 and isinstance(opts.target, int) and opts.target >= value.shape[1]:
+            raise misconf("target", opts.target, f"a class id in 0..{value.shape[1] - 1}")
 
     def _settle_kinds(self, x: torch.Tensor) -> None:
         """Inputs that are not 2-D images get overlay and heatmap pictures only: the automatic
@@ -368,13 +385,13 @@ class ClassificationTask(TaskStrategy):
         self, trainer: Any, pl_module: Any, xf: torch.Tensor, layers: list[str], read: Reader,
         methods: Sequence[str], guided: bool,
     ) -> Explanation:
-        convert, ctx = _precision(trainer)
-        with _rng(_device(pl_module)), ctx:
+        convert, ctx = precision_of(trainer)
+        with fork_rng(module_device(pl_module)), ctx:
             return Explainer(
                 pl_module, layers, methods=list(methods), guided_backprop=guided,
                 reshape_transform=self.options.reshape_transform,
             )(
-                convert(xf.to(_device(pl_module))),
+                convert(xf.to(module_device(pl_module))),
                 target=OutputTarget(None, read),
                 upsample=False,
             )
@@ -420,33 +437,8 @@ class ClassificationTask(TaskStrategy):
     def _check_batch(
         self, trainer: Any, pl_module: Any, parts: dict[str, Any], images: torch.Tensor
     ) -> None:
+        self.check_batch_labels(trainer, pl_module, parts)
         who, opts = self._who(), self.options
-        labels = parts.get("label")
-        if opts.target == "label":
-            if labels is None:
-                raise MisconfigurationException(
-                    f"{who}: target='label' but the validation batches carry no labels "
-                    f"(label_key={opts.label_key!r} for dict batches, else the second item); "
-                    "use target='pred' or set label_key."
-                )
-            read = self.reader(pl_module)
-            output = self._forward(trainer, pl_module, self.model_images(images[:1]))
-            k = int(class_logits(read(output)).shape[-1])  # a binary head: 0 / 1
-            ids = label_class_ids(labels, binary=k == 2 and read(output).shape[-1] == 1)
-            if ids is None:
-                raise MisconfigurationException(
-                    f"{who}: target='label' needs class ids (B,) of an integer dtype (or, for a "
-                    f"single-logit binary head, 0/1 labels (B,) or (B, 1) of any dtype); the "
-                    f"labels (label_key={opts.label_key!r}) are {tuple(labels.shape)} "
-                    f"{labels.dtype} (one-hot or soft labels?). Give class ids "
-                    "(labels.argmax(1)) in the validation batches, or use target='pred'."
-                )
-            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= k):
-                raise MisconfigurationException(
-                    f"{who}: target='label' but the labels hold {int(ids.min())}.."
-                    f"{int(ids.max())}, not class ids in 0..{k - 1} of the model's {k} "
-                    "logits; fix label_key or use target='pred'."
-                )
         mask = parts.get("mask")
         rank = images.dim() - 2
         if mask is not None and tuple(mask.shape[-rank:]) != tuple(images.shape[-rank:]):
@@ -457,6 +449,38 @@ class ClassificationTask(TaskStrategy):
                 "mask_key=None."
             )
         self._check_display(images)
+
+    def check_batch_labels(self, trainer: Any, pl_module: Any, parts: dict[str, Any]) -> None:
+        """Refuse labels of the first validation batch (``parts`` from ``extract``) that the
+        ``target`` cannot use (``target="label"``: class ids of the model's classes)."""
+        who, opts = self._who(), self.options
+        labels = parts.get("label")
+        if opts.target == "label":
+            if labels is None:
+                raise MisconfigurationException(
+                    f"{who}: target='label' but the validation batches carry no labels "
+                    f"(label_key={opts.label_key!r} for dict batches, else the second item); "
+                    "use target='pred' or set label_key."
+                )
+            read = self.reader(pl_module)
+            output = self._forward(trainer, pl_module, self.model_images(parts["image"][:1]))
+            k = int(class_logits(read(output)).shape[-1])  # a binary head: 0 / 1
+            ids = label_class_ids(labels, binary=k == 2 and read(output).shape[-1] == 1)
+            if ids is None:
+                raise MisconfigurationException(
+                    f"{who}: target='label' needs class ids (B,) of an integer dtype (or, for a "
+                    f"single-logit binary head, 0/1 labels (B,) or (B, 1) of any dtype); the "
+                    f"labels (label_key={opts.label_key!r}) are {tuple(labels.shape)} "
+                    f"{labels.dtype} (one-hot or soft labels?). Give class ids "
+                    "(labels.argmax(1)) in the validation batches, or use target='pred' (for "
+                    "multi-hot labels (B, K) of a multi-label head: target='labels')."
+                )
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= k):
+                raise MisconfigurationException(
+                    f"{who}: target='label' but the labels hold {int(ids.min())}.."
+                    f"{int(ids.max())}, not class ids in 0..{k - 1} of the model's {k} "
+                    "logits; fix label_key or use target='pred'."
+                )
 
     def _check_display(self, images: torch.Tensor) -> None:
         """Refuse inputs the pictures cannot show (mean/std of another channel count, ...)."""
@@ -481,8 +505,9 @@ class ClassificationTask(TaskStrategy):
         if self.options.layer is not None:
             return self.options.layer
         if pl_module not in self._layers:
-            with borrowed(pl_module), torch.inference_mode(False), _rng(_device(pl_module)):
-                x = self.model_images(images[:1].detach().clone()).to(_device(pl_module))
+            device = module_device(pl_module)
+            with borrowed(pl_module), torch.inference_mode(False), fork_rng(device):
+                x = self.model_images(images[:1].detach().clone()).to(device)
                 self._layers[pl_module] = [default_layer(pl_module, x)]
         return self._layers[pl_module]
 
@@ -531,19 +556,16 @@ class ClassificationTask(TaskStrategy):
 
     def compute(self, trainer: Any, pl_module: Any, probes: Any, plan: Any) -> Explanation:
         methods, layers, guided = plan
-        device = _device(pl_module)
-        convert, ctx = _precision(trainer)
+        device = module_device(pl_module)
+        convert, ctx = precision_of(trainer)
         images = convert(self.model_images(probes["image"]).to(device))
-        if pl_module not in self._readers:
-            self._check_model(trainer, pl_module, probes["image"][:2])
-            self._checked.add(pl_module)
-        read = self.reader(pl_module)
+        read = self.checked_reader(trainer, pl_module, probes["image"])[0]
         ids = self._target_ids(probes)
         # Guided gradients are shown for the first num_samples probes only: the images that
         # serve the metrics alone need the maps, not a backward pass down to the input.
         n = self.options.num_samples if guided else images.shape[0]
         parts: list[Explanation] = []
-        with _rng(device), ctx:
+        with fork_rng(device), ctx:
             for lo, hi, g in ((0, n, guided), (n, images.shape[0], False)):
                 if hi <= lo:
                     continue
@@ -572,7 +594,7 @@ class ClassificationTask(TaskStrategy):
             model = pl_module if read is None or read[1] == "the output tensor" else LogitsOf(
                 pl_module, read[0]
             )
-            images = self.model_images(probes["image"]).to(_device(pl_module))
+            images = self.model_images(probes["image"]).to(module_device(pl_module))
             scalars = self._scalars(
                 opts, probes, self.callback.probe_token, model, images, result, layers
             )

@@ -31,6 +31,8 @@ KINDS: tuple[str, ...] = ("heatmap", "overlay", "guided_backprop", "guided_gradc
 METRICS: tuple[str, ...] = METRIC_NAMES
 #: Spellings of the target "the model's prediction": ``"pred"`` (canonical) and ``"predicted"``.
 PREDICTED_TARGETS: tuple[str, ...] = ("pred", "predicted")
+#: The target of multi-label (sigmoid) heads: one map per true label of multi-hot labels.
+MULTILABEL_TARGET = "labels"
 #: Kinds that need a guided backward pass down to the input.
 GUIDED_KINDS: tuple[str, ...] = ("guided_backprop", "guided_gradcam")
 
@@ -175,6 +177,7 @@ class CAMOptions:
         fields.update(_check_metric_options(a))
         fields.update(_check_task_options(a))
         fields["methods"] = check_methods(a["methods"], default_methods)
+        check_target_metrics(fields["target"], fields["metrics"])
         if not fields["kinds"] and not fields["metrics"]:
             raise MisconfigurationException(
                 "Nothing to log: every log_* flag is False and metrics is empty; "
@@ -226,14 +229,43 @@ def check_layer(layer: Any) -> list[str] | None:
     return [layer] if isinstance(layer, str) else (list(layer) if layer else None)
 
 
-def check_target(target: Any) -> str | int:
-    """``"pred"`` (also spelt ``"predicted"``: returned as ``"pred"``), ``"label"`` or a class
-    id."""
+def check_target(target: Any, multilabel: bool = True) -> str | int:
+    """``"pred"`` (also spelt ``"predicted"``: returned as ``"pred"``), ``"label"``,
+    ``"labels"`` (:data:`MULTILABEL_TARGET`; only with ``multilabel``) or a class id."""
+    if target == MULTILABEL_TARGET and not multilabel:
+        raise misconf(
+            "target", target,
+            "'pred', 'label' or a class id (int >= 0): one map per image here; a multi-label "
+            "head's labels are explained by the callbacks' target='labels' or by "
+            "lightning_cam.explain_multilabel",
+        )  # fmt: skip
     if isinstance(target, bool) or not (
-        target in (*PREDICTED_TARGETS, "label") or _is_int(target, 0)
+        target in (*PREDICTED_TARGETS, "label", MULTILABEL_TARGET) or _is_int(target, 0)
     ):
-        raise misconf("target", target, "'pred', 'label' or a class id (int >= 0)")
+        raise misconf(
+            "target", target,
+            "'pred', 'label', 'labels' (every true label of multi-hot (B, K) labels, for "
+            "multi-label heads) or a class id (int >= 0)",
+        )  # fmt: skip
     return "pred" if target in PREDICTED_TARGETS else target  # type: ignore[no-any-return]
+
+
+def check_target_metrics(target: Any, metrics: Sequence[str]) -> None:
+    """With ``target="labels"`` (a multi-label head), refuse the model metrics that read softmax
+    probabilities: they would score a label against the other labels, not its sigmoid."""
+    from lightning_cam.metrics import METRICS as SPECS
+
+    if target != MULTILABEL_TARGET:
+        return
+    softmax = [m for m in metrics if SPECS[m].score == "probability"]
+    if softmax:
+        usable = [m for m in METRIC_NAMES if SPECS[m].score != "probability"]
+        raise misconf(
+            "metrics", list(metrics),
+            f"with target='labels' (a multi-label head) metrics that do not read softmax "
+            f"probabilities: {softmax} compare a label with the other labels; use "
+            f"{', '.join(usable)}",
+        )  # fmt: skip
 
 
 def check_methods(methods: Any, default: Sequence[str] = ("gradcam",)) -> list[str]:

@@ -143,11 +143,28 @@ class MetricScalars:
     ) -> dict[str, float]:
         """Scalars for ``result``; ``model`` answers logits (faithfulness metrics) and
         ``images`` are its inputs (on its device)."""
+        values, _ = self.per_sample(options, probes, model, images, result, layers)
+        out = {tag: float(v.float().mean()) for tag, v in values.items()}
+        return {k: v for k, v in out.items() if math.isfinite(v)}
+
+    def per_sample(
+        self,
+        options: CAMOptions,
+        probes: Mapping[str, torch.Tensor],
+        model: Any,
+        images: torch.Tensor,
+        result: Any,
+        layers: Sequence[str],
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """The per-sample values ``(N,)`` behind :meth:`__call__`'s means, keyed by tag, and
+        which probes they are of: ``keep`` ``(B,)`` bool (``None``: all). Samples with
+        non-finite values (a diverged model, a NaN pixel) have NaN maps, not explanations:
+        they are left out (no values at all when none is left)."""
         from lightning_cam import metrics as M
 
-        out: dict[str, float] = {}
+        out: dict[str, torch.Tensor] = {}
         if not options.metrics:
-            return out
+            return out, None
         masks = probes.get("mask")
         boxes = probes.get("box")
         tolerance = pointing_tolerance(options, probes["image"])
@@ -156,14 +173,12 @@ class MetricScalars:
             gt["masks"] = masks.bool()
         elif boxes is not None and images.dim() == 4 and boxes.dim() == 2 and boxes.shape[1] == 4:
             gt["boxes"] = boxes.float()
-        # Samples with non-finite values (a diverged model, a NaN pixel) have NaN maps, not
-        # explanations: the scalars are over the other samples, and absent when none is left.
         keep: torch.Tensor | None = None
         nonfinite = getattr(result, "nonfinite", None)
         if nonfinite is not None and bool(nonfinite.any()):
             keep = ~nonfinite.cpu()
             if not bool(keep.any()):
-                return out
+                return out, keep
 
         def rows(t: torch.Tensor) -> torch.Tensor:
             return t if keep is None else t[keep.to(t.device)]
@@ -178,7 +193,7 @@ class MetricScalars:
             or (M.METRICS[m].needs == "model" and class_ids is not None)
         ]  # fmt: skip
         if not names:
-            return out
+            return out, keep
         for method in options.methods:
             for layer in layers:
                 maps = rows(result.cams[method][layer].float())
@@ -188,5 +203,5 @@ class MetricScalars:
                     gt.get("masks"), gt.get("boxes"), tolerance=tolerance,
                 )  # fmt: skip
                 for name, v in values.items():
-                    out[f"{method}/{layer}/{name}"] = float(v.float().mean())
-        return {k: v for k, v in out.items() if math.isfinite(v)}
+                    out[f"{method}/{layer}/{name}"] = v.detach().cpu()
+        return out, keep

@@ -3,8 +3,9 @@
 The callback (:class:`~lightning_cam.callbacks.CAMCallback`) only schedules; a task strategy
 does the rest for its kind of model:
 
-* :meth:`TaskStrategy.applies` says whether it serves a LightningModule (detectors, ...; the
-  first class in :data:`lightning_cam.callbacks.tasks.TASKS` that applies is used);
+* :meth:`TaskStrategy.applies` says whether it serves a LightningModule (detectors, ...) and
+  :meth:`~TaskStrategy.serves` whether it serves the callback's options (the first class in
+  :data:`lightning_cam.callbacks.tasks.TASKS` that does both is used);
 * :meth:`~TaskStrategy.setup` validates the options against the module;
 * :meth:`~TaskStrategy.capture` pulls per-sample probes out of a batch and
   :meth:`~TaskStrategy.assemble` fixes the probe set;
@@ -75,6 +76,12 @@ class TaskStrategy:
     def applies(cls, pl_module: Any) -> bool:
         """Whether this strategy serves ``pl_module``."""
         raise NotImplementedError
+
+    @classmethod
+    def serves(cls, options: CAMOptions | None) -> bool:
+        """Whether this strategy serves a callback of these ``options`` (e.g. the multi-label
+        task: ``target="labels"``); ``None``: options not known. Default: any options."""
+        return True
 
     def setup(self, trainer: Any, pl_module: Any) -> None:
         """Validate the options against the module (layer names, class ids)."""

@@ -77,6 +77,8 @@ def explain_multilabel(
     reshape_transform: Any = "auto",
     normalize: bool = True,
     upsample: bool = True,
+    guided_backprop: bool = False,
+    guided_gradcam: bool = False,
 ) -> MultiLabelExplanation:
     """One map per (image, positive label) of a multi-label (sigmoid) classifier ``(B, K)``.
 
@@ -97,6 +99,9 @@ def explain_multilabel(
         reshape_transform: As for :func:`lightning_cam.explain`.
         normalize: As for :func:`lightning_cam.explain`.
         upsample: Maps at the image size (else the layer's).
+        guided_backprop: Also guided backprop per pair (``.explanation.guided``), as for
+            :func:`lightning_cam.explain` (one guided backward over the same forward).
+        guided_gradcam: Also guided Grad-CAM per pair (``.explanation.guided_cams``).
 
     Returns:
         A :class:`MultiLabelExplanation`: ``.cam(image, label, method)``, ``.rows``, ``.labels``
@@ -132,6 +137,8 @@ def explain_multilabel(
         max_batch=max_batch,
         reshape_transform=reshape_transform,
         normalize=normalize,
+        guided_backprop=guided_backprop,
+        guided_gradcam=guided_gradcam,
     )
     if result.logits is not None:
         refuse_single_logit(result.logits.shape[-1])

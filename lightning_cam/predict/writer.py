@@ -370,7 +370,7 @@ class CAMWriter(PredictionWriterBase):
         self.methods = check_methods([methods] if isinstance(methods, str) else list(methods))
         check_layer(layer)
         self.layer = layer
-        canonical = check_target(target)
+        canonical = check_target(target, multilabel=False)
         # stored as "predicted" (the folder's configuration of earlier versions)
         self.target = "predicted" if canonical == "pred" else canonical
         self.guided_backprop = bool(guided_backprop or guided_gradcam)

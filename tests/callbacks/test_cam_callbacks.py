@@ -263,7 +263,8 @@ def test_logger_without_images_gets_pngs(tmp_path: Any) -> None:
     [
         ({"num_samples": 0}, r"num_samples=0 is invalid: expected an int >= 1"),
         ({"every_n_epochs": -1}, r"every_n_epochs=-1 is invalid"),
-        ({"target": "truth"}, r"target='truth' is invalid: expected 'pred', 'label' or a class id"),
+        ({"target": "truth"},
+         r"target='truth' is invalid: expected 'pred', 'label', 'labels' .* or a class id"),
         ({"mean": [0.5]}, r"give both"),
         (
             {"mean": [0.5, 0.5], "std": [1.0]},

@@ -152,6 +152,23 @@ def test_explain_multilabel_one_map_per_positive_label() -> None:
         torch.testing.assert_close(given.cam(i, k), expected)
 
 
+def test_explain_multilabel_guided_per_pair_is_the_labels_own() -> None:
+    """Guided backprop and guided Grad-CAM per pair: those of each label's own class target
+    (one guided backward over the same forward)."""
+    net, x = GapNet(4, seed=3), images(2, seed=4)
+    out = explain_multilabel(net, x, "act", methods=["gradcam"], labels=[[0, 2], 3],
+                             guided_gradcam=True)  # fmt: skip
+    assert out.explanation is not None and out.explanation.guided is not None
+    for p, (i, k) in enumerate(out.pairs()):
+        one = lc.explain(net, x[i : i + 1], "act", methods=["gradcam"], target=k,
+                         guided_gradcam=True)  # fmt: skip
+        assert one.guided is not None
+        torch.testing.assert_close(out.explanation.guided[p], one.guided[0])
+        torch.testing.assert_close(
+            out.explanation.guided_cams["gradcam"]["act"][p], one.guided_cams["gradcam"]["act"][0]
+        )
+
+
 def test_explain_multilabel_class_only_methods_and_edge_cases() -> None:
     net, x = GapNet(4, seed=5), images(2, seed=6)
     out = explain_multilabel(net, x, "act", methods=["scorecam"], labels=[[1, 3], 2])
