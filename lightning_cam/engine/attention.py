@@ -3,7 +3,8 @@
 For the attention methods (LeGrad): one forward of the borrowed model with every block's
 attention probabilities ``P^l`` ``(B, heads, N, N)`` kept in the graph, then, per block ``l``,
 ``d s^l / d P^l`` where ``s^l`` is the score (a class logit, or the call's target, e.g. CLIP's
-image-text similarity) of what the model's own final norm and head give to block ``l``'s tokens. Where the attention is read is the model family's record
+image-text similarity) of what the model's own final norm and head give to block ``l``'s
+tokens. Where the attention is read is the model family's record
 (:class:`~lightning_cam.engine.families.AttentionParts`): torchvision's
 ``nn.MultiheadAttention`` is recomputed from its weights (and checked against its own output),
 timm's ``Attention`` runs its unfused path (``fused_attn`` off) and ``P`` is the input of its

@@ -81,7 +81,9 @@ def _hf_blocks(base: Any) -> list[nn.Module]:
             found = getattr(found, name, None)
         if isinstance(found, nn.ModuleList):
             return list(found)
-    raise ValueError(f"found no transformer blocks (layers, encoder.layer) in {type(base).__name__}")
+    raise ValueError(
+        f"found no transformer blocks (layers, encoder.layer) in {type(base).__name__}"
+    )
 
 
 def _hf_vit_attention(m: nn.Module) -> AttentionParts:
@@ -96,7 +98,7 @@ def _hf_vit_attention(m: nn.Module) -> AttentionParts:
             f"transformers {type(m).__name__} has none: use ViTForImageClassification, "
             "DeiTForImageClassification or DeiTForImageClassificationWithTeacher."
         )
-    blocks = _hf_blocks(base)
+    blocks: list[Any] = _hf_blocks(base)
 
     def head(t: Any) -> Any:
         seq = base.layernorm(t)
@@ -104,7 +106,8 @@ def _hf_vit_attention(m: nn.Module) -> AttentionParts:
             return (vit.cls_classifier(seq[:, 0]) + vit.distillation_classifier(seq[:, 1])) / 2
         return vit.classifier(seq[:, 0])
 
-    return AttentionParts(blocks, [b.attention for b in blocks], "hf", head)
+    attns = [b.attention for b in blocks]
+    return AttentionParts(blocks, attns, "hf", head)
 
 
 def _hf_clip_attention(m: nn.Module) -> AttentionParts:
@@ -114,7 +117,7 @@ def _hf_clip_attention(m: nn.Module) -> AttentionParts:
     ``CLIPForImageClassification``: ``classifier`` on the mean patch token, as its forward."""
     clip: Any = m
     tower = getattr(clip, "vision_model", clip)
-    blocks = _hf_blocks(tower)
+    blocks: list[Any] = _hf_blocks(tower)
 
     def head(t: Any) -> Any:
         if hasattr(clip, "visual_projection"):
@@ -123,7 +126,8 @@ def _hf_clip_attention(m: nn.Module) -> AttentionParts:
             return clip.classifier(t[:, 1:].mean(dim=1))
         return tower.post_layernorm(t[:, 0])
 
-    return AttentionParts(blocks, [b.self_attn for b in blocks], "hf", head)
+    attns = [b.self_attn for b in blocks]
+    return AttentionParts(blocks, attns, "hf", head)
 
 
 @dataclass(frozen=True)
