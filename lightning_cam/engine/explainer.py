@@ -688,7 +688,7 @@ class Explainer:
                 ]
                 for n, gs in grads.items()
             }
-            inputs = self._attributions(fwd, ids, logits)
+            inputs = self._attributions(fwd, ids, logits, target_fn)
             with torch.no_grad():
                 result = self._assemble(tuple(images.shape[2:]), jobs, gb, upsample, inputs)
                 _mark_nonfinite(result, fwd.scores, jobs, gb)
@@ -700,10 +700,12 @@ class Explainer:
             return result
 
     def _attributions(
-        self, fwd: _Pass, ids: torch.Tensor | None, logits: torch.Tensor | None
+        self, fwd: _Pass, ids: torch.Tensor | None, logits: torch.Tensor | None,
+        target_fn: Callable[[Any], torch.Tensor],
     ) -> dict[str, torch.Tensor]:
         """The raw input-resolution maps ``(B, H, W)`` of the attribution methods (captum's),
-        computed inside the borrowed forward (eval mode, lock held), with gradients on."""
+        computed inside the borrowed forward (eval mode, lock held), with gradients on. LeGrad's
+        tool scores with the class ids, or (``ids=None``) with the call's own target."""
         wanted = [m for m in self.methods if not METHODS[m].needs_layer]
         if not wanted:
             return {}
@@ -714,7 +716,9 @@ class Explainer:
             torch.empty(0), None, "input", self.model, fwd.x.detach(), ids, logits,
             self.max_batch, logits_model=LogitsOf(self.model),
         )
-        job.attention_gradients = lambda xs, cs: attention_gradients(self.model, xs, cs)
+        job.attention_gradients = lambda xs, cs: attention_gradients(
+            self.model, xs, target_fn if cs is None else cs
+        )
         with torch.enable_grad():
             return {m: METHODS[m].layer_map(job).detach() for m in wanted}
 

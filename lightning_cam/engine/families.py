@@ -43,15 +43,18 @@ class AttentionParts:
         blocks: The transformer blocks, in order (their outputs: the tokens ``(B, N, D)``).
         attentions: Each block's attention module.
         style: How its attention probabilities are read: ``"mha"`` (``nn.MultiheadAttention``,
-            recomputed from its weights, checked against its output) or ``"timm"`` (timm's
-            ``Attention`` with ``fused_attn`` off: the input of its ``attn_drop``).
-        head: ``tokens (B, N, D) -> (B, num_classes)``: the model's final norm and head applied
-            to any block's tokens (the class token, or timm's pooling).
+            recomputed from its weights, checked against its output), ``"timm"`` (timm's
+            ``Attention`` with ``fused_attn`` off: the input of its ``attn_drop``) or ``"hf"``
+            (transformers' ViT / DeiT / CLIP attention, recomputed from its query, key, value
+            and output projections, checked against its output: eager, SDPA or flash alike).
+        head: ``tokens (B, N, D) -> output``: the model's final norm and head applied to any
+            block's tokens (the class token, timm's pooling, CLIP's projected embedding), an
+            output the call's target reads as it reads the model's.
     """
 
     blocks: list[nn.Module]
     attentions: list[nn.Module]
-    style: Literal["mha", "timm"]
+    style: Literal["mha", "timm", "hf"]
     head: Callable[[Any], Any]
 
 
@@ -67,6 +70,64 @@ def _timm_vit_attention(m: nn.Module) -> AttentionParts:
     blocks = list(vit.blocks.children())
     return AttentionParts(blocks, [b.attn for b in blocks], "timm",
                           lambda t: vit.forward_head(vit.norm(t)))
+
+
+def _hf_blocks(base: Any) -> list[nn.Module]:
+    """A transformers encoder's blocks: ``layers`` (ViT / DeiT, transformers >= 5),
+    ``encoder.layer`` (ViT / DeiT before) or ``encoder.layers`` (CLIP)."""
+    for path in ("layers", "encoder.layer", "encoder.layers"):
+        found: Any = base
+        for name in path.split("."):
+            found = getattr(found, name, None)
+        if isinstance(found, nn.ModuleList):
+            return list(found)
+    raise ValueError(
+        f"found no transformer blocks (layers, encoder.layer) in {type(base).__name__}"
+    )
+
+
+def _hf_vit_attention(m: nn.Module) -> AttentionParts:
+    """transformers' ViT / DeiT classifiers: ``layernorm``, then ``classifier`` on the class
+    token (DeiT with teacher: the mean of ``cls_classifier`` on it and
+    ``distillation_classifier`` on the distillation token, as its forward)."""
+    vit: Any = m
+    base = getattr(vit, getattr(vit, "base_model_prefix", ""), None)  # .vit / .deit
+    if base is None or not any(hasattr(vit, a) for a in ("classifier", "cls_classifier")):
+        raise ValueError(
+            f"method 'legrad' scores every block with the model's classification head, and a "
+            f"transformers {type(m).__name__} has none: use ViTForImageClassification, "
+            "DeiTForImageClassification or DeiTForImageClassificationWithTeacher."
+        )
+    blocks: list[Any] = _hf_blocks(base)
+
+    def head(t: Any) -> Any:
+        seq = base.layernorm(t)
+        if hasattr(vit, "cls_classifier"):
+            return (vit.cls_classifier(seq[:, 0]) + vit.distillation_classifier(seq[:, 1])) / 2
+        return vit.classifier(seq[:, 0])
+
+    attns = [b.attention for b in blocks]
+    return AttentionParts(blocks, attns, "hf", head)
+
+
+def _hf_clip_attention(m: nn.Module) -> AttentionParts:
+    """transformers' CLIP vision tower (``CLIPModel``, ``CLIPVisionModel(WithProjection)``):
+    ``post_layernorm`` on the class token, then ``visual_projection`` where the model has one
+    (the image embedding of ``get_image_features``; else the tower's ``pooler_output``);
+    ``CLIPForImageClassification``: ``classifier`` on the mean patch token, as its forward."""
+    clip: Any = m
+    tower = getattr(clip, "vision_model", clip)
+    blocks: list[Any] = _hf_blocks(tower)
+
+    def head(t: Any) -> Any:
+        if hasattr(clip, "visual_projection"):
+            return clip.visual_projection(tower.post_layernorm(t[:, 0]))
+        if hasattr(clip, "classifier"):
+            return clip.classifier(t[:, 1:].mean(dim=1))
+        return tower.post_layernorm(t[:, 0])
+
+    attns = [b.self_attn for b in blocks]
+    return AttentionParts(blocks, attns, "hf", head)
 
 
 @dataclass(frozen=True)
@@ -432,12 +493,12 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily(
         "HF ViT", "vit", _hf("vit"), patch_size=_hf_patch, num_prefix_tokens=1,
         default_layer=last_named("layernorm_before"),  # vit.layers.11.layernorm_before
-        guided_unsupported=_ATTENTION,
+        guided_unsupported=_ATTENTION, attention=_hf_vit_attention,
     ),
     ModelFamily(
         "HF DeiT", "vit", _hf("deit"), patch_size=_hf_patch, num_prefix_tokens=2,
         default_layer=last_named("layernorm_before"),
-        guided_unsupported=_ATTENTION,
+        guided_unsupported=_ATTENTION, attention=_hf_vit_attention,
     ),
     ModelFamily(
         "HF Swin", "swin", _hf("swin", "swinv2"), patch_size=_hf_patch,
@@ -448,7 +509,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily(
         "HF CLIP", "vit", _hf("clip", "clip_vision_model"), patch_size=_hf_vision_patch,
         num_prefix_tokens=1, default_layer=_clip_default_layer,  # the class token, then patches
-        guided_unsupported=_ATTENTION,
+        guided_unsupported=_ATTENTION, attention=_hf_clip_attention,
     ),
     # Volumes, videos and signals: maps (B, C, *spatial) of the input's rank.
     ModelFamily(

@@ -115,10 +115,11 @@ class LayerPass:
         logits_model: A module ``images (N, C, H, W) -> (N, num_classes)`` class scores,
             differentiable (the borrowed model, in eval mode, read as the class targets read
             it), for the attribution methods (captum's); ``None`` where not provided.
-        attention_gradients: ``(images (N, C, H, W), ids (N,)) -> (grads, prefix, (gh, gw))``:
-            per transformer block, ``d s^l / d P^l`` ``(N, heads, T, T)`` of the class score
-            its tokens get from the model's head w.r.t. its attention probabilities, the
-            number of prefix tokens and the patch grid (LeGrad).
+        attention_gradients: ``(images (N, C, H, W), ids (N,) | None) -> (grads, prefix, (gh,
+            gw))``: per transformer block, ``d s^l / d P^l`` ``(N, heads, T, T)`` of the score
+            its tokens get from the model's head (the class ``ids``; ``None``: the call's own
+            target, e.g. a CLIP text similarity, on the images of the call) w.r.t. its attention
+            probabilities, the number of prefix tokens and the patch grid (LeGrad).
     """
 
     activations: torch.Tensor
@@ -140,7 +141,7 @@ class LayerPass:
     ] = field(default_factory=lambda: _no_tool("the layer's gradients for other inputs"))
     logits_model: nn.Module | None = None
     attention_gradients: Callable[
-        [torch.Tensor, torch.Tensor], tuple[list[torch.Tensor], int, tuple[int, int]]
+        [torch.Tensor, torch.Tensor | None], tuple[list[torch.Tensor], int, tuple[int, int]]
     ] = field(default_factory=lambda: _no_tool("a ViT's attention maps"))
 
     def require_class_ids(self, method: str) -> torch.Tensor:

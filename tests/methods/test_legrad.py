@@ -102,12 +102,18 @@ def test_legrad_on_a_timm_vit_equals_the_blocks_written_by_hand() -> None:
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-7)
 
 
-def test_legrad_refuses_models_without_attention_and_callable_targets() -> None:
+def test_legrad_refuses_models_without_attention_and_heads_it_cannot_reproduce() -> None:
     cnn = torchvision.models.resnet18(weights=None, num_classes=3).eval()
     with pytest.raises(ValueError, match="attention maps.*torchvision's VisionTransformer"):
         lc.LeGrad(cnn)(torch.rand(1, 3, 32, 32), target=0)
-    with pytest.raises(ValueError, match="needs class targets"):
-        lc.LeGrad(_tv_vit())(torch.rand(1, 3, 32, 32), target=lambda out: out[:, 0])
+    vit, x = _tv_vit(), torch.rand(2, 3, 32, 32)
+    # a callable target scores each block's head output as it scores the model's
+    by_callable = lc.LeGrad(vit, normalize=False)(x, target=lambda out: out[:, 2])
+    torch.testing.assert_close(by_callable, lc.LeGrad(vit, normalize=False)(x, target=2))
+    # a model that does more after the ViT's head: the blocks' scores would not be its own
+    doubled = nn.Sequential(vit, nn.Softmax(dim=1))
+    with pytest.raises(ValueError, match="does more after its head"):
+        lc.LeGrad(doubled)(x, target=0)
 
 
 def test_legrad_is_harmless_also_when_the_model_raises() -> None:
