@@ -23,8 +23,9 @@ def _load(stem: str) -> ModuleType:
 def test_kpca_table_renders_and_maps_agree() -> None:
     require("pytorch_grad_cam", "pip install -e '.[bench]'")
     text = _load("recent").main(["--batch", "1", "--repeats", "1", "--skip", "calls", "legrad"])
-    rows = [line for line in text.splitlines() if line.startswith("| 1 x")]
-    assert len(rows) == 3
+    rows = [line for line in text.splitlines() if line.startswith(("| ReLU(noise) 1 x",
+                                                                     "| photos, resnet18"))]
+    assert len(rows) == 6
     assert all(float(r.rstrip(" |").rsplit("|", 1)[-1]) < 1e-3 for r in rows), rows
 
 
