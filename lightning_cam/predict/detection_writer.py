@@ -56,6 +56,7 @@ from lightning_cam.callbacks.detection import (
     find_detector_backend,
     split_detector_batch,
 )
+from lightning_cam.callbacks.options import check_layer
 from lightning_cam.predict import storage
 from lightning_cam.predict.evaluation import DatasetMeans
 from lightning_cam.predict.summary import SUMMARY_JSON, SUMMARY_MD, markdown_table
@@ -123,7 +124,7 @@ def detection_audit(writer: Any, pl_module: Any, default_metrics: bool) -> Detec
             f"{', '.join(DETECTION_METRICS)} (of each detection's map against its matched "
             "ground-truth box)."
         )
-    check_detector(detector, backend, pl_module, writer.methods, writer.layer)
+    check_detector(detector, backend, pl_module, writer.methods, check_layer(writer.layer))
     return DetectionAudit(writer, pl_module, detector, backend, metrics)
 
 
@@ -174,7 +175,7 @@ class DetectionAudit:
         self.detector, self.backend = detector, backend
         self.metrics = metrics
         self.prefix = detector_prefix(pl_module, detector)
-        self.layers = detector_layers(detector, backend, self.prefix, writer.layer)
+        self.layers = detector_layers(detector, backend, self.prefix, check_layer(writer.layer))
         self.names = [f"{self.prefix}.{n}" if self.prefix else n for n in self.layers]
         self._shards: storage.ShardWriter | None = None
         self._means: DatasetMeans | None = None
