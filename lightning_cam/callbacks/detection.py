@@ -27,15 +27,6 @@ from lightning_cam.tools import viz
 DetProbe = tuple[torch.Tensor, dict[str, torch.Tensor] | None]
 
 
-#: The batch layouts each backend reads besides torchvision's (for the refusal's message).
-_FORMATS = {
-    "hf": ", or its image processor's output (a mapping with 'pixel_values', optionally "
-    "'pixel_mask' and 'labels' with 'class_labels' and normalised 'boxes')",
-    "yolo": ", or ultralytics' batches (a mapping with 'img', 'batch_idx', 'cls', 'bboxes')",
-    "detectron2": ", or detectron2's (a list of dicts with 'image' and 'instances')",
-}
-
-
 def detector_prefix(pl_module: nn.Module, detector: nn.Module) -> str:
     """The dotted name of ``detector`` inside ``pl_module`` (``""`` when it is the module)."""
     for name, module in pl_module.named_modules():
@@ -132,33 +123,16 @@ def pointing_scores(
     probes: Sequence[DetProbe], results: Sequence[Any], method: str, layer: str
 ) -> dict[str, float]:
     """Pointing game and energy pointing game of the detections matched to a ground-truth box
-    (IoU >= 0.5, same label), averaged over every matched detection of every image; NaN when
-    no detection matched or the targets carry no boxes."""
-    from lightning_cam import metrics as M
-    from lightning_cam.detection.metrics import match_detections
-
+    (IoU >= 0.5, same label; see :func:`detection_pointing`), averaged over every matched
+    detection of every image; NaN when no detection matched or the targets carry no boxes."""
     hits: list[torch.Tensor] = []
     energy: list[torch.Tensor] = []
     for (_, target), result in zip(probes, results, strict=False):
-        if target is None or "boxes" not in target or len(result) == 0:
-            continue
-        gt_boxes = target["boxes"].float().reshape(-1, 4)
-        gt_labels = target.get("labels")
-        match = match_detections(
-            result.boxes,
-            result.scores,
-            gt_boxes,
-            result.labels if gt_labels is not None else None,
-            gt_labels,
-        )
-        sel = match >= 0
-        if not bool(sel.any()):
-            continue
-        maps = result.map(method, layer).float()[sel]
-        boxes = gt_boxes[match[sel]]
-        hits.append(M.pointing_game(maps, boxes=boxes))
-        energy.append(M.energy_pointing_game(maps, boxes=boxes))
-    if not hits:
+        scores = detection_pointing(result, target, method, layer)
+        sel = scores["match"] >= 0
+        hits.append(scores["pointing_game"][sel])
+        energy.append(scores["energy_pointing_game"][sel])
+    if not hits or not sum(len(h) for h in hits):
         return {"pointing_game": float("nan"), "energy_pointing_game": float("nan")}
     return {
         "pointing_game": float(torch.cat(hits).mean()),
@@ -166,15 +140,235 @@ def pointing_scores(
     }
 
 
+def find_detector_backend(pl_module: Any) -> tuple[Any, str]:
+    """``(detector, backend)`` of a module that is or wraps a detector: a torchvision one
+    (``"torchvision"``), a transformers DETR-family model (``"hf"``), an ultralytics YOLO
+    ``DetectionModel`` (``"yolo"``) or a detectron2 model (``"detectron2"``); ``(None, "")``
+    when it wraps none. The one rule of the detection callbacks and of ``CAMWriter``."""
+    from lightning_cam.detection import find_detector
+    from lightning_cam.detection.detectron2 import find_detectron2_model
+    from lightning_cam.detection.detr import find_detr_model
+    from lightning_cam.detection.yolo import find_yolo_model
+
+    detector = find_detector(pl_module)
+    if detector is not None:
+        return detector, "torchvision"
+    detr = find_detr_model(pl_module)
+    if detr is not None:
+        return detr, "hf"
+    yolo = find_yolo_model(pl_module)
+    if yolo is not None:
+        return yolo, "yolo"
+    d2 = find_detectron2_model(pl_module)
+    return (d2, "detectron2") if d2 is not None else (None, "")
+
+
+#: The batch layouts each backend reads besides torchvision's (for the refusal's message).
+_FORMATS = {
+    "hf": ", or its image processor's output (a mapping with 'pixel_values', optionally "
+    "'pixel_mask' and 'labels' with 'class_labels' and normalised 'boxes')",
+    "yolo": ", or ultralytics' batches (a mapping with 'img', 'batch_idx', 'cls', 'bboxes')",
+    "detectron2": ", or detectron2's (a list of dicts with 'image' and 'instances')",
+}
+
+
+def detector_processor(detector: Any, backend: str, pl_module: Any) -> Any:
+    """A DETR's image processor: the module's ``image_processor`` attribute, else the family's
+    default processor with its resize off (the images explained at their batched size, the
+    training size whatever resized them, not at the default 800 px); ``None`` for the other
+    backends."""
+    if backend != "hf":
+        return None
+    processor = getattr(pl_module, "image_processor", None)
+    if processor is None:
+        from lightning_cam.detection.detr import default_image_processor
+
+        processor = default_image_processor(detector)
+        processor.do_resize = False
+    return processor
+
+
+def split_detector_batch(
+    detector: Any, backend: str, batch: Any, processor: Any = None,
+) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]] | None] | None:
+    """``(images, targets)`` of a detection batch of ``backend``'s formats (torchvision's
+    ``(list of images, list of target dicts)`` or a bare list of images; detectron2's,
+    ultralytics' and the Hugging Face processor's own batches for theirs, ``processor`` the
+    DETR's, :func:`detector_processor`), ``None`` when it is none."""
+    from lightning_cam.detection import split_detection_batch
+    from lightning_cam.detection.detectron2 import split_detectron2_batch
+
+    if backend == "detectron2":
+        fmt = getattr(detector, "input_format", "BGR")
+        return split_detection_batch(batch) or split_detectron2_batch(batch, fmt)
+    if backend == "yolo":
+        from lightning_cam.detection.yolo import split_yolo_batch
+
+        return split_detection_batch(batch) or split_yolo_batch(batch)
+    if backend == "hf":
+        from lightning_cam.detection.detr_data import split_hf_detection_batch
+
+        if processor is None:
+            processor = detector_processor(detector, backend, None)
+        return split_detection_batch(batch) or split_hf_detection_batch(batch, processor)
+    return split_detection_batch(batch)
+
+
+def check_detector(
+    detector: Any, backend: str, pl_module: Any, methods: Sequence[str],
+    layer: Sequence[str] | None,
+) -> None:  # fmt: skip
+    """Refuse at setup what would fail at the first explanation: a YOLO head that is not a
+    detection head, methods that explain classes only (registry flag ``needs_class_target``),
+    and ``layer`` names that are no module of the detector.
+
+    Raises:
+        MisconfigurationException: Naming the argument, the bad value and what is allowed.
+    """
+    from lightning_cam.detection.base import detection_methods
+    from lightning_cam.methods import METHODS
+
+    if backend == "yolo":
+        from lightning_cam.detection.yolo import check_yolo_model
+
+        try:  # refused heads (segment, end-to-end ...) fail here, not after training
+            check_yolo_model(detector)
+        except (TypeError, ValueError) as err:
+            raise MisconfigurationException(str(err)) from err
+    refused = [m for m in methods if METHODS[m].needs_class_target]
+    if refused:
+        raise MisconfigurationException(
+            f"methods={list(methods)!r} is invalid for the detector "
+            f"{type(detector).__name__} in {type(pl_module).__name__}: "
+            f"{', '.join(map(repr, refused))} explain classes only (they re-score other "
+            "inputs or read a classifier's weights), not detections. Expected methods among "
+            f"{', '.join(detection_methods())}."
+        )
+    prefix = detector_prefix(pl_module, detector)
+    for name in layer or []:
+        if relative_detector_layer(name, backend, prefix, detector) is None:
+            names = [n for n, _ in detector.named_modules() if n]
+            close = difflib.get_close_matches(name, names, n=5)
+            raise MisconfigurationException(
+                f"layer={name!r} is not a module of the detector "
+                f"{type(detector).__name__} in {type(pl_module).__name__}. "
+                f"Closest names: {', '.join(close) if close else '(none)'}. Use a dotted name "
+                "from the detector's named_modules() (e.g. 'backbone.body.layer4'), or "
+                "layer=None for the backbone's last stage."
+            )
+
+
+def relative_detector_layer(name: str, backend: str, prefix: str, detector: Any) -> str | None:
+    """``name`` relative to the detector (:func:`detector_layer`; YOLO: also its neck)."""
+    from lightning_cam.detection.yolo import YOLO_NECK
+
+    if backend == "yolo" and name in (YOLO_NECK, f"{prefix}.{YOLO_NECK}"):
+        return YOLO_NECK
+    return detector_layer(name, prefix, detector)
+
+
+def detector_layers(
+    detector: Any, backend: str, prefix: str, layer: Sequence[str] | None
+) -> list[str]:
+    """Layer names relative to the detector (``layer=None``: the backend's default layer, the
+    backbone's last stage; YOLO: its neck)."""
+    from lightning_cam.detection import default_detection_layer
+    from lightning_cam.detection.detectron2 import default_detectron2_layer
+    from lightning_cam.detection.yolo import YOLO_NECK
+
+    if layer is None:
+        if backend == "detectron2":
+            return [default_detectron2_layer(detector)]
+        if backend == "hf":
+            from lightning_cam.detection.detr import default_detr_layer
+
+            return [default_detr_layer(detector)]
+        if backend == "yolo":
+            return [YOLO_NECK]
+        return [default_detection_layer(detector)]
+    out = []
+    for name in layer:
+        rel = relative_detector_layer(name, backend, prefix, detector)
+        out.append(rel if rel is not None else name)
+    return out
+
+
+def detection_explainer(
+    detector: Any, backend: str, pl_module: Any, images: Sequence[torch.Tensor],
+    **kwargs: Any,
+) -> Any:  # fmt: skip
+    """The explainer of ``backend`` for ``images`` (``kwargs``: ``layer``, ``methods``,
+    ``score_threshold``, ``top_k``, ``class_names``): :class:`DetectionExplainer`,
+    ``DetrExplainer`` (with :func:`detector_processor`), ``YOLOExplainer``
+    (letterboxed at the images' own size) or ``Detectron2Explainer`` (images already resized by
+    detectron2's mapper)."""
+    from lightning_cam.detection import DetectionExplainer
+
+    if backend == "detectron2":
+        from lightning_cam.detection.detectron2 import Detectron2Explainer
+
+        return Detectron2Explainer(detector, min_size=0, **kwargs)
+    if backend == "hf":
+        from lightning_cam.detection.detr import DetrExplainer
+
+        return DetrExplainer(detector, detector_processor(detector, backend, pl_module), **kwargs)
+    if backend == "yolo":
+        from lightning_cam.detection.yolo import YOLOExplainer
+
+        side = max((max(int(im.shape[-2]), int(im.shape[-1])) for im in images), default=640)
+        return YOLOExplainer(detector, imgsz=max(side, 32), **kwargs)
+    return DetectionExplainer(detector, **kwargs)
+
+
+def detection_pointing(
+    result: Any, target: dict[str, torch.Tensor] | None, method: str, layer: str,
+    tolerance: float = 0.0,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Per detection of one image: ``match`` (the index of the ground-truth box it matches,
+    IoU >= 0.5 and the same label when the target has labels, Pascal VOC's greedy rule; -1
+    for none), ``iou`` (with that box, NaN when unmatched), ``pointing_game`` (1.0 when the
+    map's maximum lies in the matched box, within ``tolerance`` pixels) and
+    ``energy_pointing_game`` (the map's share inside it), NaN for unmatched detections or
+    without target boxes. Each ``(K,)``."""
+    from torchvision.ops import box_iou
+
+    from lightning_cam import metrics as M
+    from lightning_cam.detection.metrics import match_detections
+
+    k = len(result)
+    nan = torch.full((k,), math.nan)
+    out = {"match": torch.full((k,), -1, dtype=torch.long), "iou": nan.clone(),
+           "pointing_game": nan.clone(), "energy_pointing_game": nan.clone()}  # fmt: skip
+    if target is None or "boxes" not in target or k == 0:
+        return out
+    gt_boxes = target["boxes"].detach().float().cpu().reshape(-1, 4)
+    gt_labels = target.get("labels")
+    gt_labels = gt_labels.detach().cpu() if gt_labels is not None else None
+    boxes = result.boxes.detach().float().cpu()
+    match = match_detections(
+        boxes, result.scores, gt_boxes,
+        result.labels.cpu() if gt_labels is not None else None, gt_labels,
+    )  # fmt: skip
+    out["match"] = match
+    sel = match >= 0
+    if not bool(sel.any()):
+        return out
+    matched = gt_boxes[match[sel]]
+    maps = result.map(method, layer).detach().float().cpu()[sel]
+    out["iou"][sel] = box_iou(boxes[sel], matched).diagonal().float()
+    out["pointing_game"][sel] = M.pointing_game(maps, boxes=matched, tolerance=tolerance).float()
+    out["energy_pointing_game"][sel] = M.energy_pointing_game(maps, boxes=matched).float()
+    return out
+
+
 class DetectionTask(TaskStrategy):
     """Detectors: a LightningModule that is or wraps a torchvision detector (see
     :func:`lightning_cam.detection.find_detector`), a transformers DETR-family model
-    (:func:`lightning_cam.detection.find_detr_model`; its ``image_processor`` attribute used when
-    it has one, else the family's default processor without its resize; batches in torchvision's
-    format or its image processor's, :func:`~lightning_cam.detection.detr_data.
-    split_hf_detection_batch`) or a detectron2 ``GeneralizedRCNN`` / ``RetinaNet``. Probes are
-    ``(image, target)`` pairs; results one :class:`~lightning_cam.detection.DetectionResult`
-    per probe image."""
+    (:func:`lightning_cam.detection.find_detr_model`; its image processor as
+    :func:`detector_processor` says; batches in torchvision's format or the processor's,
+    :func:`~lightning_cam.detection.detr_data.split_hf_detection_batch`) or a detectron2
+    ``GeneralizedRCNN`` / ``RetinaNet``. Probes are ``(image, target)`` pairs; results one
+    :class:`~lightning_cam.detection.DetectionResult` per probe image."""
 
     name = "detection"
     state_name = "det_probes"
@@ -184,25 +378,11 @@ class DetectionTask(TaskStrategy):
         self.detector: Any = None
         self.backend = "torchvision"
         self.prefix = ""
-        self.processor: Any = None  # a DETR's image processor (the module's, else the default)
+        self.processor: Any = None  # a DETR's image processor (detector_processor)
 
     @staticmethod
     def _find(pl_module: Any) -> tuple[Any, str]:
-        from lightning_cam.detection import find_detector
-        from lightning_cam.detection.detectron2 import find_detectron2_model
-        from lightning_cam.detection.detr import find_detr_model
-        from lightning_cam.detection.yolo import find_yolo_model
-
-        detector = find_detector(pl_module)
-        if detector is not None:
-            return detector, "torchvision"
-        detr = find_detr_model(pl_module)
-        if detr is not None:
-            return detr, "hf"
-        yolo = find_yolo_model(pl_module)
-        if yolo is not None:
-            return yolo, "yolo"
-        return find_detectron2_model(pl_module), "detectron2"
+        return find_detector_backend(pl_module)
 
     @classmethod
     def applies(cls, pl_module: Any) -> bool:
@@ -210,57 +390,17 @@ class DetectionTask(TaskStrategy):
 
     def setup(self, trainer: Any, pl_module: Any) -> None:
         self.detector, self.backend = self._find(pl_module)
-        self._check_methods(pl_module)
         self.prefix = detector_prefix(pl_module, self.detector)
-        if self.backend == "hf":
-            from lightning_cam.detection.detr import default_image_processor
-
-            self.processor = getattr(pl_module, "image_processor", None)
-            if self.processor is None:
-                # the family's defaults, but the images explained at their batched size (the
-                # training size, whatever resized them), not at the default 800 px
-                self.processor = default_image_processor(self.detector)
-                self.processor.do_resize = False
-        if self.backend == "yolo":
-            from lightning_cam.detection.yolo import check_yolo_model
-
-            try:  # refused heads (segment, end-to-end ...) fail here, not after training
-                check_yolo_model(self.detector)
-            except (TypeError, ValueError) as err:
-                raise MisconfigurationException(str(err)) from err
-        if self.options.layer is None:
-            return
-        for name in self.options.layer:
-            if self._relative(name) is None:
-                names = [n for n, _ in self.detector.named_modules() if n]
-                close = difflib.get_close_matches(name, names, n=5)
-                raise MisconfigurationException(
-                    f"layer={name!r} is not a module of the detector "
-                    f"{type(self.detector).__name__} in {type(pl_module).__name__}. "
-                    f"Closest names: {', '.join(close) if close else '(none)'}. Use a dotted name "
-                    "from the detector's named_modules() (e.g. 'backbone.body.layer4'), or "
-                    "layer=None for the backbone's last stage."
-                )
+        self.processor = detector_processor(self.detector, self.backend, pl_module)
+        check_detector(
+            self.detector, self.backend, pl_module, self.options.methods, self.options.layer
+        )
 
     def split(
         self, batch: Any
     ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]] | None] | None:
         """``(images, targets)`` of a detection batch, ``None`` when it is none."""
-        from lightning_cam.detection import split_detection_batch
-        from lightning_cam.detection.detectron2 import split_detectron2_batch
-
-        if self.backend == "detectron2":
-            fmt = getattr(self.detector, "input_format", "BGR")
-            return split_detection_batch(batch) or split_detectron2_batch(batch, fmt)
-        if self.backend == "yolo":
-            from lightning_cam.detection.yolo import split_yolo_batch
-
-            return split_detection_batch(batch) or split_yolo_batch(batch)
-        if self.backend == "hf":
-            from lightning_cam.detection.detr_data import split_hf_detection_batch
-
-            return split_detection_batch(batch) or split_hf_detection_batch(batch, self.processor)
-        return split_detection_batch(batch)
+        return split_detector_batch(self.detector, self.backend, batch, self.processor)
 
     def capture(self, batch: Any) -> list[Any]:
         parts = self.callback.extract_detection(batch)
@@ -288,52 +428,13 @@ class DetectionTask(TaskStrategy):
         if validation:
             self.capture(batch)
 
-    def _check_methods(self, pl_module: Any) -> None:
-        """Refuse the methods that explain classes only (registry flag ``needs_class_target``):
-        a detection is no class target, so they would fail at the first validation end."""
-        from lightning_cam.detection.base import detection_methods
-        from lightning_cam.methods import METHODS
-
-        methods = self.options.methods
-        refused = [m for m in methods if METHODS[m].needs_class_target]
-        if refused:
-            raise MisconfigurationException(
-                f"methods={list(methods)!r} is invalid for the detector "
-                f"{type(self.detector).__name__} in {type(pl_module).__name__}: "
-                f"{', '.join(map(repr, refused))} explain classes only (they re-score other "
-                "inputs or read a classifier's weights), not detections. Expected methods among "
-                f"{', '.join(detection_methods())}."
-            )
-
     def layers(self) -> list[str]:
         """Layer names relative to the detector (default: the backbone's last stage)."""
-        from lightning_cam.detection import default_detection_layer
-        from lightning_cam.detection.detectron2 import default_detectron2_layer
-        from lightning_cam.detection.yolo import YOLO_NECK
-
-        if self.options.layer is None:
-            if self.backend == "detectron2":
-                return [default_detectron2_layer(self.detector)]
-            if self.backend == "hf":
-                from lightning_cam.detection.detr import default_detr_layer
-
-                return [default_detr_layer(self.detector)]
-            if self.backend == "yolo":
-                return [YOLO_NECK]
-            return [default_detection_layer(self.detector)]
-        out = []
-        for name in self.options.layer:
-            rel = self._relative(name)
-            out.append(rel if rel is not None else name)
-        return out
+        return detector_layers(self.detector, self.backend, self.prefix, self.options.layer)
 
     def _relative(self, name: str) -> str | None:
-        """``name`` relative to the detector (:func:`detector_layer`; YOLO: also its neck)."""
-        from lightning_cam.detection.yolo import YOLO_NECK
-
-        if self.backend == "yolo" and name in (YOLO_NECK, f"{self.prefix}.{YOLO_NECK}"):
-            return YOLO_NECK
-        return detector_layer(name, self.prefix, self.detector)
+        """``name`` relative to the detector (:func:`relative_detector_layer`)."""
+        return relative_detector_layer(name, self.backend, self.prefix, self.detector)
 
     def tag_name(self, layer: str) -> str:
         """The full dotted name of a detector ``layer`` in the LightningModule (the logged
@@ -362,7 +463,6 @@ class DetectionTask(TaskStrategy):
         return tuple(methods), tuple(layers)
 
     def compute(self, trainer: Any, pl_module: Any, probes: Any, plan: Any) -> list[Any]:
-        from lightning_cam.detection import DetectionExplainer
 
         methods, layers = plan
         names = getattr(pl_module, "class_names", None)
@@ -375,26 +475,10 @@ class DetectionTask(TaskStrategy):
             "top_k": self.options.detection_top_k,
             "class_names": list(names) if names else None,
         }
-        explainer: Any
-        if self.backend == "detectron2":
-            from lightning_cam.detection.detectron2 import Detectron2Explainer
-
-            # images from detectron2's loaders are already resized by its mapper
-            explainer = Detectron2Explainer(self.detector, min_size=0, **kwargs)
-        elif self.backend == "hf":
-            from lightning_cam.detection.detr import DetrExplainer
-
-            # the LightningModule's image_processor, else the family's default one
-            explainer = DetrExplainer(self.detector, self.processor, **kwargs)
-        elif self.backend == "yolo":
-            from lightning_cam.detection.yolo import YOLOExplainer
-
-            # validation images are at the training size: letterboxed at their own size
-            side = max((max(int(im.shape[-2]), int(im.shape[-1])) for im, _ in probes),
-                       default=640)
-            explainer = YOLOExplainer(self.detector, imgsz=max(side, 32), **kwargs)
-        else:
-            explainer = DetectionExplainer(self.detector, **kwargs)
+        # validation images are at the training size (YOLO: letterboxed at their own size)
+        explainer = detection_explainer(
+            self.detector, self.backend, pl_module, [im for im, _ in probes], **kwargs
+        )
         device = getattr(pl_module, "device", torch.device("cpu"))
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             return [explainer(image) for image, _ in probes]

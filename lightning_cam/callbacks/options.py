@@ -350,6 +350,18 @@ def check_batch_keys(**keys: Any) -> None:
 # -- the callbacks' groups ----------------------------------------------------------------------
 
 
+def check_detection_score_threshold(threshold: Any) -> float:
+    """Detectors: the least score of an explained detection, a number in [0, 1]."""
+    if not _is_number(threshold) or not 0 <= threshold <= 1:
+        raise misconf("detection_score_threshold", threshold, "a number in [0, 1]")
+    return float(threshold)
+
+
+def check_detection_top_k(top_k: Any) -> int:
+    """Detectors: the most detections explained per image, an int >= 1."""
+    return int(check_int("detection_top_k", top_k, 1))
+
+
 def _check_schedule(a: dict[str, Any]) -> dict[str, Any]:
     """Layer, probe set, schedule and target."""
     return {
@@ -415,9 +427,7 @@ def _check_metric_options(a: dict[str, Any]) -> dict[str, Any]:
 
 def _check_task_options(a: dict[str, Any]) -> dict[str, Any]:
     """Detection, segmentation and model-output options."""
-    threshold = a["detection_score_threshold"]
-    if not _is_number(threshold) or not 0 <= threshold <= 1:
-        raise misconf("detection_score_threshold", threshold, "a number in [0, 1]")
+    threshold = check_detection_score_threshold(a["detection_score_threshold"])
     ignore = a["ignore_index"]
     void = [] if ignore is None else (
         [ignore] if not isinstance(ignore, (list, tuple)) else list(ignore)
@@ -428,8 +438,8 @@ def _check_task_options(a: dict[str, Any]) -> dict[str, Any]:
             "a label id >= 0 of void mask pixels (e.g. 255, 250), a list of them, or None",
         )  # fmt: skip
     return {
-        "detection_top_k": check_int("detection_top_k", a["detection_top_k"], 1),
-        "detection_score_threshold": float(threshold),
+        "detection_top_k": check_detection_top_k(a["detection_top_k"]),
+        "detection_score_threshold": threshold,
         "ignore_index": sorted(set(void)),
         "output_transform": resolve_callable("output_transform", a["output_transform"]),
         "output_transform_spec": a["output_transform"],

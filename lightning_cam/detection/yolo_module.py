@@ -123,6 +123,16 @@ class ShapesYOLO(pl.LightningModule):
             self._preds.append({k: v.cpu() for k, v in det.items()})
             self._targets.append({k: v.detach().cpu() for k, v in target.items()})
 
+    def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, torch.Tensor]]:
+        """The NMS-kept detections (score >= 0.05) of a ``(images, targets)`` batch or a list
+        of images, one dict of ``boxes``, ``scores``, ``labels`` per image."""
+        images = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(
+            batch[1], (list, tuple)) else batch
+        side = max(max(int(im.shape[-2]), int(im.shape[-1])) for im in images)
+        explainer = YOLOExplainer(self.model, methods="gradcam", score_threshold=0.05, top_k=20,
+                                  imgsz=side)
+        return [explainer.detect(image) for image in images]
+
     def on_validation_epoch_end(self) -> None:  # noqa: D102
         if self._preds:
             scores = detection_scores(self._preds, self._targets)

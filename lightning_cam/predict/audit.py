@@ -175,8 +175,8 @@ def open_audit(output_dir: str | os.PathLike[str], images: ImageSource = None) -
         The :class:`Audit`.
 
     Raises:
-        OutputFolderError: Not a CAMWriter folder, or its run has not finished (the reason
-            and what to do).
+        OutputFolderError: Not a CAMWriter folder, a detector's folder, or its run has not
+            finished (the reason and what to do).
         FileNotFoundError: ``images`` is not a folder.
     """
     folder = Path(output_dir).expanduser()
@@ -188,6 +188,13 @@ def open_audit(output_dir: str | os.PathLike[str], images: ImageSource = None) -
     run = _read_json(run_file, folder)
     if "fingerprint" not in run or not isinstance(run.get("config"), dict):
         raise _not_ours(folder, f"{storage.RUN_FILE} is not a CAMWriter run file")
+    if run["config"].get("task") == "detection":
+        raise storage.OutputFolderError(
+            f"{str(folder)!r} is the CAMWriter folder of a detector (one manifest row per "
+            "detection): the report and the FiftyOne export show image classifiers' folders "
+            "only. Read its manifest.parquet with pandas and each detection's map with "
+            "lightning_cam.predict.load_maps(folder, row.shard, row.row, 'cam/{method}/{layer}')."
+        )
     manifest, summary_file = folder / storage.MANIFEST_FILE, folder / SUMMARY_JSON
     if not manifest.is_file() or not summary_file.is_file():
         missing = storage.MANIFEST_FILE if not manifest.is_file() else SUMMARY_JSON

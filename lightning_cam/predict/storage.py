@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 RUN_FILE = "run.json"
 SHARDS_DIR = "shards"
@@ -260,6 +262,18 @@ def next_attempt(output_dir: Path, rank: int) -> int:
     return max(attempts, default=0) + 1
 
 
+def model_digest(model: Any) -> str:
+    """A hash of a module's parameters and buffers (another checkpoint, another digest)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        if hasattr(t, "detach"):
+            data = t.detach().cpu().contiguous()
+            h.update(str(data.dtype).encode())
+            h.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return h.hexdigest()
+
+
 class ShardWriter:
     """Buffers the rows and maps of one rank and writes them as shards of ``shard_size`` images.
 
@@ -330,9 +344,12 @@ class ShardWriter:
         return len(self._rows)
 
 
-def write_manifest(output_dir: Path, fingerprint: str) -> int:
+def write_manifest(output_dir: Path, fingerprint: str, unique_index: bool = True) -> int:
     """Join every complete shard index into ``manifest.parquet`` (streamed: one shard in memory
     at a time), sorted by shard name; returns the number of rows.
+
+    ``unique_index``: one row per image, so a dataset index listed twice is an error (``False``
+    for detection runs: one row per detection, an image's index on each of its rows).
 
     Raises:
         OutputFolderError: A shard of another configuration, or an image in two shards.
@@ -375,7 +392,7 @@ def write_manifest(output_dir: Path, fingerprint: str) -> int:
         writer = None
         indices = np.concatenate(seen) if seen else np.zeros(0, np.int64)
         known = indices[indices >= 0]
-        if np.unique(known).size != known.size:
+        if unique_index and np.unique(known).size != known.size:
             raise OutputFolderError(
                 f"{str(output_dir)!r} lists some images in two shards (a dataset that changed "
                 "between runs?); delete the folder and rerun."

@@ -44,6 +44,8 @@ from lightning_cam._compat import MisconfigurationException
 from lightning_cam.callbacks.batches import parse_batch
 from lightning_cam.callbacks.options import (
     check_batch_keys,
+    check_detection_score_threshold,
+    check_detection_top_k,
     check_int,
     check_layer,
     check_methods,
@@ -64,6 +66,7 @@ from lightning_cam.metrics import (
     pointing_tolerance,
 )
 from lightning_cam.predict import storage
+from lightning_cam.predict.detection_writer import DetectionAudit, detection_audit
 from lightning_cam.predict.evaluation import DatasetMeans
 from lightning_cam.predict.sanity import SIMILARITIES, cascade_stages, randomisation_test
 from lightning_cam.predict.summary import write_summary
@@ -131,18 +134,6 @@ def input_hashes(images: torch.Tensor) -> list[str]:
 
 
 _misconf = misconf
-
-
-def _model_digest(model: nn.Module) -> str:
-    """A hash of the model's parameters and buffers (another checkpoint, another digest)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        if isinstance(t, torch.Tensor):
-            data = t.detach().cpu().contiguous()
-            h.update(str(data.dtype).encode())
-            h.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-    return h.hexdigest()
 
 
 def _version(t: torch.Tensor) -> int | None:
@@ -300,6 +291,16 @@ class CAMWriter(PredictionWriterBase):
             precision ``predict_step`` runs in autocast and keeps its own forward).
         third_axis: For inputs of three spatial axes, ``"depth"`` (volumes: slice pictures)
             or ``"time"`` (videos: GIF and frame strip), as the callbacks' ``third_axis``.
+        detection_top_k: Detectors: detections explained per image, at most.
+        detection_score_threshold: Detectors: least score of an explained detection.
+
+    Detectors: a LightningModule that is or wraps one (as the detection callbacks find them)
+    gets one row and one map per method and layer per detection, and the pointing games of
+    each detection against its matched ground-truth box (see
+    :mod:`lightning_cam.predict.detection_writer`; ``pointing_game_tolerance=None`` is 0 there:
+    the map's maximum in the box). The default metrics become ``pointing_game`` and
+    ``energy_pointing_game``; the arguments that do not apply (``target``, guided outputs,
+    ``sanity_samples``, overlays, ``normalize=False`` ...) are refused at setup.
 
     Raises:
         MisconfigurationException: A bad argument (named, with what is allowed).
@@ -336,6 +337,8 @@ class CAMWriter(PredictionWriterBase):
         reuse_forward: bool = True,
         normalize: bool = True,
         third_axis: Literal["depth", "time"] = "depth",
+        detection_top_k: int = 3,
+        detection_score_threshold: float = 0.5,
     ) -> None:
         super().__init__(write_interval="batch")
         if not isinstance(normalize, bool):
@@ -360,6 +363,11 @@ class CAMWriter(PredictionWriterBase):
         self.seed = seed
         self.reuse_forward = bool(reuse_forward)
         self.third_axis = check_third_axis(third_axis)
+        self.detection_top_k = check_detection_top_k(detection_top_k)
+        self.detection_score_threshold = check_detection_score_threshold(
+            detection_score_threshold
+        )
+        self._detection: DetectionAudit | None = None
         self._reset()
 
     def _set_explanation(
@@ -454,6 +462,11 @@ class CAMWriter(PredictionWriterBase):
             return
         # pyarrow loads pandas on first use (a second): at setup, not in the middle of the loop.
         storage.require_pyarrow().array([0])
+        default_metrics = tuple(self.metrics) == DEFAULT_METRICS
+        self._detection = detection_audit(self, pl_module, default_metrics)
+        if self._detection is not None:  # a detector: its own path
+            storage.prepare_folder(self.output_dir, trainer.global_rank)
+            return
         try:
             resolve_layers(pl_module, self.layer)
         except (TypeError, ValueError) as err:
@@ -481,7 +494,7 @@ class CAMWriter(PredictionWriterBase):
             "pointing_game_tolerance": self.pointing_game_tolerance,
             "deletion_steps": self.deletion_steps,
             "model": type(pl_module).__name__,
-            "model_digest": _model_digest(pl_module),
+            "model_digest": storage.model_digest(pl_module),
             "dataset_len": dataset_len,
         }
 
@@ -490,6 +503,9 @@ class CAMWriter(PredictionWriterBase):
         """Check the folder's run file on every rank, write it on rank zero, and read what an
         earlier attempt completed (to skip it)."""
         self._reset()
+        if self._detection is not None:
+            self._detection.start(trainer, pl_module)
+            return
         loaders = getattr(trainer, "predict_dataloaders", None)
         if isinstance(loaders, (list, tuple)) and len(loaders) > 1:
             raise MisconfigurationException(
@@ -617,6 +633,8 @@ class CAMWriter(PredictionWriterBase):
         """Explain the batch's images not written yet (before ``predict_step``, so that its
         forward can reuse the explanation's: see ``reuse_forward``)."""
         self._pending = None
+        if self._detection is not None:  # explained at the batch's end
+            return
         parts = self.extract(batch)
         images: torch.Tensor = parts["image"]
         b = images.shape[0]
@@ -662,6 +680,9 @@ class CAMWriter(PredictionWriterBase):
         dataloader_idx: int,
     ) -> None:
         """Write the batch's explanations: metrics, shard rows and maps, overlays."""
+        if self._detection is not None:
+            self._detection.write(trainer, pl_module, batch, batch_indices)
+            return
         if self._reuse is not None:
             self._reuse.remove(pl_module)
         pending, self._pending = self._pending, None
@@ -1021,6 +1042,9 @@ class CAMWriter(PredictionWriterBase):
     def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
         """Flush this rank's shard, sync the metrics, run the sanity check; rank zero writes
         the manifest and the summary."""
+        if self._detection is not None:
+            self.summary = self._detection.end(trainer, pl_module)
+            return
         assert self._shards is not None
         self._shards.flush()
         trainer.strategy.barrier("cam_writer_flushed")
