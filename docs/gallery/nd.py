@@ -6,7 +6,9 @@ validation sample is explained and drawn with :mod:`lightning_cam.tools.viz_nd`:
 
 * ``nd_volume_slices.png``: orthogonal slices through the map's peak; ``nd_volume_montage.png``;
 * ``nd_video_strip.png`` and ``nd_video.gif``: frames of a clip with its map;
-* ``nd_signal_band.png``: the signal over its map, with the ground truth under the band.
+* ``nd_signal_band.png``: the signal over its map, with the ground truth under the band;
+* ``nd_volume_guided_gradcam.png`` and ``nd_signal_guided_gradcam.png``: guided Grad-CAM of
+  the same volume (slices through the same peak) and signal (the gradient under the signal).
 
 Run: ``python docs/gallery/nd.py out/`` (seeded, CPU, well under a minute).
 """
@@ -69,6 +71,11 @@ def _explain(model: NDClassifier, sample: dict[str, torch.Tensor]) -> torch.Tens
     return lc.Explainer(model, ["backbone"])(sample["image"][None]).cams["gradcam"]["backbone"][0]
 
 
+def _guided_gradcam(model: NDClassifier, sample: dict[str, torch.Tensor]) -> torch.Tensor:
+    out = lc.Explainer(model, ["backbone"], guided_gradcam=True)(sample["image"][None])
+    return out.guided_cams["gradcam"]["backbone"][0]
+
+
 def main(out_dir: pathlib.Path) -> list[pathlib.Path]:
     """Train, explain and draw; returns the files written into ``out_dir``."""
     torch.manual_seed(0)
@@ -87,12 +94,17 @@ def main(out_dir: pathlib.Path) -> list[pathlib.Path]:
     cam = _explain(volumes, vol)
     save("nd_volume_slices.png", viz_nd.volume_slices(vol["image"], cam, size=160))
     save("nd_volume_montage.png", viz_nd.volume_montage(vol["image"], cam, num_slices=8, size=96))
+    save("nd_volume_guided_gradcam.png", viz_nd.guided_slices(
+        _guided_gradcam(volumes, vol), index=viz_nd.peak_index(cam), size=160))  # fmt: skip
 
     signals = _train(NDClassifier(1, widths=(16, 32, 64)), SignalsDataset(384, seed=1), epochs=3)
     sig = SignalsDataset(8, seed=99)[0]  # a burst
     band = viz_nd.signal_band(sig["image"], _explain(signals, sig), mask=sig["mask"],
                               width=640, height=200, title="Grad-CAM of a 1-D CNN: burst")
     save("nd_signal_band.png", band)
+    save("nd_signal_guided_gradcam.png", viz_nd.guided_signal(
+        sig["image"], _guided_gradcam(signals, sig), width=640, height=220,
+        title="guided Grad-CAM of the same burst"))  # fmt: skip
 
     clips = _train(NDClassifier(3, in_channels=3, num_classes=4, widths=(8, 16, 32)),
                    MovingShapes(192, seed=1), epochs=3)  # fmt: skip

@@ -320,7 +320,6 @@ class ClassificationTask(TaskStrategy):
         self.check_output(pl_module, value, where)
         self._readers[pl_module] = (read, where)
         layers = self.layers(pl_module, xf)
-        self._settle_kinds(x)
         cams = self._check_methods(trainer, pl_module, xf, layers, read)
         height, width = int(x.shape[-2]), int(x.shape[-1])
         rank = x.dim() - 2
@@ -357,29 +356,6 @@ class ClassificationTask(TaskStrategy):
             )
         if value.dim() == 2 and isinstance(opts.target, int) and opts.target >= value.shape[1]:
             raise misconf("target", opts.target, f"a class id in 0..{value.shape[1] - 1}")
-
-    def _settle_kinds(self, x: torch.Tensor) -> None:
-        """Inputs that are not 2-D images get overlay and heatmap pictures only: the automatic
-        guided Grad-CAM (``log_guided_gradcam=None``) is dropped; guided pictures asked for
-        explicitly are refused, with the fix."""
-        if x.dim() == 4:
-            return
-        opts = self.options
-        if opts.guided_gradcam_auto:
-            opts.kinds = [k for k in opts.kinds if k != "guided_gradcam"]
-        guided = [k for k in opts.kinds if k not in render_nd.ND_KINDS]
-        if guided:
-            kind = render_nd.spatial_kind(x, opts)
-            raise MisconfigurationException(
-                f"{self._who()}: log_{guided[0]}=True draws 2-D images, but the inputs are "
-                f"{tuple(x.shape)} ({kind}s): set log_{guided[0]}=False; {kind}s are shown "
-                "with log_overlay / log_heatmap."
-            )
-        if not opts.kinds and not opts.metrics:
-            raise MisconfigurationException(
-                f"{self._who()}: nothing to log for {tuple(x.shape)} inputs: set "
-                "log_overlay=True or log_heatmap=True, or give metrics."
-            )
 
     def _probe_explain(
         self, trainer: Any, pl_module: Any, xf: torch.Tensor, layers: list[str], read: Reader,

@@ -3,7 +3,7 @@
 (and ``third_axis`` for three spatial axes); pure presentation, as :mod:`render`.
 
 Tags, for each method and layer and each of the kinds ``overlay`` / ``heatmap`` (the heatmap
-is the map alone, ``alpha = 1``; guided pictures are 2-D only):
+is the map alone, ``alpha = 1``):
 
 * signals: ``{method}/{layer}/{kind}``, the signal plots of the probes, one under the other;
 * volumes: ``{method}/{layer}/{kind}_slices`` (one row of orthogonal slices through each
@@ -11,6 +11,17 @@ is the map alone, ``alpha = 1``; guided pictures are 2-D only):
 * videos: ``{method}/{layer}/{kind}_strip`` (one row of frames each) and
   ``{method}/{layer}/{kind}_video``: ``(T, H, W, 3)`` frames, the probes side by side, which
   the sinks log as videos (TensorBoard, W&B) or GIF files.
+
+and for the guided kinds ``guided_backprop`` / ``guided_gradcam`` (the input gradient as an
+image, normalised as the 2-D guided picture, :func:`lightning_cam.tools.viz.gradients_to_image`):
+
+* signals: ``{method}/{layer}/{kind}``, each signal with its gradient plotted per channel
+  under it (:func:`~lightning_cam.tools.viz_nd.guided_signal`);
+* volumes: ``{method}/{layer}/{kind}_slices``, the gradient's orthogonal slices through the
+  peak of the method's map, the slices of ``overlay_slices``
+  (:func:`~lightning_cam.tools.viz_nd.guided_slices`);
+* videos: ``{method}/{layer}/{kind}_strip``, frames of the gradient
+  (:func:`~lightning_cam.tools.viz_nd.guided_strip`).
 """
 
 from __future__ import annotations
@@ -26,8 +37,8 @@ from lightning_cam.callbacks.render import resize_tile, tile_labels
 from lightning_cam.engine import Explanation
 from lightning_cam.tools import viz, viz_nd
 
-#: The picture kinds drawn for inputs that are not 2-D images.
-ND_KINDS: tuple[str, ...] = ("heatmap", "overlay")
+#: The picture kinds of :func:`render_nd` drawn from the maps (the others are guided).
+MAP_KINDS: tuple[str, ...] = ("heatmap", "overlay")
 
 
 def spatial_kind(images: torch.Tensor, options: CAMOptions) -> str:
@@ -102,6 +113,38 @@ def _videos(images: torch.Tensor, cams: torch.Tensor, captions: list[str],
     return strip, video
 
 
+def _guided(result: Explanation, what: str, method: str, layer: str, n: int) -> torch.Tensor:
+    """The first ``n`` input gradients of kind ``what`` (guided backprop, or guided Grad-CAM
+    of ``method`` at ``layer``) ``(n, C, *S)``."""
+    grads = result.guided if what == "guided_backprop" else (
+        result.guided_cams.get(method, {}).get(layer))  # fmt: skip
+    if grads is None:
+        raise ValueError(f"log_{what}=True but the explanation holds no {what} gradients")
+    return grads[:n].detach().float().cpu()
+
+
+def _guided_pictures(kind: str, images: torch.Tensor, grads: torch.Tensor, cams: torch.Tensor,
+                     captions: list[str], options: CAMOptions) -> np.ndarray:  # fmt: skip
+    """One guided picture per probe (see the module docstring), one under the other."""
+    size, rows = options.tile_size, []
+    for i in range(grads.shape[0]):
+        if kind == "signal":
+            rows.append(viz_nd.guided_signal(
+                images[i], grads[i], width=max(384, 4 * size), height=max(176, size),
+                title=captions[i] or None,
+            ))  # fmt: skip
+            continue
+        if kind == "volume":
+            # the slices of overlay_slices: through the map's peak (the gradient's, without one)
+            same = tuple(cams.shape[1:]) == tuple(grads.shape[2:])
+            index = viz_nd.peak_index(cams[i]) if same else None
+            picture = viz_nd.guided_slices(grads[i], index=index, size=size)
+        else:
+            picture = viz_nd.guided_strip(grads[i], size=size)
+        rows.append(_caption(picture, captions[i]))
+    return _stack(rows)
+
+
 def render_nd(
     options: CAMOptions,
     probes: Mapping[str, torch.Tensor],
@@ -121,7 +164,13 @@ def render_nd(
     for method in options.methods:
         for layer in layers:
             cams = result.cams[method][layer][:n].detach().float().cpu()
-            for what in (k for k in options.kinds if k in ND_KINDS):
+            for what in (k for k in options.kinds if k not in MAP_KINDS):
+                tag = f"{method}/{layer}/{what}"
+                grads = _guided(result, what, method, layer, n)
+                suffix = {"signal": "", "volume": "_slices", "video": "_strip"}[kind]
+                pictures[tag + suffix] = _guided_pictures(kind, x, grads, cams, captions,
+                                                          options)  # fmt: skip
+            for what in (k for k in options.kinds if k in MAP_KINDS):
                 alpha = 1.0 if what == "heatmap" else options.alpha
                 tag = f"{method}/{layer}/{what}"
                 if kind == "signal":

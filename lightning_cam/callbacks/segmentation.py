@@ -1,4 +1,7 @@
-"""The segmentation task: images ``(B, C, H, W)`` in, per-pixel class logits out.
+"""The segmentation task: images ``(B, C, H, W)`` in, per-pixel class logits out. Signals and
+volumes are refused at the first batch, with the fix: their segmentation maps come from
+:class:`~lightning_cam.engine.targets.SegmentationTarget`, which takes ``(B, K, L)`` and
+``(B, K, D, H, W)`` outputs, outside the callback.
 
 **Which modules** (:meth:`SegmentationTask.applies`; decided without a forward pass, at setup):
 a LightningModule with ``cam_task = "segmentation"`` (e.g.
@@ -224,6 +227,16 @@ class SegmentationTask(TaskStrategy):
     def _check_model(self, pl_module: Any, x: torch.Tensor) -> None:
         from lightning_cam.engine.cam import explain_segmentation
 
+        if x.dim() != 4:
+            kind = {3: "signals (B, C, L)", 5: "volumes or videos (B, C, D, H, W)"}.get(
+                x.dim(), f"{x.dim()}-D tensors")
+            raise MisconfigurationException(
+                f"{self._who()}: the segmentation callback draws 2-D images, but the inputs "
+                f"are {tuple(x.shape)} ({kind}). Explain N-D segmentation outside the callback: "
+                "lc.explain(model, x, layer, target=lc.SegmentationTarget(class_id, mask)) or "
+                "lc.explain_segmentation(model, x, classes), drawn with "
+                "lightning_cam.tools.viz_nd; or drop cam_task = 'segmentation'."
+            )
         device = getattr(pl_module, "device", torch.device("cpu"))
         with borrowed(pl_module), torch.inference_mode(False), torch.no_grad():
             out = _logits(pl_module(x.to(device)))

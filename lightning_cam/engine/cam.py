@@ -402,18 +402,22 @@ def explain_segmentation(
 
     Args:
         model: A segmentation model ``(B, 3, H, W) -> (B, K, H, W)`` logits, a dict with
-            ``"out"`` (torchvision FCN / DeepLabV3 / LRASPP) or an object with ``.logits``.
-        images: ``(B, C, H, W)``.
+            ``"out"`` (torchvision FCN / DeepLabV3 / LRASPP) or an object with ``.logits``;
+            signals ``(B, C, L) -> (B, K, L)`` and volumes ``(B, C, D, H, W) -> (B, K, D, H,
+            W)`` alike.
+        images: ``(B, C, H, W)`` (``(B, C, L)``, ``(B, C, D, H, W)``).
         classes: Class ids to explain.
         layer: Layer(s); ``None``: the default (the backbone's last stage for torchvision's
             segmentation models).
-        mask: ``None`` (each class's predicted mask) or a given ``(H, W)`` / ``(B, H, W)`` mask.
+        mask: ``None`` (each class's predicted mask) or a given ``(H, W)`` / ``(B, H, W)`` mask
+            (of the output's spatial shape: ``(L,)`` / ``(B, L)``, ``(D, H, W)`` / ``(B, D, H,
+            W)``).
         methods: CAM methods.
         upsample: Maps at the image size (else the layer's).
         reshape_transform: As for :class:`GradCAM`.
 
     Returns:
-        ``{class_id: Explanation}``, each with ``cams[method][layer]`` ``(B, H, W)`` and the
+        ``{class_id: Explanation}``, each with ``cams[method][layer]`` ``(B, *S)`` and the
         scores ``(B,)``; a class predicted nowhere (default region) has all-zero maps.
 
     Example:

@@ -381,31 +381,33 @@ MaskSpec = Union[None, torch.Tensor]
 
 
 def extract_segmentation_logits(output: Any) -> torch.Tensor:
-    """Return the per-pixel class logits ``(B, K, H, W)`` of a segmentation model's output.
+    """Return the per-pixel (per-sample, per-voxel) class logits ``(B, K, *S)`` of a
+    segmentation model's output: ``(B, K, L)`` (signals), ``(B, K, H, W)`` (images) or
+    ``(B, K, D, H, W)`` (volumes).
 
     Accepts a tensor, a dict with an ``"out"`` key (torchvision's FCN / DeepLabV3 / LRASPP) or a
     ``"logits"`` key, and objects with a ``.logits`` tensor (Hugging Face).
 
     Raises:
-        TypeError: For any other output, or logits that are not 4-D.
+        TypeError: For any other output, or logits that are not 3-, 4- or 5-D.
     """
     logits: Any = output
     if isinstance(output, dict):
         logits = output.get("out", output.get("logits"))
     elif not isinstance(output, torch.Tensor) and hasattr(output, "logits"):
         logits = output.logits
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
+    if not isinstance(logits, torch.Tensor) or logits.dim() not in (3, 4, 5):
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(output).__name__
         raise TypeError(
-            f"Expected segmentation logits (B, K, H, W) (a tensor, a dict with 'out', or an "
-            f"object with .logits), got {got}."
+            f"Expected segmentation logits (B, K, L), (B, K, H, W) or (B, K, D, H, W) (a "
+            f"tensor, a dict with 'out', or an object with .logits), got {got}."
         )
     return logits
 
 
 def segmentation_prediction(logits: torch.Tensor) -> torch.Tensor:
-    """The predicted class of every pixel ``(B, H, W)`` (long) of logits ``(B, K, H, W)``:
-    the argmax, or for one-channel binary logits ``(B, 1, H, W)`` ``1`` (the positive class)
+    """The predicted class of every pixel ``(B, *S)`` (long) of logits ``(B, K, *S)``:
+    the argmax, or for one-channel binary logits ``(B, 1, *S)`` ``1`` (the positive class)
     where the logit is ``> 0``, else ``0``."""
     if logits.shape[1] == 1:
         return (logits.detach()[:, 0] > 0).long()
@@ -420,22 +422,29 @@ def _two_class(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _region_masks(
-    logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None
+    logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None,
+    rows: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """``(N, H, W)`` float regions for rows ``ids`` (one class per row, rows = samples)."""
-    batch, _, h, w = logits.shape
+    """``(N, *S)`` float regions for rows ``ids`` (one class per row, rows = samples) of logits
+    ``(N, K, *S)``; a per-sample mask ``(B, *S)`` of a whole batch is cut to ``rows``."""
+    batch, spatial = logits.shape[0], tuple(logits.shape[2:])
+    rank = len(spatial)
     if mask is None:
-        return (logits.detach().argmax(1) == ids[:, None, None]).to(logits.dtype)
+        return (logits.detach().argmax(1) == ids.view(-1, *([1] * rank))).to(logits.dtype)
     m = torch.as_tensor(mask, device=logits.device)
-    if m.dim() == 2:
+    if m.dim() == rank + 1 and rows is not None:
+        m = m[rows[0] : rows[1]]
+    if m.dim() == rank:
         m = m.expand(batch, *m.shape)
-    if m.dim() != 3 or m.shape[0] != batch:
+    if m.dim() != rank + 1 or m.shape[0] != batch:
+        names = {1: "L", 2: "H, W", 3: "D, H, W"}[rank]
         raise ValueError(
-            f"mask must be (H, W) or (B, H, W) with B = {batch}, got {tuple(m.shape)}"
+            f"mask must be ({names}) or (B, {names}) with B = {batch} for logits "
+            f"{tuple(logits.shape)}, got {tuple(m.shape)}"
         )
     m = m.to(logits.dtype)
-    if tuple(m.shape[1:]) != (h, w):  # e.g. an image-size mask for logits at 1/4 resolution
-        m = torch.nn.functional.interpolate(m[:, None], size=(h, w), mode="nearest")[:, 0]
+    if tuple(m.shape[1:]) != spatial:  # e.g. an image-size mask for logits at 1/4 resolution
+        m = torch.nn.functional.interpolate(m[:, None], size=spatial, mode="nearest")[:, 0]
     return m
 
 
@@ -443,16 +452,19 @@ class SegmentationTarget:
     """Score of a class over a region of a segmentation output: ``sum_{ij in M} y^c_ij``, the
     class's logits summed over the region ``M`` (as in Vinogradova et al., "Towards
     Interpretable Semantic Segmentation via Gradient-weighted Class Activation Mapping",
-    AAAI 2020).
+    AAAI 2020). Signals ``(B, K, L)`` and volumes ``(B, K, D, H, W)`` the same way: the sum is
+    over the samples or voxels of the region.
 
     Args:
         class_ids: An ``int`` for every sample, or per-sample ids (sequence / 1-D tensor).
         mask: ``None``: the region is the predicted mask of the class (pixels whose argmax is
             the class; empty when the class is predicted nowhere, which gives an all-zero
-            map). Else a given ``(H, W)`` or ``(B, H, W)`` mask (bool or weights; resized with
-            nearest neighbours when the logits have another size).
+            map). Else a given mask of the output's spatial shape, for every sample
+            (``(H, W)``; ``(L,)``, ``(D, H, W)``) or per sample (``(B, H, W)``; ``(B, L)``,
+            ``(B, D, H, W)``) (bool or weights; resized with nearest neighbours when the
+            logits have another size). Which one a mask is follows from the logits' rank.
 
-    One-channel binary logits ``(B, 1, H, W)`` have two classes: ``1``, the positive class
+    One-channel binary logits ``(B, 1, *S)`` have two classes: ``1``, the positive class
     (its logit ``y`` summed over the pixels where ``y > 0``, or over ``mask``), and ``0``, the
     negative decision (``-y`` summed where ``y <= 0``).
 
@@ -461,6 +473,9 @@ class SegmentationTarget:
         >>> logits = torch.zeros(1, 2, 2, 2); logits[0, 1, 0] = 5.0
         >>> SegmentationTarget(1)({"out": logits})
         tensor([10.])
+        >>> volume = torch.zeros(1, 2, 2, 2, 2); volume[0, 1, 0] = 1.0  # (B, K, D, H, W)
+        >>> SegmentationTarget(1, mask=torch.ones(2, 2, 2))(volume)  # 4 voxels of 1, 4 of 0
+        tensor([4.])
     """
 
     def __init__(
@@ -473,24 +488,29 @@ class SegmentationTarget:
             )
         self.class_ids = class_ids
         self.mask = mask
+        # rows of a per-sample mask that this target's samples are (set by batch_slice: a
+        # mask's rank says whether it is per sample only next to the logits' rank)
+        self._rows: tuple[int, int] | None = None
 
     def batch_slice(self, start: int, stop: int) -> SegmentationTarget:
-        """The target of images ``start:stop`` of the batch: per-image ids and ``(B, H, W)``
-        masks sliced, an ``int`` id and an ``(H, W)`` mask kept (the engine calls it when
-        ``max_batch`` splits the batch)."""
+        """The target of images ``start:stop`` of the batch: per-image ids sliced, an ``int``
+        id kept; a per-image mask ``(B, *S)`` is cut to these rows when the logits say it is
+        one (the engine calls it when ``max_batch`` splits the batch)."""
         ids: Any = ClassTarget(self.class_ids).class_ids  # an int or a 1-D tensor of ids
         if isinstance(ids, torch.Tensor):
             ids = ids[start:stop]
-        mask = self.mask
-        if mask is not None and torch.as_tensor(mask).dim() == 3:
-            mask = torch.as_tensor(mask)[start:stop]
-        return SegmentationTarget(ids, mask)
+        part = SegmentationTarget(ids, self.mask)
+        offset = self._rows[0] if self._rows is not None else 0
+        part._rows = (offset + start, offset + stop)
+        return part
 
     def __call__(self, output: Any) -> torch.Tensor:
         logits = _two_class(extract_segmentation_logits(output))
         ids = ClassTarget(self.class_ids).resolve(logits.flatten(2).mean(2))
-        region = _region_masks(logits, ids, self.mask)
-        per_class = logits.gather(1, ids.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[2:]))
+        region = _region_masks(logits, ids, self.mask, self._rows)
+        rank = logits.dim() - 2
+        per_class = logits.gather(1, ids.view(-1, 1, *([1] * rank)).expand(
+            -1, 1, *logits.shape[2:]))  # fmt: skip
         return (per_class[:, 0] * region).flatten(1).sum(1)
 
 

@@ -810,7 +810,7 @@ class CAMWriter(PredictionWriterBase):
         self._check_space(trainer, stored, len(ids))
         flags = {"unread": unread, "nonfinite": nonfinite}
         self._add_rows(parts, out, index, ids, columns, stored, class_ids, flags)
-        self._write_overlays(parts, full, index, ids, bad)
+        self._write_overlays(parts, full, index, ids, bad, out)
 
     def _check_end(self, out: Explanation) -> None:
         """At the first batch: what the end of the run needs (the sanity check's classes)."""
@@ -979,6 +979,7 @@ class CAMWriter(PredictionWriterBase):
         index: np.ndarray,
         ids: list[str],
         bad: np.ndarray,
+        out: Explanation,
     ) -> None:
         if not self.overlays and not self.overlay_ids:
             return
@@ -995,7 +996,8 @@ class CAMWriter(PredictionWriterBase):
         folder.mkdir(exist_ok=True)
         images = parts["image"]
         if images.dim() != 4:
-            self._write_nd_overlays(folder, images, full, [(i, ids[i]) for i in wanted])
+            guided = self._guided_gradients(out, list(full))
+            self._write_nd_overlays(folder, images, full, guided, [(i, ids[i]) for i in wanted])
             return
         for i in wanted:
             picture = viz.to_uint8_image(images[i].detach().float().cpu(), self.mean, self.std)
@@ -1004,16 +1006,36 @@ class CAMWriter(PredictionWriterBase):
                 path = folder / f"{stem}-{_SAFE_PART.sub('_', m)}-{_SAFE_PART.sub('_', n)}.jpg"
                 viz.save_image(path, viz.overlay(picture, maps[i].cpu().numpy()))
 
+    def _guided_gradients(
+        self, out: Explanation, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, torch.Tensor]]:
+        """The input gradients drawn with each map: ``guided_backprop`` (with
+        ``guided_backprop=True``, the same for every map) and the map's ``guided_gradcam``
+        (with ``guided_gradcam=True``)."""
+        guided: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+        for m, n in keys:
+            grads: dict[str, torch.Tensor] = {}
+            if self.guided_backprop and out.guided is not None:
+                grads["guided_backprop"] = out.guided
+            cam = out.guided_cams.get(m, {}).get(n) if self.guided_gradcam else None
+            if cam is not None:
+                grads["guided_gradcam"] = cam
+            guided[(m, n)] = grads
+        return guided
+
     def _write_nd_overlays(
         self,
         folder: Path,
         images: torch.Tensor,
         full: dict[tuple[str, str], torch.Tensor],
+        guided: dict[tuple[str, str], dict[str, torch.Tensor]],
         wanted: list[tuple[int, str]],
     ) -> None:
         """The pictures of signals (``-signal.png``), volumes (``-slices.png`` through the map's
         peak, ``-montage.png``) and videos (``-frames.gif``, ``-strip.png``), from the rank
-        (:mod:`lightning_cam.tools.viz_nd`)."""
+        (:mod:`lightning_cam.tools.viz_nd`); with guided gradients also
+        ``-guided_backprop-signal.png`` / ``-slices.png`` (through the same peak) /
+        ``-strip.png``, and the same for ``guided_gradcam``."""
         from lightning_cam.tools import viz, viz_nd
 
         kind = viz_nd.picture_kind(images.dim() - 2, self.third_axis)  # type: ignore[arg-type]
@@ -1035,6 +1057,16 @@ class CAMWriter(PredictionWriterBase):
                     frames = viz_nd.video_frames(x, cam, **stats)
                     viz_nd.save_gif(folder / f"{base}-frames.gif", frames)
                     viz.save_image(folder / f"{base}-strip.png", viz_nd.video_strip(frames))
+                for what, grads in guided.get((m, n), {}).items():
+                    g = grads[i].detach().float().cpu()
+                    if kind == "signal":
+                        picture, name = viz_nd.guided_signal(x, g), "signal"
+                    elif kind == "volume":
+                        picture = viz_nd.guided_slices(g, index=viz_nd.peak_index(cam))
+                        name = "slices"
+                    else:
+                        picture, name = viz_nd.guided_strip(g), "strip"
+                    viz.save_image(folder / f"{base}-{what}-{name}.png", picture)
 
     # ------------------------------------------------------------------ the end
 

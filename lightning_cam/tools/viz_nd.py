@@ -13,6 +13,12 @@ Which picture fits an input follows from its spatial rank (:func:`picture_kind`)
   :func:`encode_gif` / :func:`save_gif` (an animated GIF) and :func:`video_tensor` (the frames
   as TensorBoard's ``add_video`` takes them, ``(1, T, 3, H, W)``).
 
+Guided backprop and guided Grad-CAM (input gradients of the input's shape) get the same
+pictures, the gradient shown as an image normalised over the whole input as the 2-D guided
+picture is (:func:`lightning_cam.tools.viz.gradients_to_image`): :func:`guided_slices` (a
+volume), :func:`guided_frames` / :func:`guided_strip` (a video) and :func:`guided_signal` (a
+signal with its gradient plotted per channel under it).
+
 The input is shown on one scale for the whole volume or video (``mean``/``std`` undone, else as
 is within ``[0, 1]``, else min-max over the whole input), and maps in ``[0, 1]`` keep their scale
 across slices and frames: a faint slice looks faint. Every picture is a new ``uint8`` RGB array.
@@ -31,7 +37,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -43,6 +49,10 @@ from lightning_cam.tools.viz import ArrayLike
 __all__ = [
     "PLANES",
     "encode_gif",
+    "guided_frames",
+    "guided_signal",
+    "guided_slices",
+    "guided_strip",
     "peak_index",
     "picture_kind",
     "save_gif",
@@ -288,15 +298,34 @@ def volume_slices(
     cam01 = _map(cam, 3, "(D, H, W)")
     disp = _display(volume, 3, mean, std)
     _same_grid(disp, cam01, "volume")
-    at = peak_index(cam01) if index is None else tuple(int(i) for i in index)
-    if len(at) != 3 or any(not 0 <= i < s for i, s in zip(at, cam01.shape, strict=True)):
-        raise ValueError(f"index must be (z, y, x) inside {cam01.shape}, got {index!r}")
+    at = _slice_index(cam01 if index is None else None, index, cam01.shape)
+    return _orthogonal(
+        lambda axis: _blend(_cut(disp, axis, at[axis]), _cut(cam01, axis, at[axis]), a,
+                            colormap),
+        at, size, labels,
+    )  # fmt: skip
+
+
+def _slice_index(
+    peak_of: np.ndarray | None, index: Sequence[int] | None, shape: tuple[int, ...]
+) -> tuple[int, ...]:
+    """``index`` as ``(z, y, x)`` inside ``shape``, or :func:`peak_index` of ``peak_of``."""
+    at = peak_index(peak_of) if peak_of is not None else tuple(int(i) for i in index or ())
+    if len(at) != 3 or any(not 0 <= i < s for i, s in zip(at, shape, strict=True)):
+        raise ValueError(f"index must be (z, y, x) inside {tuple(shape)}, got {index!r}")
+    return at
+
+
+def _orthogonal(
+    tile_of: Callable[[int], np.ndarray], at: tuple[int, ...], size: int, labels: bool
+) -> np.ndarray:
+    """The axial, coronal and sagittal tiles (``tile_of(axis)``) scaled to ``size`` rows,
+    labelled with their plane and index, side by side."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise ValueError(f"size must be an int >= 8, got {size!r}")
     tiles = []
     for plane, axis in PLANES.items():
-        tile = _scale(_blend(_cut(disp, axis, at[axis]), _cut(cam01, axis, at[axis]), a,
-                             colormap), size)  # fmt: skip
+        tile = _scale(tile_of(axis), size)
         if labels:
             tile = viz.draw_label(tile, f"{plane} {_AXIS_LETTER[axis]}={at[axis]}")
         tiles.append(tile)
@@ -479,6 +508,111 @@ def save_gif(path: str | os.PathLike[str], frames: ArrayLike, fps: float = 4.0) 
 
 
 # --------------------------------------------------------------------------------------------
+# guided gradients (guided backprop, guided Grad-CAM)
+# --------------------------------------------------------------------------------------------
+
+
+def _gradient(gradient: object, spatial: int) -> np.ndarray:
+    """A gradient ``(C, *S)`` (or ``(*S)``) as a float array of its own, channel first."""
+    arr = _numpy(gradient, "gradient")
+    shape = tuple(arr.shape)
+    if arr.ndim == spatial:
+        arr = arr[None]
+    if arr.ndim != spatial + 1 or arr.size == 0:
+        raise ValueError(
+            f"the gradient must be channel-first (C, {spatial} spatial axes), as the input, "
+            f"or without the channel axis, got shape {shape}"
+        )
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise TypeError(f"the gradient must hold real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def _guided_rgb(gradient: object, spatial: int, mode: Literal["std", "minmax"]) -> np.ndarray:
+    """A gradient ``(C, *S)`` as ``uint8`` ``(*S, 3)``, normalised over all its values at once
+    by :func:`viz.gradients_to_image` (the 2-D guided picture's rule, one scale for every slice
+    and frame); three channels are RGB, others grey of the first channel (normalised with the
+    others), as the input is shown (:func:`volume_slices`)."""
+    arr = _gradient(gradient, spatial)
+    c, grid = arr.shape[0], arr.shape[1:]
+    rows = int(np.prod(grid[:-1]))
+    # the whole gradient as one image: gradients_to_image's mean/std (min/max) are global
+    flat = arr.reshape(3 if c == 3 else 1, -1, grid[-1])
+    picture = viz.gradients_to_image(torch.from_numpy(flat), mode)[:rows]
+    return picture.reshape(*grid, 3)
+
+
+def guided_slices(
+    gradient: ArrayLike,
+    index: Sequence[int] | None = None,
+    size: int = 128,
+    labels: bool = True,
+    mode: Literal["std", "minmax"] = "std",
+) -> np.ndarray:
+    """A volume's guided gradient (guided backprop or guided Grad-CAM) as its axial, coronal
+    and sagittal slices through ``index``, side by side, as :func:`volume_slices` draws the
+    map (pass the map's :func:`peak_index` to cut the same slices).
+
+    The gradient is normalised over the whole volume as the 2-D guided picture is
+    (:func:`lightning_cam.tools.viz.gradients_to_image`; ``"std"``: ``0.5 + 0.1 (g - mean) /
+    std``, grey where the gradient is its mean): a slice with little gradient looks flat.
+
+    Args:
+        gradient: ``(C, D, H, W)`` or ``(D, H, W)`` (numpy or torch), the input's shape; C = 3
+            is RGB, other counts show the first channel.
+        index: ``(z, y, x)`` the slices go through; ``None``: the peak of the gradient's
+            magnitude ``sum_c |g_c|``.
+        size: Height of each slice picture in pixels.
+        labels: Write the plane and index on each slice.
+        mode: ``"std"`` or ``"minmax"`` (:func:`~lightning_cam.tools.viz.gradients_to_image`).
+
+    Returns:
+        ``(size + 4, W', 3)`` ``uint8`` RGB.
+
+    Raises:
+        TypeError, ValueError: A bad shape, dtype, index, size or mode.
+
+    Example:
+        >>> import numpy as np
+        >>> g = np.zeros((1, 4, 8, 8)); g[0, 1, 2, 3], g[0, 3, 0, 0] = 1.0, -1.0
+        >>> picture = guided_slices(g, index=(1, 2, 3), size=8, labels=False)
+        >>> int(picture[2 + 2, 2 + 3, 0]), int(picture[2, 2, 0])  # +1 white, 0 (the mean) grey
+        (255, 128)
+    """
+    picture = _guided_rgb(gradient, 3, mode)
+    grid = picture.shape[:3]
+    magnitude = np.abs(_gradient(gradient, 3)).sum(0) if index is None else None
+    at = _slice_index(magnitude, index, grid)
+    return _orthogonal(lambda axis: _cut(picture, axis, at[axis]), at, size, labels)
+
+
+def guided_frames(gradient: ArrayLike, mode: Literal["std", "minmax"] = "std") -> np.ndarray:
+    """A video's guided gradient ``(C, T, H, W)`` as one picture per frame ``(T, H, W, 3)``
+    ``uint8``, normalised over the whole clip as :func:`guided_slices` (for
+    :func:`video_strip`, :func:`save_gif`, :func:`video_tensor`).
+
+    Example:
+        >>> import numpy as np
+        >>> guided_frames(np.zeros((3, 4, 8, 8))).shape
+        (4, 8, 8, 3)
+    """
+    return _guided_rgb(gradient, 3, mode)
+
+
+def guided_strip(
+    gradient: ArrayLike,
+    num_frames: int = 8,
+    size: int = 96,
+    labels: bool = True,
+    mode: Literal["std", "minmax"] = "std",
+) -> np.ndarray:
+    """``num_frames`` evenly spaced frames of a video's guided gradient side by side
+    (:func:`video_strip` of :func:`guided_frames`), each labelled with its time index."""
+    return video_strip(guided_frames(gradient, mode), num_frames=num_frames, size=size,
+                       labels=labels)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
 # signals
 # --------------------------------------------------------------------------------------------
 
@@ -598,6 +732,116 @@ def _plot(
         axes[2].set_yticks([])
     axes[-1].tick_params(labelsize=6)
     fig.subplots_adjust(left=0.08, right=0.98, top=0.87 if title else 0.97, bottom=0.14)
+    canvas = fig.canvas
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())  # type: ignore[attr-defined]
+    return np.ascontiguousarray(rgba[..., :3])
+
+
+def _guided_curves(
+    gradient: np.ndarray, mode: Literal["std", "minmax"]
+) -> tuple[np.ndarray, float]:
+    """The 2-D guided picture's normalisation (:func:`viz.gradients_to_image`) without its
+    8-bit rounding, and the level a zero gradient gets: ``"std"``: ``(g - mean) / std`` over
+    all channels, clipped to ``[-5, 5]`` (the image's ``0.5 + 0.1 z`` clipped to ``[0, 1]``);
+    ``"minmax"``: ``(g - min) / (max - min)``. A constant gradient is all zero in both."""
+    g = np.nan_to_num(gradient, nan=0.0)
+    if mode == "std":
+        mean, sd = float(g.mean()), float(g.std())
+        if sd <= 0:
+            return np.zeros_like(g), 0.0
+        return np.clip((g - mean) / sd, -5.0, 5.0), float(np.clip(-mean / sd, -5.0, 5.0))
+    lo, hi = float(g.min()), float(g.max())
+    if hi <= lo:
+        return np.zeros_like(g), 0.0
+    return (g - lo) / (hi - lo), float(np.clip(-lo / (hi - lo), 0.0, 1.0))
+
+
+def guided_signal(
+    signal: ArrayLike,
+    gradient: ArrayLike,
+    width: int = 512,
+    height: int = 200,
+    title: str | None = None,
+    max_channels: int = 8,
+    mode: Literal["std", "minmax"] = "std",
+) -> np.ndarray:
+    """A signal with its guided gradient (guided backprop or guided Grad-CAM) plotted per
+    channel under it, on a shared time axis (channel ``c`` has the same colour in both).
+
+    The gradient is normalised over all channels as the 2-D guided picture is
+    (:func:`lightning_cam.tools.viz.gradients_to_image`; ``"std"``: ``(g - mean) / std``,
+    clipped to ``+-5``), and a dotted line marks where the gradient is zero.
+
+    Args:
+        signal: ``(C, L)`` or ``(L,)``.
+        gradient: The input gradient, of the signal's shape.
+        width: Picture width in pixels.
+        height: Picture height in pixels.
+        title: Optional title (a caption: prediction, label).
+        max_channels: Most curves drawn in each panel.
+        mode: ``"std"`` or ``"minmax"``.
+
+    Returns:
+        ``(height, width, 3)`` ``uint8`` RGB.
+
+    Raises:
+        TypeError, ValueError: A gradient of another shape, bad sizes or mode.
+
+    Example:
+        >>> import numpy as np
+        >>> t = np.linspace(0, 6.28, 100)
+        >>> guided_signal(np.sin(t), np.cos(t), width=200, height=100).shape
+        (100, 200, 3)
+    """
+    if mode not in ("std", "minmax"):
+        raise ValueError(f"mode must be 'std' or 'minmax', got {mode!r}")
+    sig = _signal(signal)
+    grad = _gradient(gradient, 1)
+    if grad.shape != sig.shape:
+        raise ValueError(
+            f"the gradient {tuple(grad.shape)} must have the signal's shape {tuple(sig.shape)}"
+        )
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 48:
+            raise ValueError(f"{name} must be an int >= 48, got {value!r}")
+    curves, level = _guided_curves(grad, mode)
+    return _plot_guided(sig[:max_channels], curves[:max_channels], level, mode, width, height,
+                        title)  # fmt: skip
+
+
+def _plot_guided(
+    sig: np.ndarray,
+    curves: np.ndarray,
+    zero: float,
+    mode: str,
+    width: int,
+    height: int,
+    title: str | None,
+) -> np.ndarray:
+    """Draw :func:`guided_signal`'s figure (matplotlib's Agg canvas, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    dpi = 100
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2], "hspace": 0.1})
+    length = sig.shape[1]
+    x = np.arange(length) + 0.5
+    one = sig.shape[0] == 1
+    for ax, values, name in ((axes[0], sig, "signal"), (axes[1], curves, f"guided ({mode})")):
+        for c in range(values.shape[0]):
+            ax.plot(x, values[c], color=("black" if ax is axes[0] else "tab:red") if one
+                    else f"C{c}", linewidth=1.0)  # fmt: skip
+        ax.set_ylabel(name, fontsize=6)
+        ax.tick_params(labelsize=6)
+    axes[1].axhline(zero, color="grey", linestyle=":", linewidth=0.8)
+    axes[0].tick_params(labelbottom=False)
+    axes[0].set_xlim(0, length)
+    if title:
+        axes[0].set_title(title, fontsize=7)
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.88 if title else 0.97, bottom=0.12)
     canvas = fig.canvas
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from torch import nn
 
 import lightning_cam as lc
 from lightning_cam._compat import MisconfigurationException
-from lightning_cam.callbacks import render_nd, sinks
+from lightning_cam.callbacks import render, render_nd, sinks
 from lightning_cam.callbacks.options import CAMOptions
 from lightning_cam.engine import Explanation
 from lightning_cam.tools import viz_nd
@@ -168,15 +168,54 @@ def _module(spatial_dims: int) -> Any:
     return lc.models.NDClassifier(spatial_dims=spatial_dims, num_classes=2, widths=(4, 8))
 
 
-@pytest.mark.parametrize("flag", ["log_guided_gradcam", "log_guided_backprop"])
-def test_guided_pictures_of_volumes_are_refused_at_first_batch(flag: str, tmp_path: Any) -> None:
-    data = torch.utils.data.DataLoader(_Volumes((8, 8, 8)), batch_size=4)
-    cb = lc.GradCAMCallback(layer="backbone", **{flag: True})
+@pytest.mark.parametrize("spatial_dims", [1, 3])
+def test_guided_pictures_of_signals_and_volumes_are_logged(
+    spatial_dims: int, tmp_path: Any
+) -> None:
+    spatial = (32,) if spatial_dims == 1 else (8, 8, 8)
+    data = torch.utils.data.DataLoader(_Volumes(spatial), batch_size=4)
+    cb = lc.GradCAMCallback(layer="backbone", num_samples=2, log_guided_backprop=True,
+                            log_guided_gradcam=True, log_overlay=False)  # fmt: skip
     trainer = make_trainer(tmp_path, [cb], max_epochs=1, limit_train_batches=1,
                            limit_val_batches=1, num_sanity_val_steps=0)  # fmt: skip
-    with pytest.raises(MisconfigurationException, match=f"{flag}=False"):
-        trainer.fit(_module(3), data, data)
-    assert trainer.global_step == 0  # refused before any training step
+    trainer.fit(_module(spatial_dims), data, data)
+    images = image_events(tb_dir(tmp_path))
+    suffix = "" if spatial_dims == 1 else "_slices"
+    tags = {f"gradcam/backbone/{k}{suffix}" for k in ("guided_backprop", "guided_gradcam")}
+    assert set(images) == tags
+    for tag in tags:
+        (event,) = images[tag]
+        assert event.encoded_image_string[:4] == b"\x89PNG" and event.height > 100
+
+
+def test_guided_pictures_are_the_viz_nd_pictures_of_the_gradients() -> None:
+    cases = {((64,), "depth"): "", ((8, 8, 8), "depth"): "_slices", ((5, 8, 8), "time"): "_strip"}
+    for (spatial, axis), suffix in cases.items():
+        probes = _probes(spatial, channels=3 if axis == "time" else 1)
+        result = _result(probes)
+        g = torch.Generator().manual_seed(2)
+        result.guided = torch.randn(probes["image"].shape, generator=g)
+        result.guided_cams = {"gradcam": {"backbone": result.guided * 2 - 1}}
+        opts = _options(log_overlay=False, log_guided_backprop=True, log_guided_gradcam=True,
+                        third_axis=axis)  # fmt: skip
+        pictures = render_nd.render_nd(opts, probes, result, ["backbone"], None)
+        assert set(pictures) == {f"gradcam/backbone/guided_backprop{suffix}",
+                                 f"gradcam/backbone/guided_gradcam{suffix}"}  # fmt: skip
+        pic = pictures[f"gradcam/backbone/guided_gradcam{suffix}"]
+        grad, cam = result.guided_cams["gradcam"]["backbone"][0], result.cams["gradcam"][
+            "backbone"][0]  # fmt: skip
+        if suffix == "_slices":  # through the map's peak, as overlay_slices
+            want = viz_nd.guided_slices(grad, index=viz_nd.peak_index(cam), size=32)
+        elif suffix == "_strip":
+            want = viz_nd.guided_strip(grad, size=32)
+        else:
+            title = render.tile_labels(result, probes["label"], 2, None, False)[0]
+            want = viz_nd.guided_signal(probes["image"][0], grad, width=384, height=176,
+                                        title=title)  # fmt: skip
+            assert pic.shape[0] == 2 * 176
+            np.testing.assert_array_equal(pic[:176], want)
+            continue
+        np.testing.assert_array_equal(pic[18 : 18 + want.shape[0], : want.shape[1]], want)
 
 
 def test_rgb_statistics_on_grey_volumes_are_refused_before_training(tmp_path: Any) -> None:

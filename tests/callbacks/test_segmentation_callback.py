@@ -321,3 +321,27 @@ def test_coarser_logits_than_the_image_are_explained(tmp_path: Any) -> None:
     torch.testing.assert_close(got.cams["gradcam"]["backbone"], want.cams["gradcam"]["backbone"],
                                rtol=1e-4, atol=1e-6)
     assert want.cams["gradcam"]["backbone"].shape[-2:] == images.shape[-2:]
+
+
+class SignalSegmenter(BinarySegmenter):
+    """A 1-D conv segmenter ``(B, 2, L) -> (B, 3, L)``: the callback's pictures are 2-D."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv1d(2, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv1d(8, 3, 1)
+
+    def _loss(self, batch: Any) -> torch.Tensor:
+        return F.cross_entropy(self(batch["image"]), batch["mask"].long())
+
+
+def test_nd_segmentation_is_refused_at_step_0_with_the_fix(tmp_path: Any) -> None:
+    g = torch.Generator().manual_seed(0)
+    items = [{"image": torch.randn(2, 32, generator=g), "mask": torch.randint(0, 3, (32,))}
+             for _ in range(8)]  # fmt: skip
+    model = SignalSegmenter()
+    trainer = _binary_trainer(tmp_path, GradCAMCallback(layer="backbone"), max_epochs=1)
+    with pytest.raises(MisconfigurationException,
+                       match=r"draws 2-D images.*signals \(B, C, L\).*SegmentationTarget"):
+        trainer.fit(model, DataLoader(items, batch_size=4), DataLoader(items, batch_size=4))
+    assert model.steps == 0

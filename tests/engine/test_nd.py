@@ -383,3 +383,84 @@ def test_channels_last_looking_signal_layers_are_refused() -> None:
         lc.GradCAM(SeqNet(), "mix")(x, target=0)
     ok = lc.GradCAM(SeqNet(), "mix", reshape_transform="channels_last")(x, target=0)
     assert ok.shape == (2, 100)
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+
+def _segmenter(rank: int) -> tuple[nn.Module, str, torch.Tensor]:
+    """A 1-D conv segmenter ``(B, 2, L) -> (B, 3, L)`` or a tiny MONAI 3-D U-Net ``(B, 1, D, H,
+    W) -> (B, 3, D, H, W)``, the layer explained and an input."""
+    torch.manual_seed(7)
+    if rank == 1:
+        model = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv1d(4, 3, 1))
+        with torch.no_grad():  # positive class weights: Grad-CAM >= 0 and nonzero, not clipped
+            model[2].weight.abs_()
+        return model.eval(), "1", torch.randn(2, 2, 16)
+    from monai.networks.nets import UNet
+
+    model = UNet(spatial_dims=3, in_channels=1, out_channels=3, channels=(4, 8), strides=(2,),
+                 num_res_units=0)  # fmt: skip
+    return model.eval(), "model.1.submodule", torch.randn(2, 1, 8, 8, 8)
+
+
+def _gradcam_by_hooks(model: nn.Module, layer: str, x: torch.Tensor, score: object) -> torch.Tensor:
+    """Grad-CAM of ``score(logits) -> (B,)`` from a forward hook on ``layer``: weights the mean
+    gradient over the layer's spatial axes, ``relu(sum_k w_k A_k)`` (no normalisation)."""
+    captured: list[torch.Tensor] = []
+    handle = model.get_submodule(layer).register_forward_hook(
+        lambda _m, _i, out: captured.append(out))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    (a,) = captured
+    (grad,) = torch.autograd.grad(score(logits).sum(), a)  # type: ignore[operator]
+    weights = grad.mean(dim=tuple(range(2, grad.dim())), keepdim=True)
+    return torch.relu((weights * a).sum(1)).detach()
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_segmentation_target_of_signals_and_volumes_by_hand(rank: int) -> None:
+    model, layer, x = _segmenter(rank)
+    spatial = tuple(x.shape[2:])
+    g = torch.Generator().manual_seed(3)
+    per_sample = torch.rand(x.shape[0], *spatial, generator=g) > 0.5  # (B, L) / (B, D, H, W)
+    shared = torch.rand(*spatial, generator=g) > 0.3  # (L,) / (D, H, W)
+    with torch.no_grad():
+        logits = model(x)
+    assert logits.shape == (x.shape[0], 3, *spatial)
+    for c, mask in ((2, per_sample), (1, shared), (0, None)):
+        region = (logits.argmax(1) == c) if mask is None else mask.expand(x.shape[0], *spatial)
+        # the docstring's score: the class's logits summed over the region, by hand
+        want = torch.stack([logits[b, c][region[b]].sum() for b in range(x.shape[0])])
+        target = lc.SegmentationTarget(c, mask)
+        torch.testing.assert_close(target(logits), want)
+
+        def score(out: torch.Tensor, c: int = c, region: torch.Tensor = region) -> torch.Tensor:
+            return (out[:, c] * region).flatten(1).sum(1)
+
+        ref = _gradcam_by_hooks(model, layer, x, score)
+        assert bool((ref.flatten(1).amax(1) > 0).all()), c  # a map for every sample
+        for max_batch in (None, 1):  # split: a (B, L) mask is cut per sample, not read as (H, W)
+            got = lc.explain(model, x, layer, ["gradcam"], target=lc.SegmentationTarget(c, mask),
+                             normalize=False, upsample=False, max_batch=max_batch)  # fmt: skip
+            torch.testing.assert_close(got.cam(), ref, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(got.scores, want, rtol=1e-5, atol=1e-5)
+
+
+def test_explain_segmentation_of_a_volume_equals_one_target_per_class() -> None:
+    model, layer, x = _segmenter(3)
+    maps = lc.explain_segmentation(model, x, classes=[0, 2], layer=layer)
+    for c in (0, 2):
+        one = lc.explain(model, x, layer, ["gradcam"], target=lc.SegmentationTarget(c))
+        assert maps[c].cam().shape == (2, 8, 8, 8)
+        torch.testing.assert_close(maps[c].cam(), one.cam(), rtol=1e-5, atol=1e-5)
+
+
+def test_segmentation_target_refuses_a_mask_of_another_rank() -> None:
+    logits = torch.zeros(2, 3, 4, 4, 4)
+    with pytest.raises(ValueError, match=r"\(D, H, W\) or \(B, D, H, W\)"):
+        lc.SegmentationTarget(1, mask=torch.ones(4, 4))(logits)
+    with pytest.raises(TypeError, match=r"\(B, K, L\)"):
+        lc.SegmentationTarget(1)(torch.zeros(2, 3, 4, 4, 4, 4))

@@ -116,7 +116,7 @@ def test_segmentation_target_checks_and_outputs() -> None:
         SegmentationTarget(5)(logits)
     with pytest.raises(TypeError, match="needs class_ids"):
         SegmentationTarget(None)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"segmentation logits \(B, K, H, W\)"):
+    with pytest.raises(TypeError, match=r"segmentation logits \(B, K, L\), \(B, K, H, W\)"):
         extract_segmentation_logits(torch.randn(2, 3))
     with pytest.raises(ValueError, match="classes is empty"):
         explain_segmentation(nn.Conv2d(3, 2, 1), torch.rand(1, 3, 4, 4), [])

@@ -92,3 +92,45 @@ def test_writer_writes_video_gifs(tmp_path: Path) -> None:
     gif = Image.open(tmp_path / "overlays" / "0-gradcam-backbone-frames.gif")
     assert gif.n_frames == 4 and gif.size == (8, 8)
     assert (tmp_path / "overlays" / "0-gradcam-backbone-strip.png").is_file()
+
+
+@pytest.mark.parametrize("kind", ["volume", "signal", "video"])
+def test_writer_draws_guided_pictures_of_nd_inputs(kind: str, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from lightning_cam.tools import viz_nd
+
+    torch.manual_seed(0)
+    extra: dict[str, object] = {}
+    if kind == "volume":
+        dm: object = Shapes3DDataModule(num_train=4, num_val=4, num_test=4, batch_size=4,
+                                        volume_size=16)  # fmt: skip
+        module, name = NDClassifier(3, widths=(4, 8)), "slices"
+    elif kind == "signal":
+        dm = SignalsDataModule(num_train=4, num_val=4, num_test=4, batch_size=4, length=64)
+        module, name = NDClassifier(1, widths=(4, 8)), "signal"
+    else:
+        dm = Shapes3DDataModule(num_train=4, num_val=4, num_test=4, batch_size=4,
+                                volume_size=16)  # fmt: skip
+        module, name, extra = NDClassifier(3, widths=(4, 8)), "strip", {"third_axis": "time"}
+    module.eval()
+    _predict(module, dm, tmp_path, guided_gradcam=True, **extra)
+    dm.setup("predict")  # type: ignore[attr-defined]
+    data = dm.dataset("test")  # type: ignore[attr-defined]
+    x = torch.stack([data[i]["image"] for i in range(2)])
+    ref = lc.explain(module, x, "backbone", methods=["gradcam"], guided_gradcam=True)
+    assert ref.guided is not None
+    for i in range(2):
+        cam = ref.cam("gradcam")[i]
+        for what, grad in (("guided_backprop", ref.guided[i]),
+                           ("guided_gradcam", ref.guided_cams["gradcam"]["backbone"][i])):
+            if kind == "volume":  # through the map's peak, as -slices.png
+                want = viz_nd.guided_slices(grad, index=viz_nd.peak_index(cam))
+            elif kind == "signal":
+                want = viz_nd.guided_signal(x[i], grad)
+            else:
+                want = viz_nd.guided_strip(grad)
+            path = tmp_path / "overlays" / f"{i}-gradcam-backbone-{what}-{name}.png"
+            got = np.asarray(Image.open(path).convert("RGB"))
+            assert got.shape == want.shape
+            assert np.abs(got.astype(int) - want.astype(int)).mean() < 0.5, (kind, what)

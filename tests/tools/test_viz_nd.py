@@ -182,3 +182,70 @@ def test_mean_std_of_another_channel_count_is_refused_with_the_reason() -> None:
     undone = viz_nd.video_frames(np.full((1, 2, 4, 4), -1.0), np.zeros((2, 4, 4)), alpha=0.0,
                                  mean=0.5, std=0.5)  # fmt: skip
     assert int(undone.max()) == 0  # -1 * 0.5 + 0.5 = 0: black
+
+
+# ----------------------------------------------------------------------------- guided gradients
+
+
+def _by_hand(g: np.ndarray) -> np.ndarray:
+    """The 2-D guided picture's rule over the whole array: ``0.5 + 0.1 (g - mean) / std``
+    clipped to [0, 1], in 8-bit levels."""
+    z = (g - g.mean()) / g.std()
+    return np.round(np.clip(0.5 + 0.1 * z, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def test_guided_frames_are_normalised_over_the_whole_clip() -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.standard_normal((3, 4, 6, 5)) * np.array([1.0, 3.0, 0.1])[:, None, None, None]
+    np.testing.assert_array_equal(viz_nd.guided_frames(rgb), np.moveaxis(_by_hand(rgb), 0, -1))
+    # other channel counts: the first channel, normalised together with the others (grey)
+    two = rng.standard_normal((2, 4, 6, 5))
+    want = _by_hand(two)[0]
+    got = viz_nd.guided_frames(torch.from_numpy(two).float())
+    assert np.abs(got.astype(int) - np.repeat(want[..., None], 3, -1).astype(int)).max() <= 1
+    # one scale for every frame: a frame with a tenth of the gradient is fainter, not stretched
+    clip = rng.standard_normal((1, 2, 8, 8))
+    clip[:, 1] *= 0.1
+    frames = viz_nd.guided_frames(clip).astype(float)
+    assert np.abs(frames[1] - 128).mean() < 0.2 * np.abs(frames[0] - 128).mean()
+    # 2-D guided pictures are the same rule: one frame of a clip of one frame
+    np.testing.assert_array_equal(viz_nd.guided_frames(rgb[:, :1])[0],
+                                  viz.gradients_to_image(torch.from_numpy(rgb[:, 0])))  # fmt: skip
+
+
+def test_guided_slices_cut_the_normalised_volume_through_the_index() -> None:
+    rng = np.random.default_rng(1)
+    g = rng.standard_normal((1, 6, 8, 10))
+    g[0, 4, 2, 7] = 40.0  # the magnitude's peak
+    full = _by_hand(g)[0]
+    picture = viz_nd.guided_slices(g, size=8, labels=False)  # axial 8 x 10 unscaled
+    np.testing.assert_array_equal(picture[2:10, 2:12, 0], full[4])
+    explicit = viz_nd.guided_slices(g, index=(1, 3, 5), size=8, labels=False)
+    np.testing.assert_array_equal(explicit[2:10, 2:12, 1], full[1])
+    assert not np.array_equal(explicit, picture)
+    with pytest.raises(ValueError, match=r"index must be \(z, y, x\) inside \(6, 8, 10\)"):
+        viz_nd.guided_slices(g, index=(6, 0, 0))
+    with pytest.raises(ValueError, match="channel-first"):
+        viz_nd.guided_slices(np.zeros((8, 8)))
+    with pytest.raises(ValueError, match="mode"):
+        viz_nd.guided_slices(g, mode="abs")  # type: ignore[arg-type]
+
+
+def test_guided_signal_plots_the_gradient_under_the_signal() -> None:
+    t = np.linspace(0, 1, 100)
+    signal = np.stack([np.sin(20 * t), np.cos(3 * t)])
+    grad = np.zeros_like(signal)
+    grad[0, 60:70] = 1.0
+    picture = viz_nd.guided_signal(signal, grad, width=300, height=150, title="x")
+    assert picture.shape == (150, 300, 3) and picture.dtype == np.uint8
+    # channel 0's curve (matplotlib's first colour, C0) in the lower panel: raised over the
+    # samples 60..70 only (the axes span columns 0.10..0.98 of the width)
+    c0 = np.abs(picture.astype(int) - [31, 119, 180]).sum(-1) < 60
+    rows, cols = np.nonzero(c0[85:])  # the lower panel (rows 85..)
+    raised = cols[rows < np.median(rows) - 5]
+    x0, x1 = 0.10 * 300 + 0.60 * 0.88 * 300, 0.10 * 300 + 0.70 * 0.88 * 300
+    assert raised.size > 10 and raised.min() >= x0 - 3 and raised.max() <= x1 + 3
+    with pytest.raises(ValueError, match="the signal's shape"):
+        viz_nd.guided_signal(signal, grad[:1])
+    with pytest.raises(ValueError, match="width"):
+        viz_nd.guided_signal(signal, grad, width=10)
