@@ -30,6 +30,7 @@ from lightning_cam.callbacks.options import misconf
 from lightning_cam.callbacks.task import CallbackView, TaskStrategy
 from lightning_cam.engine import Explainer, Explanation, borrowed, concat_explanations
 from lightning_cam.engine.layers import default_layer
+from lightning_cam.engine.target_spec import TargetChoice, parse_target_spec
 from lightning_cam.engine.targets import (
     ClassTarget,
     class_logits,
@@ -135,6 +136,18 @@ class OutputTarget(ClassTarget):
         ids = self.resolve(value)
         self.last_class_ids = ids
         return value.gather(1, ids[:, None]).squeeze(1)
+
+
+class ReadScoreTarget:
+    """A ``binary`` / ``regression`` target spec (:class:`TargetChoice`) on the output read by
+    ``read`` (see :func:`find_logits`)."""
+
+    def __init__(self, choice: TargetChoice, read: Reader) -> None:
+        self.target = choice.score_target()
+        self.read = read
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        return self.target(self.read(output))
 
 
 class LogitsOf(nn.Module):
@@ -349,6 +362,14 @@ class ClassificationTask(TaskStrategy):
         """Refuse a ``target`` the output ``value`` (``(B, K)`` logits or ``(B,)`` scores, read
         from the module's output at ``where``) cannot serve."""
         opts = self.options
+        choice = parse_target_spec(opts.target)
+        why = choice.refusal(None if value.dim() == 1 else int(value.shape[1]))
+        if why is not None:
+            raise MisconfigurationException(
+                f"{self._who()}: {why} ({where} gives {_shape(value)})."
+            )
+        if not choice.per_class:
+            return
         if value.dim() == 1 and opts.target != "pred":
             raise misconf(
                 "target",
@@ -560,7 +581,8 @@ class ClassificationTask(TaskStrategy):
         convert, ctx = precision_of(trainer)
         images = convert(self.model_images(probes["image"]).to(device))
         read = self.checked_reader(trainer, pl_module, probes["image"])[0]
-        ids = self._target_ids(probes)
+        choice = parse_target_spec(self.options.target)
+        ids = self._target_ids(probes) if choice.per_class else None
         # Guided gradients are shown for the first num_samples probes only: the images that
         # serve the metrics alone need the maps, not a backward pass down to the input.
         n = self.options.num_samples if guided else images.shape[0]
@@ -569,12 +591,18 @@ class ClassificationTask(TaskStrategy):
             for lo, hi, g in ((0, n, guided), (n, images.shape[0], False)):
                 if hi <= lo:
                     continue
-                chunk = ids[lo:hi] if isinstance(ids, torch.Tensor) else ids
-                target = OutputTarget(chunk, read)
-                part = Explainer(
+                explainer = Explainer(
                     pl_module, list(layers), methods=methods, guided_gradcam=g,
                     reshape_transform=self.options.reshape_transform,
-                )(images[lo:hi], target=target)
+                )
+                if not choice.per_class:  # binary / regression: no class, no class logits
+                    part = explainer(images[lo:hi], target=ReadScoreTarget(choice, read))
+                    part.logits = None
+                    parts.append(part)
+                    continue
+                chunk = ids[lo:hi] if isinstance(ids, torch.Tensor) else ids
+                target = OutputTarget(chunk, read)
+                part = explainer(images[lo:hi], target=target)
                 if part.logits is None or target.last_graph_kind != "sigmoid":
                     part.logits = target.last_logits  # as read (the engine converts p)
                 parts.append(part)
