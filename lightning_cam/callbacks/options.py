@@ -22,7 +22,7 @@ from typing import Any
 
 from lightning_cam._compat import MisconfigurationException
 from lightning_cam.engine.layouts import LAYOUTS, ReshapeTransform, check_reshape_transform
-from lightning_cam.engine.target_spec import SPEC_FORMS, parse_target_spec
+from lightning_cam.engine.target_spec import REGRESSION_FORMS, SPEC_FORMS, parse_target_spec
 from lightning_cam.methods import METHODS, method_name
 from lightning_cam.metrics import METRIC_NAMES
 from lightning_cam.tools import viz
@@ -238,7 +238,8 @@ def check_target(target: Any, multilabel: bool = True) -> str | int:
     try:
         choice = parse_target_spec(target)
     except ValueError:
-        raise misconf("target", target, SPEC_FORMS) from None
+        regression = isinstance(target, str) and target.strip().startswith("regression")
+        raise misconf("target", target, REGRESSION_FORMS if regression else SPEC_FORMS) from None
     if choice.kind == "labels" and not multilabel:
         raise misconf(
             "target", target,

@@ -31,12 +31,18 @@ import torch
 from lightning_cam.engine.target_kinds import Direction, RegressionTarget
 from lightning_cam.engine.targets import BinaryTarget
 
-__all__ = ["SPEC_FORMS", "TargetChoice", "parse_target_spec"]
+__all__ = ["REGRESSION_FORMS", "SPEC_FORMS", "TargetChoice", "parse_target_spec"]
 
 #: The spellings a target spec may take, for messages.
 SPEC_FORMS = (
-    "'pred', 'label', a class id (int >= 0), 'labels' (multi-label heads), 'binary' / "
-    "'binary:negative' (a single-logit head (B, 1)), or 'regression:<index>[:increase|decrease]'"
+    "'pred', 'label', 'labels' (multi-label heads), 'binary' / 'binary:negative' (a "
+    "single-logit head (B, 1)), 'regression:<index>[:increase|decrease]', or a class id "
+    "(int >= 0)"
+)
+#: The spellings of a regression spec, for messages.
+REGRESSION_FORMS = (
+    "'regression:<index>' or 'regression:<index>:<direction>' with an index >= 0 and a "
+    "direction among output, increase, decrease (e.g. 'regression:1:decrease')"
 )
 _DIRECTIONS: tuple[Direction, ...] = ("output", "increase", "decrease")
 
@@ -147,11 +153,7 @@ def _int_of(value: Any) -> int | None:
 
 def _parse_regression(text: str, given: Any) -> TargetChoice:
     parts = text.split(":")
-    bad = ValueError(
-        f"target {given!r}: a regression target is 'regression:<index>' or "
-        f"'regression:<index>:<direction>' with an index >= 0 and a direction among "
-        f"{', '.join(_DIRECTIONS)} (e.g. 'regression:1:decrease')"
-    )
+    bad = ValueError(f"target {given!r} is not a target spec: expected {REGRESSION_FORMS}")
     if len(parts) > 3:
         raise bad
     index = _int_of(parts[1]) if len(parts) > 1 else 0
