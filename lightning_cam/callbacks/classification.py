@@ -30,7 +30,7 @@ from lightning_cam.callbacks.options import misconf
 from lightning_cam.callbacks.task import CallbackView, TaskStrategy
 from lightning_cam.engine import Explainer, Explanation, borrowed, concat_explanations
 from lightning_cam.engine.layers import default_layer
-from lightning_cam.engine.target_spec import TargetChoice, parse_target_spec
+from lightning_cam.engine.target_spec import SpecScore, TargetChoice, parse_target_spec
 from lightning_cam.engine.targets import (
     ClassTarget,
     class_logits,
@@ -143,7 +143,7 @@ class ReadScoreTarget:
     ``read`` (see :func:`find_logits`)."""
 
     def __init__(self, choice: TargetChoice, read: Reader) -> None:
-        self.target = choice.score_target()
+        self.target = SpecScore(choice)
         self.read = read
 
     def __call__(self, output: Any) -> torch.Tensor:

@@ -29,9 +29,12 @@ from typing import Any
 import torch
 
 from lightning_cam.engine.target_kinds import Direction, RegressionTarget
-from lightning_cam.engine.targets import BinaryTarget
+from lightning_cam.engine.targets import BinaryTarget, extract_logits
 
-__all__ = ["REGRESSION_FORMS", "SPEC_FORMS", "TargetChoice", "parse_target_spec"]
+__all__ = [
+    "REGRESSION_FORMS", "SPEC_FORMS", "SpecScore", "TargetChoice", "output_width",
+    "parse_target_spec",
+]
 
 #: The spellings a target spec may take, for messages.
 SPEC_FORMS = (
@@ -139,6 +142,38 @@ class TargetChoice:
                 "class) or 'binary:negative' (-z, evidence against it)"
             )
         return None
+
+
+def output_width(output: Any) -> int | None:
+    """The values per image of a model output: ``K`` of ``(B, K)`` logits (a tensor, a
+    ``.logits`` object, a ``"logits"`` dict), ``None`` for one score per image ``(B,)``."""
+    if isinstance(output, torch.Tensor) and output.dim() == 1:
+        return None
+    return int(extract_logits(output).shape[1])
+
+
+class SpecScore:
+    """The score target of a ``binary`` / ``regression`` spec that first checks the output
+    (:meth:`TargetChoice.refusal`): a head the spec cannot serve is refused with the spec's
+    reason and fix, never explained as something else.
+
+    Example:
+        >>> SpecScore(parse_target_spec("regression:1:decrease"))(torch.tensor([[1.0, 2.0]]))
+        tensor([-2.])
+    """
+
+    def __init__(self, choice: TargetChoice) -> None:
+        self.choice = choice
+        self.target = choice.score_target()
+
+    def batch_slice(self, start: int, stop: int) -> SpecScore:
+        return self  # one index for every image
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        why = self.choice.refusal(output_width(output))
+        if why is not None:
+            raise ValueError(why)
+        return self.target(output)
 
 
 def _int_of(value: Any) -> int | None:
