@@ -30,7 +30,12 @@ from lightning_cam.callbacks.options import misconf
 from lightning_cam.callbacks.task import CallbackView, TaskStrategy
 from lightning_cam.engine import Explainer, Explanation, borrowed, concat_explanations
 from lightning_cam.engine.layers import default_layer
-from lightning_cam.engine.target_spec import SpecScore, TargetChoice, parse_target_spec
+from lightning_cam.engine.target_spec import (
+    SpecScore,
+    TargetChoice,
+    parse_target_spec,
+    sigmoid_refusal,
+)
 from lightning_cam.engine.targets import (
     ClassTarget,
     class_logits,
@@ -331,6 +336,7 @@ class ClassificationTask(TaskStrategy):
                 "logits (B, num_classes) or scores (B,). Fix output_transform."
             )
         self.check_output(pl_module, value, where)
+        self._check_sigmoid_head(trainer, pl_module, xf[:1], read, where)
         self._readers[pl_module] = (read, where)
         layers = self.layers(pl_module, xf)
         self._settle_kinds(x)
@@ -378,6 +384,23 @@ class ClassificationTask(TaskStrategy):
             )
         if value.dim() == 2 and isinstance(opts.target, int) and opts.target >= value.shape[1]:
             raise misconf("target", opts.target, f"a class id in 0..{value.shape[1] - 1}")
+
+    def _check_sigmoid_head(
+        self, trainer: Any, pl_module: Any, x: torch.Tensor, read: Reader, where: str
+    ) -> None:
+        """Refuse ``target="binary"`` on a head returning ``sigmoid(z)`` (read from a forward
+        with gradients: the ``grad_fn`` says what the output is)."""
+        choice = parse_target_spec(self.options.target)
+        if choice.kind != "binary":
+            return
+        device = module_device(pl_module)
+        convert, ctx = precision_of(trainer)
+        with fork_rng(device), borrowed(pl_module), torch.inference_mode(False), ctx:
+            with torch.enable_grad():
+                value = read(pl_module(convert(x.to(device)).detach().requires_grad_(True)))
+        why = sigmoid_refusal(choice, value)
+        if why is not None:
+            raise MisconfigurationException(f"{self._who()}: {why} ({where}).")
 
     def _settle_kinds(self, x: torch.Tensor) -> None:
         """Inputs that are not 2-D images get overlay and heatmap pictures only: the automatic

@@ -29,11 +29,11 @@ from typing import Any
 import torch
 
 from lightning_cam.engine.target_kinds import Direction, RegressionTarget
-from lightning_cam.engine.targets import BinaryTarget, extract_logits
+from lightning_cam.engine.targets import BinaryTarget, extract_logits, graph_output_kind
 
 __all__ = [
     "REGRESSION_FORMS", "SPEC_FORMS", "SpecScore", "TargetChoice", "output_width",
-    "parse_target_spec",
+    "parse_target_spec", "sigmoid_refusal",
 ]
 
 #: The spellings a target spec may take, for messages.
@@ -170,10 +170,25 @@ class SpecScore:
         return self  # one index for every image
 
     def __call__(self, output: Any) -> torch.Tensor:
-        why = self.choice.refusal(output_width(output))
+        why = self.choice.refusal(output_width(output)) or sigmoid_refusal(self.choice, output)
         if why is not None:
             raise ValueError(why)
         return self.target(output)
+
+
+def sigmoid_refusal(choice: TargetChoice, output: Any) -> str | None:
+    """Why a ``binary`` spec cannot explain ``output`` when the head ends in a sigmoid (its
+    ``grad_fn``, :func:`~lightning_cam.engine.targets.graph_output_kind`): the output is the
+    probability ``p``, not the logit ``z`` the spec explains (and whose ``sigmoid`` it shows)."""
+    if choice.kind != "binary" or not isinstance(output, torch.Tensor):
+        return None
+    if graph_output_kind(output) != "sigmoid":
+        return None
+    return (
+        "target='binary' explains the logit z of a single-logit head, but this head returns "
+        "sigmoid(z), a probability: return the logit z from forward (apply the sigmoid in the "
+        "loss, BCEWithLogitsLoss), or use target='pred'"
+    )
 
 
 def _int_of(value: Any) -> int | None:

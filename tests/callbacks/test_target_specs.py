@@ -17,10 +17,15 @@ import lightning_cam as lc
 from lightning_cam._compat import MisconfigurationException
 from lightning_cam.callbacks import render
 from lightning_cam.engine.target_kinds import RegressionTarget
-from lightning_cam.engine.target_spec import parse_target_spec
+from lightning_cam.engine.target_spec import SpecScore, parse_target_spec
 from lightning_cam.engine.targets import BinaryTarget
 from tests.callbacks.helpers import BlobData, image_events, make_trainer, tb_dir
-from tests.callbacks.test_clients import BinaryClassifier, _Backbone, _binary_loaders
+from tests.callbacks.test_clients import (
+    BinaryClassifier,
+    SigmoidClassifier,
+    _Backbone,
+    _binary_loaders,
+)
 
 LAYER = "backbone.features"
 
@@ -160,3 +165,15 @@ def test_spec_spellings() -> None:
     assert parse_target_spec("labels").spec == "labels"
     value = parse_target_spec("binary:negative").explained_value(torch.tensor([-2.0]))
     torch.testing.assert_close(value, torch.sigmoid(torch.tensor([2.0])))
+
+
+def test_binary_on_a_sigmoid_head_is_refused(tmp_path: Any) -> None:
+    """A head returning sigmoid(z) holds p, not the logit the spec explains (and whose sigmoid
+    the caption would show): refused with the fix, before training."""
+    cb = lc.GradCAMCallback(layer=LAYER, target="binary")
+    with pytest.raises(MisconfigurationException, match=r"returns sigmoid\(z\).*BCEWithLogitsLoss"):
+        make_trainer(tmp_path, [cb]).fit(SigmoidClassifier(), *_binary_loaders())
+    p = torch.sigmoid(torch.zeros(2, 1, requires_grad=True))
+    with pytest.raises(ValueError, match=r"returns sigmoid\(z\)"):
+        SpecScore(parse_target_spec("binary"))(p)
+    torch.testing.assert_close(SpecScore(parse_target_spec("binary"))(p.detach()), p[:, 0].detach())
