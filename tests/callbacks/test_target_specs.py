@@ -20,14 +20,39 @@ from lightning_cam.engine.target_kinds import RegressionTarget
 from lightning_cam.engine.target_spec import SpecScore, parse_target_spec
 from lightning_cam.engine.targets import BinaryTarget
 from tests.callbacks.helpers import BlobData, image_events, make_trainer, tb_dir
-from tests.callbacks.test_clients import (
-    BinaryClassifier,
-    SigmoidClassifier,
-    _Backbone,
-    _binary_loaders,
-)
+from tests.callbacks.test_clients import BinaryClassifier, SigmoidClassifier
 
 LAYER = "backbone.features"
+
+
+class Backbone(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).mean(dim=(2, 3))
+
+
+class _BinaryBlobs(Dataset):
+    """``(image, float label (1,))`` as Lightning's fine-tuning example feeds BCE."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.data = BlobData(n, seed=seed, dict_batches=False)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> Any:
+        img, q = self.data[i]
+        return img, torch.tensor([float(int(q) == 0)])
+
+
+def _binary_loaders() -> tuple[DataLoader, DataLoader]:
+    return (DataLoader(_BinaryBlobs(16, 0), batch_size=8),
+            DataLoader(_BinaryBlobs(8, 1), batch_size=8))
 
 
 class Regressor(pl.LightningModule):
@@ -35,7 +60,7 @@ class Regressor(pl.LightningModule):
 
     def __init__(self) -> None:
         super().__init__()
-        self.backbone = _Backbone()
+        self.backbone = Backbone()
         self.head = nn.Linear(8, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
