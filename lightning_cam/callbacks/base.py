@@ -105,8 +105,12 @@ class CAMCallback(CallbackBase):
             its sigmoid probability, from one forward and one batched backward
             (:func:`lightning_cam.explain_multilabel`; see
             :mod:`lightning_cam.callbacks.multilabel`), metrics per pair and per label
-            (``{method}/{layer}/{metric}/label_{name}``). Detectors and segmentation models
-            ignore ``target``.
+            (``{method}/{layer}/{metric}/label_{name}``); ``"binary"`` / ``"binary:negative"``
+            (the logit ``z`` / ``-z`` of a single-logit head ``(B, 1)``, captioned with the spec
+            and ``sigmoid(z)``) or ``"regression:<index>[:increase|decrease]"`` (an output of a
+            regression head, captioned with its value): the target specs of
+            :mod:`lightning_cam.engine.target_spec`, checked against the head at the first
+            batch. Detectors and segmentation models ignore ``target``.
         log_heatmap: Log the colourised maps.
         log_overlay: Log the maps over the images.
         log_guided_backprop: Log guided backprop.
@@ -170,7 +174,7 @@ class CAMCallback(CallbackBase):
         layer: str | list[str] | None = None,
         num_samples: int = 8,
         every_n_epochs: int = 1,
-        target: Literal["pred", "predicted", "label", "labels"] | int = "pred",
+        target: str | int = "pred",
         log_heatmap: bool = False,
         log_overlay: bool = True,
         log_guided_backprop: bool = False,

@@ -30,6 +30,12 @@ from lightning_cam.callbacks.options import misconf
 from lightning_cam.callbacks.task import CallbackView, TaskStrategy
 from lightning_cam.engine import Explainer, Explanation, borrowed, concat_explanations
 from lightning_cam.engine.layers import default_layer
+from lightning_cam.engine.target_spec import (
+    SpecScore,
+    TargetChoice,
+    parse_target_spec,
+    sigmoid_refusal,
+)
 from lightning_cam.engine.targets import (
     ClassTarget,
     class_logits,
@@ -135,6 +141,18 @@ class OutputTarget(ClassTarget):
         ids = self.resolve(value)
         self.last_class_ids = ids
         return value.gather(1, ids[:, None]).squeeze(1)
+
+
+class ReadScoreTarget:
+    """A ``binary`` / ``regression`` target spec (:class:`TargetChoice`) on the output read by
+    ``read`` (see :func:`find_logits`)."""
+
+    def __init__(self, choice: TargetChoice, read: Reader) -> None:
+        self.target = SpecScore(choice)
+        self.read = read
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        return self.target(self.read(output))
 
 
 class LogitsOf(nn.Module):
@@ -318,6 +336,7 @@ class ClassificationTask(TaskStrategy):
                 "logits (B, num_classes) or scores (B,). Fix output_transform."
             )
         self.check_output(pl_module, value, where)
+        self._check_sigmoid_head(trainer, pl_module, xf[:1], read, where)
         self._readers[pl_module] = (read, where)
         layers = self.layers(pl_module, xf)
         cams = self._check_methods(trainer, pl_module, xf, layers, read)
@@ -348,6 +367,14 @@ class ClassificationTask(TaskStrategy):
         """Refuse a ``target`` the output ``value`` (``(B, K)`` logits or ``(B,)`` scores, read
         from the module's output at ``where``) cannot serve."""
         opts = self.options
+        choice = parse_target_spec(opts.target)
+        why = choice.refusal(None if value.dim() == 1 else int(value.shape[1]))
+        if why is not None:
+            raise MisconfigurationException(
+                f"{self._who()}: {why} ({where} gives {_shape(value)})."
+            )
+        if not choice.per_class:
+            return
         if value.dim() == 1 and opts.target != "pred":
             raise misconf(
                 "target",
@@ -356,6 +383,23 @@ class ClassificationTask(TaskStrategy):
             )
         if value.dim() == 2 and isinstance(opts.target, int) and opts.target >= value.shape[1]:
             raise misconf("target", opts.target, f"a class id in 0..{value.shape[1] - 1}")
+
+    def _check_sigmoid_head(
+        self, trainer: Any, pl_module: Any, x: torch.Tensor, read: Reader, where: str
+    ) -> None:
+        """Refuse ``target="binary"`` on a head returning ``sigmoid(z)`` (read from a forward
+        with gradients: the ``grad_fn`` says what the output is)."""
+        choice = parse_target_spec(self.options.target)
+        if choice.kind != "binary":
+            return
+        device = module_device(pl_module)
+        convert, ctx = precision_of(trainer)
+        with fork_rng(device), borrowed(pl_module), torch.inference_mode(False), ctx:
+            with torch.enable_grad():
+                value = read(pl_module(convert(x.to(device)).detach().requires_grad_(True)))
+        why = sigmoid_refusal(choice, value)
+        if why is not None:
+            raise MisconfigurationException(f"{self._who()}: {why} ({where}).")
 
     def _probe_explain(
         self, trainer: Any, pl_module: Any, xf: torch.Tensor, layers: list[str], read: Reader,
@@ -536,7 +580,8 @@ class ClassificationTask(TaskStrategy):
         convert, ctx = precision_of(trainer)
         images = convert(self.model_images(probes["image"]).to(device))
         read = self.checked_reader(trainer, pl_module, probes["image"])[0]
-        ids = self._target_ids(probes)
+        choice = parse_target_spec(self.options.target)
+        ids = self._target_ids(probes) if choice.per_class else None
         # Guided gradients are shown for the first num_samples probes only: the images that
         # serve the metrics alone need the maps, not a backward pass down to the input.
         n = self.options.num_samples if guided else images.shape[0]
@@ -545,12 +590,18 @@ class ClassificationTask(TaskStrategy):
             for lo, hi, g in ((0, n, guided), (n, images.shape[0], False)):
                 if hi <= lo:
                     continue
-                chunk = ids[lo:hi] if isinstance(ids, torch.Tensor) else ids
-                target = OutputTarget(chunk, read)
-                part = Explainer(
+                explainer = Explainer(
                     pl_module, list(layers), methods=methods, guided_gradcam=g,
                     reshape_transform=self.options.reshape_transform,
-                )(images[lo:hi], target=target)
+                )
+                if not choice.per_class:  # binary / regression: no class, no class logits
+                    part = explainer(images[lo:hi], target=ReadScoreTarget(choice, read))
+                    part.logits = None
+                    parts.append(part)
+                    continue
+                chunk = ids[lo:hi] if isinstance(ids, torch.Tensor) else ids
+                target = OutputTarget(chunk, read)
+                part = explainer(images[lo:hi], target=target)
                 if part.logits is None or target.last_graph_kind != "sigmoid":
                     part.logits = target.last_logits  # as read (the engine converts p)
                 parts.append(part)

@@ -22,6 +22,7 @@ from typing import Any
 
 from lightning_cam._compat import MisconfigurationException
 from lightning_cam.engine.layouts import LAYOUTS, ReshapeTransform, check_reshape_transform
+from lightning_cam.engine.target_spec import REGRESSION_FORMS, SPEC_FORMS, parse_target_spec
 from lightning_cam.methods import METHODS, method_name
 from lightning_cam.metrics import METRIC_NAMES
 from lightning_cam.tools import viz
@@ -230,31 +231,41 @@ def check_layer(layer: Any) -> list[str] | None:
 
 
 def check_target(target: Any, multilabel: bool = True) -> str | int:
-    """``"pred"`` (also spelt ``"predicted"``: returned as ``"pred"``), ``"label"``,
-    ``"labels"`` (:data:`MULTILABEL_TARGET`; only with ``multilabel``) or a class id."""
-    if target == MULTILABEL_TARGET and not multilabel:
+    """A target spec (:func:`lightning_cam.engine.target_spec.parse_target_spec`) in its
+    canonical spelling: ``"pred"`` (also spelt ``"predicted"``), ``"label"``, ``"labels"``
+    (:data:`MULTILABEL_TARGET`; only with ``multilabel``), a class id, ``"binary"`` /
+    ``"binary:negative"`` or ``"regression:<index>[:increase|decrease]"``."""
+    try:
+        choice = parse_target_spec(target)
+    except ValueError:
+        regression = isinstance(target, str) and target.strip().startswith("regression")
+        raise misconf("target", target, REGRESSION_FORMS if regression else SPEC_FORMS) from None
+    if choice.kind == "labels" and not multilabel:
         raise misconf(
             "target", target,
-            "'pred', 'label' or a class id (int >= 0): one map per image here; a multi-label "
-            "head's labels are explained by the callbacks' target='labels' or by "
+            "'pred', 'label', a class id (int >= 0), 'binary' or 'regression:<index>': one map "
+            "per image here; a multi-label head's labels are explained by the callbacks' "
+            "target='labels' (CAMCallback(target='labels')) or by "
             "lightning_cam.explain_multilabel",
         )  # fmt: skip
-    if isinstance(target, bool) or not (
-        target in (*PREDICTED_TARGETS, "label", MULTILABEL_TARGET) or _is_int(target, 0)
-    ):
-        raise misconf(
-            "target", target,
-            "'pred', 'label', 'labels' (every true label of multi-hot (B, K) labels, for "
-            "multi-label heads) or a class id (int >= 0)",
-        )  # fmt: skip
-    return "pred" if target in PREDICTED_TARGETS else target  # type: ignore[no-any-return]
+    return choice.spec
 
 
 def check_target_metrics(target: Any, metrics: Sequence[str]) -> None:
     """With ``target="labels"`` (a multi-label head), refuse the model metrics that read softmax
-    probabilities: they would score a label against the other labels, not its sigmoid."""
+    probabilities: they would score a label against the other labels, not its sigmoid; with a
+    ``binary`` / ``regression`` target, every model metric (they score a class)."""
     from lightning_cam.metrics import METRICS as SPECS
 
+    if not parse_target_spec(target).per_class and target != MULTILABEL_TARGET:
+        model = [m for m in metrics if SPECS[m].needs == "model"]
+        if model:
+            usable = [m for m in METRIC_NAMES if SPECS[m].needs != "model"]
+            raise misconf(
+                "metrics", list(metrics),
+                f"with target={target!r} metrics that do not read a class's score: {model} "
+                f"score a class of a classifier; use {', '.join(usable)}, or no metrics",
+            )  # fmt: skip
     if target != MULTILABEL_TARGET:
         return
     softmax = [m for m in metrics if SPECS[m].score == "probability"]

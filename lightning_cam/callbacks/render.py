@@ -13,6 +13,7 @@ import torch
 
 from lightning_cam.callbacks.options import CAMOptions
 from lightning_cam.engine import Explanation
+from lightning_cam.engine.target_spec import TargetChoice, parse_target_spec
 from lightning_cam.engine.targets import class_probabilities
 from lightning_cam.tools import viz
 
@@ -46,10 +47,16 @@ def tile_labels(
     n: int,
     names: Sequence[str] | None,
     show_cam_class: bool,
+    target: str | int = "pred",
 ) -> list[str]:
     """One caption per shown probe: predicted class and probability (or the explained score
     when the output has no logits), the true label, and the explained class when it is not the
-    prediction; samples with non-finite values (NaN maps) are marked."""
+    prediction; for a ``binary`` / ``regression`` ``target`` the spec and its value instead
+    (:meth:`~lightning_cam.engine.target_spec.TargetChoice.caption`) and the true value;
+    samples with non-finite values (NaN maps) are marked."""
+    choice = parse_target_spec(target)
+    if not choice.per_class:
+        return _score_labels(result, labels, n, choice)
 
     def nm(i: int) -> str:
         return names[i] if names is not None and 0 <= i < len(names) else str(i)
@@ -77,6 +84,25 @@ def tile_labels(
     return out
 
 
+def _score_labels(
+    result: Explanation, labels: torch.Tensor | None, n: int, choice: TargetChoice
+) -> list[str]:
+    """Captions of a ``binary`` / ``regression`` target: ``"binary p=0.73 | true 1"``."""
+    if labels is not None and labels.dim() == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    out: list[str] = []
+    for i in range(n):
+        parts = [choice.caption(float(result.scores[i]))] if result.scores is not None else []
+        if labels is not None and labels.dim() == 1:
+            value = float(labels[i])
+            parts.append(f"true {int(value)}" if value.is_integer() else f"true {value:.2f}")
+        nonfinite = getattr(result, "nonfinite", None)
+        if nonfinite is not None and bool(nonfinite[i]):
+            parts = ["NON-FINITE: no map", *parts]
+        out.append(" | ".join(parts))
+    return out
+
+
 def render_grids(
     options: CAMOptions,
     probes: Mapping[str, torch.Tensor],
@@ -87,7 +113,9 @@ def render_grids(
     """The grid pictures (``uint8`` HWC) keyed by tag ``{method}/{layer}/{kind}``."""
     n = min(options.num_samples, probes["image"].shape[0])
     base = display_images(probes["image"][:n], options)
-    labels = tile_labels(result, probes.get("label"), n, names, options.target != "pred")
+    labels = tile_labels(
+        result, probes.get("label"), n, names, options.target != "pred", options.target
+    )
     ncol = min(n, 4) if n > 0 else 1
     pictures: dict[str, np.ndarray] = {}
     for method in options.methods:

@@ -159,7 +159,9 @@ def render_nd(
     n = min(options.num_samples, images.shape[0])
     x = images[:n].detach().cpu()
     x = x if x.dtype == torch.uint8 else x.float()
-    captions = tile_labels(result, probes.get("label"), n, names, options.target != "pred")
+    captions = tile_labels(
+        result, probes.get("label"), n, names, options.target != "pred", options.target
+    )
     pictures: dict[str, np.ndarray] = {}
     for method in options.methods:
         for layer in layers:

@@ -202,18 +202,21 @@ def _build_model(args: argparse.Namespace) -> tuple[nn.Module, Any]:
 
 def _build_writer(args: argparse.Namespace, meta: Any) -> Any:
     """Step 2: the :class:`~lightning_cam.predict.CAMWriter` of the run."""
+    from lightning_cam.engine.target_spec import parse_target_spec
     from lightning_cam.methods import DEFAULT_METHODS
     from lightning_cam.predict.writer import CAMWriter
 
+    per_class = parse_target_spec(args.target).per_class
     metrics = args.metrics if args.metrics is not None else [
         "average_drop", "increase_in_confidence"
-    ]
+    ] if per_class else []  # binary / regression: the model metrics score a class
     layers = [f"model.{n}" for n in args.layer_name] if args.layer_name else None
     return CAMWriter(
         args.output_dir,
         methods=selected_methods(args, DEFAULT_METHODS),
         layer=layers,
         metrics=metrics,
+        target=args.target,
         map_size=args.map_size,
         map_dtype=args.map_dtype,
         shard_size=args.shard_size,

@@ -279,8 +279,6 @@ def _check_image_args(args: argparse.Namespace) -> list[str]:
                                  ("--image-size", args.image_size, 8)):
         if value is not None and value < minimum:
             raise CLIError(f"{flag} must be >= {minimum}, got {value}")
-    if args.class_id is not None and args.class_id < 0:
-        raise CLIError(f"--class-id must be >= 0, got {args.class_id}")
     return selected_methods(args, DEFAULT_METHODS)
 
 
@@ -296,7 +294,7 @@ def _build_explainers(args: argparse.Namespace, methods: list[str]) -> list[Any]
         explainer = None
         try:
             explainer = ClassifierExplainer(
-                network, layer=layer, class_id=args.class_id, weight_path=weight_path,
+                network, layer=layer, target=args.target, weight_path=weight_path,
                 image_size=args.image_size, device=args.device, class_names=class_names,
                 methods=methods, reshape_transform=args.reshape_transform,
             )

@@ -22,7 +22,7 @@ from lightning_cam.cli.common import (
     add_weight_argument,
 )
 
-__all__ = ["DEFAULT_NETWORK", "PROG", "build_parser", "resolve_mode"]
+__all__ = ["DEFAULT_NETWORK", "PROG", "build_parser", "resolve_mode", "resolve_target"]
 
 PROG = "lightning-cam explain"
 
@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, metavar="N",
                    help="model input side (default: the network's own, 299 for inception_v3, "
                    "else 224)")
+    p.add_argument("--target", default=None, metavar="SPEC",
+                   help="what is explained: pred (default: each image's predicted class), "
+                   "label (--data: the class folders), a class id N, binary / binary:negative "
+                   "(a single-logit head (B, 1): its logit z / -z), or "
+                   "regression:INDEX[:increase|decrease] (an output of a regression head)")
     add_common_flags(p, "no progress bar and no final line (--data: no summary table)")
 
     _add_image_arguments(p.add_argument_group("images (without --data)"))
@@ -108,7 +113,8 @@ def _add_image_arguments(group: Any) -> None:
     add_image_path_argument(group, default=no)
     add_reshape_transform_argument(group, default=no)
     group.add_argument("--class-id", type=int, default=no, metavar="N",
-                       help="class to explain (default: the predicted class of each image)")
+                       help="class to explain (default: the predicted class of each image); "
+                       "the same as --target N")
     add_device_argument(group, default=no)
     add_class_names_argument(group, "line i = class id i; default: the names the weights carry "
                              "(ImageNet's for torchvision heads)", default=no)
@@ -173,4 +179,34 @@ def resolve_mode(args: argparse.Namespace) -> str:
     if not data and args.layer_name and len(args.layer_name) > 1:
         raise CLIError(f"explain takes one --layer-name for images, got {len(args.layer_name)}: "
                        f"{' '.join(args.layer_name)} (explain --data takes several)")
+    args.target = resolve_target(args)
     return "data" if data else "images"
+
+
+def resolve_target(args: argparse.Namespace) -> str | int:
+    """The canonical target spec of ``--target`` and its alias ``--class-id N`` (``--target
+    N``): :func:`lightning_cam.engine.target_spec.parse_target_spec`.
+
+    Raises:
+        CLIError: A spec that does not parse, both flags given with different targets, or
+            ``labels`` (multi-label heads are explained from Python).
+    """
+    from lightning_cam.engine.target_spec import SPEC_FORMS, parse_target_spec
+
+    spec, class_id = getattr(args, "target", None), getattr(args, "class_id", None)
+    try:
+        choice = parse_target_spec(spec)
+    except ValueError as err:
+        raise CLIError(f"--target: {err}") from None
+    if class_id is not None:
+        if class_id < 0:
+            raise CLIError(f"--class-id must be >= 0, got {class_id}")
+        if spec is not None and choice.spec != class_id:
+            raise CLIError(f"--class-id {class_id} and --target {spec} disagree: --class-id N "
+                           "is --target N; give one of them")
+        return class_id
+    if choice.kind == "labels":
+        raise CLIError(f"--target labels: the CLI explains one target per image; {SPEC_FORMS} "
+                       "minus 'labels'. A multi-label head's labels are explained from Python: "
+                       "lightning_cam.explain_multilabel, or CAMCallback(target='labels')")
+    return choice.spec

@@ -51,12 +51,14 @@ from lightning_cam.callbacks.options import (
     check_methods,
     check_metrics,
     check_target,
+    check_target_metrics,
     check_third_axis,
     check_tolerance,
     misconf,
 )
 from lightning_cam.engine import Explainer, Explanation
 from lightning_cam.engine.layers import resolve_layers
+from lightning_cam.engine.target_spec import SpecScore, parse_target_spec
 from lightning_cam.engine.targets import class_probabilities, extract_logits
 from lightning_cam.methods import DEFAULT_METHODS, normalize_maps, upsample
 from lightning_cam.metrics import (
@@ -222,7 +224,8 @@ class CAMWriter(PredictionWriterBase):
 
     Per image the manifest (``manifest.parquet``) holds: ``index`` (dataset index, -1 when the
     loader does not tell), ``id``, ``rank``, ``label`` (when the batch has labels),
-    ``explained_class``, ``score`` (the differentiated logit), ``predicted_class``,
+    ``explained_class``, ``score`` (the differentiated logit), ``target`` (the target spec),
+    ``target_value`` (a ``binary`` / ``regression`` target's value), ``predicted_class``,
     ``predicted_prob``, one column per ``{method}/{layer}/{metric}``, ``status`` (``"ok"``, or
     the dataset's reason for an image it could not read: see :meth:`extract`), ``nonfinite``
     (a NaN / inf input, logit or map), ``input_hash`` / ``input_shape`` (the model input's
@@ -247,9 +250,14 @@ class CAMWriter(PredictionWriterBase):
         methods: CAM methods of :data:`lightning_cam.methods.METHODS` (default: Grad-CAM and
             Grad-CAM++).
         layer: Layer name(s) of the LightningModule, or ``None`` for the default layer.
-        target: Class explained: ``"pred"`` (the model's prediction; ``"predicted"`` is the
-            same), ``"label"`` (the batch's labels) or a class id (int >= 0), as the callbacks'
-            ``target``.
+        target: What is explained, a target spec as the callbacks' ``target``
+            (:mod:`lightning_cam.engine.target_spec`): ``"pred"`` (the model's prediction;
+            ``"predicted"`` is the same), ``"label"`` (the batch's labels), a class id
+            (int >= 0), ``"binary"`` / ``"binary:negative"`` (a single-logit head ``(B, 1)``:
+            the rows' ``target_value`` is ``sigmoid(z)``, the positive class's probability) or
+            ``"regression:<index>[:increase|decrease]"`` (``target_value``: the output's value).
+            Multi-label heads' ``"labels"`` are refused here: use
+            :func:`lightning_cam.explain_multilabel` or ``CAMCallback(target="labels")``.
         guided_backprop: Also store guided backprop ``(3, H, W)`` per image.
         guided_gradcam: Also store guided Grad-CAM per method and layer.
         map_size: ``"layer"`` or ``"input"`` resolution of the stored CAMs.
@@ -311,7 +319,7 @@ class CAMWriter(PredictionWriterBase):
         output_dir: str = "cam_predictions",
         methods: Sequence[str] = DEFAULT_METHODS,
         layer: str | list[str] | None = None,
-        target: Literal["pred", "predicted", "label"] | int = "pred",
+        target: str | int = "pred",
         guided_backprop: bool = False,
         guided_gradcam: bool = False,
         map_size: Literal["layer", "input"] = "layer",
@@ -381,6 +389,7 @@ class CAMWriter(PredictionWriterBase):
         canonical = check_target(target, multilabel=False)
         # stored as "predicted" (the folder's configuration of earlier versions)
         self.target = "predicted" if canonical == "pred" else canonical
+        self._choice = parse_target_spec(canonical)
         self.guided_backprop = bool(guided_backprop or guided_gradcam)
         self.guided_gradcam = bool(guided_gradcam)
         self.max_batch = check_int("max_batch", max_batch, 1, optional=True)
@@ -417,6 +426,12 @@ class CAMWriter(PredictionWriterBase):
         )
         self.sanity_samples = check_int("sanity_samples", sanity_samples, 0)
         self.sanity_stages = check_int("sanity_stages", sanity_stages, 1)
+        check_target_metrics(self.target, self.metrics)
+        if self.sanity_samples and not self._choice.per_class:
+            raise misconf(
+                "sanity_samples", self.sanity_samples,
+                f"0 with target={self.target!r}: the sanity check explains classes",
+            )  # fmt: skip
 
     def _reset(self) -> None:
         self._explainer: Explainer | None = None
@@ -742,7 +757,9 @@ class CAMWriter(PredictionWriterBase):
         self._sanity_buffer.append((images.index_select(0, sel).detach().cpu().clone(), lab))
         self._sanity_count += int(pick.size)
 
-    def _target(self, parts: dict[str, Any]) -> torch.Tensor | None:
+    def _target(self, parts: dict[str, Any]) -> torch.Tensor | SpecScore | None:
+        if not self._choice.per_class:  # binary / regression: checked against the head
+            return SpecScore(self._choice)
         if self.target == "predicted":
             return None
         if isinstance(self.target, int):  # one class id for every image
@@ -794,7 +811,9 @@ class CAMWriter(PredictionWriterBase):
             for m in out.cams
             for n in out.cams[m]
         }
-        class_ids = out.class_ids if out.class_ids is not None else self._target(parts)
+        class_ids = out.class_ids
+        if class_ids is None and self._choice.per_class:
+            class_ids = self._target(parts)  # type: ignore[assignment]
         # the bad rows' maps are NaN: scored as blanks here, their values NaN-marked below
         scored = {k: v.nan_to_num(0.0) for k, v in full.items()} if bad.any() else full
         columns = self._evaluate(pl_module, parts, scored, class_ids, size)
@@ -813,7 +832,12 @@ class CAMWriter(PredictionWriterBase):
         self._write_overlays(parts, full, index, ids, bad, out)
 
     def _check_end(self, out: Explanation) -> None:
-        """At the first batch: what the end of the run needs (the sanity check's classes)."""
+        """At the first batch: the target against the head (a class id of a single-logit
+        head), and what the end of the run needs (the sanity check's classes)."""
+        if out.logits is not None and out.logits.dim() == 2:
+            why = self._choice.refusal(int(out.logits.shape[1]))
+            if why is not None:
+                raise MisconfigurationException(f"CAMWriter: {why}.")
         if self.sanity_samples and self.target == "predicted" and out.logits is None:
             raise MisconfigurationException(
                 f"sanity_samples={self.sanity_samples} needs the class logits of the module's "
@@ -946,7 +970,12 @@ class CAMWriter(PredictionWriterBase):
         shape = "x".join(str(int(d)) for d in parts["image"].shape[1:])
         first = next((a for k, a in stored.items() if k.startswith("cam/")), None)
         map_shape = "x".join(str(int(d)) for d in first.shape[1:]) if first is not None else ""
-        logits = out.logits.float() if out.logits is not None else None
+        per_class = self._choice.per_class
+        logits = out.logits.float() if out.logits is not None and per_class else None
+        values = (
+            None if per_class or out.scores is None
+            else self._choice.explained_value(out.scores).cpu().tolist()
+        )
         probs = (
             class_probabilities(logits).cpu() if logits is not None and logits.dim() == 2 else None
         )
@@ -966,6 +995,10 @@ class CAMWriter(PredictionWriterBase):
             known = explained is not None and not (bad and self.target == "predicted")
             row["explained_class"] = int(explained[i]) if known else None  # type: ignore[index]
             row["score"] = None if scores is None else math.nan if bad else float(scores[i])
+            row["target"] = str(self._choice.spec)
+            row["target_value"] = (
+                None if values is None else math.nan if bad else float(values[i])
+            )
             row["predicted_class"] = int(pred.indices[i]) if pred is not None and not bad else None
             row["predicted_prob"] = float(pred.values[i]) if pred is not None and not bad else None
             for k, v in cols.items():

@@ -48,6 +48,7 @@ from torch import nn
 from lightning_cam.engine.cam import explain
 from lightning_cam.engine.layers import get_layer
 from lightning_cam.engine.layouts import ReshapeTransform, check_reshape_transform
+from lightning_cam.engine.target_spec import SpecScore, TargetChoice, parse_target_spec
 from lightning_cam.engine.targets import class_probabilities
 from lightning_cam.errors import one_line
 from lightning_cam.methods import DEFAULT_METHODS, METHODS, method_name
@@ -124,10 +125,11 @@ class ClassifierExplanation:
         source: The image file, or ``None`` for an in-memory image.
         network: Network name used in file names.
         layer: Dotted name of the explained layer.
-        class_id: The explained class.
+        class_id: The explained class (``None`` for a ``binary`` / ``regression`` target).
         class_name: Its name when known, else ``None``.
         score: The class's logit (the differentiated score).
-        probability: Its softmax probability.
+        probability: Its softmax probability (``None`` for a ``binary`` / ``regression``
+            target).
         original: The image, ``(H, W, 3)`` uint8 RGB.
         maps: ``maps[method]``: the method's map ``(H, W)`` float32 in [0, 1], for every
             computed method (canonical names of :data:`lightning_cam.methods.METHODS`), in order.
@@ -135,6 +137,9 @@ class ClassifierExplanation:
         guided_gradcam: Guided Grad-CAM ``(H, W, 3)`` float32: ``guided_backprop`` times the
             Grad-CAM map.
         files: Written files by output key (:func:`output_keys`), empty when nothing was written.
+        target: The target spec explained (:mod:`lightning_cam.engine.target_spec`).
+        value: What a ``binary`` / ``regression`` target's score means: ``sigmoid(z)``, the
+            positive class's probability, or the output's value; ``None`` for class targets.
 
     ``gradcam`` and ``gradcam_pp`` are ``maps["gradcam"]`` and ``maps["gradcam++"]``.
     """
@@ -143,15 +148,17 @@ class ClassifierExplanation:
     source: str | None
     network: str
     layer: str
-    class_id: int
+    class_id: int | None
     class_name: str | None
     score: float
-    probability: float
+    probability: float | None
     original: np.ndarray
     maps: dict[str, np.ndarray]
     guided_backprop: np.ndarray
     guided_gradcam: np.ndarray
     files: dict[str, str] = field(default_factory=dict)
+    target: str | int = "pred"
+    value: float | None = None
 
     @property
     def methods(self) -> list[str]:
@@ -201,21 +208,26 @@ class ClassifierExplanation:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (no arrays): image, network, layer, class, score, the files by
-        output key, and ``methods``: each method's files (``{"heatmap": ..., "cam": ...}``)."""
+        """JSON-ready summary (no arrays): image, network, layer, class, score (for a
+        ``binary`` / ``regression`` target: the spec, the score and its ``value`` instead of
+        the class), the files by output key, and ``methods``: each method's files
+        (``{"heatmap": ..., "cam": ...}``)."""
         by_method = {}
         for method in self.maps:
             keys = dict(zip(("heatmap", "cam"), picture_keys(method), strict=True))
             by_method[method] = {k: self.files[v] for k, v in keys.items() if v in self.files}
+        explained: dict[str, Any] = (
+            {"class_id": self.class_id, "class_name": self.class_name, "score": self.score,
+             "probability": self.probability}
+            if self.class_id is not None
+            else {"target": self.target, "score": self.score, "value": self.value}
+        )
         return {
             "image": self.source if self.source is not None else self.image,
             "name": self.image,
             "network": self.network,
             "layer": self.layer,
-            "class_id": self.class_id,
-            "class_name": self.class_name,
-            "score": self.score,
-            "probability": self.probability,
+            **explained,
             "size": [int(self.original.shape[0]), int(self.original.shape[1])],
             "files": dict(self.files),
             "methods": by_method,
@@ -270,6 +282,23 @@ def _check_methods(methods: str | Sequence[str]) -> list[str]:
     return names
 
 
+def _check_target(target: str | int | None, class_id: int | None) -> TargetChoice:
+    """The target of ``target`` and ``class_id`` (its alias): they must agree when both are
+    given; ``label`` / ``labels`` are refused (image files carry no labels)."""
+    choice = parse_target_spec(target)
+    if class_id is not None:  # checked by _check_class_id (type, range)
+        if target is not None and choice.spec != class_id:
+            raise ValueError(f"class_id={class_id!r} and target={target!r} disagree: give one")
+        choice = TargetChoice("class", class_id=class_id)
+    if choice.kind in ("label", "labels"):
+        raise ValueError(
+            f"target={choice.spec!r} needs labels, which image files do not carry: use 'pred', "
+            "a class id, 'binary' or 'regression:<index>' (labels: lightning-cam explain --data "
+            "on class folders; multi-label heads: lightning_cam.explain_multilabel)"
+        )
+    return choice
+
+
 def _positive_int(value: Any, what: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
@@ -285,7 +314,8 @@ class ClassifierExplainer:
         model_or_name: A network name for :func:`lightning_cam.zoo.build_classifier` (seed
             network, alias, torchvision classifier), or a model ``(B, 3, H, W) -> logits``.
         layer: Dotted layer name; ``None`` for the engine's default (last spatial feature map).
-        class_id: Class to explain for every image; ``None`` for each image's predicted class.
+        class_id: Class to explain for every image; ``None`` for each image's predicted class
+            (the same as ``target=class_id``).
         weight_path: Weight file for a named network (``None``: torchvision's DEFAULT weights).
         image_size: Square input side for the model; ``None``: the network's own (299 for
             Inception v3, else 224; a lightning-cam checkpoint's training size), 224 for a
@@ -305,6 +335,10 @@ class ClassifierExplainer:
             (default: recognised from the model, ambiguous layouts refused), ``"tokens"``,
             ``"channels_last"``, ``"channels_first"``, or a callable ``output -> (B, C, h, w)``;
             see :mod:`lightning_cam.engine.layouts`.
+        target: A target spec (:mod:`lightning_cam.engine.target_spec`): ``"pred"`` (the
+            default), a class id, ``"binary"`` / ``"binary:negative"`` (a single-logit head) or
+            ``"regression:<index>[:increase|decrease]"``; ``"label"`` and ``"labels"`` need
+            labels the images do not have.
 
     Raises:
         ValueError: Unknown layer (with close names) or method (with the known ones), class id
@@ -328,8 +362,10 @@ class ClassifierExplainer:
         num_classes: int | None = None,
         methods: str | Sequence[str] = DEFAULT_METHODS,
         reshape_transform: ReshapeTransform = "auto",
+        target: str | int | None = None,
     ) -> None:
         self.methods = _check_methods(methods)
+        self.target = _check_target(target, class_id)
         self.reshape_transform = check_reshape_transform(reshape_transform)
         if isinstance(model_or_name, nn.Module):
             self._borrow_model(model_or_name, device, weight_path, network)
@@ -349,7 +385,9 @@ class ClassifierExplainer:
         self._set_preprocessing(image_size, mean, std)
         num = self.meta.num_classes or None
         self.categories: list[str] | None = self._check_class_names(class_names, num)
-        self.class_id = self._check_class_id(class_id, num)
+        self.class_id = self._check_class_id(
+            self.target.class_id if self.target.kind == "class" else None, num
+        )
         if layer is not None:
             get_layer(self.model, layer)  # ValueError with the closest names
         self.layer = layer
@@ -572,7 +610,7 @@ class ClassifierExplainer:
             x,
             layer=self.layer,
             methods=computed,
-            target=self.class_id,
+            target=self.class_id if self.target.per_class else SpecScore(self.target),
             guided_backprop=True,
             upsample=False,
             reshape_transform=self.reshape_transform,
@@ -580,11 +618,20 @@ class ClassifierExplainer:
         layer = out.layers[0]
         if self.layer is None:
             self.layer = layer  # the default, found once: no probe pass for later batches
-        assert out.guided is not None and out.class_ids is not None and out.scores is not None
-        probs = (
-            class_probabilities(out.logits).gather(1, out.class_ids[:, None]).squeeze(1)
-            if out.logits is not None else torch.full_like(out.scores, float("nan"))
-        )
+        assert out.guided is not None and out.scores is not None
+        if out.logits is not None and out.logits.dim() == 2:
+            why = self.target.refusal(int(out.logits.shape[1]))  # a class id of a (B, 1) head
+            if why is not None:
+                raise ValueError(why)
+        if not self.target.per_class:
+            values = self.target.explained_value(out.scores)
+            probs = torch.full_like(out.scores, float("nan"))
+        else:
+            assert out.class_ids is not None
+            probs = (
+                class_probabilities(out.logits).gather(1, out.class_ids[:, None]).squeeze(1)
+                if out.logits is not None else torch.full_like(out.scores, float("nan"))
+            )
         results = []
         for i, (src, image) in enumerate(loaded):
             size = image.shape[:2]
@@ -594,7 +641,7 @@ class ClassifierExplainer:
             }
             cam = maps["gradcam"]
             gb = _resize(out.guided[i], size)
-            cid = int(out.class_ids[i])
+            cid = int(out.class_ids[i]) if out.class_ids is not None else None
             results.append(
                 ClassifierExplanation(
                     image=src.name,
@@ -602,9 +649,11 @@ class ClassifierExplainer:
                     network=self.network,
                     layer=layer,
                     class_id=cid,
-                    class_name=self.class_name(cid),
+                    class_name=self.class_name(cid) if cid is not None else None,
                     score=float(out.scores[i]),
-                    probability=float(probs[i]),
+                    probability=float(probs[i]) if cid is not None else None,
+                    target=self.target.spec,
+                    value=None if cid is not None else float(values[i]),
                     original=image,
                     maps={m: maps[m].numpy() for m in self.methods},
                     guided_backprop=gb.permute(1, 2, 0).contiguous().numpy(),
@@ -663,6 +712,7 @@ def explain_classifier(
     errors: Literal["raise", "report"] = "raise",
     methods: str | Sequence[str] = DEFAULT_METHODS,
     reshape_transform: ReshapeTransform = "auto",
+    target: str | int | None = None,
 ) -> list[ClassifierExplanation | ImageFailure]:
     """Explain a classifier on images: CAM maps (default: Grad-CAM and Grad-CAM++), guided
     backprop, guided Grad-CAM.
@@ -676,6 +726,8 @@ def explain_classifier(
         images: Files, folders, globs, arrays/tensors, or a list / ``{name: image}`` of them.
         layer: Dotted layer name (``None``: the default layer).
         class_id: Class to explain (``None``: each image's predicted class).
+        target: A target spec instead (``"binary"``, ``"regression:1:decrease"``, ...; see
+            :class:`ClassifierExplainer`).
         weight_path: Weights for a named network (``None``: torchvision's DEFAULT weights).
         image_size: Model input side (``None``: the network's own).
         batch_size: Images per forward pass.
@@ -720,6 +772,7 @@ def explain_classifier(
         std=std,
         methods=methods,
         reshape_transform=reshape_transform,
+        target=target,
     )
     return explainer.explain(images, batch_size=batch_size, output_dir=output_dir, errors=errors)
 
