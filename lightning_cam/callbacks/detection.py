@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from lightning_cam._compat import MisconfigurationException
+from lightning_cam.callbacks.options import check_no_target
 from lightning_cam.callbacks.task import CallbackView, TaskStrategy
 from lightning_cam.tools import viz
 
@@ -390,6 +391,7 @@ class DetectionTask(TaskStrategy):
 
     def setup(self, trainer: Any, pl_module: Any) -> None:
         self.detector, self.backend = self._find(pl_module)
+        check_no_target(self.options.target, "detector", "each detection's own score")
         self.prefix = detector_prefix(pl_module, self.detector)
         self.processor = detector_processor(self.detector, self.backend, pl_module)
         check_detector(

@@ -251,6 +251,18 @@ def check_target(target: Any, multilabel: bool = True) -> str | int:
     return choice.spec
 
 
+def check_no_target(target: Any, task: str, explained: str) -> None:
+    """Refuse a ``target`` other than the default ``"pred"`` on a task that chooses its own
+    scores (detection, segmentation): silently ignoring it would log maps of another target
+    than the one asked for."""
+    if target != "pred":
+        raise misconf(
+            "target", target,
+            f"'pred' (the default) for a {task}: it explains {explained}, and target= picks a "
+            "classifier's class, label(s) or output",
+        )  # fmt: skip
+
+
 def check_target_metrics(target: Any, metrics: Sequence[str]) -> None:
     """With ``target="labels"`` (a multi-label head), refuse the model metrics that read softmax
     probabilities: they would score a label against the other labels, not its sigmoid; with a

@@ -54,7 +54,7 @@ import torch
 
 from lightning_cam._compat import MisconfigurationException
 from lightning_cam.callbacks import render
-from lightning_cam.callbacks.options import misconf
+from lightning_cam.callbacks.options import check_no_target, misconf
 from lightning_cam.callbacks.task import TaskStrategy
 from lightning_cam.engine import Explanation, borrowed
 from lightning_cam.engine.layers import default_layer
@@ -108,6 +108,8 @@ class SegmentationTask(TaskStrategy):
         """Refuse unknown layer names and the methods that explain classes only."""
         from lightning_cam.methods import METHODS
 
+        check_no_target(self.options.target, "segmentation model",
+                        "each probe's predicted classes over their predicted masks")
         self.check_layer_names(pl_module)
         refused = [m for m in self.options.methods if METHODS[m].needs_class_target]
         if refused:

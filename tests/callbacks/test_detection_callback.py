@@ -272,3 +272,19 @@ def test_detector_whose_image_mean_is_not_one_per_channel_is_explained_after_fit
     assert len(result) == 2 and all(r.map("gradcam", r.layers[0]).shape[-2:] == (64, 64)
                                     for r in result if len(r))
 
+
+
+@pytest.mark.parametrize("target", ["label", 2, "binary"])
+def test_a_classifier_target_is_refused_at_setup_for_a_detector(target):
+    """Detections explain their own scores: a target= would be silently ignored, so it is
+    refused before any batch."""
+    from lightning_cam import CAMCallback
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[CAMCallback(target=target)])
+    module = _CountingColourModule()
+    with pytest.raises(MisconfigurationException,
+                       match=r"'pred' \(the default\) for a detector: it explains each "
+                             "detection's own score"):
+        trainer.validate(module, dataloaders=_loader(2))
+    assert module.steps == 0

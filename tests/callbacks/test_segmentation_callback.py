@@ -270,6 +270,8 @@ class UnusedLayer(ShapesSegmenter):
         ({"layer": "backbone", "methods": ["gradcam", "scorecam"]},
          r"methods=\['gradcam', 'scorecam'\].*'scorecam' explain classes only"),
         ({"layer": "backbon"}, r"layer='backbon' is not a module.*Closest names: backbone"),
+        ({"layer": "backbone", "target": "label"},
+         r"target='label' is invalid.*'pred' \(the default\) for a segmentation model"),
     ],
 )
 def test_explanations_that_cannot_work_are_refused_at_step_0(
