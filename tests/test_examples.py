@@ -67,3 +67,15 @@ def test_explain_checkpoint(tmp_path: Any) -> None:
     for path in written:
         img = cv2.imread(path)
         assert img is not None and img.size > 0
+
+
+def test_detectors_side_by_side(tmp_path: Any) -> None:
+    """The README's detector picture: three detectors trained (a few steps here), each
+    detection's map in a column per detector."""
+    example = _load("detectors_side_by_side")
+    out = example.main(["--steps", "2", "2", "2", "--images", "0", "--cache", str(tmp_path),
+                        "--out", str(tmp_path / "sbs.png")])
+    picture = cv2.imread(str(out))
+    assert picture is not None and picture.shape[1] > 3 * 160
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == [
+        "detr-2.pt", "faster_rcnn-2.pt", "yolo-2.pt"]
