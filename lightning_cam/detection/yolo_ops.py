@@ -66,11 +66,26 @@ class Letterbox:
     def maps_to_original(self, canvas_maps: torch.Tensor) -> torch.Tensor:
         """``(K, H', W')`` canvas maps -> ``(K, H, W)`` of the image, ReLU'd, in ``[0, 1]``:
         the padding cropped away, the rest resized to the image."""
+        return self._to_image(canvas_maps, own=False)
+
+    def layer_maps_to_original(self, raw: torch.Tensor) -> torch.Tensor:
+        """``(K, h, w)`` layer-resolution maps -> ``(K, H, W)`` of the image: the same maps as
+        ``maps_to_original(canvas_maps(raw))``, with one full-size copy fewer (one batched
+        resize to the canvas, the crop, at most one more resize, ReLU in place)."""
+        if raw.shape[0] == 0:
+            return raw.new_zeros((0, *self.size), dtype=torch.float32)
+        canvas = self.canvas_maps(raw)
+        return self._to_image(canvas, own=canvas is not raw)
+
+    def _to_image(self, canvas_maps: torch.Tensor, own: bool) -> torch.Tensor:
+        """Crop, resize, ReLU, min-max; ``own``: ``canvas_maps`` may be written to."""
         if canvas_maps.shape[0] == 0:
             return canvas_maps.new_zeros((0, *self.size), dtype=torch.float32)
         top, left = self.pad
         crop = canvas_maps[:, top : top + self.resized[0], left : left + self.resized[1]]
-        return normalize_maps(upsample(crop.float(), self.size).clamp_min(0))
+        maps = upsample(crop.float(), self.size)
+        maps = maps.clamp_min_(0) if own or maps is not crop else maps.clamp_min(0)
+        return normalize_maps(maps)
 
 
 def letterbox(
@@ -119,7 +134,7 @@ class NMSResult:
 
 
 def nms_with_anchors(
-    pred: torch.Tensor, score_threshold: float, iou_threshold: float
+    pred: torch.Tensor, score_threshold: float, iou_threshold: float, max_det: int | None = None
 ) -> NMSResult:
     """ultralytics' NMS on one image's raw predictions, keeping the anchor of each detection.
 
@@ -132,12 +147,27 @@ def nms_with_anchors(
         pred: ``(4 + nc, A)`` xywh boxes then class scores (the Detect head's eval output).
         score_threshold: Least score of a candidate.
         iou_threshold: IoU above which a lower-scoring box of the same class is dropped.
+        max_det: Only the ``max_det`` best detections are wanted: NMS runs on the best
+            candidates only, as many as it takes to keep ``max_det`` (greedy NMS decides each
+            box from the higher-scoring ones alone, so the detections kept among the best ``n``
+            candidates are the first of all those kept). ``None``: all candidates.
     """
     from torchvision.ops import batched_nms
 
     pred = pred.detach()
     conf, labels = pred[4:].max(0)
     cand = torch.nonzero(conf >= score_threshold).flatten()
+    if max_det is not None and 0 < max_det and 4 * max_det < cand.numel():
+        cand = cand[torch.argsort(conf[cand], descending=True, stable=True)]
+        ranked, n = conf[cand], 4 * max_det
+        while True:
+            n = int((ranked >= ranked[n - 1]).sum())  # never cut between equal scores
+            top = cand[:n].sort().values  # in anchor order, as in the whole NMS
+            boxes = xywh2xyxy(pred[:4, top].T.float())
+            keep = batched_nms(boxes, conf[top].float(), labels[top], iou_threshold)
+            if keep.numel() >= max_det or n == cand.numel():
+                return NMSResult(top[keep], labels[top][keep], conf[top][keep], boxes[keep])
+            n = min(4 * n, int(cand.numel()))
     boxes = xywh2xyxy(pred[:4, cand].T.float())
     keep = batched_nms(boxes, conf[cand].float(), labels[cand], iou_threshold)
     return NMSResult(cand[keep], labels[cand][keep], conf[cand][keep], boxes[keep])

@@ -41,13 +41,19 @@ def normalize_maps(cam: torch.Tensor) -> torch.Tensor:
     non-finite value (NaN / inf, e.g. from NaN logits of a perturbation forward) becomes all
     NaN: it is not an explanation, and must never read as a blank one.
     """
-    flat = cam.flatten(1)
-    lo = flat.min(dim=1, keepdim=True).values
-    hi = flat.max(dim=1, keepdim=True).values
+    flat = (cam if cam.is_floating_point() else cam.float()).flatten(1)
+    # amin / amax propagate NaN, and an inf is an extreme: a row is non-finite iff they are
+    lo = flat.amin(dim=1, keepdim=True)
+    hi = flat.amax(dim=1, keepdim=True)
     rng = hi - lo
-    out = torch.where(rng > 0, (flat - lo) / torch.where(rng > 0, rng, torch.ones_like(rng)), 0.0)
-    bad = ~torch.isfinite(flat).all(dim=1, keepdim=True)
-    out = torch.where(bad, torch.full_like(out, float("nan")), out)
+    spread = rng > 0
+    out = flat - lo  # the one full-size allocation; the rest in place
+    out.div_(torch.where(spread, rng, torch.ones_like(rng)))
+    if not bool(spread.all()):
+        out.masked_fill_(~spread, 0.0)
+    bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
+    if bool(bad.any()):
+        out.masked_fill_(bad, float("nan"))
     return out.view_as(cam)
 
 
