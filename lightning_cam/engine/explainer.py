@@ -1006,8 +1006,10 @@ class Explainer:
             pairs = [next(it) for _ in fwd.capture.activations[n]]
             if all(g is None for g, _ in pairs):
                 unused.append(n)
+            # a call no score depends on: zero gradients (batched: one zero, expanded)
             out[n] = [
-                (a.new_zeros((scores.shape[0], *a.shape)) if batched else torch.zeros_like(a))
+                (a.new_zeros(()).expand(scores.shape[0], *a.shape) if batched
+                 else torch.zeros_like(a))
                 if g is None
                 else g.float()
                 for g, a in pairs

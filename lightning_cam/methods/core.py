@@ -34,20 +34,25 @@ def spatial_dims(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(range(2, t.dim()))
 
 
-def normalize_maps(cam: torch.Tensor) -> torch.Tensor:
+def normalize_maps(cam: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Min-max normalise each map of ``(B, *spatial)`` to [0, 1].
 
     A constant map (all zero after the ReLU, say) becomes all zero, never NaN. A map with a
     non-finite value (NaN / inf, e.g. from NaN logits of a perturbation forward) becomes all
     NaN: it is not an explanation, and must never read as a blank one.
+
+    ``inplace``: write the result into ``cam`` (a contiguous floating-point tensor the caller
+    owns) and return it, instead of a new tensor.
     """
+    if inplace and not (cam.is_floating_point() and cam.is_contiguous()):
+        raise ValueError("normalize_maps(inplace=True) needs a contiguous floating-point tensor")
     flat = (cam if cam.is_floating_point() else cam.float()).flatten(1)
     # amin / amax propagate NaN, and an inf is an extreme: a row is non-finite iff they are
     lo = flat.amin(dim=1, keepdim=True)
     hi = flat.amax(dim=1, keepdim=True)
     rng = hi - lo
     spread = rng > 0
-    out = flat - lo  # the one full-size allocation; the rest in place
+    out = flat.sub_(lo) if inplace else flat - lo  # the one full-size allocation, if any
     out.div_(torch.where(spread, rng, torch.ones_like(rng)))
     if not bool(spread.all()):
         out.masked_fill_(~spread, 0.0)
