@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import os
 import statistics
 import sys
@@ -132,15 +133,23 @@ def measure(
 ) -> dict[str, tuple[float, float]]:
     """(median, min) seconds per case, the cases interleaved each round; each timed call right
     after an untimed one of its own case, so that each is timed in its own steady state
-    (caches, allocator), not in the one the case before it left."""
+    (caches, allocator), not in the one the case before it left; garbage collected before and
+    not during a timed call, as ``timeit`` does (garbage another case left is not collected
+    inside this one's timing)."""
     times: dict[str, list[float]] = {n: [] for n in cases}
     for r in range(warmup + reps):
         for name, fn in cases.items():
             fn()
-            t = time.perf_counter()
-            fn()
+            gc.collect()
+            gc.disable()
+            try:
+                t = time.perf_counter()
+                fn()
+                elapsed = time.perf_counter() - t
+            finally:
+                gc.enable()
             if r >= warmup:
-                times[name].append(time.perf_counter() - t)
+                times[name].append(elapsed)
     return {n: (statistics.median(v), min(v)) for n, v in times.items()}
 
 
