@@ -2,7 +2,7 @@
 pytorch-grad-cam's EigenCAM, side by side in one run.
 
 Cases (one image, the same letterboxed input, ``K`` detections; medians of ``--reps`` rounds,
-the cases interleaved in every round):
+the cases interleaved in every round, each timed call right after an untimed one of the same case):
 
 * **no-grad forward**: ``with torch.no_grad(): model(x)``: the floor, nothing cheaper gives the
   detections;
@@ -15,7 +15,8 @@ the cases interleaved in every round):
   gradients: ``K`` backwards (and parameter gradients written);
 * **pytorch-grad-cam EigenCAM**: ``EigenCAM(model, target_layers=<the three neck layers>)`` on
   a wrapper returning the raw predictions (EigenCAM needs no backward, and gives one map for the
-  image, not one per detection).
+  image, not one per detection); made per call in a ``with`` block, so that its hooks are not
+  left on the model during the other cases.
 
 Run (from the repository root; ``--threads 1`` on a shared machine)::
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import os
 import statistics
 import sys
@@ -111,26 +113,54 @@ def eigencam_case(model: Any, x: torch.Tensor) -> Callable[[], Any] | str:
             return self.model(inp)[0]
 
     wrapper = Raw().eval()
-    cam = EigenCAM(wrapper, target_layers=[get_layer(model, n) for n in yolo_neck_layers(model)])
+    layers = [get_layer(model, n) for n in yolo_neck_layers(model)]
+
+    def run() -> Any:
+        # its hooks live for the call only: a CAM object kept alive leaves them on the model,
+        # storing every later forward's activations (the other cases' too) until its next call
+        with EigenCAM(wrapper, target_layers=layers) as cam:
+            return cam(x, targets=None)
+
     try:
-        cam(x, targets=None)
+        run()
     except Exception as err:  # noqa: BLE001 - a peer's failure is reported, not raised
         return f"fails: {type(err).__name__}: {err}"
-    return lambda: cam(x, targets=None)
+    return run
 
 
 def measure(
     cases: dict[str, Callable[[], Any]], reps: int, warmup: int
 ) -> dict[str, tuple[float, float]]:
-    """(median, min) seconds per case, the cases interleaved each round."""
+    """(median, min) seconds per case, the cases interleaved each round; each timed call right
+    after an untimed one of its own case, so that each is timed in its own steady state
+    (caches, allocator), not in the one the case before it left; garbage collected before and
+    not during a timed call, as ``timeit`` does (garbage another case left is not collected
+    inside this one's timing)."""
     times: dict[str, list[float]] = {n: [] for n in cases}
     for r in range(warmup + reps):
         for name, fn in cases.items():
-            t = time.perf_counter()
             fn()
+            gc.collect()
+            gc.disable()
+            try:
+                t = time.perf_counter()
+                fn()
+                elapsed = time.perf_counter() - t
+            finally:
+                gc.enable()
             if r >= warmup:
-                times[name].append(time.perf_counter() - t)
+                times[name].append(elapsed)
     return {n: (statistics.median(v), min(v)) for n, v in times.items()}
+
+
+def _limit_blas_threads(threads: int) -> None:
+    """numpy's BLAS (EigenCAM's SVD) to ``threads`` too: OpenBLAS's own threads otherwise
+    spin after each SVD, on the cores the next case (the no-grad forward) runs on."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    _limit_blas_threads(args.threads)
     model = build(args.cfg, args.seed)
     g = torch.Generator().manual_seed(args.seed)
     h, w = args.imgsz * 3 // 4, args.imgsz

@@ -373,7 +373,7 @@ class YOLOExplainer(DetectionExplainerBase):
     def _select(self, output: Any) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """NMS on the raw output; ``(nms, keep, y, logits)``."""
         y, logits = _raw_predictions(output, self.head)
-        det = nms_with_anchors(y[0], self.score_threshold, self.iou_threshold)
+        det = nms_with_anchors(y[0], self.score_threshold, self.iou_threshold, self.top_k)
         return det, select_detections(det.scores, self.score_threshold, self.top_k), y, logits
 
     def detect(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -476,7 +476,7 @@ class YOLOExplainer(DetectionExplainerBase):
         k = int(keep.numel())
         for m in self.methods:
             result.maps[m] = {
-                n: box.maps_to_original(box.canvas_maps(cams[m][n])).cpu() if k
+                n: box.layer_maps_to_original(cams[m][n]).cpu() if k
                 else torch.zeros((0, *box.size))
                 for n in self.layers
             }

@@ -103,6 +103,19 @@ def anchor_positions(
     return level, local // widths, local % widths
 
 
+def _window_index(
+    shape: tuple[int, int, int], size: tuple[int, int], corners: Sequence[tuple[int, int]]
+) -> torch.Tensor:
+    """Flat indices ``(n, C, hh, ww)`` into a ``(C, H, W)`` map of the ``hh x ww`` windows whose
+    top-left corners are ``corners``."""
+    c, h, w = shape
+    hh, ww = size
+    base = (torch.arange(c)[:, None, None] * (h * w) + torch.arange(hh)[None, :, None] * w
+            + torch.arange(ww)[None, None, :])
+    start = torch.tensor([i0 * w + j0 for i0, j0 in corners], dtype=torch.long)
+    return base[None] + start[:, None, None, None]
+
+
 def head_scores(
     branches: Sequence[nn.Module], radii: Sequence[int | None], feats: Sequence[torch.Tensor],
     anchors: torch.Tensor, labels: torch.Tensor,
@@ -117,41 +130,58 @@ def head_scores(
     backward of their sum gives each its own gradient); the score is returned as
     ``s_k + <G_k, w_k - w_k.detach()>`` (``w_k`` the window of ``feats``): the value ``s_k``
     exactly, the gradient ``G_k`` exactly, and the engine's batched backward over ``K`` scores
-    runs through ``K`` dot products only, not ``K`` times through the branch.
+    runs through ``K`` dot products only, not ``K`` times through the branch. The windows of a
+    level are read from it by one gather (:func:`torch.take`), whose backward writes each
+    score's gradient of that level in one scatter.
     """
     shapes = [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
     level, rows, cols = anchor_positions(anchors, shapes)
     # windows of one level and size go through the branch as one batch
-    groups: dict[tuple[int, int, int], list[tuple[int, torch.Tensor, int, int, int]]] = {}
+    groups: dict[tuple[int, int, int], list[tuple[int, int, int, int, int, int]]] = {}
     for k in range(int(anchors.numel())):
         lv, i, j = int(level[k]), int(rows[k]), int(cols[k])
         h, w = shapes[lv]
         r = max(h, w) if radii[lv] is None else int(radii[lv])  # type: ignore[arg-type]
         i0, j0 = max(0, i - r), max(0, j - r)
-        window = feats[lv][0, :, i0 : min(h, i + r + 1), j0 : min(w, j + r + 1)]
-        key = (lv, int(window.shape[-2]), int(window.shape[-1]))
-        groups.setdefault(key, []).append((k, window, i - i0, j - j0, int(labels[k])))
+        key = (lv, min(h, i + r + 1) - i0, min(w, j + r + 1) - j0)
+        groups.setdefault(key, []).append((k, i0, j0, i - i0, j - j0, int(labels[k])))
     if not groups:
         return feats[0].new_zeros((0,))
     order: list[int] = []
-    windows: list[torch.Tensor] = []
+    index: dict[tuple[int, int, int], torch.Tensor] = {}
     copies: list[torch.Tensor] = []
     values: list[torch.Tensor] = []
-    for (lv, _, _), members in groups.items():
-        stack = torch.stack([m[1] for m in members])
-        copy = stack.detach().requires_grad_(True)
+    for key, members in groups.items():
+        lv, hh, ww = key
+        f = feats[lv][0]
+        idx = _window_index(tuple(f.shape), (hh, ww), [(m[1], m[2]) for m in members])  # type: ignore[arg-type]
+        index[key] = idx.to(f.device)
+        copy = torch.take(f.detach(), index[key]).requires_grad_(True)
         out = branches[lv](copy)
-        rows_k = torch.arange(len(members), device=out.device)
-        cls = torch.tensor([m[4] for m in members], device=out.device)
-        ii = torch.tensor([m[2] for m in members], device=out.device)
-        jj = torch.tensor([m[3] for m in members], device=out.device)
-        values.append(out[rows_k, cls, ii, jj])
+        cls, ii, jj = (torch.tensor([m[n] for m in members], device=out.device)
+                       for n in (5, 3, 4))
+        values.append(out[torch.arange(len(members), device=out.device), cls, ii, jj])
         order += [m[0] for m in members]
-        windows.append(stack)
         copies.append(copy)
     scores = torch.sigmoid(torch.cat(values).float())
-    grads = torch.autograd.grad(scores.sum(), copies)
-    linear = torch.cat([(g * (w - w.detach())).flatten(1).sum(1) for g, w in
-                        zip(grads, windows, strict=True)])
+    grads = dict(zip(groups, torch.autograd.grad(scores.sum(), copies), strict=True))
+    linear = _linear_terms(feats, index, grads)
     back = torch.argsort(torch.tensor(order, device=scores.device))
     return (scores.detach() + linear.float())[back]
+
+
+def _linear_terms(
+    feats: Sequence[torch.Tensor], index: dict[tuple[int, int, int], torch.Tensor],
+    grads: dict[tuple[int, int, int], torch.Tensor],
+) -> torch.Tensor:
+    """``<G_k, w_k - w_k.detach()>`` of every window, in the groups' order: zero in value, the
+    window's gradient ``G_k`` w.r.t. ``feats``; one gather per level."""
+    parts: dict[tuple[int, int, int], torch.Tensor] = {}
+    for lv in sorted({key[0] for key in index}):
+        keys = [key for key in index if key[0] == lv]
+        windows = torch.take(feats[lv][0], torch.cat([index[key].flatten() for key in keys]))
+        prod = torch.cat([grads[key].flatten() for key in keys]) * (windows - windows.detach())
+        sizes = [index[key].numel() for key in keys]
+        for key, part in zip(keys, prod.split(sizes), strict=True):
+            parts[key] = part.view(index[key].shape[0], -1).sum(1)
+    return torch.cat([parts[key] for key in index])

@@ -66,11 +66,27 @@ class Letterbox:
     def maps_to_original(self, canvas_maps: torch.Tensor) -> torch.Tensor:
         """``(K, H', W')`` canvas maps -> ``(K, H, W)`` of the image, ReLU'd, in ``[0, 1]``:
         the padding cropped away, the rest resized to the image."""
+        return self._to_image(canvas_maps, own=False)
+
+    def layer_maps_to_original(self, raw: torch.Tensor) -> torch.Tensor:
+        """``(K, h, w)`` layer-resolution maps -> ``(K, H, W)`` of the image: the same maps as
+        ``maps_to_original(canvas_maps(raw))``, with fewer full-size copies (one batched resize
+        to the canvas, the crop, at most one more resize; ReLU and min-max in place)."""
+        if raw.shape[0] == 0:
+            return raw.new_zeros((0, *self.size), dtype=torch.float32)
+        canvas = self.canvas_maps(raw)
+        return self._to_image(canvas, own=canvas is not raw)
+
+    def _to_image(self, canvas_maps: torch.Tensor, own: bool) -> torch.Tensor:
+        """Crop, resize, ReLU, min-max; ``own``: ``canvas_maps`` may be written to."""
         if canvas_maps.shape[0] == 0:
             return canvas_maps.new_zeros((0, *self.size), dtype=torch.float32)
         top, left = self.pad
         crop = canvas_maps[:, top : top + self.resized[0], left : left + self.resized[1]]
-        return normalize_maps(upsample(crop.float(), self.size).clamp_min(0))
+        maps = upsample(crop.float(), self.size)
+        if maps is crop and not (own and crop.is_contiguous()):
+            return normalize_maps(maps.clamp_min(0))
+        return normalize_maps(maps.clamp_min_(0), inplace=True)
 
 
 def letterbox(
@@ -119,25 +135,51 @@ class NMSResult:
 
 
 def nms_with_anchors(
-    pred: torch.Tensor, score_threshold: float, iou_threshold: float
+    pred: torch.Tensor, score_threshold: float, iou_threshold: float, max_det: int | None = None
 ) -> NMSResult:
     """ultralytics' NMS on one image's raw predictions, keeping the anchor of each detection.
 
     As ``ultralytics.utils.nms.non_max_suppression`` with ``multi_label=False`` and
     ``agnostic=False``: each anchor proposes its best class with that class's score; anchors
     scoring at least ``score_threshold`` (ultralytics: strictly above) are suppressed per class
-    at ``iou_threshold``, highest scores first.
+    at ``iou_threshold``, highest scores first, equal scores in anchor order (as
+    ``torchvision.ops.nms`` orders them in ultralytics' call).
 
     Args:
         pred: ``(4 + nc, A)`` xywh boxes then class scores (the Detect head's eval output).
         score_threshold: Least score of a candidate.
         iou_threshold: IoU above which a lower-scoring box of the same class is dropped.
+        max_det: Only the ``max_det`` best detections are wanted: NMS runs on the best
+            candidates only, as many as it takes to keep ``max_det`` (greedy NMS decides each
+            box from the higher-scoring ones alone, so the detections kept among the best ``n``
+            candidates, never cut between equal scores, are the first of all those kept).
+            ``None``: all candidates.
     """
-    from torchvision.ops import batched_nms
-
     pred = pred.detach()
     conf, labels = pred[4:].max(0)
     cand = torch.nonzero(conf >= score_threshold).flatten()
+    if max_det is None or max_det <= 0 or cand.numel() <= 4 * max_det:
+        return _nms(pred, conf, labels, cand, iou_threshold)
+    ranked = conf[cand].sort(descending=True, stable=True).values
+    n = 4 * max_det
+    while True:
+        cut = ranked[n - 1]
+        top = cand[conf[cand] >= cut]  # anchor order, every score equal to the cut included
+        det = _nms(pred, conf, labels, top, iou_threshold)
+        if det.anchors.numel() >= max_det or top.numel() == cand.numel():
+            return det
+        n = min(4 * int(top.numel()), int(cand.numel()))
+
+
+def _nms(
+    pred: torch.Tensor, conf: torch.Tensor, labels: torch.Tensor, cand: torch.Tensor,
+    iou_threshold: float,
+) -> NMSResult:
+    """Class-aware NMS of the candidates ``cand`` (anchor indices, increasing); the kept ones
+    by decreasing score, equal scores in anchor order."""
+    from torchvision.ops import batched_nms
+
     boxes = xywh2xyxy(pred[:4, cand].T.float())
-    keep = batched_nms(boxes, conf[cand].float(), labels[cand], iou_threshold)
+    keep = batched_nms(boxes, conf[cand].float(), labels[cand], iou_threshold).sort().values
+    keep = keep[torch.argsort(conf[cand][keep], descending=True, stable=True)]
     return NMSResult(cand[keep], labels[cand][keep], conf[cand][keep], boxes[keep])

@@ -461,6 +461,25 @@ def _check_guided_reachable(model: nn.Module) -> None:
         )
 
 
+def _nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
+    """``(N,)``: whether row ``i`` of ``t`` ``(N, ...)`` holds a NaN or an inf.
+
+    One read of ``t``, no copy (an expanded tensor stays expanded): a row's sum is finite only
+    if every value is; the rows whose sum is not (a non-finite value, or finite values whose sum
+    overflows) are then checked value by value.
+    """
+    if t.dim() < 2:
+        return ~torch.isfinite(t)
+    if not t.is_floating_point():
+        return torch.zeros(t.shape[0], dtype=torch.bool, device=t.device)
+    wide = torch.float64 if t.dtype == torch.float64 else torch.float32
+    bad = ~torch.isfinite(t.sum(dim=tuple(range(1, t.dim())), dtype=wide))
+    if bool(bad.any()):
+        idx = torch.nonzero(bad).flatten()
+        bad[idx] = ~torch.isfinite(t[idx]).flatten(1).all(1)
+    return bad
+
+
 def _mark_nonfinite(
     result: Explanation,
     scores: torch.Tensor,
@@ -482,20 +501,16 @@ def _mark_nonfinite(
                 job.activations, job.gradients)
             for t in checked:
                 if t is not None:
-                    bad = bad | ~torch.isfinite(t).flatten(1).all(1).to(bad.device)
-    if gb is not None:
-        bad = bad | ~torch.isfinite(gb).flatten(1).all(1).to(bad.device)
-    for maps in result.cams.values():
-        for m in maps.values():
-            bad = bad | ~torch.isfinite(m).flatten(1).all(1).to(bad.device)
-    for m in result.fused.values():
-        bad = bad | ~torch.isfinite(m).flatten(1).all(1).to(bad.device)
+                    bad = bad | _nonfinite_rows(t).to(bad.device)
+    maps = [m for ms in result.cams.values() for m in ms.values()] + list(result.fused.values())
+    for t in ([gb] if gb is not None else []) + maps:
+        bad = bad | _nonfinite_rows(t).to(bad.device)
     result.nonfinite = bad.cpu()
     if not bool(bad.any()):
         return
     nan = float("nan")
-    for maps in (*result.cams.values(), *result.guided_cams.values(), result.fused):
-        for m in maps.values():
+    for maps_of in (*result.cams.values(), *result.guided_cams.values(), result.fused):
+        for m in maps_of.values():
             m[bad.to(m.device)] = nan
     if result.guided is not None:
         result.guided[bad.to(result.guided.device)] = nan
@@ -823,7 +838,7 @@ class Explainer:
                 per_image = torch.zeros(images.shape[0], dtype=torch.bool)
                 for acts in fwd.capture.activations.values():
                     for a in acts:
-                        per_image |= ~torch.isfinite(a.detach()).flatten(1).all(1).cpu()
+                        per_image |= _nonfinite_rows(a.detach()).cpu()
                 _mark_nonfinite(result, scores, jobs, gb, per_image[index])
             _warn_nonfinite(result.nonfinite, "scores")
             result.scores = scores.detach().float()
@@ -845,22 +860,24 @@ class Explainer:
         index: torch.Tensor,
     ) -> dict[str, list[LayerPass]]:
         """One layer pass per captured call: score ``k`` reads image ``index[k]``'s activations
-        and its own gradient ``g[k, index[k]]``."""
+        and its own gradient ``g[k, index[k]]``. Scores of one image (one image explained, or
+        all scores on the same one) read it without copies: its activations expanded, its
+        gradients a view."""
+        k = int(rows.numel())
+        one = int(index[0]) if k and bool((index == index[0]).all()) else None
         jobs: dict[str, list[LayerPass]] = {}
         for n, gs in grads.items():
             jobs[n] = []
             for a, g in zip(fwd.capture.activations[n], gs, strict=True):
                 dev = a.device
-                jobs[n].append(
-                    self._job(
-                        n,
-                        fwd.read(n, a.detach().float()[index.to(dev)]),
-                        fwd.read(n, None if g is None else g[rows.to(dev), index.to(dev)]),
-                        None,
-                        None,
-                        None,
-                    )
-                )
+                act = a.detach().float()
+                if one is not None:
+                    act = act[one : one + 1].expand(k, *act.shape[1:])
+                    grad = None if g is None else g[:, one]
+                else:
+                    act = act[index.to(dev)]
+                    grad = None if g is None else g[rows.to(dev), index.to(dev)]
+                jobs[n].append(self._job(n, fwd.read(n, act), fwd.read(n, grad), None, None, None))
         return jobs
 
     @contextmanager
@@ -993,8 +1010,10 @@ class Explainer:
             pairs = [next(it) for _ in fwd.capture.activations[n]]
             if all(g is None for g, _ in pairs):
                 unused.append(n)
+            # a call no score depends on: zero gradients (batched: one zero, expanded)
             out[n] = [
-                (a.new_zeros((scores.shape[0], *a.shape)) if batched else torch.zeros_like(a))
+                (a.new_zeros(()).expand(scores.shape[0], *a.shape) if batched
+                 else torch.zeros_like(a))
                 if g is None
                 else g.float()
                 for g, a in pairs

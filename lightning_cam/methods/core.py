@@ -34,20 +34,31 @@ def spatial_dims(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(range(2, t.dim()))
 
 
-def normalize_maps(cam: torch.Tensor) -> torch.Tensor:
+def normalize_maps(cam: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """Min-max normalise each map of ``(B, *spatial)`` to [0, 1].
 
     A constant map (all zero after the ReLU, say) becomes all zero, never NaN. A map with a
     non-finite value (NaN / inf, e.g. from NaN logits of a perturbation forward) becomes all
     NaN: it is not an explanation, and must never read as a blank one.
+
+    ``inplace``: write the result into ``cam`` (a contiguous floating-point tensor the caller
+    owns) and return it, instead of a new tensor.
     """
-    flat = cam.flatten(1)
-    lo = flat.min(dim=1, keepdim=True).values
-    hi = flat.max(dim=1, keepdim=True).values
+    if inplace and not (cam.is_floating_point() and cam.is_contiguous()):
+        raise ValueError("normalize_maps(inplace=True) needs a contiguous floating-point tensor")
+    flat = (cam if cam.is_floating_point() else cam.float()).flatten(1)
+    # amin / amax propagate NaN, and an inf is an extreme: a row is non-finite iff they are
+    lo = flat.amin(dim=1, keepdim=True)
+    hi = flat.amax(dim=1, keepdim=True)
     rng = hi - lo
-    out = torch.where(rng > 0, (flat - lo) / torch.where(rng > 0, rng, torch.ones_like(rng)), 0.0)
-    bad = ~torch.isfinite(flat).all(dim=1, keepdim=True)
-    out = torch.where(bad, torch.full_like(out, float("nan")), out)
+    spread = rng > 0
+    out = flat.sub_(lo) if inplace else flat - lo  # the one full-size allocation, if any
+    out.div_(torch.where(spread, rng, torch.ones_like(rng)))
+    if not bool(spread.all()):
+        out.masked_fill_(~spread, 0.0)
+    bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
+    if bool(bad.any()):
+        out.masked_fill_(bad, float("nan"))
     return out.view_as(cam)
 
 

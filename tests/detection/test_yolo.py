@@ -177,6 +177,33 @@ def test_detections_and_boxes_are_ultralytics_own_in_image_coordinates(v8):
     assert result.label_names()[0] == v8.names[int(labels[0])]
 
 
+def test_nms_on_the_best_candidates_keeps_what_the_whole_nms_and_ultralytics_keep():
+    # a random head with equal biases: many anchors share one score, the hard case for NMS
+    # on the best candidates only (never cut between equal scores; ties in anchor order)
+    from lightning_cam.detection.yolo_ops import nms_with_anchors
+
+    torch.manual_seed(0)
+    model = load_yolo("yolov8n.yaml", num_classes=3).eval()
+    x, _ = letterbox(_image(96, 128, seed=2), 128, 32)
+    with torch.no_grad():
+        y = model(x[None])[0]
+    assert torch.unique(y[0, 4:].max(0).values).numel() < y.shape[-1] // 2  # ties
+    for max_det in (1, 3, 10, 40):
+        whole = nms_with_anchors(y[0], 0.0, 0.7)
+        best = nms_with_anchors(y[0], 0.0, 0.7, max_det)
+        assert torch.equal(best.anchors[:max_det], whole.anchors[:max_det])
+        assert torch.equal(best.boxes[:max_det], whole.boxes[:max_det])
+        anchors, labels, scores, _ = _ultralytics_detections(model, x[None], 0.0, 0.7, max_det)
+        assert torch.equal(best.anchors[:max_det], anchors)
+        assert torch.equal(best.labels[:max_det].long(), labels)
+    g = torch.Generator().manual_seed(3)
+    pred = torch.cat([torch.rand(2, 500, generator=g) * 50, torch.rand(2, 500, generator=g) * 20,
+                      (torch.rand(3, 500, generator=g) * 4).round() / 4])  # 5 scores only
+    for max_det in (1, 7, 30):
+        whole, best = nms_with_anchors(pred, 0.2, 0.5), nms_with_anchors(pred, 0.2, 0.5, max_det)
+        assert torch.equal(best.anchors[:max_det], whole.anchors[:max_det])
+
+
 def _check_same_letterbox_as_ultralytics(box):
     import numpy as np
     from ultralytics.data.augment import LetterBox

@@ -301,6 +301,36 @@ def test_finite_calls_do_not_warn() -> None:
     assert not out.nonfinite.any()
 
 
+class HugeNet(nn.Module):
+    """A layer whose activations are finite but so large that their sum overflows float32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.big = nn.Identity()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.big(F.relu(self.conv(x)) * 1e37 + 1e37)
+        return self.fc((h * 1e-37).mean(dim=(2, 3)))
+
+
+def test_finite_values_whose_sum_overflows_are_not_non_finite() -> None:
+    # the finiteness check reads per-row sums first: an overflowing sum of finite values must
+    # fall back to the exact check, not mark the sample
+    torch.manual_seed(0)
+    model, x = HugeNet().eval(), _images(2)
+    assert not torch.isfinite(model.big(model.conv(x)).mul(1e37).add(1e37).sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = lc.Explainer(model, "big", methods=("gradcam",))(x, target=1)
+        scores, _ = lc.Explainer(model, "big", methods=("gradcam",)).explain_scores(
+            x[:1], lambda o: o[0, :3])
+    assert out.nonfinite.tolist() == [False, False]
+    assert scores.nonfinite.tolist() == [False, False, False]
+    assert torch.isfinite(out.cams["gradcam"]["big"]).all()
+
+
 # ---------------------------------------------------------------------------------------------
 # Layers
 # ---------------------------------------------------------------------------------------------

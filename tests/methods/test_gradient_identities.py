@@ -112,6 +112,25 @@ def test_normalize_all_zero_stays_zero() -> None:
     assert not torch.isnan(out).any()
 
 
+def test_normalize_in_place_is_the_same_maps() -> None:
+    torch.manual_seed(0)
+    cam = torch.randn(6, 5, 7)
+    cam[1] = 2.0  # constant: all zero
+    cam[2, 0, 0] = float("nan")
+    cam[3, 1, 1] = float("inf")
+    cam[4, 2, 2] = -float("inf")
+    expected = normalize_maps(cam.clone())
+    out = cam.clone()
+    assert normalize_maps(out, inplace=True).data_ptr() == out.data_ptr()
+    assert torch.equal(out.nan_to_num(-1.0), expected.nan_to_num(-1.0))
+    assert torch.isnan(out[2:5]).all() and (out[1] == 0).all()
+    assert out[0].min() == 0 and out[0].max() == 1
+    with pytest.raises(ValueError, match="contiguous floating-point"):
+        normalize_maps(torch.ones(2, 3, 3, dtype=torch.long), inplace=True)
+    with pytest.raises(ValueError, match="contiguous floating-point"):
+        normalize_maps(torch.rand(2, 4, 4)[:, :, :3], inplace=True)
+
+
 def test_all_zero_map_from_model_is_zero_not_nan() -> None:
     # Class 0 with a negative-only contribution: V = [-1, -1] on positive A -> ReLU kills all.
     model = LinearScoreNet()
