@@ -14,7 +14,7 @@ of the detection's query is the last column).
 Run (from the repository root; 10-30 minutes on a 2-core CPU; ``--cache`` keeps the trained
 models)::
 
-    python examples/detectors_side_by_side.py --out docs/detectors_side_by_side.png --cache /tmp/d
+    python examples/detectors_side_by_side.py --out docs/detectors_side_by_side.jpg --cache /tmp/d
 
 ``--steps`` sets the three trainings (the test suite runs it with a few steps). The DETR is
 left out by default: on this CPU it did not learn its classes in 3000 steps (AdamW 3e-4 or
@@ -179,7 +179,7 @@ def _cached(cache: Path | None, name: str, make: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="docs/detectors_side_by_side.png")
+    p.add_argument("--out", default="docs/detectors_side_by_side.jpg")
     p.add_argument("--steps", type=int, nargs=3, default=[500, 1500, 0],
                    metavar=("FRCNN", "YOLO", "DETR"),
                    help="training steps of each (DETR 0: left out, see the docstring)")
@@ -189,14 +189,18 @@ def main(argv: list[str] | None = None) -> Path:
     torch.set_flush_denormal(True)
     steps = dict(zip(("frcnn", "yolo", "detr"), args.steps, strict=True))
     pairs = explainers(steps, Path(args.cache) if args.cache else None)
-    val = data_module().dataset("val")
+    dm = data_module()
+    val, names = dm.dataset("val"), dm.class_names
     blocks = []
     for title, explainer in pairs:
         sheets = []
         for i in args.images:
-            image, _ = val[i]
-            sheets.append(render_detection(viz.to_uint8_image(image), explainer(image),
-                                           tile_size=160))
+            image, target = val[i]
+            sheet = render_detection(viz.to_uint8_image(image), explainer(image), tile_size=160)
+            truth = ", ".join(names[int(k)] for k in target["labels"])
+            strip = np.full((22, sheet.shape[1], 3), 255, np.uint8)
+            sheets.append(np.concatenate([viz.draw_label(strip, f"image {i}, true: {truth}"),
+                                          sheet]))
         blocks.append(_block(title, sheets))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
