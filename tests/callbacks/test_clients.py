@@ -22,7 +22,7 @@ from lightning_cam.engine.targets import BinaryTarget
 from tests.callbacks.helpers import BlobData, image_events, make_trainer, tb_dir
 
 
-class _Backbone(nn.Module):
+class Backbone(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
@@ -39,7 +39,7 @@ class BinaryClassifier(pl.LightningModule):
 
     def __init__(self) -> None:
         super().__init__()
-        self.backbone = _Backbone()
+        self.backbone = Backbone()
         self.fc = nn.Linear(8, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ class BinaryClassifier(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-class _BinaryBlobs(Dataset):
+class BinaryBlobs(Dataset):
     """``(image, float label (1,))``: 1.0 where the square is in the first quadrant."""
 
     def __init__(self, n: int, seed: int) -> None:
@@ -71,9 +71,9 @@ class _BinaryBlobs(Dataset):
         return img, torch.tensor([float(int(q) == 0)])
 
 
-def _binary_loaders() -> tuple[DataLoader, DataLoader]:
-    return (DataLoader(_BinaryBlobs(16, 0), batch_size=8),
-            DataLoader(_BinaryBlobs(8, 1), batch_size=8))
+def binary_loaders() -> tuple[DataLoader, DataLoader]:
+    return (DataLoader(BinaryBlobs(16, 0), batch_size=8),
+            DataLoader(BinaryBlobs(8, 1), batch_size=8))
 
 
 @pytest.mark.parametrize("target", ["pred", "label"])
@@ -81,7 +81,7 @@ def test_binary_head_with_float_labels(tmp_path: Any, target: str) -> None:
     cb = lc.GradCAMCallback(layer="backbone.features", target=target,
                             metrics=["pointing_game", "average_drop"], num_samples=4)
     model = BinaryClassifier()
-    make_trainer(tmp_path, [cb]).fit(model, *_binary_loaders())
+    make_trainer(tmp_path, [cb]).fit(model, *binary_loaders())
     assert "gradcam/backbone.features/overlay" in image_events(tb_dir(tmp_path))
     result, probes = cb.last_explanation, cb.probes
     assert result is not None and probes is not None
@@ -106,7 +106,7 @@ def test_binary_head_with_float_labels(tmp_path: Any, target: str) -> None:
 
 
 def test_binary_head_soft_labels_are_refused_before_training(tmp_path: Any) -> None:
-    class Soft(_BinaryBlobs):
+    class Soft(BinaryBlobs):
         def __getitem__(self, i: int) -> Any:
             img, y = super().__getitem__(i)
             return img, y * 0.9 + 0.05  # label smoothing: not class ids
@@ -122,7 +122,7 @@ class LogSoftmaxNet(pl.LightningModule):
 
     def __init__(self) -> None:
         super().__init__()
-        self.backbone = _Backbone()
+        self.backbone = Backbone()
         self.fc = nn.Linear(8, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,7 +180,7 @@ def test_sigmoid_head_captions_show_its_probability(tmp_path: Any) -> None:
     cb = lc.GradCAMCallback(layer="backbone.features", num_samples=4, metrics=["average_drop"])
     model = SigmoidClassifier()
     with pytest.warns(OutputWarning, match="sigmoid probabilities"):
-        make_trainer(tmp_path, [cb]).fit(model, *_binary_loaders())
+        make_trainer(tmp_path, [cb]).fit(model, *binary_loaders())
     result, probes = cb.last_explanation, cb.probes
     assert result is not None and probes is not None
     p = model.eval()(probes["image"]).detach()[:, 0]

@@ -20,39 +20,14 @@ from lightning_cam.engine.target_kinds import RegressionTarget
 from lightning_cam.engine.target_spec import SpecScore, parse_target_spec
 from lightning_cam.engine.targets import BinaryTarget
 from tests.callbacks.helpers import BlobData, image_events, make_trainer, tb_dir
-from tests.callbacks.test_clients import BinaryClassifier, SigmoidClassifier
+from tests.callbacks.test_clients import (
+    Backbone,
+    BinaryClassifier,
+    SigmoidClassifier,
+    binary_loaders,
+)
 
 LAYER = "backbone.features"
-
-
-class Backbone(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).mean(dim=(2, 3))
-
-
-class _BinaryBlobs(Dataset):
-    """``(image, float label (1,))`` as Lightning's fine-tuning example feeds BCE."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.data = BlobData(n, seed=seed, dict_batches=False)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int) -> Any:
-        img, q = self.data[i]
-        return img, torch.tensor([float(int(q) == 0)])
-
-
-def _binary_loaders() -> tuple[DataLoader, DataLoader]:
-    return (DataLoader(_BinaryBlobs(16, 0), batch_size=8),
-            DataLoader(_BinaryBlobs(8, 1), batch_size=8))
 
 
 class Regressor(pl.LightningModule):
@@ -99,7 +74,7 @@ def _regression_loaders() -> tuple[DataLoader, DataLoader]:
 def test_binary_spec_logs_pictures_with_the_spec_caption(tmp_path: Any, spec: str) -> None:
     cb = lc.GradCAMCallback(layer=LAYER, target=spec, num_samples=4, metrics=["pointing_game"])
     model = BinaryClassifier()
-    make_trainer(tmp_path, [cb]).fit(model, *_binary_loaders())
+    make_trainer(tmp_path, [cb]).fit(model, *binary_loaders())
     assert f"gradcam/{LAYER}/overlay" in image_events(tb_dir(tmp_path))
     result, probes = cb.last_explanation, cb.probes
     assert result is not None and probes is not None
@@ -150,7 +125,7 @@ def test_specs_the_head_cannot_serve_are_refused_before_training(
 ) -> None:
     model, data = (
         (Regressor(), _regression_loaders()) if module == "regression"
-        else (BinaryClassifier(), _binary_loaders())
+        else (BinaryClassifier(), binary_loaders())
     )
     before = [p.detach().clone() for p in model.parameters()]
     cb = lc.GradCAMCallback(layer=LAYER, target=spec)
@@ -197,7 +172,7 @@ def test_binary_on_a_sigmoid_head_is_refused(tmp_path: Any) -> None:
     the caption would show): refused with the fix, before training."""
     cb = lc.GradCAMCallback(layer=LAYER, target="binary")
     with pytest.raises(MisconfigurationException, match=r"returns sigmoid\(z\).*BCEWithLogitsLoss"):
-        make_trainer(tmp_path, [cb]).fit(SigmoidClassifier(), *_binary_loaders())
+        make_trainer(tmp_path, [cb]).fit(SigmoidClassifier(), *binary_loaders())
     p = torch.sigmoid(torch.zeros(2, 1, requires_grad=True))
     with pytest.raises(ValueError, match=r"returns sigmoid\(z\)"):
         SpecScore(parse_target_spec("binary"))(p)
