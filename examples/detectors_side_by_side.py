@@ -4,12 +4,12 @@ A Faster R-CNN (torchvision, :class:`~lightning_cam.detection.module.ShapesDetec
 (ultralytics, :class:`~lightning_cam.detection.yolo_module.ShapesYOLO`) and, with a DETR step
 count, a small Conditional DETR (Hugging Face transformers, built from a config) are trained
 from scratch, with random initialisation and no download, on the same synthetic shapes (96 px,
-no clutter); then the
-same validation images are explained per detection with each family's best method of
-``benchmarks/detection_quality.md``: a column per detector, a row per detection (its box, then
-its map, the method and layer above it), for the explainer each family has
-(``DetectionExplainer``, ``YOLOExplainer``, ``DetrExplainer``, whose decoder cross-attention
-of the detection's query is the last column).
+no clutter); then the same validation images are explained per detection with a method among
+each family's best of ``benchmarks/detection_quality.md`` (element-wise Grad-CAM at the Faster
+R-CNN's ``backbone.body.layer3``, Seg-Eigen-CAM at the YOLO's neck): a column per detector, a
+row per detection (its box, then its map, the method and layer above it), for the explainer
+each family has (``DetectionExplainer``, ``YOLOExplainer``, ``DetrExplainer``, whose decoder
+cross-attention of the detection's query is the last column).
 
 Run (from the repository root; 10-30 minutes on a 2-core CPU; ``--cache`` keeps the trained
 models)::
@@ -150,9 +150,10 @@ def explainers(steps: dict[str, int], cache: Path | None) -> list[tuple[str, Any
     out: list[tuple[str, Any]] = [
         ("Faster R-CNN (torchvision)",
          DetectionExplainer(frcnn.detector.eval(), layer="backbone.body.layer3",
-                            methods="eigengradcam", class_names=frcnn.class_names, **common)),
+                            methods="gradcam-elementwise", class_names=frcnn.class_names,
+                            **common)),
         ("YOLOv8 (ultralytics)",
-         YOLOExplainer(yolo.model.eval(), methods="layercam", imgsz=SIZE,
+         YOLOExplainer(yolo.model.eval(), methods="segeigencam", imgsz=SIZE,
                        class_names=yolo.class_names, **common)),
     ]
     if steps["detr"] > 0:
