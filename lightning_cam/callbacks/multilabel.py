@@ -96,19 +96,8 @@ def render_label_grids(
             for kind in options.kinds:
                 tiles = []
                 for p in shown:
-                    row = int(result.rows[p])
-                    if kind == "heatmap":
-                        tile = viz.colorize(cams[p], colormap=options.colormap)
-                    elif kind == "overlay":
-                        tile = viz.overlay(
-                            base[row], cams[p], alpha=options.alpha, colormap=options.colormap
-                        )
-                    elif kind == "guided_backprop":
-                        assert expl.guided is not None
-                        tile = viz.gradients_to_image(expl.guided[p].cpu())
-                    else:
-                        tile = viz.gradients_to_image(expl.guided_cams[method][layer][p].cpu())
-                    tile = render.resize_tile(tile, options.tile_size)
+                    base_p = base[int(result.rows[p])]
+                    tile = render.kind_tile(options, kind, base_p, cams, expl, method, layer, p)
                     tiles.append(viz.draw_label(tile, caption(p)))
                 pictures[f"{method}/{layer}/{kind}"] = viz.make_grid(tiles, ncol=min(len(tiles), 4))
     return pictures

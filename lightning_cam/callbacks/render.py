@@ -103,6 +103,24 @@ def _score_labels(
     return out
 
 
+def kind_tile(
+    options: CAMOptions, kind: str, base: np.ndarray, cams: torch.Tensor, result: Explanation,
+    method: str, layer: str, i: int,
+) -> np.ndarray:  # fmt: skip
+    """Row ``i``'s tile of picture ``kind`` (``heatmap``, ``overlay`` on its display image
+    ``base``, ``guided_backprop``, ``guided_gradcam``), resized to ``options.tile_size``."""
+    if kind == "heatmap":
+        tile = viz.colorize(cams[i], colormap=options.colormap)
+    elif kind == "overlay":
+        tile = viz.overlay(base, cams[i], alpha=options.alpha, colormap=options.colormap)
+    elif kind == "guided_backprop":
+        assert result.guided is not None
+        tile = viz.gradients_to_image(result.guided[i].cpu())
+    else:
+        tile = viz.gradients_to_image(result.guided_cams[method][layer][i].cpu())
+    return resize_tile(tile, options.tile_size)
+
+
 def render_grids(
     options: CAMOptions,
     probes: Mapping[str, torch.Tensor],
@@ -124,18 +142,7 @@ def render_grids(
             for kind in options.kinds:
                 tiles = []
                 for i in range(n):
-                    if kind == "heatmap":
-                        tile = viz.colorize(cams[i], colormap=options.colormap)
-                    elif kind == "overlay":
-                        tile = viz.overlay(
-                            base[i], cams[i], alpha=options.alpha, colormap=options.colormap
-                        )
-                    elif kind == "guided_backprop":
-                        assert result.guided is not None
-                        tile = viz.gradients_to_image(result.guided[i].cpu())
-                    else:
-                        tile = viz.gradients_to_image(result.guided_cams[method][layer][i].cpu())
-                    tile = resize_tile(tile, options.tile_size)
+                    tile = kind_tile(options, kind, base[i], cams, result, method, layer, i)
                     if labels[i]:
                         tile = viz.draw_label(tile, labels[i])
                     tiles.append(tile)
