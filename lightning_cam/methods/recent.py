@@ -20,6 +20,7 @@ import torch
 
 from lightning_cam.methods.core import LayerPass, chunk_size, spatial_dims
 from lightning_cam.methods.gradient import first_component, gradcam_weights, orient
+from lightning_cam.methods.kernel_pca import top_kernel_component
 
 #: FEM's default threshold: mean + k std per channel.
 FEM_K = 2.0
@@ -48,123 +49,6 @@ def fem_weights(job: LayerPass, k: float = FEM_K) -> torch.Tensor:
     return (a > th).float().mean(dim=dims, keepdim=True)
 
 
-#: Kernels of :func:`kpcacam_map` (sklearn's names; its defaults degree 3, coef0 1).
-KPCA_KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
-
-
-def kernel_matrix(
-    x: torch.Tensor, kernel: str = "sigmoid", gamma: float | None = None,
-    degree: int = 3, coef0: float = 1.0,
-) -> torch.Tensor:
-    """Batched kernel matrices ``(B, N, N)`` of ``N`` samples ``x`` ``(B, N, K)``, as sklearn's
-    ``pairwise_kernels`` (``gamma=None``: ``1 / K``)."""
-    if kernel not in KPCA_KERNELS:
-        raise ValueError(f"kernel must be one of {list(KPCA_KERNELS)}, got {kernel!r}")
-    g = 1.0 / x.shape[-1] if gamma is None else float(gamma)
-    dot = x @ x.transpose(1, 2)
-    if kernel == "linear":
-        return dot
-    if kernel == "sigmoid":  # tanh(y) = 2 sigmoid(2 y) - 1: torch's sigmoid is ~5 x faster on CPU
-        return dot.mul_(2 * g).add_(2 * coef0).sigmoid_().mul_(2).sub_(1)
-    if kernel == "poly":
-        return (g * dot + coef0) ** degree
-    sq = dot.diagonal(dim1=1, dim2=2)
-    if kernel == "rbf":
-        return torch.exp(-g * (sq[:, :, None] + sq[:, None, :] - 2 * dot).clamp(min=0))
-    norm = sq.clamp(min=0).sqrt()
-    norm = torch.where(norm > 0, norm, torch.ones_like(norm))
-    return dot / (norm[:, :, None] * norm[:, None, :])  # cosine
-
-
-#: Lanczos steps per restart of :func:`top_eigenpair`; matrices up to ``EIGH_MAX`` rows use
-#: ``eigh`` (faster there on CPU).
-LANCZOS_STEPS, EIGH_MAX = 48, 100
-#: Lanczos checks its Ritz pair's residual every this many steps (and stops when it is small).
-LANCZOS_CHECK = 8
-
-
-def _center(v: torch.Tensor) -> torch.Tensor:
-    return v - v.mean()
-
-
-def _lanczos_top(
-    m: torch.Tensor, steps: int, restarts: int, tol: float, centred: bool
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Restarted Lanczos on one symmetric matrix ``(N, N)`` (``centred``: on ``H M H``, ``H =
-    I - 1 1^T / N``, applied to the vectors, never formed); matrix-vector products with
-    ``torch.mv`` (a batched ``bmm`` of one column is several times slower on CPU). ``None``
-    when the residual is still above ``tol * |M|`` after ``restarts``."""
-    n = m.shape[0]
-
-    def matvec(q: torch.Tensor) -> torch.Tensor:
-        return _center(torch.mv(m, _center(q))) if centred else torch.mv(m, q)
-
-    gen = torch.Generator().manual_seed(0)
-    v = torch.randn(n, generator=gen, dtype=m.dtype).to(m.device)
-    if centred:
-        v = _center(v)
-    scale = float(m.abs().amax()) * n  # >= the spectral norm
-    tiny = torch.finfo(m.dtype).tiny
-    q_all = m.new_zeros(steps, n)
-    mq_all = m.new_zeros(steps, n)
-    for _ in range(restarts):
-        q = v / v.norm().clamp(min=tiny)
-        for j in range(steps):
-            q_all[j] = q
-            w = matvec(q)
-            mq_all[j] = w
-            basis = q_all[: j + 1]
-            w = w - torch.mv(basis.T, torch.mv(basis, w))  # full re-orthogonalisation
-            q = w / w.norm().clamp(min=tiny)
-            if (j + 1) % LANCZOS_CHECK == 0 or j + 1 == steps:  # Rayleigh-Ritz, residual
-                qs, mqs = q_all[: j + 1], mq_all[: j + 1]
-                t = qs @ mqs.T
-                tv, ty = torch.linalg.eigh((t + t.T) / 2)
-                theta, y = tv[-1], ty[:, -1]
-                v = torch.mv(qs.T, y)
-                if float((torch.mv(mqs.T, y) - theta * v).norm()) <= tol * scale:
-                    return theta, v / v.norm()
-    return None
-
-
-def top_eigenpair(
-    m: torch.Tensor, steps: int = LANCZOS_STEPS, restarts: int = 6, tol: float | None = None,
-    centred: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The largest (algebraic) eigenvalue ``(B,)`` and a unit eigenvector ``(B, N)`` of each
-    symmetric matrix of ``m`` ``(B, N, N)`` (``centred``: of ``H M H``, the double-centred
-    matrix, ``H = I - 1 1^T / N``).
-
-    Up to :data:`EIGH_MAX` rows (10 x 10 maps): ``torch.linalg.eigh``. Larger: restarted
-    Lanczos per matrix (``steps`` matrix-vector products per restart at most, fully
-    re-orthogonalised, Rayleigh-Ritz on ``Q^T M Q`` every :data:`LANCZOS_CHECK` steps), from a
-    fixed start vector (deterministic), in ``m``'s dtype; a matrix whose residual
-    ``|M v - theta v|`` is still above ``tol * |M|`` (``None``: 1e-10 in float64, 1e-6 in
-    float32) after ``restarts`` falls back to ``eigh``.
-    """
-    b, n, _ = m.shape
-    if tol is None:
-        tol = 1e-10 if m.dtype == torch.float64 else 1e-6
-    if n <= max(steps, EIGH_MAX):
-        if centred:
-            m = m - m.mean(dim=1, keepdim=True) - m.mean(dim=2, keepdim=True) + m.mean(
-                dim=(1, 2), keepdim=True)
-        vals, vecs = torch.linalg.eigh(m.double())  # ascending
-        return vals[:, -1].to(m.dtype), vecs[..., -1].to(m.dtype)
-    thetas, vs = [], []
-    for i in range(b):
-        found = _lanczos_top(m[i], steps, restarts, tol, centred)
-        if found is None:
-            mi = m[i].double()
-            if centred:
-                mi = mi - mi.mean(0, keepdim=True) - mi.mean(1, keepdim=True) + mi.mean()
-            vals, vecs = torch.linalg.eigh(mi)
-            found = vals[-1].to(m.dtype), vecs[:, -1].to(m.dtype)
-        thetas.append(found[0])
-        vs.append(found[1])
-    return torch.stack(thetas), torch.stack(vs)
-
-
 def kpcacam_map(
     job: LayerPass, kernel: str = "sigmoid", gamma: float | None = None, sign: str = "correlate"
 ) -> torch.Tensor:
@@ -176,10 +60,10 @@ def kpcacam_map(
     ``tanh(gamma x_i·x_j + 1)``, ``gamma = 1 / channels``), centred in feature space
     ``K_c = K - 1_N K - K 1_N + 1_N K 1_N``; the map is the first kernel principal component
     ``L = ReLU(sqrt(lambda_1) alpha_1)`` (``alpha_1``: the top unit eigenvector of ``K_c``).
-    In float32 (as sklearn from float32 activations): the kernel, then the top eigenpair of
-    ``K_c`` by :func:`top_eigenpair` (Lanczos with the centring applied to its vectors, ``K_c
-    q = H K H q``, never formed; a full ``eigh`` in float64 for small maps), never the whole
-    spectrum.
+    In float32 (as sklearn from float32 activations), by
+    :func:`~lightning_cam.methods.kernel_pca.top_kernel_component`: the top eigenpair of ``K_c``
+    only (Lanczos with the centring applied to its vectors on CPU; the kernel's upper triangle
+    by BLAS ``syrk``), never the whole spectrum.
 
     Sign: as :func:`~lightning_cam.methods.activation.eigencam_map` — the map correlates
     positively with ``sum_k A^k`` (``sign="peak"``: the largest magnitude positive, sklearn's
@@ -187,7 +71,7 @@ def kpcacam_map(
 
     Args:
         job: The layer's pass (activations only).
-        kernel: One of :data:`KPCA_KERNELS`.
+        kernel: One of :data:`~lightning_cam.methods.kernel_pca.KPCA_KERNELS`.
         gamma: Of the ``rbf`` / ``poly`` / ``sigmoid`` kernels (``None``: ``1 / channels``).
         sign: ``"correlate"`` or ``"peak"``.
 
@@ -198,8 +82,7 @@ def kpcacam_map(
     b, spatial = a.shape[0], a.shape[2:]
     x = a.float().reshape(b, a.shape[1], -1).transpose(1, 2)  # (B, N, K)
     x = x - x.mean(dim=1, keepdim=True)
-    km = kernel_matrix(x, kernel, gamma)  # float32, as sklearn's from float32 activations
-    val, vec = top_eigenpair(km, centred=True)  # of K_c, centred on the fly
+    val, vec = top_kernel_component(x, kernel, gamma)  # of K_c
     proj = (vec * val[:, None].clamp(min=0).sqrt()).float()
     return orient(proj, a.float().sum(dim=1).reshape(b, -1), sign).reshape(b, *spatial)
 

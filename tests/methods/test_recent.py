@@ -156,7 +156,7 @@ def test_kpcacam_large_map_lanczos_equals_sklearn_arpack(setup) -> None:
 
 
 def test_top_eigenpair_lanczos_equals_eigh() -> None:
-    from lightning_cam.methods.recent import top_eigenpair
+    from lightning_cam.methods.kernel_pca import top_eigenpair
 
     g = torch.Generator().manual_seed(3)
     m = torch.randn(2, 300, 40, generator=g, dtype=torch.float64)
