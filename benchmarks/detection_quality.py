@@ -115,6 +115,20 @@ def score_result(result: Any, target: dict[str, torch.Tensor], methods: list[str
     return int(sel.numel())
 
 
+def replace_section(path: Path, section: str, text: str) -> None:
+    """Write ``text`` (starting with its ``section`` heading) into the markdown file ``path``
+    in place of that section (up to the next ``## `` heading), or at its end; the other
+    sections are kept."""
+    old = path.read_text() if path.exists() else ""
+    start = old.find(f"\n{section}")
+    if start < 0:
+        path.write_text((old.rstrip("\n") + "\n\n" if old else "") + text)
+        return
+    end = old.find("\n## ", start + 1)
+    rest = old[end:] if end >= 0 else ""
+    path.write_text(old[:start].rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n" + rest)
+
+
 def markdown(scores: dict[tuple[str, str, str], list[float]], methods: list[str],
              layers: list[str], header: list[str]) -> str:
     lines = [*header, "",
@@ -199,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         "of the image (lower is better).",
     ]
     text = markdown(scores, methods, explainer.result_layers, header)
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    old = out.read_text() if out.exists() else ""
+    later = old[old.find("\n## "):] if "\n## " in old else ""  # the YOLO, RT-DETR sections
+    out.write_text(text.rstrip("\n") + "\n" + later)
     print(text)
     if args.picture:
         picture(args.picture, data, explainer, methods, args.picture_layer, args.picture_images)

@@ -37,7 +37,7 @@ for p in (REPO, REPO / "benchmarks"):
         sys.path.insert(0, str(p))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from detection_quality import markdown, score_result  # noqa: E402
+from detection_quality import markdown, replace_section, score_result  # noqa: E402
 
 from lightning_cam.data.detection import ShapesDetectionDataModule  # noqa: E402
 from lightning_cam.detection import YOLO_NECK, YOLOExplainer, detection_scores  # noqa: E402
@@ -134,10 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "Activation methods (EigenCAM, FEM, KPCA-CAM) do not depend on the score.",
     ]
     text = markdown(scores, methods, layers, header)
-    out = Path(args.out)
-    old = out.read_text() if out.exists() else ""
-    kept = old.split(f"\n{SECTION}")[0].rstrip("\n") if old else ""
-    out.write_text((kept + "\n\n" if kept else "") + text)
+    replace_section(Path(args.out), SECTION, text)
     print(text)
     return 0
 

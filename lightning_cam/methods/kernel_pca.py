@@ -111,11 +111,11 @@ def _lanczos_top(
 ) -> tuple[float, np.ndarray] | None:
     """Restarted Lanczos for the largest (algebraic) eigenpair of a symmetric operator
     (``centred``: one that maps the centred vectors, ``1^T v = 0``, to centred vectors, started
-    from one), fully re-orthogonalised (classical Gram-Schmidt, two passes), Rayleigh-Ritz on ``Q^T M Q`` every
-    :data:`LANCZOS_CHECK` steps, from a fixed start vector (deterministic). Converged when the
-    residual ``|M v - theta v|`` is below ``rel_tol * |theta|``, or stalled below
-    ``STALL_FACTOR`` times that (the rounding of the products reached: more steps would not
-    help); ``None`` when neither after ``restarts``."""
+    from one), fully re-orthogonalised (classical Gram-Schmidt, two passes), Rayleigh-Ritz on
+    ``Q^T M Q`` every :data:`LANCZOS_CHECK` steps, from a fixed start vector (deterministic).
+    Converged when the residual ``|M v - theta v|`` is below ``rel_tol * |theta|``, or stalled
+    below ``STALL_FACTOR`` times that (the rounding of the products reached: more steps would
+    not help); ``None`` when neither after ``restarts``."""
     v = np.random.default_rng(0).standard_normal(n).astype(dtype)
     v = _center(v) if centred else v
     tiny = float(np.finfo(dtype).tiny)
@@ -190,23 +190,27 @@ def _double_centred(m: torch.Tensor) -> torch.Tensor:
 
 def _dense_top(m: torch.Tensor, centred: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The top eigenpair of each symmetric ``m`` ``(B, N, N)`` (``centred``: of ``H M H``) from
-    a dense solver in float64: on CPU LAPACK's ``syevx`` for that one pair, the centring in
-    numpy (scipy; ~2 x faster than a whole ``eigh`` at 49 rows, 3 x at 100, and numpy's small
-    operations cost a fraction of torch's), elsewhere ``torch.linalg.eigh``."""
+    a dense solver in float64: on CPU LAPACK's ``dsyevx`` for that one pair (~2 x faster than a
+    whole ``eigh`` at 49 rows, 3 x at 100), the centring in numpy (whose small operations cost
+    a fraction of torch's); elsewhere ``torch.linalg.eigh``."""
     if m.device.type != "cpu":
         vals, vecs = torch.linalg.eigh((_double_centred(m) if centred else m).double())
         return vals[:, -1].to(m.dtype), vecs[..., -1].to(m.dtype)
-    from scipy.linalg import eigh
+    from scipy.linalg.lapack import dsyevx
 
     a = m.detach().double().numpy()
     if centred:  # symmetric: the row means are the column means
         r = a.mean(axis=2)
         a = a - r[:, :, None] - r[:, None, :] + r.mean(axis=1)[:, None, None]
     n = a.shape[-1]
-    pairs = [eigh(ai, subset_by_index=[n - 1, n - 1], driver="evx", check_finite=False)
-             for ai in a]
-    return (torch.tensor([float(w[0]) for w, _ in pairs], dtype=m.dtype),
-            torch.from_numpy(np.stack([v[:, 0] for _, v in pairs])).to(m.dtype))
+    vals, vecs = np.empty(len(a)), np.empty((len(a), n))
+    for i, ai in enumerate(a):  # ai: C order, symmetric, so its Fortran view is itself
+        w, z, _, _, info = dsyevx(ai.T, compute_v=1, range="I", il=n, iu=n)
+        if info != 0:
+            w, z = np.linalg.eigh(ai)
+            w, z = w[-1:], z[:, -1:]
+        vals[i], vecs[i] = w[0], z[:, 0]
+    return torch.from_numpy(vals).to(m.dtype), torch.from_numpy(vecs).to(m.dtype)
 
 
 def top_eigenpair(

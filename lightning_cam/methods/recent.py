@@ -83,8 +83,9 @@ def kpcacam_map(
     x = a.float().reshape(b, a.shape[1], -1).transpose(1, 2)  # (B, N, K)
     x = x - x.mean(dim=1, keepdim=True)
     val, vec = top_kernel_component(x, kernel, gamma)  # of K_c
-    proj = (vec * val[:, None].clamp(min=0).sqrt()).float()
-    return orient(proj, a.float().sum(dim=1).reshape(b, -1), sign).reshape(b, *spatial)
+    proj = vec.float().mul_(val.float().clamp_(min=0).sqrt_()[:, None])
+    ref = a.float().sum(dim=1).reshape(b, -1) if sign == "correlate" else None
+    return orient(proj, ref, sign).reshape(b, *spatial)
 
 
 def segeigencam_map(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
