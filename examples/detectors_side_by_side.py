@@ -6,9 +6,10 @@ A Faster R-CNN (torchvision, :class:`~lightning_cam.detection.module.ShapesDetec
 initialisation and no download, on the same synthetic shapes (96 px, no clutter); then the same
 validation images are explained per detection with a method among each family's best of
 ``benchmarks/detection_quality.md`` (element-wise Grad-CAM at the Faster R-CNN's
-``backbone.body.layer3``, Seg-Eigen-CAM at the YOLO's neck, DETR_CHOICE): a column per detector,
-a row per detection (its box, then its map, the method and layer above it), for the explainer
-each family has (``DetectionExplainer``, ``YOLOExplainer``, ``DetrExplainer``).
+``backbone.body.layer3``, Seg-Eigen-CAM at the YOLO's neck and at the RT-DETR's stride-8
+encoder output): a column per detector, a row per detection (its box, then its map, the method
+and layer above it), for the explainer each family has (``DetectionExplainer``,
+``YOLOExplainer``, ``DetrExplainer``).
 
 Run (from the repository root; about 45 minutes on a 2-core CPU, most of it the RT-DETR's
 3000 steps; ``--cache`` keeps the trained models)::
@@ -40,7 +41,8 @@ from lightning_cam.detection.render import render_detection  # noqa: E402
 from lightning_cam.tools import viz  # noqa: E402
 
 SIZE = 96
-#: The RT-DETR's map: among the best of ``benchmarks/detection_quality.md``'s RT-DETR table.
+#: The RT-DETR's map: the best energy of ``benchmarks/detection_quality.md``'s RT-DETR table (its
+#: default layer).
 DETR_METHOD, DETR_LAYER = "segeigencam", "model.encoder.fpn_blocks.1"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -236,6 +236,10 @@ class DetrFamily:
             learned points per head and level instead.
         multi_scale_encoder: Whether the encoder's tokens concatenate several feature levels
             (no single grid to fold them into).
+        default_blocks: A ``ModuleList`` whose last block is the default layer instead of the
+            backbone's last stage (RT-DETR: the hybrid encoder's finest output level, the best
+            localising layer measured, ``benchmarks/detection_quality.md``); ``None``: the
+            backbone's last stage.
     """
 
     model_class: str
@@ -243,6 +247,7 @@ class DetrFamily:
     candidates: int | None
     dense_cross_attention: bool
     multi_scale_encoder: bool
+    default_blocks: str | None = None
 
 
 #: The supported DETR-family models, by transformers class name.
@@ -252,7 +257,9 @@ DETR_FAMILIES: dict[str, DetrFamily] = {
         DetrFamily("DetrForObjectDetection", "softmax", None, True, False),
         DetrFamily("ConditionalDetrForObjectDetection", "sigmoid", 100, True, False),
         DetrFamily("DeformableDetrForObjectDetection", "sigmoid", 100, False, True),
-        DetrFamily("RTDetrForObjectDetection", "sigmoid", None, False, False),
-        DetrFamily("RTDetrV2ForObjectDetection", "sigmoid", None, False, False),
+        DetrFamily("RTDetrForObjectDetection", "sigmoid", None, False, False,
+                   "model.encoder.fpn_blocks"),
+        DetrFamily("RTDetrV2ForObjectDetection", "sigmoid", None, False, False,
+                   "model.encoder.fpn_blocks"),
     )
 }

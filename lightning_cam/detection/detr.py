@@ -21,7 +21,8 @@ this module does not import it.
   ``softmax(logits[q])[c]`` (DETR, "no object" included in the softmax) or
   ``sigmoid(logits[q, c])`` (the others). ``K`` detections: one forward, one batched backward.
 * **Which maps.** CAMs (any registered method that explains arbitrary scores) of backbone or
-  encoder layers: the default is the backbone's last stage (:func:`default_detr_layer`);
+  encoder layers: the default is the backbone's last stage (RT-DETR: its hybrid encoder's finest
+  output level; :func:`default_detr_layer`);
   feature maps ``(B, C, h, w)`` are used as they are, encoder tokens ``(B, h * w, d)`` of the
   single-scale encoders (DETR, Conditional DETR, RT-DETR's AIFI) are folded into the feature
   grid. Deformable DETR's encoder concatenates several levels' tokens: refused (use a backbone
@@ -54,6 +55,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -109,8 +111,7 @@ def detr_family(model: Any) -> DetrFamily | None:
             family = DETR_FAMILIES[cls.__name__]
             config = getattr(model, "config", None)
             if family.scores == "sigmoid" and getattr(config, "use_focal_loss", True) is False:
-                return DetrFamily(family.model_class, "softmax", None,
-                                  family.dense_cross_attention, family.multi_scale_encoder)
+                return dataclasses.replace(family, scores="softmax", candidates=None)
             return family
     return None
 
@@ -145,13 +146,22 @@ def _refuse_unsupported(model: Any) -> None:
 
 
 def default_detr_layer(model: nn.Module) -> str:
-    """The backbone's last stage: ``model.backbone.model.encoder.stages.<i>`` for transformers
+    """The default layer: for RT-DETR the hybrid encoder's finest output level
+    (``model.encoder.fpn_blocks.<last>``, stride 8: the best localising layer measured, the
+    backbone's last stage the worst; ``benchmarks/detection_quality.md``); otherwise the
+    backbone's last stage: ``model.backbone.model.encoder.stages.<i>`` for transformers
     backbones (the stage of the last ``out_features``), the last feature module of a timm
     backbone.
 
     Raises:
         ValueError: No backbone found (pass ``layer=...``).
     """
+    family = detr_family(model)
+    name = family.default_blocks if family is not None else None
+    if name is not None and _has(model, name):
+        blocks = model.get_submodule(name)
+        if isinstance(blocks, nn.ModuleList) and len(blocks) > 0:
+            return f"{name}.{len(blocks) - 1}"
     conv = getattr(getattr(model, "model", None), "backbone", None)
     body = getattr(conv, "model", None)
     stages = getattr(getattr(body, "encoder", None), "stages", None)
@@ -167,6 +177,14 @@ def default_detr_layer(model: nn.Module) -> str:
         "to take the default layer from; pass layer=... (a dotted name from "
         "model.named_modules(), e.g. model.input_projection)."
     )
+
+
+def _has(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
 
 
 def _token_grid(n: int, canvas: tuple[int, int], layer: str) -> tuple[int, int]:
