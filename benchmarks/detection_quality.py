@@ -31,6 +31,7 @@ import datetime
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,40 @@ def score_result(result: Any, target: dict[str, torch.Tensor], methods: list[str
             for name, v in zip(METRICS, (hits, energy, in_box, on_others), strict=True):
                 scores[(m, layer, name)].extend(v.tolist())
     return int(sel.numel())
+
+
+@dataclass
+class DatasetScores:
+    """The metrics of every matched detection of a validation set (``scores``, per method,
+    layer and metric), the counts, the detector's AP50 / recall50 and the seconds taken."""
+
+    scores: dict[tuple[str, str, str], list[float]]
+    matched: int
+    detections: int
+    quality: dict[str, Any]
+    seconds: float
+
+
+def score_images(explainer: Any, data: Any, num: int, methods: list[str], layers: list[str],
+                 detect: Any = None, label_offset: int = 0) -> DatasetScores:
+    """Explain and score the first ``num`` images of ``data`` (:func:`score_result`). AP50 is
+    of ``detect(image)``'s detections (every detection) or, without it, of the explained ones;
+    ``label_offset`` is taken off the true labels (1: a model whose ids have no background)."""
+    scores: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    matched = detections = 0
+    preds, targets = [], []
+    start = time.perf_counter()
+    for i in range(num):
+        image, target = data[i]
+        target = {**target, "labels": target["labels"] - label_offset}
+        result = explainer(image)
+        detections += len(result)
+        matched += score_result(result, target, methods, layers, scores)
+        preds.append(detect(image) if detect is not None else
+                     {"boxes": result.boxes, "scores": result.scores, "labels": result.labels})
+        targets.append(target)
+    return DatasetScores(scores, matched, detections, detection_scores(preds, targets),
+                         time.perf_counter() - start)
 
 
 def replace_section(path: Path, section: str, text: str) -> None:

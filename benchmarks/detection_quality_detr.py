@@ -25,7 +25,6 @@ import argparse
 import datetime
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -35,10 +34,10 @@ for p in (REPO, REPO / "benchmarks", REPO / "examples"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from detection_quality import markdown, replace_section, score_result  # noqa: E402
+from detection_quality import markdown, replace_section, score_images  # noqa: E402
 from detectors_side_by_side import _cached, data_module, train_detr  # noqa: E402
 
-from lightning_cam.detection import DetrExplainer, detection_scores  # noqa: E402
+from lightning_cam.detection import DetrExplainer  # noqa: E402
 from lightning_cam.detection.base import detection_methods  # noqa: E402
 
 SECTION = "## RT-DETR"
@@ -70,21 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     explainer = DetrExplainer(model.eval(), processor, layer=LAYERS, methods=methods,
                               score_threshold=args.score_threshold, top_k=args.top_k)
     data = data_module(args.num_images, masks=True).dataset("val")
-    scores: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    matched = detections = 0
-    preds, targets = [], []
-    start = time.perf_counter()
     n = min(args.num_images, len(data))
-    for i in range(n):
-        image, target = data[i]
-        target = {**target, "labels": target["labels"] - 1}  # the model's ids: no background
-        result = explainer(image)
-        detections += len(result)
-        matched += score_result(result, target, methods, LAYERS, scores)
-        preds.append({"boxes": result.boxes, "scores": result.scores, "labels": result.labels})
-        targets.append(target)
-    elapsed = time.perf_counter() - start
-    quality = detection_scores(preds, targets)
+    run = score_images(explainer, data, n, methods, LAYERS, label_offset=1)  # ids: no background
+    quality, detections, matched, elapsed = run.quality, run.detections, run.matched, run.seconds
     header = [
         f"{SECTION} ({datetime.date.today().isoformat()})",
         "",
@@ -110,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "and the Eigen methods' maps do not depend on the detection. Compare per detector, "
         "not across.",
     ]
-    text = markdown(scores, methods, LAYERS, header)
+    text = markdown(run.scores, methods, LAYERS, header)
     replace_section(Path(args.out), SECTION, text)
     print(text)
     return 0

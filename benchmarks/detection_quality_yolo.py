@@ -25,7 +25,6 @@ import datetime
 import os
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,10 @@ for p in (REPO, REPO / "benchmarks"):
         sys.path.insert(0, str(p))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from detection_quality import markdown, replace_section, score_result  # noqa: E402
+from detection_quality import markdown, replace_section, score_images  # noqa: E402
 
 from lightning_cam.data.detection import ShapesDetectionDataModule  # noqa: E402
-from lightning_cam.detection import YOLO_NECK, YOLOExplainer, detection_scores  # noqa: E402
+from lightning_cam.detection import YOLO_NECK, YOLOExplainer  # noqa: E402
 from lightning_cam.detection.base import detection_methods  # noqa: E402
 
 SECTION = "## YOLO"
@@ -99,19 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                               score_threshold=args.score_threshold, top_k=args.top_k,
                               class_names=module.class_names)
     data = data_module(args.num_images, masks=True).dataset("val")
-    scores: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    matched = detections = 0
-    preds, targets = [], []
-    start = time.perf_counter()
-    for i in range(min(args.num_images, len(data))):
-        image, target = data[i]
-        result = explainer(image)
-        detections += len(result)
-        matched += score_result(result, target, methods, layers, scores)
-        preds.append(explainer.detect(image))
-        targets.append(target)
-    elapsed = time.perf_counter() - start
-    quality = detection_scores(preds, targets)
+    run = score_images(explainer, data, min(args.num_images, len(data)), methods, layers,
+                       detect=explainer.detect)
+    quality, detections, matched, elapsed = run.quality, run.detections, run.matched, run.seconds
     header = [
         f"{SECTION} ({datetime.date.today().isoformat()})",
         "",
@@ -133,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "merit), and `model.15`'s whole-network gradient is the head's (equal to `neck`). "
         "Activation methods (EigenCAM, FEM, KPCA-CAM) do not depend on the score.",
     ]
-    text = markdown(scores, methods, layers, header)
+    text = markdown(run.scores, methods, layers, header)
     replace_section(Path(args.out), SECTION, text)
     print(text)
     return 0
