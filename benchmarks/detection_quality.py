@@ -116,6 +116,15 @@ def score_result(result: Any, target: dict[str, torch.Tensor], methods: list[str
     return int(sel.numel())
 
 
+def add_scoring_args(p: argparse.ArgumentParser) -> None:
+    """The options the YOLO and RT-DETR tables share: images, selection, threads, the file."""
+    p.add_argument("--num-images", type=int, default=100)
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "detection_quality.md"))
+
+
 @dataclass
 class DatasetScores:
     """The metrics of every matched detection of a validation set (``scores``, per method,
@@ -162,6 +171,14 @@ def replace_section(path: Path, section: str, text: str) -> None:
     end = old.find("\n## ", start + 1)
     rest = old[end:] if end >= 0 else ""
     path.write_text(old[:start].rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n" + rest)
+
+
+def publish(out: str, section: str, run: DatasetScores, methods: list[str], layers: list[str],
+            header: list[str]) -> None:
+    """The table of ``run`` under ``header``: printed and written as ``section`` of ``out``."""
+    text = markdown(run.scores, methods, layers, header)
+    replace_section(Path(out), section, text)
+    print(text)
 
 
 def markdown(scores: dict[tuple[str, str, str], list[float]], methods: list[str],

@@ -34,7 +34,7 @@ for p in (REPO, REPO / "benchmarks", REPO / "examples"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from detection_quality import markdown, replace_section, score_images  # noqa: E402
+from detection_quality import add_scoring_args, publish, score_images  # noqa: E402
 from detectors_side_by_side import _cached, data_module, train_detr  # noqa: E402
 
 from lightning_cam.detection import DetrExplainer  # noqa: E402
@@ -52,11 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=3000, help="training steps (or the cached)")
     p.add_argument("--cache", default=None, help="the example's --cache folder")
-    p.add_argument("--num-images", type=int, default=100)
-    p.add_argument("--score-threshold", type=float, default=0.5)
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "detection_quality.md"))
+    add_scoring_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -97,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "and the Eigen methods' maps do not depend on the detection. Compare per detector, "
         "not across.",
     ]
-    text = markdown(run.scores, methods, LAYERS, header)
-    replace_section(Path(args.out), SECTION, text)
-    print(text)
+    publish(args.out, SECTION, run, methods, LAYERS, header)
     return 0
 
 

@@ -36,7 +36,7 @@ for p in (REPO, REPO / "benchmarks"):
         sys.path.insert(0, str(p))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from detection_quality import markdown, replace_section, score_images  # noqa: E402
+from detection_quality import add_scoring_args, publish, score_images  # noqa: E402
 
 from lightning_cam.data.detection import ShapesDetectionDataModule  # noqa: E402
 from lightning_cam.detection import YOLO_NECK, YOLOExplainer  # noqa: E402
@@ -74,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ckpt", default=None, help="a ShapesYOLO Lightning checkpoint")
     p.add_argument("--train-steps", type=int, default=1500)
     p.add_argument("--save", default=None, help="where to save the trained checkpoint")
-    p.add_argument("--num-images", type=int, default=100)
-    p.add_argument("--score-threshold", type=float, default=0.5)
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "detection_quality.md"))
+    add_scoring_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -122,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "merit), and `model.15`'s whole-network gradient is the head's (equal to `neck`). "
         "Activation methods (EigenCAM, FEM, KPCA-CAM) do not depend on the score.",
     ]
-    text = markdown(run.scores, methods, layers, header)
-    replace_section(Path(args.out), SECTION, text)
-    print(text)
+    publish(args.out, SECTION, run, methods, layers, header)
     return 0
 
 
