@@ -268,7 +268,8 @@ def test_save_pretrained_folder_and_cli(tmp_path):
     assert CROSS_ATTENTION in dets[0]["files"]
 
 
-def test_callback_on_a_lightning_module_wrapping_detr(tmp_path):
+@pytest.mark.parametrize("family", ["conditional_detr", "rt_detr"])
+def test_callback_on_a_lightning_module_wrapping_detr(tmp_path, family):
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import TensorBoardLogger
     from torch.utils.data import DataLoader
@@ -279,7 +280,7 @@ def test_callback_on_a_lightning_module_wrapping_detr(tmp_path):
     class DetrModule(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.model, self.image_processor = tiny_detr("conditional_detr")
+            self.model, self.image_processor = tiny_detr(family)
 
         def validation_step(self, batch, batch_idx):
             pixels = self.image_processor(images=batch[0], return_tensors="pt", do_rescale=False)
@@ -297,8 +298,9 @@ def test_callback_on_a_lightning_module_wrapping_detr(tmp_path):
                          enable_progress_bar=False, enable_model_summary=False)
     module = DetrModule()
     trainer.validate(module, dataloaders=loader)
-    tag = "gradcam/model.model.backbone.model.encoder.stages.3/detections"
-    assert tag in image_events(logger.log_dir)
+    layer = ("model.encoder.fpn_blocks.1" if family == "rt_detr"  # the family's default
+             else "model.backbone.model.encoder.stages.3")
+    assert f"gradcam/model.{layer}/detections" in image_events(logger.log_dir)
     assert all(not m._forward_hooks for m in module.modules())
 
 
