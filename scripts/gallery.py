@@ -39,10 +39,10 @@ LONG_RUNS = {
     "detection_methods.jpg": "`python benchmarks/detection_quality.py --ckpt ... --picture "
     "docs/detection_methods.jpg`: a row per detection, a column per method at "
     "`backbone.body.layer3`",
-    "detectors_side_by_side.jpg": "`python examples/detectors_side_by_side.py --images 1 2` "
-    "(10-30 min): a Faster R-CNN and a YOLO trained from scratch on the same shapes, a column "
-    "per detector, a row per detection with its map (a method among each family's best of "
-    "benchmarks/detection_quality.md)",
+    "detectors_side_by_side.jpg": "`python examples/detectors_side_by_side.py` (about 45 min, "
+    "most of it the RT-DETR): a Faster R-CNN, a YOLO and an RT-DETR trained from scratch on the "
+    "same shapes, a column per detector, a row per detection with its map (a method among each "
+    "family's best of benchmarks/detection_quality.md)",
     "vit_shapes.png": "`python examples/vit_shapes.py --out docs/vit_shapes.png` (40 epochs): a "
     "tiny ViT trained from scratch, Grad-CAM with the defaults (tokens folded)",
 }
