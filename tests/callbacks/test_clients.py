@@ -6,6 +6,7 @@ labels (Lightning's fine-tuning example), and a ``log_softmax`` head trained wit
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,42 +34,58 @@ class Backbone(nn.Module):
         return self.features(x).mean(dim=(2, 3))
 
 
-class BinaryClassifier(pl.LightningModule):
-    """Lightning's fine-tuning example, shrunk: ``fc = Linear(., 1)``, BCE-with-logits on float
-    labels ``(B, 1)``."""
+class HeadOnBackbone(pl.LightningModule):
+    """``Backbone`` and a linear head of ``outputs`` trained on ``loss`` (a class attribute):
+    the shape of the public fine-tuning examples."""
+
+    outputs, lr = 1, 0.1
+    loss = staticmethod(F.binary_cross_entropy_with_logits)
 
     def __init__(self) -> None:
         super().__init__()
         self.backbone = Backbone()
-        self.fc = nn.Linear(8, 1)
+        self.fc = nn.Linear(8, self.outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.backbone(x))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        return F.binary_cross_entropy_with_logits(self(x), y)
+        return self.loss(self(x), y)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
-        self.log("val_loss", F.binary_cross_entropy_with_logits(self(x), y))
+        self.log("val_loss", self.loss(self(x), y))
 
     def configure_optimizers(self) -> Any:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
-class BinaryBlobs(Dataset):
-    """``(image, float label (1,))``: 1.0 where the square is in the first quadrant."""
+class BinaryClassifier(HeadOnBackbone):
+    """Lightning's fine-tuning example, shrunk: ``fc = Linear(., 1)``, BCE-with-logits on float
+    labels ``(B, 1)``."""
 
-    def __init__(self, n: int, seed: int) -> None:
+
+class LabelledBlobs(Dataset):
+    """``(image, label(quadrant))`` of ``BlobData`` (the square's quadrant, 0-3)."""
+
+    def __init__(self, n: int, seed: int, label: Callable[[int], torch.Tensor]) -> None:
         self.data = BlobData(n, seed=seed, dict_batches=False)
+        self.label = label
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, i: int) -> Any:
         img, q = self.data[i]
-        return img, torch.tensor([float(int(q) == 0)])
+        return img, self.label(int(q))
+
+
+class BinaryBlobs(LabelledBlobs):
+    """``(image, float label (1,))``: 1.0 where the square is in the first quadrant."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        super().__init__(n, seed, lambda q: torch.tensor([float(q == 0)]))
 
 
 def binary_loaders() -> tuple[DataLoader, DataLoader]:

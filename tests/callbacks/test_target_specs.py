@@ -7,11 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 import lightning_cam as lc
 from lightning_cam._compat import MisconfigurationException
@@ -19,10 +17,11 @@ from lightning_cam.callbacks import render
 from lightning_cam.engine.target_kinds import RegressionTarget
 from lightning_cam.engine.target_spec import SpecScore, parse_target_spec
 from lightning_cam.engine.targets import BinaryTarget
-from tests.callbacks.helpers import BlobData, image_events, make_trainer, tb_dir
+from tests.callbacks.helpers import image_events, make_trainer, tb_dir
 from tests.callbacks.test_clients import (
-    Backbone,
     BinaryClassifier,
+    HeadOnBackbone,
+    LabelledBlobs,
     SigmoidClassifier,
     binary_loaders,
 )
@@ -30,44 +29,20 @@ from tests.callbacks.test_clients import (
 LAYER = "backbone.features"
 
 
-class Regressor(pl.LightningModule):
+class Regressor(HeadOnBackbone):
     """Two regression outputs (the square's centre, say), MSE loss."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.backbone = Backbone()
-        self.head = nn.Linear(8, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return F.mse_loss(self(x), y)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x, y = batch
-        self.log("val_loss", F.mse_loss(self(x), y))
-
-    def configure_optimizers(self) -> Any:
-        return torch.optim.SGD(self.parameters(), lr=0.01)
+    outputs, lr = 2, 0.01
+    loss = staticmethod(F.mse_loss)
 
 
-class _RegressionBlobs(Dataset):
-    def __init__(self, n: int, seed: int) -> None:
-        self.data = BlobData(n, seed=seed, dict_batches=False)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int) -> Any:
-        img, q = self.data[i]
-        return img, torch.tensor([float(q) / 3, 1.0 - float(q) / 3])
+def _centre(q: int) -> torch.Tensor:
+    return torch.tensor([q / 3, 1.0 - q / 3])
 
 
 def _regression_loaders() -> tuple[DataLoader, DataLoader]:
-    return (DataLoader(_RegressionBlobs(16, 0), batch_size=8),
-            DataLoader(_RegressionBlobs(8, 1), batch_size=8))
+    return (DataLoader(LabelledBlobs(16, 0, _centre), batch_size=8),
+            DataLoader(LabelledBlobs(8, 1, _centre), batch_size=8))
 
 
 @pytest.mark.parametrize("spec", ["binary", "binary:negative"])
