@@ -195,7 +195,19 @@ def split_detector_batch(
     """``(images, targets)`` of a detection batch of ``backend``'s formats (torchvision's
     ``(list of images, list of target dicts)`` or a bare list of images; detectron2's,
     ultralytics' and the Hugging Face processor's own batches for theirs, ``processor`` the
-    DETR's, :func:`detector_processor`), ``None`` when it is none."""
+    DETR's, :func:`detector_processor`), ``None`` when it is none. ``uint8`` images (what a
+    module that calls its DETR or YOLO preprocessing in its step is often fed) come out as
+    floats in ``[0, 1]``, the explainers' input."""
+    split = _split_batch(detector, backend, batch, processor)
+    if split is None:
+        return None
+    images, targets = split
+    return [im.float() / 255 if im.dtype == torch.uint8 else im for im in images], targets
+
+
+def _split_batch(
+    detector: Any, backend: str, batch: Any, processor: Any,
+) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]] | None] | None:
     from lightning_cam.detection import split_detection_batch
     from lightning_cam.detection.detectron2 import split_detectron2_batch
 

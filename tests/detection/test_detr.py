@@ -304,6 +304,25 @@ def test_callback_on_a_lightning_module_wrapping_detr(tmp_path, family):
     assert all(not m._forward_hooks for m in module.modules())
 
 
+def test_callback_on_uint8_batches_explains_the_images_in_0_1(tmp_path):
+    """A module fed uint8 images (its processor rescales them in the step): the callback's
+    probes come out as floats in [0, 1] and are explained, not refused after training."""
+    from lightning_cam.callbacks.detection import split_detector_batch
+
+    model, processor = tiny_detr("rt_detr")
+    images = [(_image(i) * 255).round().to(torch.uint8) for i in range(2)]
+    target = {"boxes": torch.tensor([[10.0, 10.0, 40.0, 30.0]]), "labels": torch.tensor([0])}
+    split = split_detector_batch(model, "hf", (images, [target, target]), processor)
+    assert split is not None
+    out, targets = split
+    assert targets is not None and len(targets) == 2
+    for got, raw in zip(out, images, strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, raw.float() / 255)
+    result = DetrExplainer(model, processor, score_threshold=0.0, top_k=2)(out[0])
+    assert result.map().shape == (2, *out[0].shape[1:])
+
+
 def test_explain_detr_batch_finds_the_model_and_its_processor():
     from lightning_cam.detection import explain_detr_batch, find_detr_model
 
